@@ -1,0 +1,165 @@
+package nat
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func flowOf(t *testing.T, e *Engine, g uint16) FlowInfo {
+	t.Helper()
+	var out FlowInfo
+	found := false
+	e.Flows(func(f FlowInfo) bool {
+		if f.Orig.Src.Port() == g {
+			out, found = f, true
+			return false
+		}
+		return true
+	})
+	require.True(t, found, "flow from port %d", g)
+	return out
+}
+
+func TestUDPTimeouts(t *testing.T) {
+	e, clk := newEngine(t, nil)
+	g, r, x := ap(guestA, 4000), ap(remote, 53), ap(extAddr, 4000)
+	out := pkt{proto: UDP, src: g, dst: r}
+	in := pkt{proto: UDP, src: r, dst: x}
+	require.Equal(t, ToUplink, one(e, Guest, out.build(), 0).Verdict)
+	clk.Advance(119 * time.Second)
+	require.Equal(t, ToGuest, one(e, Uplink, in.build(), 0).Verdict) // now a stream: 300 s
+	require.Equal(t, clk.Now().Add(300*time.Second), flowOf(t, e, 4000).Expires)
+	clk.Advance(299 * time.Second)
+	require.Equal(t, ToGuest, one(e, Uplink, in.build(), 0).Verdict)
+	clk.Advance(300 * time.Second)
+	// Expired: the reply finds nothing, the lookup reclaims the flow, and
+	// the endpoint-independent mapping goes with it.
+	p := one(e, Uplink, in.build(), 0)
+	require.Equal(t, ReasonNoFlow, p.Reason)
+	require.Equal(t, 0, e.Len())
+	s := e.Stats()
+	require.Equal(t, uint64(0), s.UDPMappings)
+	require.Equal(t, uint64(1), s.Expired)
+	require.Equal(t, uint64(0), s.FlowsUDP)
+}
+
+func TestWheelExpiry(t *testing.T) {
+	e, clk := newEngine(t, func(c *Config) { c.Timeouts.UDP = 10 * time.Second })
+	for i := range 300 {
+		one(e, Guest, pkt{proto: UDP, src: ap(guestA, uint16(10000+i)), dst: ap(remote, 53)}.build(), 0)
+		if i%100 == 99 {
+			clk.Advance(5 * time.Second)
+		}
+	}
+	require.Equal(t, 300, e.Len())
+	// At t0+15: the first 100 (deadline t0+10) are dead, the second 100
+	// (deadline t0+15) too, the last 100 (t0+20) are not.
+	require.Equal(t, 200, e.Expire())
+	require.Equal(t, 100, e.Len())
+	// Translate reclaims a bounded amount per call, and over calls catches up.
+	clk.Advance(time.Hour)
+	for e.Len() > 0 {
+		one(e, Guest, []byte{0}, 0)
+	}
+	require.Equal(t, uint64(300), e.Stats().Expired)
+	// Flows still alive are moved, not dropped, when the wheel passes them.
+	one(e, Guest, pkt{proto: UDP, src: ap(guestA, 1), dst: ap(remote, 53)}.build(), 0)
+	for range 30 {
+		clk.Advance(3 * time.Second)
+		one(e, Guest, pkt{proto: UDP, src: ap(guestA, 1), dst: ap(remote, 53)}.build(), 0)
+		require.Equal(t, 0, e.Expire())
+	}
+	require.Equal(t, 1, e.Len())
+	// A clock jump of days is handled in bounded steps.
+	clk.Advance(48 * time.Hour)
+	require.Equal(t, 1, e.Expire())
+}
+
+func TestTCPStates(t *testing.T) {
+	e, clk := newEngine(t, func(c *Config) { c.Timeouts.TCPEstablished = time.Hour })
+	g, r, x := ap(guestA, 7000), ap(remote, 22), ap(extAddr, 7000)
+	to := DefaultTimeouts()
+	step := func(from Side, fl uint8, want TCPState, timeout time.Duration) {
+		t.Helper()
+		b := pkt{proto: TCP, src: g, dst: r, flags: fl}
+		if from == Uplink {
+			b = pkt{proto: TCP, src: r, dst: x, flags: fl}
+		}
+		p := one(e, from, b.build(), 0)
+		require.NotEqual(t, Drop, p.Verdict, "reason %v", p.Reason)
+		f := flowOf(t, e, 7000)
+		require.Equal(t, want, f.State)
+		require.Equal(t, clk.Now().Add(timeout), f.Expires)
+		require.Equal(t, uint64(1), e.Stats().TCPStates[want])
+		clk.Advance(time.Second)
+	}
+	step(Guest, tcpSYN, TCPSynSent, to.TCPSynSent)
+	step(Uplink, tcpSYN|tcpACK, TCPSynRecv, to.TCPSynRecv)
+	step(Guest, tcpACK, TCPEstablished, time.Hour)
+	step(Uplink, tcpACK, TCPEstablished, time.Hour)
+	step(Guest, tcpFIN|tcpACK, TCPFinWait, to.TCPFinWait)
+	step(Uplink, tcpACK, TCPCloseWait, to.TCPCloseWait)
+	step(Uplink, tcpACK, TCPCloseWait, to.TCPCloseWait) // half-closed data keeps it
+	step(Uplink, tcpFIN|tcpACK, TCPLastAck, to.TCPLastAck)
+	step(Guest, tcpACK, TCPTimeWait, to.TCPTimeWait)
+	step(Guest, tcpSYN, TCPSynSent, to.TCPSynSent) // port reuse
+	step(Uplink, tcpRST, TCPClose, to.TCPClose)
+	// The shortened flow is reclaimed by the wheel after 10 s.
+	clk.Advance(12 * time.Second)
+	require.Equal(t, 1, e.Expire())
+	require.Equal(t, 0, e.Len())
+	require.Equal(t, uint64(0), e.Stats().TCPStates[TCPClose])
+
+	// A mid-stream pickup (no SYN seen) becomes established on an answer.
+	e2, _ := newEngine(t, nil)
+	require.Equal(t, ToUplink, one(e2, Guest, pkt{proto: TCP, src: g, dst: r, flags: tcpACK}.build(), 0).Verdict)
+	require.Equal(t, ToGuest, one(e2, Uplink, pkt{proto: TCP, src: r, dst: x, flags: tcpACK}.build(), 0).Verdict)
+	require.Equal(t, uint64(1), e2.Stats().TCPStates[TCPEstablished])
+}
+
+func TestQuotas(t *testing.T) {
+	e, clk := newEngine(t, func(c *Config) { c.MaxFlows = 5; c.MaxFlowsPerGuest = 3 })
+	open := func(a, port uint16) Packet {
+		src := guestA
+		if a == 1 {
+			src = guestB
+		}
+		return one(e, Guest, pkt{proto: ICMP, src: ap(src, port), dst: ap(remote, 0)}.build(), 0)
+	}
+	for i := range uint16(3) {
+		require.Equal(t, ToUplink, open(0, i).Verdict)
+	}
+	p := open(0, 3)
+	require.Equal(t, Drop, p.Verdict)
+	require.Equal(t, ReasonQuota, p.Reason)
+	require.Equal(t, ToUplink, open(1, 0).Verdict)
+	require.Equal(t, ToUplink, open(1, 1).Verdict)
+	p = open(1, 2)
+	require.Equal(t, ReasonTableFull, p.Reason)
+	// Existing flows keep working.
+	require.Equal(t, ToUplink, open(0, 1).Verdict)
+	require.Equal(t, ToGuest, one(e, Uplink, pkt{proto: ICMP, reply: true, src: ap(remote, 0), dst: ap(extAddr, 1)}.build(), 0).Verdict)
+	s := e.Stats()
+	require.Equal(t, uint64(1), s.Drops[ReasonQuota])
+	require.Equal(t, uint64(1), s.Drops[ReasonTableFull])
+	require.Equal(t, uint64(5), s.FlowsICMP)
+	// Once they expire, there is room again (the refusal path reclaims).
+	clk.Advance(40 * time.Second)
+	require.Equal(t, ToUplink, open(0, 3).Verdict)
+	require.Equal(t, ToUplink, open(1, 2).Verdict)
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []Config{
+		{GuestPrefix: guestPfx},
+		{External: extAddr},
+		{External: netipMust("2001:db8::1"), GuestPrefix: guestPfx},
+		{External: netipMust("192.168.127.9"), GuestPrefix: guestPfx},
+		{External: extAddr, GuestPrefix: guestPfx, PortMin: 2000, PortMax: 1000},
+	} {
+		_, err := New(c)
+		require.Error(t, err)
+	}
+}

@@ -1,0 +1,266 @@
+package nat
+
+import "math/rand/v2"
+
+// emergencyBudget is the expiry work done before refusing a new flow for a
+// full table or quota: bounded, so a guest hammering its quota cannot make
+// each packet expensive.
+const emergencyBudget = 512
+
+// open creates the flow for the first packet m of a connection, or refuses
+// it (setting p's verdict), and returns the packet's ref (direction 0) or 0.
+func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
+	k := &m.key
+	b := p.Buf
+	if k.Proto == TCP && b[int(m.l4)+13]&tcpRST != 0 {
+		p.Reason = ReasonNoFlow // never open a flow on a reset
+		return 0
+	}
+	if k.Proto == ICMP && !m.echo {
+		p.Reason = ReasonNoFlow // an echo reply without its request
+		return 0
+	}
+	var (
+		t      flowKey // the first packet after translation (Side unused)
+		side1  Side    // where replies arrive from
+		owner  addr
+		flags  uint8
+		mapIdx uint32
+	)
+	if from == Guest {
+		owner = k.Src
+		t = *k
+		t.Src = e.ext
+		side1 = Uplink
+		if k.Dst == e.ext {
+			// Hairpin: a guest reaching a port forward of the external address.
+			fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]
+			if !ok || k.Proto == ICMP {
+				p.Reason = ReasonNoFlow
+				return 0
+			}
+			t.Dst, t.DstPort = fw.addr, fw.port
+			side1 = Guest
+			flags |= flagHairpin
+		}
+	} else {
+		if k.Proto == TCP && b[int(m.l4)+13]&(tcpSYN|tcpACK) != tcpSYN {
+			p.Reason = ReasonNoFlow // only a SYN opens an inbound connection
+			return 0
+		}
+		if k.Proto == ICMP {
+			p.Reason = ReasonNoFlow
+			return 0
+		}
+		t = *k
+		flags |= flagDNAT
+		side1 = Guest
+		if fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]; ok {
+			t.Dst, t.DstPort = fw.addr, fw.port
+		} else if k.Proto == UDP && e.mapByExt[k.DstPort] != 0 {
+			// RFC 4787 REQ-8 endpoint-independent filtering: any remote may
+			// send to a mapped port.
+			mapIdx = e.mapByExt[k.DstPort]
+			mp := &e.mappings[mapIdx]
+			t.Dst, t.DstPort = mp.host.addr, mp.host.port
+		} else {
+			p.Reason = ReasonNoFlow
+			return 0
+		}
+		owner = t.Dst
+	}
+
+	// Limits first, before any port is taken.
+	if e.tab.n >= e.tab.limit {
+		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
+		if e.tab.n >= e.tab.limit {
+			e.refuse(from, p, ReasonTableFull)
+			return 0
+		}
+	}
+	oi := e.ownerIdx[owner]
+	if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
+		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
+		oi = e.ownerIdx[owner]
+		if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
+			e.refuse(from, p, ReasonQuota)
+			return 0
+		}
+	}
+
+	// The external port (or echo identifier) for SNAT.
+	if from == Guest {
+		if k.Proto == UDP {
+			mapIdx = e.udpMapping(k.Src, k.SrcPort)
+			if mapIdx == 0 {
+				e.refuse(from, p, ReasonNoPort)
+				return 0
+			}
+			t.SrcPort = e.mappings[mapIdx].ext
+			if k1 := replyKey(&t, side1); e.tab.lookup(&k1, k1.hash(&e.tab.seed)) != 0 {
+				// Only possible for hairpin to a guest that already uses that
+				// tuple; refuse rather than alias two flows.
+				e.unrefMapping0(mapIdx)
+				e.refuse(from, p, ReasonNoPort)
+				return 0
+			}
+		} else if !e.pickPort(&t, side1) {
+			e.refuse(from, p, ReasonNoPort)
+			return 0
+		}
+	}
+	k1 := replyKey(&t, side1)
+	if from == Uplink && e.tab.lookup(&k1, k1.hash(&e.tab.seed)) != 0 {
+		// The guest already uses that tuple for a connection of its own.
+		e.refuse(from, p, ReasonNoPort)
+		return 0
+	}
+
+	i := e.tab.alloc()
+	if i == 0 {
+		e.refuse(from, p, ReasonTableFull) // cannot happen: checked above
+		return 0
+	}
+	f := e.tab.flow(i)
+	f.key[0], f.key[1] = *k, k1
+	t0 := f.key[1].reverse()
+	t1 := f.key[0].reverse()
+	f.delta[0].addr, f.delta[0].port = csumDelta(&f.key[0], &t0)
+	f.delta[1].addr, f.delta[1].port = csumDelta(&f.key[1], &t1)
+	f.flags = flags
+	f.state = TCPSynSent
+	switch k.Proto {
+	case TCP:
+		f.deadline = now + e.timeouts[TCPSynSent]
+	case UDP:
+		f.deadline = now + e.udp
+	default:
+		f.deadline = now + e.icmp
+	}
+	if mapIdx != 0 {
+		e.mappings[mapIdx].refs++
+		f.mapping = mapIdx
+	}
+	if oi == 0 {
+		oi = e.newOwner(owner)
+	}
+	e.owners[oi].n++
+	f.owner = oi
+	e.tab.insert(i)
+	e.schedule(i, f)
+	e.countFlow(f, 1)
+	e.stats.Created++
+	return i << 1
+}
+
+// replyKey returns the key replies to translated packet t arrive with.
+func replyKey(t *flowKey, side Side) flowKey {
+	r := t.reverse()
+	r.Side = side
+	return r
+}
+
+// pickPort chooses t.SrcPort (TCP port or ICMP echo identifier) so that the
+// reply key is unused: the guest's own port when free (port preservation),
+// otherwise one from the configured range, starting at a random point.
+// Allocation is per destination: the same external port serves different
+// remote endpoints (as netfilter does). RFC 5382 REQ-1 asks for
+// endpoint-independent TCP mapping; port preservation gives it whenever the
+// guest's port is free.
+func (e *Engine) pickPort(t *flowKey, side Side) bool {
+	free := func(port uint16) bool {
+		if e.forwarded(t.Proto, port) {
+			return false
+		}
+		t.SrcPort = port
+		k := replyKey(t, side)
+		return e.tab.lookup(&k, k.hash(&e.tab.seed)) == 0
+	}
+	want := t.SrcPort
+	if (want != 0 || t.Proto == ICMP) && free(want) {
+		return true
+	}
+	lo, n := uint32(e.cfg.PortMin), uint32(e.cfg.PortMax)-uint32(e.cfg.PortMin)+1
+	if t.Proto == ICMP {
+		lo, n = 0, 1<<16
+	}
+	start := rand.Uint32N(n)
+	for j := uint32(0); j < 128 && j < n; j++ {
+		if free(uint16(lo + (start+j)%n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// udpMapping returns the endpoint-independent mapping (RFC 4787 REQ-1) of
+// guest endpoint addr:port, creating it (keeping the guest's port when
+// free, REQ-3 port preservation) if needed. It returns 0 when no port is
+// free. A new mapping has no references until a flow takes one.
+func (e *Engine) udpMapping(a addr, port uint16) uint32 {
+	hp := hostPort{a, port}
+	if mi := e.mapByHost[hp]; mi != 0 {
+		return mi
+	}
+	ext := uint16(0)
+	if port != 0 && e.mapByExt[port] == 0 && !e.forwarded(UDP, port) {
+		ext = port
+	} else {
+		lo, n := uint32(e.cfg.PortMin), uint32(e.cfg.PortMax)-uint32(e.cfg.PortMin)+1
+		start := rand.Uint32N(n)
+		for j := uint32(0); j < 128 && j < n; j++ {
+			c := uint16(lo + (start+j)%n)
+			if e.mapByExt[c] == 0 && !e.forwarded(UDP, c) {
+				ext = c
+				break
+			}
+		}
+		if ext == 0 {
+			return 0
+		}
+	}
+	var mi uint32
+	if e.mapFree != 0 {
+		mi = e.mapFree
+		e.mapFree = e.mappings[mi].refs // the free list runs through refs
+	} else {
+		mi = uint32(len(e.mappings))
+		e.mappings = append(e.mappings, udpMapping{})
+	}
+	e.mappings[mi] = udpMapping{host: hp, ext: ext}
+	e.mapByHost[hp] = mi
+	e.mapByExt[ext] = mi
+	return mi
+}
+
+// unrefMapping drops one flow's reference to mapping mi.
+func (e *Engine) unrefMapping(mi uint32) {
+	e.mappings[mi].refs--
+	e.unrefMapping0(mi)
+}
+
+// unrefMapping0 frees mapping mi if no flow uses it.
+func (e *Engine) unrefMapping0(mi uint32) {
+	mp := &e.mappings[mi]
+	if mp.refs != 0 {
+		return
+	}
+	delete(e.mapByHost, mp.host)
+	e.mapByExt[mp.ext] = 0
+	*mp = udpMapping{refs: e.mapFree}
+	e.mapFree = mi
+}
+
+func (e *Engine) newOwner(a addr) uint32 {
+	var oi uint32
+	if e.ownerFree != 0 {
+		oi = e.ownerFree
+		e.ownerFree = e.owners[oi].next
+	} else {
+		oi = uint32(len(e.owners))
+		e.owners = append(e.owners, owner{})
+	}
+	e.owners[oi] = owner{addr: a}
+	e.ownerIdx[a] = oi
+	return oi
+}
