@@ -1,0 +1,182 @@
+package virtio
+
+import "fmt"
+
+// NetRX writes received frames into a virtio-net receive queue (virtio 1.2
+// §5.1.6.4): one chain per frame, or with VIRTIO_NET_F_MRG_RXBUF as many
+// chains as the frame needs, with num_buffers saying how many. It is the
+// per-queue scratch state of that path and allocates nothing once warm.
+// Like its Queue, a NetRX is used by one goroutine at a time.
+type NetRX struct {
+	q         *Queue
+	mergeable bool
+	hdrLen    int
+	short     bool
+	chains    []Chain
+	hdr       [NetHdrSize]byte
+}
+
+// NewNetRX returns the receive writer of q; it merges buffers iff
+// VIRTIO_NET_F_MRG_RXBUF is among q's features.
+func NewNetRX(q *Queue) *NetRX {
+	return &NetRX{
+		q:         q,
+		mergeable: q.features&NetFMrgRxbuf != 0,
+		hdrLen:    NetHdrLen(q.features),
+		chains:    make([]Chain, 1, 4),
+	}
+}
+
+// Mergeable reports whether the writer merges receive buffers.
+func (r *NetRX) Mergeable() bool { return r.mergeable }
+
+// TooBig reports whether the last Write that returned ok=false did so
+// because the frame can not fit rather than because the queue has too few
+// buffers right now: without VIRTIO_NET_F_MRG_RXBUF the first available
+// chain is too small, with it a whole queue of buffers is too small.
+// Retrying does not help; the caller should drop (and count) the frame.
+func (r *NetRX) TooBig() bool { return r.short }
+
+// Write copies one frame, the virtio-net header hdr followed by the
+// concatenation of payload, into the receive queue and pushes the chains
+// it used (the caller Publishes, once per batch). num_buffers is set by
+// Write: 1 without VIRTIO_NET_F_MRG_RXBUF (virtio 1.2 §5.1.6.4.1: "the
+// device MUST set num_buffers to 1"), else the number of chains used.
+//
+// ok=false, err=nil: not enough buffers; nothing was consumed (the chains
+// it looked at are un-popped). A guest error breaks the queue and is
+// returned.
+func (r *NetRX) Write(hdr NetHdr, payload [][]byte) (ok bool, err error) {
+	q := r.q
+	r.short = false
+	total := uint64(r.hdrLen)
+	for _, p := range payload {
+		total += uint64(len(p))
+	}
+	if !r.mergeable {
+		c := &r.chains[0]
+		if ok, err := q.Pop(c); !ok {
+			return false, err
+		}
+		if err := r.check(c); err != nil {
+			return false, err
+		}
+		if uint64(c.InLen) < total {
+			q.Unpop(1)
+			r.short = true
+			return false, nil
+		}
+		hdr.NumBuffers = 1
+		r.fill(1, hdr, payload)
+		return true, nil
+	}
+	n := 0
+	var room uint64
+	for room < total {
+		if n == len(r.chains) {
+			r.chains = append(r.chains, Chain{})
+		}
+		c := &r.chains[n]
+		ok, err := q.Pop(c)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			q.Unpop(uint16(n))
+			// Every descriptor of the queue is in the chains looked at:
+			// the frame can never fit.
+			r.short = n == int(q.size)
+			return false, nil
+		}
+		n++
+		if err := r.check(c); err != nil {
+			return false, err
+		}
+		if n == 1 && c.InLen < uint32(r.hdrLen) {
+			// virtio 1.2 §5.1.6.3.1: with MRG_RXBUF "the driver MUST
+			// ... make each buffer at least the size of the struct
+			// virtio_net_hdr".
+			return false, q.brk(fmt.Errorf("receive buffer at head %d: %d bytes, shorter than the %d-byte header: %w", c.Head, c.InLen, r.hdrLen, ErrBadChain))
+		}
+		room += uint64(c.InLen)
+	}
+	hdr.NumBuffers = uint16(n)
+	r.fill(n, hdr, payload)
+	return true, nil
+}
+
+// check rejects a receive chain with device-readable buffers (virtio 1.2
+// §5.1.6.3: receive buffers are device-writable).
+func (r *NetRX) check(c *Chain) error {
+	if len(c.Out) != 0 {
+		return r.q.brk(fmt.Errorf("receive chain at head %d has device-readable buffers: %w", c.Head, ErrBadChain))
+	}
+	return nil
+}
+
+// fill writes hdr and payload across the first n chains of r.chains (room
+// for all of it was checked) and pushes them.
+func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
+	if c := &r.chains[0]; n == 1 && len(c.In) == 1 {
+		// Fast path: the whole frame goes into one contiguous buffer
+		// (Write checked it is large enough).
+		b := c.In[0].Buf
+		if r.hdrLen == NetHdrSize {
+			hdr.Encode(b)
+		} else {
+			hdr.Encode(r.hdr[:])
+			copy(b, r.hdr[:r.hdrLen])
+		}
+		off := r.hdrLen
+		for _, p := range payload {
+			off += copy(b[off:], p)
+		}
+		if l := r.q.log.Load(); l != nil {
+			l.Mark(c.In[0].GPA, uint64(off))
+		}
+		_ = r.q.Push(c.Head, uint32(off)) // head < size: it was popped
+		return
+	}
+	hdr.Encode(r.hdr[:])
+	w := rxWriter{r: r, n: n, c: &r.chains[0], log: r.q.log.Load()}
+	w.write(r.hdr[:r.hdrLen])
+	for _, p := range payload {
+		w.write(p)
+	}
+	// Push the chain being filled and any left: every popped chain goes
+	// back to the driver (a zero-length one with 0 bytes written).
+	for ; w.ci < n; w.ci++ {
+		_ = r.q.Push(r.chains[w.ci].Head, w.written) // head < size: it was popped
+		w.written = 0
+	}
+}
+
+// rxWriter copies bytes sequentially across the popped receive chains.
+type rxWriter struct {
+	r       *NetRX
+	n       int    // chains available
+	ci      int    // index of the chain being filled
+	c       *Chain // r.chains[ci]
+	cur     cursor // position in c.In
+	written uint32 // bytes written into c
+	log     *DirtyLog
+}
+
+// write copies p, pushing each chain as it becomes full.
+func (w *rxWriter) write(p []byte) {
+	for len(p) > 0 {
+		if w.cur.seg >= len(w.c.In) {
+			if w.ci+1 >= w.n {
+				return // cannot happen: Write checked the room
+			}
+			_ = w.r.q.Push(w.c.Head, w.written)
+			w.ci++
+			w.c = &w.r.chains[w.ci]
+			w.cur, w.written = cursor{}, 0
+			continue
+		}
+		k := copyIn(w.c.In, &w.cur, p, w.log)
+		w.written += uint32(k)
+		p = p[k:]
+	}
+}

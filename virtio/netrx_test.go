@@ -1,0 +1,231 @@
+package virtio_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
+	"github.com/stretchr/testify/require"
+)
+
+// frame returns n bytes of a recognisable pattern.
+func frame(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + 3)
+	}
+	return b
+}
+
+// split cuts b into pieces of at most k bytes (a scatter list).
+func split(b []byte, k int) [][]byte {
+	var out [][]byte
+	for len(b) > k {
+		out = append(out, b[:k])
+		b = b[k:]
+	}
+	return append(out, b)
+}
+
+func TestNetRXSingle(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		features uint64
+		hdrLen   int
+		bufs     []uint32 // one chain with these device-writable buffers
+		frame    int
+	}{
+		{"one buffer", virtio.FVersion1, 12, []uint32{2048}, 1514},
+		{"exact fit", virtio.FVersion1, 12, []uint32{76}, 64},
+		{"header and data split", virtio.FVersion1, 12, []uint32{12, 1024, 1024}, 2000},
+		{"header split", virtio.FVersion1, 12, []uint32{5, 7, 100}, 60},
+		{"legacy header", 0, 10, []uint32{2048}, 1514},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPair(t, 8, tc.features)
+			rx := virtio.NewNetRX(p.q)
+			require.False(t, rx.Mergeable())
+			head, err := p.d.AddIn(tc.bufs...)
+			require.NoError(t, err)
+			p.d.Publish()
+			f := frame(tc.frame)
+			hdr := virtio.NetHdr{Flags: virtio.NetHdrFDataValid, GSOType: virtio.NetHdrGSONone, HdrLen: 1, GSOSize: 2, CsumStart: 3, CsumOffset: 4, NumBuffers: 99}
+			ok, err := rx.Write(hdr, split(f, 100))
+			require.NoError(t, err)
+			require.True(t, ok)
+			p.q.Publish()
+			e, ok := p.d.Used()
+			require.True(t, ok)
+			require.Equal(t, uint32(head), e.ID)
+			require.Equal(t, uint32(tc.hdrLen+tc.frame), e.Len)
+			got := make([]byte, e.Len)
+			require.Equal(t, int(e.Len), p.d.ReadIn(head, got))
+			var h virtio.NetHdr
+			var raw [virtio.NetHdrSize]byte
+			copy(raw[:], got[:tc.hdrLen])
+			h.Decode(raw[:])
+			want := hdr
+			want.NumBuffers = 1 // virtio 1.2 §5.1.6.4.1
+			if tc.hdrLen == 10 {
+				want.NumBuffers = 0
+			}
+			require.Equal(t, want, h)
+			require.Equal(t, f, got[tc.hdrLen:])
+		})
+	}
+}
+
+func TestNetRXSingleDoesNotFit(t *testing.T) {
+	p := newPair(t, 8, virtio.FVersion1)
+	rx := virtio.NewNetRX(p.q)
+	ok, err := rx.Write(virtio.NetHdr{}, [][]byte{frame(10)})
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.False(t, rx.TooBig(), "no buffers at all")
+
+	_, err = p.d.AddIn(100)
+	require.NoError(t, err)
+	p.d.Publish()
+	ok, err = rx.Write(virtio.NetHdr{}, [][]byte{frame(89)})
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.True(t, rx.TooBig())
+	require.Equal(t, uint16(0), p.q.LastAvail(), "un-popped")
+	p.q.Publish()
+	require.Equal(t, uint16(0), p.d.UsedIdx(), "nothing pushed")
+	ok, err = rx.Write(virtio.NetHdr{}, [][]byte{frame(88)})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, rx.TooBig())
+}
+
+func TestNetRXMergeable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		chains [][]uint32 // each chain: its buffer lengths
+		frame  int
+		used   []uint32 // expected used lengths, one per chain used
+	}{
+		{"fits in one", [][]uint32{{2048}, {2048}}, 1000, []uint32{1012}},
+		{"four chains", [][]uint32{{256}, {256}, {256}, {256}, {256}}, 1000, []uint32{256, 256, 256, 244}},
+		{"exact", [][]uint32{{256}, {256}}, 500, []uint32{256, 256}},
+		{"multi-buffer chains", [][]uint32{{12, 100}, {50, 50, 50}, {1000}}, 300, []uint32{112, 150, 50}},
+		{"header only chain", [][]uint32{{12}, {100}}, 50, []uint32{12, 50}},
+		{"empty frame", [][]uint32{{64}}, 0, []uint32{12}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPair(t, 16, virtio.FVersion1|virtio.NetFMrgRxbuf)
+			rx := virtio.NewNetRX(p.q)
+			require.True(t, rx.Mergeable())
+			var heads []uint16
+			for _, c := range tc.chains {
+				h, err := p.d.AddIn(c...)
+				require.NoError(t, err)
+				heads = append(heads, h)
+			}
+			p.d.Publish()
+			f := frame(tc.frame)
+			ok, err := rx.Write(virtio.NetHdr{GSOType: virtio.NetHdrGSOTCPv4, GSOSize: 1448}, split(f, 77))
+			require.NoError(t, err)
+			require.True(t, ok)
+			p.q.Publish()
+			var all []byte
+			for i, want := range tc.used {
+				e, ok := p.d.Used()
+				require.True(t, ok)
+				require.Equal(t, uint32(heads[i]), e.ID)
+				require.Equal(t, want, e.Len)
+				b := make([]byte, e.Len)
+				p.d.ReadIn(heads[i], b)
+				all = append(all, b...)
+			}
+			_, ok = p.d.Used()
+			require.False(t, ok)
+			require.Equal(t, uint16(len(tc.used)), p.q.LastAvail())
+			var h virtio.NetHdr
+			h.Decode(all)
+			require.Equal(t, uint16(len(tc.used)), h.NumBuffers)
+			require.Equal(t, uint16(1448), h.GSOSize)
+			require.True(t, bytes.Equal(f, all[12:]))
+		})
+	}
+}
+
+func TestNetRXMergeableNotEnough(t *testing.T) {
+	p := newPair(t, 16, virtio.FVersion1|virtio.NetFMrgRxbuf)
+	rx := virtio.NewNetRX(p.q)
+	for range 2 {
+		_, err := p.d.AddIn(256)
+		require.NoError(t, err)
+	}
+	p.d.Publish()
+	ok, err := rx.Write(virtio.NetHdr{}, [][]byte{frame(1000)})
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.False(t, rx.TooBig())
+	require.Equal(t, uint16(0), p.q.LastAvail(), "every chain un-popped")
+	for range 2 {
+		_, err := p.d.AddIn(256)
+		require.NoError(t, err)
+	}
+	p.d.Publish()
+	ok, err = rx.Write(virtio.NetHdr{}, [][]byte{frame(1000)})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, uint16(4), p.q.LastAvail())
+}
+
+func TestNetRXMergeableNeverFits(t *testing.T) {
+	p := newPair(t, 4, virtio.FVersion1|virtio.NetFMrgRxbuf)
+	rx := virtio.NewNetRX(p.q)
+	for range 4 {
+		_, err := p.d.AddIn(100)
+		require.NoError(t, err)
+	}
+	p.d.Publish()
+	ok, err := rx.Write(virtio.NetHdr{}, [][]byte{frame(389)})
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.True(t, rx.TooBig(), "4 buffers of 100 bytes can never hold 12+389")
+	require.Equal(t, uint16(0), p.q.LastAvail())
+	ok, err = rx.Write(virtio.NetHdr{}, [][]byte{frame(388)})
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
+func TestNetRXHostile(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		features uint64
+		setup    func(d *virtiotest.Driver)
+	}{
+		{"readable receive buffer", virtio.FVersion1, func(d *virtiotest.Driver) {
+			_, _ = d.AddChain([][]byte{[]byte("x")}, []uint32{2048}, false)
+		}},
+		{"readable receive buffer, mergeable", virtio.FVersion1 | virtio.NetFMrgRxbuf, func(d *virtiotest.Driver) {
+			_, _ = d.AddIn(100)
+			_, _ = d.AddOut([]byte("x"))
+		}},
+		{"first mergeable buffer shorter than the header", virtio.FVersion1 | virtio.NetFMrgRxbuf, func(d *virtiotest.Driver) {
+			_, _ = d.AddIn(11)
+			_, _ = d.AddIn(2048)
+		}},
+		{"buffer outside memory", virtio.FVersion1 | virtio.NetFMrgRxbuf, func(d *virtiotest.Driver) {
+			_, _ = d.AddIn(100)
+			_, _ = d.AddElems([]virtiotest.Elem{{GPA: 0, Len: 100, Write: true}}, false)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPair(t, 8, tc.features)
+			rx := virtio.NewNetRX(p.q)
+			tc.setup(p.d)
+			p.d.Publish()
+			ok, err := rx.Write(virtio.NetHdr{}, [][]byte{frame(1000)})
+			require.False(t, ok)
+			require.ErrorIs(t, err, virtio.ErrBroken)
+			p.q.Publish()
+			require.Equal(t, uint16(0), p.d.UsedIdx())
+		})
+	}
+}

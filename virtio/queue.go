@@ -1,0 +1,523 @@
+package virtio
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync/atomic"
+
+	"github.com/arcnet/vhost-arcnet/virtio/internal/ring"
+)
+
+// Split virtqueue layout (virtio 1.2 §2.7): descriptor flags and ring flags.
+const (
+	descFNext     = 1 // VIRTQ_DESC_F_NEXT
+	descFWrite    = 2 // VIRTQ_DESC_F_WRITE
+	descFIndirect = 4 // VIRTQ_DESC_F_INDIRECT
+
+	availFNoInterrupt = 1 // VIRTQ_AVAIL_F_NO_INTERRUPT
+	usedFNoNotify     = 1 // VIRTQ_USED_F_NO_NOTIFY
+
+	descSize     = 16 // struct virtq_desc
+	usedElemSize = 8  // struct virtq_used_elem
+
+	// MaxQueueSize is the largest split virtqueue (virtio 1.2 §2.7: "Queue
+	// Size value is always a power of 2. The maximum Queue Size value is
+	// 32768").
+	MaxQueueSize = 32768
+)
+
+// QueueConfig describes a split virtqueue as the driver set it up.
+type QueueConfig struct {
+	Size                       uint16 // power of two, 1..32768
+	DescGPA, AvailGPA, UsedGPA uint64 // guest physical addresses of the three parts
+	Features                   uint64 // negotiated feature bits (FEventIdx, FIndirectDesc, NetFMrgRxbuf, ...)
+	LastAvail                  uint16 // next avail index to consume (vhost-user SET_VRING_BASE)
+	UsedLogGPA                 uint64 // GPA to log used-ring writes at (vhost-user log_guest_addr); 0 = UsedGPA
+}
+
+// Queue is the device side of a split virtqueue (virtio 1.2 §2.7), worked
+// in place in guest memory.
+//
+// One goroutine at a time uses a Queue (SetLog excepted). Every value the
+// guest controls (ring indices, ring entries, descriptors) is read once into
+// backend memory and only the copy is used. Any guest error breaks the
+// queue: the error wraps ErrBroken and is returned by every later call; a
+// broken queue never touches guest memory again.
+type Queue struct {
+	// Hot fields first.
+	desc       []byte // descriptor table, size*16
+	availRing  []byte // avail->ring[], size*2
+	availIdx   []byte // avail->idx
+	usedRing   []byte // used->ring[], size*8
+	usedIdxB   []byte // used->idx
+	regions    []region
+	hint       int // region index of the last lookup
+	lastAvail  uint16
+	availCache uint16 // avail->idx as last loaded; lastAvail..availCache are available
+	usedIdx    uint16 // used->idx the next Publish stores
+	published  uint16 // used->idx as last stored
+	mask       uint16
+	size       uint16
+	indirect   bool
+	eventIdx   bool
+	notifyOff  bool
+	err        error
+	log        atomic.Pointer[DirtyLog]
+
+	availFlags    []byte // avail->flags
+	usedEvent     []byte // avail->used_event (EVENT_IDX only)
+	usedFlags     []byte // used->flags
+	availEvent    []byte // used->avail_event (EVENT_IDX only)
+	mem           *Memory
+	features      uint64
+	notifyOnEmpty bool
+	usedLog       uint64 // GPA used-ring writes are logged at
+	signalled     uint16 // used->idx at the last NeedNotify (or NewQueue)
+	signalledOK   bool   // a NeedNotify has run: signalled is a notified index
+	scratch       []byte // copy of an indirect table that crosses regions
+}
+
+// NewQueue validates cfg against mem and returns the queue. It checks the
+// size (a power of two, 1..32768), the alignment of the three parts (16, 2
+// and 4, virtio 1.2 §2.7 table "Virtqueue Part Alignment"), that each part
+// lies wholly inside one region, and reads used->idx as the first used
+// index (vhost-user: the rings resume where they were).
+func NewQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
+	n := uint64(cfg.Size)
+	if n == 0 || n > MaxQueueSize || n&(n-1) != 0 {
+		return nil, fmt.Errorf("queue size %d: not a power of two in 1..32768: %w", n, ErrBadRing)
+	}
+	if mem == nil {
+		return nil, fmt.Errorf("queue: no guest memory: %w", ErrOutOfBounds)
+	}
+	if cfg.Features&FRingPacked != 0 {
+		// Only the split layout is implemented; a packed ring read as a
+		// split one would be garbage.
+		return nil, fmt.Errorf("VIRTIO_F_RING_PACKED negotiated: packed virtqueues are not supported: %w", ErrBadRing)
+	}
+	eventIdx := cfg.Features&FEventIdx != 0
+	var extra uint64 // used_event / avail_event
+	if eventIdx {
+		extra = 2
+	}
+	parts := [3]struct {
+		name  string
+		gpa   uint64
+		len   uint64
+		align uint64
+	}{
+		{"descriptor table", cfg.DescGPA, descSize * n, 16},
+		{"available ring", cfg.AvailGPA, 4 + 2*n + extra, 2},
+		{"used ring", cfg.UsedGPA, 4 + usedElemSize*n + extra, 4},
+	}
+	var b [3][]byte
+	for i, p := range parts {
+		if p.gpa&(p.align-1) != 0 {
+			return nil, fmt.Errorf("%s at %#x: not %d-byte aligned: %w", p.name, p.gpa, p.align, ErrBadRing)
+		}
+		s, err := mem.Slice(p.gpa, p.len)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
+		}
+		// The index helpers need natural alignment of the host address
+		// too (LDARH faults otherwise); a mapping is page aligned, so
+		// this only fails for odd test memory.
+		if !ring.Aligned(s, uintptr(p.align)) {
+			return nil, fmt.Errorf("%s at %#x: host address not %d-byte aligned: %w", p.name, p.gpa, p.align, ErrBadRing)
+		}
+		b[i] = s
+	}
+	desc, avail, used := b[0], b[1], b[2]
+	q := &Queue{
+		desc:          desc,
+		availFlags:    avail[0:2:2],
+		availIdx:      avail[2:4:4],
+		availRing:     avail[4 : 4+2*n : 4+2*n],
+		usedFlags:     used[0:2:2],
+		usedIdxB:      used[2:4:4],
+		usedRing:      used[4 : 4+usedElemSize*n : 4+usedElemSize*n],
+		regions:       mem.regions,
+		mem:           mem,
+		size:          cfg.Size,
+		mask:          cfg.Size - 1,
+		features:      cfg.Features,
+		indirect:      cfg.Features&FIndirectDesc != 0,
+		eventIdx:      eventIdx,
+		notifyOnEmpty: cfg.Features&FNotifyOnEmpty != 0,
+		lastAvail:     cfg.LastAvail,
+		availCache:    cfg.LastAvail,
+		usedLog:       cfg.UsedLogGPA,
+	}
+	if eventIdx {
+		q.usedEvent = avail[4+2*n : 6+2*n : 6+2*n]
+		q.availEvent = used[4+usedElemSize*n : 6+usedElemSize*n : 6+usedElemSize*n]
+	}
+	if q.usedLog == 0 {
+		q.usedLog = cfg.UsedGPA
+	}
+	if q.usedLog > math.MaxUint64-parts[2].len {
+		return nil, fmt.Errorf("used ring log address %#x wraps: %w", q.usedLog, ErrBadRing)
+	}
+	q.usedIdx = ring.LoadAcquire16(q.usedIdxB)
+	q.published = q.usedIdx
+	q.signalled = q.usedIdx
+	return q, nil
+}
+
+// Size returns the number of descriptors (the queue size).
+func (q *Queue) Size() uint16 { return q.size }
+
+// Features returns the negotiated feature bits the queue was made with.
+func (q *Queue) Features() uint64 { return q.features }
+
+// Memory returns the guest memory the queue works in.
+func (q *Queue) Memory() *Memory { return q.mem }
+
+// LastAvail returns the next avail index the device will consume
+// (vhost-user GET_VRING_BASE).
+func (q *Queue) LastAvail() uint16 { return q.lastAvail }
+
+// UsedIdx returns the used index the next Publish will store.
+func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
+
+// Err returns the error that broke the queue, or nil.
+func (q *Queue) Err() error { return q.err }
+
+// SetLog sets the dirty log every later guest write of the queue is marked
+// in; nil turns logging off. It is safe to call from another goroutine
+// while the queue runs.
+func (q *Queue) SetLog(l *DirtyLog) { q.log.Store(l) }
+
+// brk breaks the queue with err (which says what the guest did wrong) and
+// returns the sticky error.
+func (q *Queue) brk(err error) error {
+	if q.err == nil {
+		q.err = fmt.Errorf("%w: %w", ErrBroken, err)
+	}
+	return q.err
+}
+
+// Pop reads the next available descriptor chain into c. It returns
+// ok=false, err=nil when no chain is available. Any guest error breaks the
+// queue: err wraps ErrBroken (and the detail: ErrBadRing, ErrBadChain or
+// ErrOutOfBounds), and every later call returns it.
+func (q *Queue) Pop(c *Chain) (ok bool, err error) {
+	if q.err != nil {
+		return false, q.err
+	}
+	if q.lastAvail == q.availCache {
+		// Acquire: the ring entry and the descriptors it names are read
+		// after avail->idx (virtio 1.2 §2.7.13.2: the driver publishes
+		// idx after writing them, with a write barrier in between).
+		idx := ring.LoadAcquire16(q.availIdx)
+		// virtio 1.2 §2.7.6: idx only moves forward and the driver can
+		// offer at most Queue Size chains beyond the device's position.
+		if d := idx - q.lastAvail; d > q.size {
+			return false, q.brk(fmt.Errorf("avail idx moved from %d to %d (queue size %d): %w", q.lastAvail, idx, q.size, ErrBadRing))
+		}
+		q.availCache = idx
+		if idx == q.lastAvail {
+			return false, nil
+		}
+	}
+	slot := uint32(q.lastAvail&q.mask) * 2
+	head := binary.LittleEndian.Uint16(q.availRing[slot : slot+2])
+	if head >= q.size {
+		return false, q.brk(fmt.Errorf("avail ring entry %d: head %d out of range (queue size %d): %w", q.lastAvail, head, q.size, ErrBadChain))
+	}
+	if err := q.walk(c, head); err != nil {
+		return false, q.brk(fmt.Errorf("chain at head %d: %w", head, err))
+	}
+	q.lastAvail++
+	if q.eventIdx && !q.notifyOff {
+		q.setAvailEvent(q.lastAvail)
+	}
+	return true, nil
+}
+
+// walk reads the chain starting at descriptor head into c (virtio 1.2
+// §2.7.5). Each descriptor is read once, its copy validated and used. The
+// walk is bounded by the number of descriptors of the table it runs in, so
+// a loop ends with an error.
+func (q *Queue) walk(c *Chain, head uint16) error {
+	c.Head = head
+	c.Out = c.Out[:0]
+	c.In = c.In[:0]
+	var outLen, inLen uint64
+	table := q.desc
+	max := uint32(q.size) // descriptors the current table may contribute
+	idx := uint32(head)
+	seen := uint32(0)
+	indirect := false
+	writable := false
+	for {
+		if seen >= max {
+			return fmt.Errorf("more than %d descriptors (a loop?): %w", max, ErrBadChain)
+		}
+		seen++
+		d := table[idx*descSize : idx*descSize+descSize : idx*descSize+descSize]
+		addr := binary.LittleEndian.Uint64(d[0:8])
+		length := binary.LittleEndian.Uint32(d[8:12])
+		flags := binary.LittleEndian.Uint16(d[12:14])
+		next := binary.LittleEndian.Uint16(d[14:16])
+
+		if flags&descFIndirect != 0 {
+			t, err := q.indirectTable(addr, length, flags, indirect)
+			if err != nil {
+				return err
+			}
+			table, indirect = t, true
+			max = uint32(len(t) / descSize)
+			idx, seen = 0, 0
+			continue
+		}
+		if flags&descFWrite != 0 {
+			writable = true
+			if length > 0 {
+				inLen += uint64(length)
+				if r := &q.regions[q.hint]; addr-r.gpa < r.size && uint64(length) <= r.size-(addr-r.gpa) {
+					off := addr - r.gpa
+					end := off + uint64(length)
+					c.In = append(c.In, Segment{Buf: r.data[off:end:end], GPA: addr})
+				} else {
+					var err error
+					if c.In, err = q.mem.appendSegments(c.In, addr, length, &q.hint); err != nil {
+						return err
+					}
+				}
+			}
+		} else {
+			// virtio 1.2 §2.7.4.2: "The driver MUST place any
+			// device-writable descriptor elements after any device-readable
+			// descriptor elements."
+			if writable {
+				return fmt.Errorf("device-readable descriptor %d after a device-writable one: %w", idx, ErrBadChain)
+			}
+			if length > 0 {
+				outLen += uint64(length)
+				if r := &q.regions[q.hint]; addr-r.gpa < r.size && uint64(length) <= r.size-(addr-r.gpa) {
+					off := addr - r.gpa
+					end := off + uint64(length)
+					c.Out = append(c.Out, Segment{Buf: r.data[off:end:end], GPA: addr})
+				} else {
+					var err error
+					if c.Out, err = q.mem.appendSegments(c.Out, addr, length, &q.hint); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if flags&descFNext == 0 {
+			break
+		}
+		if uint32(next) >= max {
+			return fmt.Errorf("descriptor %d: next %d out of range (%d descriptors): %w", idx, next, max, ErrBadChain)
+		}
+		idx = uint32(next)
+	}
+	// Each length is < 2^32 and there are at most 32768*2 of them, so the
+	// uint64 sums cannot overflow; the uint32 totals can.
+	if outLen > math.MaxUint32 || inLen > math.MaxUint32 {
+		return fmt.Errorf("chain of %d+%d bytes exceeds 4 GiB: %w", outLen, inLen, ErrBadChain)
+	}
+	c.OutLen, c.InLen = uint32(outLen), uint32(inLen)
+	return nil
+}
+
+// indirectTable validates an indirect descriptor (virtio 1.2 §2.7.5.3) and
+// returns its table.
+func (q *Queue) indirectTable(addr uint64, length uint32, flags uint16, nested bool) ([]byte, error) {
+	switch {
+	case !q.indirect:
+		// §2.7.5.3.1: "The driver MUST NOT set the VIRTQ_DESC_F_INDIRECT
+		// flag unless the VIRTIO_F_INDIRECT_DESC feature was negotiated."
+		return nil, fmt.Errorf("indirect descriptor without VIRTIO_F_INDIRECT_DESC: %w", ErrBadChain)
+	case nested:
+		// §2.7.5.3.1: "A driver MUST NOT set the VIRTQ_DESC_F_INDIRECT
+		// flag within an indirect descriptor."
+		return nil, fmt.Errorf("nested indirect descriptor: %w", ErrBadChain)
+	case flags&descFNext != 0:
+		// §2.7.5.3.1: "The driver MUST NOT set both
+		// VIRTQ_DESC_F_INDIRECT and VIRTQ_DESC_F_NEXT in flags."
+		return nil, fmt.Errorf("indirect descriptor with VIRTQ_DESC_F_NEXT: %w", ErrBadChain)
+	case flags&descFWrite != 0:
+		// §2.7.5.3.2: "The device MUST ignore the write-only flag
+		// (flags&VIRTQ_DESC_F_WRITE) in the descriptor that refers to an
+		// indirect table." Ignored.
+	}
+	if length == 0 || length%descSize != 0 {
+		return nil, fmt.Errorf("indirect table of %d bytes: not a non-zero multiple of 16: %w", length, ErrBadChain)
+	}
+	// Like DPDK, bound an indirect table by the queue size (§2.7.5.3.1: a
+	// chain is never longer than the Queue Size).
+	if length/descSize > uint32(q.size) {
+		return nil, fmt.Errorf("indirect table of %d descriptors exceeds queue size %d: %w", length/descSize, q.size, ErrBadChain)
+	}
+	if t, err := q.mem.Slice(addr, uint64(length)); err == nil {
+		return t, nil
+	}
+	// The table crosses a region boundary (adjacent regions): gather a
+	// copy into backend memory.
+	if q.scratch == nil {
+		q.scratch = make([]byte, descSize*int(q.size))
+	}
+	t := q.scratch[:length]
+	var segs [4]Segment
+	hint := 0
+	s, err := q.mem.appendSegments(segs[:0], addr, length, &hint)
+	if err != nil {
+		return nil, fmt.Errorf("indirect table: %w", err)
+	}
+	n := 0
+	for _, sg := range s {
+		n += copy(t[n:], sg.Buf)
+	}
+	return t, nil
+}
+
+// Unpop gives back the last n popped chains, which must not have been
+// pushed (n is not checked: a device bug, not guest input): the next Pop
+// returns them again, re-read and re-validated from guest memory.
+func (q *Queue) Unpop(n uint16) { q.lastAvail -= n }
+
+// Push writes one used element (virtio 1.2 §2.7.8): the chain with head
+// descriptor head, of which the device wrote written bytes. The driver does
+// not see it before Publish.
+func (q *Queue) Push(head uint16, written uint32) error {
+	if q.err != nil {
+		return q.err
+	}
+	if head >= q.size {
+		return fmt.Errorf("push head %d out of range (queue size %d): %w", head, q.size, ErrBadChain)
+	}
+	slot := uint32(q.usedIdx&q.mask) * usedElemSize
+	e := q.usedRing[slot : slot+usedElemSize : slot+usedElemSize]
+	binary.LittleEndian.PutUint32(e[0:4], uint32(head))
+	binary.LittleEndian.PutUint32(e[4:8], written)
+	q.usedIdx++
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.usedLog+4+uint64(slot), usedElemSize)
+	}
+	return nil
+}
+
+// Publish makes every pushed used element visible to the driver with one
+// store of used->idx.
+func (q *Queue) Publish() {
+	if q.err != nil || q.usedIdx == q.published {
+		return
+	}
+	// Release: the used elements and the bytes written into the buffers
+	// are visible before the new used->idx (virtio 1.2 §2.7.8.2).
+	ring.StoreRelease16(q.usedIdxB, q.usedIdx)
+	q.published = q.usedIdx
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.usedLog+2, 2)
+	}
+}
+
+// NeedNotify reports whether the driver wants a used buffer notification
+// for what was published since the previous NeedNotify (virtio 1.2
+// §2.7.10): with VIRTIO_F_EVENT_IDX, whether used->idx passed used_event
+// (vring_need_event), else whether VIRTQ_AVAIL_F_NO_INTERRUPT is clear.
+// Call it after Publish. It is false when nothing new was published.
+func (q *Queue) NeedNotify() bool {
+	if q.err != nil {
+		return false
+	}
+	newIdx := q.published
+	if newIdx == q.signalled {
+		return false
+	}
+	old, valid := q.signalled, q.signalledOK
+	q.signalled, q.signalledOK = newIdx, true
+	// Full fence: our used->idx store must be visible before we read the
+	// driver's used_event/flags (store->load order). Otherwise the driver
+	// may read the old used->idx, decide to sleep after setting
+	// used_event, and we read the old used_event: both wait forever.
+	ring.FullFence()
+	if q.notifyOnEmpty && ring.LoadAcquire16(q.availIdx) == q.lastAvail {
+		// VIRTIO_F_NOTIFY_ON_EMPTY (virtio 1.2 §6, legacy): notify when
+		// the device ran out of buffers, regardless of suppression.
+		return true
+	}
+	if q.eventIdx {
+		if !valid {
+			return true
+		}
+		return needEvent(ring.LoadAcquire16(q.usedEvent), newIdx, old)
+	}
+	return ring.LoadAcquire16(q.availFlags)&availFNoInterrupt == 0
+}
+
+// needEvent is vring_need_event (virtio 1.2 §2.7.10): whether moving an
+// index from old to newIdx crosses event, i.e. event is in [old, newIdx).
+func needEvent(event, newIdx, old uint16) bool {
+	return newIdx-event-1 < newIdx-old
+}
+
+// DisableNotify asks the driver not to kick (virtio 1.2 §2.7.10): sets
+// VIRTQ_USED_F_NO_NOTIFY, or with VIRTIO_F_EVENT_IDX stops moving
+// avail_event (the driver may still kick once, for the index it had).
+func (q *Queue) DisableNotify() {
+	if q.err != nil || q.notifyOff {
+		return
+	}
+	q.notifyOff = true
+	if !q.eventIdx {
+		q.setUsedFlags(usedFNoNotify)
+	}
+}
+
+// EnableNotify asks the driver to kick for the next available chain
+// (avail_event = last avail index with VIRTIO_F_EVENT_IDX, else clears
+// VIRTQ_USED_F_NO_NOTIFY), then re-checks the avail index: it reports
+// whether chains are already available, in which case the driver may not
+// kick for them and the caller must Pop instead of waiting.
+func (q *Queue) EnableNotify() (pending bool) {
+	if q.err != nil {
+		return true // let the caller Pop and see the error
+	}
+	q.notifyOff = false
+	if q.eventIdx {
+		q.setAvailEvent(q.lastAvail)
+	} else {
+		q.setUsedFlags(0)
+	}
+	// Full fence: the store above must be visible before we read
+	// avail->idx, or the driver may add a chain without kicking (it read
+	// the old event/flags) while we read the old idx and go to sleep.
+	ring.FullFence()
+	idx := ring.LoadAcquire16(q.availIdx)
+	return idx != q.lastAvail
+}
+
+// setAvailEvent stores used->avail_event and logs it.
+func (q *Queue) setAvailEvent(v uint16) {
+	// Release is more than needed (the driver reads it as a hint) but as
+	// cheap as a plain store on amd64 and arm64.
+	ring.StoreRelease16(q.availEvent, v)
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.usedLog+4+usedElemSize*uint64(q.size), 2)
+	}
+}
+
+// setUsedFlags stores used->flags and logs it.
+func (q *Queue) setUsedFlags(v uint16) {
+	ring.StoreRelease16(q.usedFlags, v)
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.usedLog, 2)
+	}
+}
+
+// WriteIn copies p into the device-writable part of c starting at byte
+// offset off, marks what it writes in the dirty log, and returns the
+// number of bytes copied (fewer than len(p) at the end of In).
+func (q *Queue) WriteIn(c *Chain, off uint32, p []byte) (n int) {
+	var cur cursor
+	if !cur.seek(c.In, uint64(off)) {
+		return 0
+	}
+	return copyIn(c.In, &cur, p, q.log.Load())
+}
