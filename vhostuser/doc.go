@@ -1,0 +1,48 @@
+// Package vhostuser is the backend side of the vhost-user protocol (QEMU
+// docs/interop/vhost-user.rst, "the spec" below): it serves frontends such
+// as QEMU, cloud-hypervisor, crosvm and DPDK's virtio_user on unix sockets,
+// maps the guest memory they share, and hands each virtqueue, built in
+// place in that memory, to a Device (datapath.GuestPort) together with its
+// kick (virtio.Doorbell) and call (virtio.Notifier).
+//
+// It owns: the wire format and the message table (one row per request:
+// name, payload shape and exact size, fds allowed, protocol feature
+// needed, handler); SCM_RIGHTS fd passing; the session state machine
+// (feature and protocol feature negotiation, REPLY_ACK, ring states,
+// memory table with SET_MEM_TABLE and ADD/REM_MEM_REG, the dirty log of
+// live migration); kick and call fds (eventfds or pipes); both socket
+// roles (Server.Listen, and Server.Connect with reconnection); and the
+// lifecycle of every mapping and fd a frontend passes.
+//
+// # Threat model
+//
+// The frontend is untrusted: every byte of every message, every fd and
+// every address it sends is checked before use. A message with a bad
+// header, a wrong size, too many or too few fds, an unknown request, a
+// request whose feature was not negotiated, a value out of range (ring
+// index, ring size, MTU, status), an unusable memory table (empty or
+// overlapping regions, offsets that overflow, fds that are not shared
+// memory files or are shorter than announced) or ring addresses outside
+// guest memory ends that session: one log line, the Server's error
+// counter, the fds of the message closed, the session's queues stopped,
+// its device closed, its memory unmapped. Other sessions and the process
+// are untouched; nothing panics.
+//
+// The guest (through the rings) is handled by package virtio. One hazard
+// remains that no check can remove: a frontend that truncates a memory
+// file after it was mapped makes later accesses fault (SIGBUS). QEMU seals
+// its memfds against shrinking (memory-backend-memfd seal=on, the
+// default).
+//
+// # Concurrency
+//
+// Each session runs on one goroutine, which reads a message, handles it
+// and replies, so Device methods are called one at a time per session.
+// The device's goroutines use the queues, doorbells and notifiers they
+// were given between StartQueue and StopQueue; anything that would change
+// what they point at (new memory, ring addresses, kick fd, a resized log)
+// first stops the affected queues, changes it, and starts them again from
+// the avail index they reached. SET_VRING_CALL swaps the call fd under a
+// running queue atomically, and VHOST_F_LOG_ALL sets the queues' logs
+// atomically. Server and Session counters are safe to read from anywhere.
+package vhostuser

@@ -1,0 +1,103 @@
+package vhostuser
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// listener is one listening socket made by Listen.
+type listener struct {
+	l    *net.UnixListener
+	path string
+	fi   fs.FileInfo // the socket file we made, to remove only that one
+}
+
+// listen makes a listening unix socket at path with permissions mode.
+//
+// A file already at path is replaced only if it is a socket that nobody
+// accepts on (connect gets ECONNREFUSED): the leftover of a backend that
+// crashed. The new socket is bound under a temporary name in the same
+// directory, given its mode, and renamed onto path, so no frontend can
+// connect while it still has the umask's permissions.
+func listen(path string, mode fs.FileMode) (*listener, error) {
+	if len(path) == 0 || len(path) > maxSocketPath {
+		return nil, fmt.Errorf("vhostuser: socket path of %d bytes (1..%d)", len(path), maxSocketPath)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(path), ".vhu-"+hex.EncodeToString(rnd[:]))
+	bindAt := tmp
+	if len(tmp) > maxSocketPath {
+		bindAt = path // no room for a temporary name: bind in place
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindAt, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(false)
+	fail := func(err error) (*listener, error) {
+		_ = l.Close()
+		_ = os.Remove(bindAt)
+		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(bindAt, mode); err != nil {
+		return fail(err)
+	}
+	if bindAt != path {
+		if err := os.Rename(bindAt, path); err != nil {
+			return fail(err)
+		}
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fail(err)
+	}
+	return &listener{l: l, path: path, fi: fi}, nil
+}
+
+// removeStale removes a socket at path that nobody accepts on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vhostuser: %w", err)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("vhostuser: %s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		_ = c.Close()
+		return fmt.Errorf("vhostuser: %s is in use by another process", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		// EAGAIN (a full backlog), EACCES, a timeout: somebody may be
+		// there, or we cannot tell. Do not remove it.
+		return fmt.Errorf("vhostuser: %s may be in use: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vhostuser: remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// close stops listening and removes the socket file if it is still ours.
+func (l *listener) close() {
+	_ = l.l.Close()
+	if fi, err := os.Lstat(l.path); err == nil && os.SameFile(fi, l.fi) {
+		_ = os.Remove(l.path)
+	}
+}

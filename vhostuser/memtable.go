@@ -1,0 +1,163 @@
+package vhostuser
+
+import (
+	"fmt"
+	"math/bits"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// Guest memory: SET_MEM_TABLE replaces the whole table; with
+// CONFIGURE_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG change one region at a
+// time (QEMU 7.2 then never sends SET_MEM_TABLE: it builds the initial
+// table with one ADD_MEM_REG per region). Every change builds a new,
+// immutable virtio.Memory; rings that run on the old one are stopped,
+// rebuilt on the new one from the avail index they reached, and restarted;
+// only then are mappings that left the table unmapped, so no device
+// goroutine can touch an unmapped page.
+
+// DefaultMaxMemSlots is GET_MAX_MEM_SLOTS when Options.MaxMemSlots is zero:
+// 509, KVM's KVM_USER_MEM_SLOTS on x86 and what libvhost-user and rust-vmm's
+// vhost-user-backend answer. QEMU takes at most 512.
+const DefaultMaxMemSlots = 509
+
+// DefaultMaxGuestMemory is the guest memory a session may map when
+// Options.MaxGuestMemory is zero: 1 TiB.
+const DefaultMaxGuestMemory = 1 << 40
+
+// checkTotal refuses memory that would take the session above its limit.
+func (s *Session) checkTotal(sizes ...uint64) error {
+	var total uint64
+	for _, sz := range sizes {
+		t, c := bits.Add64(total, sz, 0)
+		if c != 0 || t > s.cfg.maxMemory {
+			return fmt.Errorf("%w: more than the %d bytes of guest memory a session may map", ErrBadMemory, s.cfg.maxMemory)
+		}
+		total = t
+	}
+	return nil
+}
+
+// SET_MEM_TABLE: one fd per region, in order ("The size and ordering of the
+// fds matches the number and ordering of memory regions").
+func (s *Session) setMemTable(p *payload, fds *fdSet) ([]byte, error) {
+	t := &p.Table
+	if fds.len() != t.N {
+		return nil, fmt.Errorf("%w: %d fds for %d regions", ErrBadFDs, fds.len(), t.N)
+	}
+	var sizes [maxTableRegions]uint64
+	for i := 0; i < t.N; i++ {
+		sizes[i] = t.Regions[i].Size
+	}
+	if err := s.checkTotal(sizes[:t.N]...); err != nil {
+		return nil, err
+	}
+	mapped := make([]*mappedRegion, 0, t.N)
+	for i := 0; i < t.N; i++ {
+		m, err := mapRegion(fds.fds[i], t.Regions[i])
+		if err != nil {
+			unmapAll(mapped)
+			return nil, fmt.Errorf("region %d: %w", i, err)
+		}
+		mapped = append(mapped, m)
+	}
+	// The fds are closed by the dispatcher: the mappings outlive them.
+	old := s.regions
+	if swapped, err := s.setRegions(mapped); !swapped {
+		unmapAll(mapped)
+		return nil, err
+	} else if err != nil {
+		unmapAll(old)
+		return nil, err
+	}
+	unmapAll(old)
+	s.log.Info("memory table set", "regions", t.N)
+	return nil, nil
+}
+
+// ADD_MEM_REG: exactly one fd, for the one region.
+func (s *Session) addMemReg(p *payload, fds *fdSet) ([]byte, error) {
+	if len(s.regions) >= s.cfg.maxMemSlots {
+		return nil, fmt.Errorf("%w: all %d memory slots are in use", ErrBadMemory, s.cfg.maxMemSlots)
+	}
+	sizes := make([]uint64, 0, len(s.regions)+1)
+	for _, m := range s.regions {
+		sizes = append(sizes, m.Size)
+	}
+	if err := s.checkTotal(append(sizes, p.Region.Size)...); err != nil {
+		return nil, err
+	}
+	m, err := mapRegion(fds.fds[0], p.Region)
+	if err != nil {
+		return nil, err
+	}
+	regions := make([]*mappedRegion, 0, len(s.regions)+1)
+	regions = append(append(regions, s.regions...), m)
+	if swapped, err := s.setRegions(regions); !swapped {
+		m.unmap()
+		return nil, err
+	} else if err != nil {
+		return nil, err
+	}
+	s.log.Debug("memory region added", "gpa", p.Region.GPA, "size", p.Region.Size, "regions", len(regions))
+	return nil, nil
+}
+
+// REM_MEM_REG: "The memory region to be removed is identified by its guest
+// address, user address and size. The mmap offset is ignored."
+func (s *Session) remMemReg(p *payload, _ *fdSet) ([]byte, error) {
+	r := p.Region
+	at := -1
+	for i, m := range s.regions {
+		if m.GuestPhysAddr == r.GPA && m.UserAddr == r.UVA && m.Size == r.Size {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return nil, fmt.Errorf("%w: no region at guest %#x, user %#x, size %#x", ErrBadMemory, r.GPA, r.UVA, r.Size)
+	}
+	removed := s.regions[at]
+	regions := make([]*mappedRegion, 0, len(s.regions)-1)
+	regions = append(append(regions, s.regions[:at]...), s.regions[at+1:]...)
+	swapped, err := s.setRegions(regions)
+	if swapped {
+		removed.unmap()
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log.Debug("memory region removed", "gpa", r.GPA, "size", r.Size, "regions", len(regions))
+	return nil, nil
+}
+
+// setRegions makes regions the guest memory: it validates them as a whole
+// (virtio.NewMemory refuses overlaps in guest or user addresses), then
+// rebuilds the started rings on the new memory. swapped reports whether
+// regions replaced s.regions: if not, nothing changed and the caller still
+// owns its new mappings; if so, no ring uses the mappings that left the
+// table and the caller unmaps them, even when err says a ring no longer
+// fits the new memory (the session then fails).
+func (s *Session) setRegions(regions []*mappedRegion) (swapped bool, err error) {
+	var mem *virtio.Memory
+	if len(regions) > 0 {
+		vr := make([]virtio.Region, len(regions))
+		for i, m := range regions {
+			vr[i] = m.Region
+		}
+		if mem, err = virtio.NewMemory(vr); err != nil {
+			return false, fmt.Errorf("%w: %w", ErrBadMemory, err)
+		}
+	} else if s.anyStarted() {
+		return false, fmt.Errorf("%w: last region removed under started rings", ErrBadMemory)
+	}
+	paused := s.pauseAll()
+	s.regions, s.mem = regions, mem
+	return true, s.resume(paused)
+}
+
+func unmapAll(regions []*mappedRegion) {
+	for _, m := range regions {
+		m.unmap()
+	}
+}

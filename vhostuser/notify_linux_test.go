@@ -1,0 +1,279 @@
+//go:build linux
+
+package vhostuser
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// notifyPair returns (the backend's end, the frontend's end) of an eventfd
+// or a pipe; for a kick the backend reads, for a call it writes.
+type notifyKind struct {
+	name string
+	make func(t *testing.T, backendReads bool) (backend, frontend int)
+}
+
+var notifyKinds = []notifyKind{
+	{"eventfd", func(t *testing.T, _ bool) (int, int) {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		require.NoError(t, err)
+		fe, err := unix.Dup(fd)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = unix.Close(fe) })
+		return fd, fe
+	}},
+	{"pipe", func(t *testing.T, backendReads bool) (int, int) {
+		var p [2]int
+		require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK))
+		if backendReads {
+			t.Cleanup(func() { _ = unix.Close(p[1]) })
+			return p[0], p[1]
+		}
+		t.Cleanup(func() { _ = unix.Close(p[0]) })
+		return p[1], p[0]
+	}},
+}
+
+func kickFD(fd int) {
+	var one [8]byte
+	ne.PutUint64(one[:], 1)
+	_, _ = unix.Write(fd, one[:])
+}
+
+func TestDoorbell(t *testing.T) {
+	for _, k := range notifyKinds {
+		t.Run(k.name, func(t *testing.T) {
+			be, fe := k.make(t, true)
+			require.NoError(t, checkNotifyFD(be))
+			d, err := newFDDoorbell(be)
+			require.NoError(t, err)
+			defer d.close()
+
+			// Kicks before Wait: one Wait returns, the fd is drained.
+			kickFD(fe)
+			kickFD(fe)
+			require.NoError(t, d.Wait())
+			var buf [8]byte
+			_, err = unix.Read(be, buf[:])
+			require.ErrorIs(t, err, unix.EAGAIN, "drained")
+
+			// A kick from another goroutine wakes a blocked Wait.
+			done := make(chan error)
+			go func() { done <- d.Wait() }()
+			kickFD(fe)
+			require.NoError(t, <-done)
+
+			// Interrupt wakes a blocked Wait ...
+			go func() { done <- d.Wait() }()
+			d.Interrupt()
+			require.ErrorIs(t, <-done, virtio.ErrInterrupted)
+			// ... or the next one, once.
+			d.Interrupt()
+			require.ErrorIs(t, d.Wait(), virtio.ErrInterrupted)
+			kickFD(fe)
+			require.NoError(t, d.Wait())
+
+			// reset forgets an unconsumed Interrupt.
+			d.Interrupt()
+			d.reset()
+			kickFD(fe)
+			require.NoError(t, d.Wait())
+		})
+	}
+}
+
+func TestDoorbellInterruptRace(t *testing.T) {
+	be, fe := notifyKinds[0].make(t, true)
+	d, err := newFDDoorbell(be)
+	require.NoError(t, err)
+	defer d.close()
+	for i := 0; i < 200; i++ {
+		var wg sync.WaitGroup
+		wg.Go(func() { d.Interrupt() })
+		wg.Go(func() { kickFD(fe) })
+		// Whatever the interleaving, Wait returns (kick or interrupt)
+		// and never blocks for good.
+		err := d.Wait()
+		require.True(t, err == nil || errors.Is(err, virtio.ErrInterrupted), "%v", err)
+		wg.Wait()
+		d.reset()
+		var buf [8]byte
+		_, _ = unix.Read(be, buf[:])
+	}
+}
+
+func TestDoorbellWriterGone(t *testing.T) {
+	var p [2]int
+	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+	d, err := newFDDoorbell(p[0])
+	require.NoError(t, err)
+	defer d.close()
+	require.NoError(t, unix.Close(p[1]))
+	require.ErrorIs(t, d.Wait(), errKickClosed)
+}
+
+func TestDoorbellClosedUnderWait(t *testing.T) {
+	be, _ := notifyKinds[0].make(t, true)
+	d, err := newFDDoorbell(be)
+	require.NoError(t, err)
+	done := make(chan error)
+	go func() { done <- d.Wait() }()
+	d.close()
+	err = <-done
+	require.Error(t, err)
+	require.NotErrorIs(t, err, virtio.ErrInterrupted)
+}
+
+func TestPollDoorbell(t *testing.T) {
+	d := newPollDoorbell()
+	require.NoError(t, d.Wait(), "polling: Wait returns after the interval")
+	d.Interrupt()
+	require.ErrorIs(t, d.Wait(), virtio.ErrInterrupted)
+	done := make(chan error)
+	go func() {
+		for {
+			if err := d.Wait(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	d.Interrupt()
+	require.ErrorIs(t, <-done, virtio.ErrInterrupted)
+	d.Interrupt()
+	d.reset()
+	require.NoError(t, d.Wait())
+}
+
+func TestNotifier(t *testing.T) {
+	for _, k := range notifyKinds {
+		t.Run(k.name, func(t *testing.T) {
+			var n notifier
+			require.NoError(t, n.Notify(), "no fd: nothing to do")
+			be, fe := k.make(t, false)
+			require.NoError(t, checkNotifyFD(be))
+			c, err := newCallFD(be)
+			require.NoError(t, err)
+			n.set(c)
+			defer n.set(nil)
+			require.NoError(t, n.Notify())
+			require.NoError(t, n.Notify())
+			var buf [64]byte
+			got, err := unix.Read(fe, buf[:])
+			require.NoError(t, err)
+			if k.name == "eventfd" {
+				require.Equal(t, uint64(2), ne.Uint64(buf[:8]))
+			} else {
+				require.Equal(t, 16, got, "8 bytes per call, as the spec says")
+			}
+			// A full pipe or counter is not an error.
+			if k.name == "pipe" {
+				for i := 0; i < 10000; i++ {
+					require.NoError(t, n.Notify())
+				}
+			}
+		})
+	}
+}
+
+func TestNotifyAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	be, fe := notifyKinds[0].make(t, false)
+	c, err := newCallFD(be)
+	require.NoError(t, err)
+	var n notifier
+	n.set(c)
+	defer n.set(nil)
+	var buf [8]byte
+	allocs := testing.AllocsPerRun(1000, func() {
+		_ = n.Notify()
+		_, _ = unix.Read(fe, buf[:])
+	})
+	require.Zero(t, allocs)
+}
+
+func TestDoorbellWaitAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	be, fe := notifyKinds[0].make(t, true)
+	d, err := newFDDoorbell(be)
+	require.NoError(t, err)
+	defer d.close()
+	allocs := testing.AllocsPerRun(1000, func() {
+		kickFD(fe)
+		_ = d.Wait()
+	})
+	require.Zero(t, allocs)
+}
+
+// TestNotifierSwapUnderNotify: SET_VRING_CALL replaces the fd while a
+// device notifies from another goroutine (run with -race).
+func TestNotifierSwapUnderNotify(t *testing.T) {
+	var n notifier
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = n.Notify()
+			}
+		}
+	})
+	for i := 0; i < 200; i++ {
+		be, _ := notifyKinds[i%2].make(t, false)
+		c, err := newCallFD(be)
+		require.NoError(t, err)
+		n.set(c)
+	}
+	close(stop)
+	wg.Wait()
+	n.set(nil)
+}
+
+func TestCheckNotifyFDRejects(t *testing.T) {
+	fd, err := unix.MemfdCreate("x", unix.MFD_CLOEXEC)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	require.ErrorIs(t, checkNotifyFD(fd), ErrBadFDs)
+	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(null)
+	require.ErrorIs(t, checkNotifyFD(null), ErrBadFDs)
+}
+
+func TestMapSharedOffsets(t *testing.T) {
+	fd, err := unix.MemfdCreate("x", unix.MFD_CLOEXEC)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	const size = 64 << 10
+	require.NoError(t, unix.Ftruncate(fd, size))
+	pattern := make([]byte, size)
+	for i := range pattern {
+		pattern[i] = byte(i * 13)
+	}
+	_, err = unix.Pwrite(fd, pattern, 0)
+	require.NoError(t, err)
+	for _, c := range []struct{ off, n uint64 }{{0, size}, {100, 1000}, {4095, 4097}, {8192, size - 8192}, {size - 1, 1}} {
+		full, data, err := mapShared(fd, c.off, c.n)
+		require.NoError(t, err)
+		require.Equal(t, pattern[c.off:c.off+c.n], data)
+		require.NoError(t, unix.Munmap(full))
+	}
+	for _, c := range []struct{ off, n uint64 }{{0, size + 1}, {1, size}, {size, 1}, {0, 0}, {^uint64(0), 2}} {
+		_, _, err := mapShared(fd, c.off, c.n)
+		require.ErrorIs(t, err, ErrBadMemory, "%+v", c)
+	}
+}

@@ -1,0 +1,25 @@
+//go:build !linux
+
+package vhostuser
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// checkNotifyFD accepts an fd a kick, call or err notification can use: a
+// pipe (QEMU's fallback where eventfd is missing) or a socket. A regular
+// file or a device would turn Wait into a busy loop (always readable) or
+// Notify into disk writes.
+func checkNotifyFD(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("%w: fstat: %w", ErrBadFDs, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK:
+		return nil
+	}
+	return fmt.Errorf("%w: not a pipe (mode %#o)", ErrBadFDs, st.Mode)
+}

@@ -1,0 +1,292 @@
+package vhostuser
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// Device is the virtio-net device behind a session: it works the queues the
+// session starts. datapath.GuestPort implements it. The session calls every
+// method from its own goroutine, one call at a time.
+type Device interface {
+	// StartQueue hands queue idx (2k: receiveq k, 2k+1: transmitq k,
+	// virtio 1.2 §5.1.2) to the device: the ring is started and enabled
+	// (vhost-user spec "Ring states"). kick wakes the device when the
+	// driver adds buffers; call notifies the driver. q, kick and call stay
+	// valid until StopQueue(idx) returns.
+	StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, call virtio.Notifier)
+	// StopQueue returns only when the device no longer touches queue idx
+	// (its rings, its kick and call, the guest memory it points into). By
+	// then every chain it popped is pushed and published, or given back
+	// with Unpop, so the avail index GET_VRING_BASE reports (and a queue
+	// rebuilt on new memory resumes from) is exact.
+	StopQueue(idx int)
+	// SetLog sets the dirty log for writes the device makes to guest memory
+	// outside its queues; nil turns logging off. The session sets the log
+	// of every queue itself (virtio.Queue.SetLog). Once SetLog returns the
+	// device no longer writes to the previous log, whose mapping may go.
+	SetLog(l *virtio.DirtyLog)
+	// Close ends the session's use of the device. It is called once, after
+	// StopQueue of every queue the device still had.
+	Close()
+}
+
+// MTUSetter is an optional Device interface: NET_SET_MTU calls SetMTU with
+// the MTU the frontend exposes to the guest (68..Options.MTU).
+type MTUSetter interface {
+	SetMTU(mtu uint16)
+}
+
+// RARPSender is an optional Device interface: SEND_RARP (after a live
+// migration, for guests without VIRTIO_NET_F_GUEST_ANNOUNCE) calls SendRARP
+// with the guest's MAC address so the device can broadcast a RARP for it.
+type RARPSender interface {
+	SendRARP(mac [6]byte)
+}
+
+// Role says which side of the unix socket connected.
+type Role int
+
+const (
+	// RoleServer: the backend listened and the frontend connected.
+	RoleServer Role = iota
+	// RoleClient: the backend connected to the frontend's socket.
+	RoleClient
+)
+
+func (r Role) String() string {
+	if r == RoleClient {
+		return "client"
+	}
+	return "server"
+}
+
+// SessionInfo describes one connection; Options.NewDevice gets it.
+type SessionInfo struct {
+	ID   uint64 // unique per Server, counting from 1
+	Role Role
+	Path string // the socket path ("" for ServeConn)
+}
+
+// SessionStats are one session's counters.
+type SessionStats struct {
+	Messages uint64 // requests handled successfully
+}
+
+// Session is one frontend connection: the protocol state machine, the
+// guest memory it mapped, and the rings of its Device. Only the session's
+// goroutine touches its state; Stats and Err are safe from anywhere.
+type Session struct {
+	cfg  *config
+	info SessionInfo
+	dev  Device
+	log  *slog.Logger
+	conn transport
+
+	// Negotiation.
+	features      uint64 // acked with SET_FEATURES
+	featuresAcked bool
+	proto         uint64 // acked with SET_PROTOCOL_FEATURES
+	owner         bool
+	status        uint8
+	mtu           uint16
+
+	// Guest memory: the mapped regions, and the Memory built from them
+	// (nil until the first region).
+	regions []*mappedRegion
+	mem     *virtio.Memory
+
+	// Dirty log: the area of SET_LOG_BASE, whether VHOST_F_LOG_ALL is on,
+	// and the SET_LOG_FD eventfd (kept, unused: -1 when none).
+	logArea *mappedLog
+	logOn   bool
+	logFD   int
+
+	rings []ring
+
+	messages atomic.Uint64
+	errMu    sync.Mutex
+	err      error
+
+	// Per-message scratch, reused.
+	hdr  [headerSize]byte
+	body [maxPayload]byte
+	oob  []byte
+	fds  fdSet
+	p    payload
+	out  [headerSize + maxPayload]byte
+}
+
+func newSession(cfg *config, info SessionInfo, dev Device, conn transport) *Session {
+	s := &Session{
+		cfg:   cfg,
+		info:  info,
+		dev:   dev,
+		conn:  conn,
+		log:   cfg.log.With("session", info.ID, "role", info.Role.String()),
+		logFD: -1,
+		rings: make([]ring, 2*cfg.queuePairs),
+		oob:   make([]byte, oobSize),
+	}
+	for i := range s.rings {
+		s.rings[i].init()
+	}
+	return s
+}
+
+// Info returns the session's description.
+func (s *Session) Info() SessionInfo { return s.info }
+
+// Stats returns the session's counters.
+func (s *Session) Stats() SessionStats { return SessionStats{Messages: s.messages.Load()} }
+
+// Err returns the error that ended the session: nil while it runs or after
+// a clean disconnect.
+func (s *Session) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// serve reads and dispatches messages until the frontend disconnects or
+// breaks the protocol, then releases everything. It returns nil for a
+// clean disconnect.
+func (s *Session) serve() error {
+	s.log.Debug("vhost-user session started")
+	err := s.loop()
+	s.teardown()
+	if errors.Is(err, errCleanEOF) || isDisconnect(err) {
+		err = nil
+	}
+	s.errMu.Lock()
+	s.err = err
+	s.errMu.Unlock()
+	return err
+}
+
+func (s *Session) loop() error {
+	for {
+		if err := readFull(s.conn, s.hdr[:], s.oob, &s.fds, true); err != nil {
+			s.fds.closeRest()
+			return err
+		}
+		err := s.handleMessage()
+		s.fds.closeRest()
+		if err != nil {
+			return err
+		}
+		s.messages.Add(1)
+	}
+}
+
+// handleMessage runs the dispatcher steps on the message whose header is
+// in s.hdr: header check, payload read, table lookup, fd count, exact
+// size, decode, handler, reply or ack.
+func (s *Session) handleMessage() error {
+	h, err := decodeHeader(s.hdr[:])
+	if err != nil {
+		return err
+	}
+	body := s.body[:h.Size]
+	if err := readFull(s.conn, body, s.oob, &s.fds, false); err != nil {
+		return fmt.Errorf("%v payload: %w", h.Request, err)
+	}
+	return s.dispatch(h, body)
+}
+
+// dispatch runs one decoded message through its table row. On failure, a
+// frontend that asked for an ack (REPLY_ACK) still gets a non-zero one
+// before the session ends, so it sees which request failed.
+func (s *Session) dispatch(h header, body []byte) error {
+	e := lookup(h.Request)
+	reply, err := s.run(e, h, body)
+	if e != nil && e.reply {
+		if err == nil {
+			err = s.writeReply(h.Request, reply)
+		}
+		return err
+	}
+	if h.needReply() && s.proto&ProtocolFReplyAck != 0 {
+		var status uint64
+		if err != nil {
+			status = 1
+		}
+		if werr := s.writeReply(h.Request, s.replyU64(status)); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+func (s *Session) run(e *entry, h header, body []byte) ([]byte, error) {
+	if e == nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnknownRequest, h.Request)
+	}
+	if n := s.fds.len(); n < e.minFDs || n > e.maxFDs {
+		return nil, fmt.Errorf("%s: %w: %d fds, want %d..%d", e.name, ErrBadFDs, n, e.minFDs, e.maxFDs)
+	}
+	if err := e.kind.checkSize(len(body)); err != nil {
+		return nil, fmt.Errorf("%s: %w", e.name, err)
+	}
+	if e.proto != 0 && s.proto&e.proto == 0 {
+		return nil, fmt.Errorf("%s: %w: needs protocol feature %s", e.name, ErrNotNegotiated, protocolFeatureString(e.proto))
+	}
+	if err := e.kind.decode(body, &s.p); err != nil {
+		return nil, fmt.Errorf("%s: %w", e.name, err)
+	}
+	reply, err := e.handle(s, &s.p, &s.fds)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.name, err)
+	}
+	return reply, nil
+}
+
+// replyU64 puts v in the reply buffer and returns it as a reply payload.
+func (s *Session) replyU64(v uint64) []byte {
+	b := s.out[headerSize : headerSize+sizeU64]
+	ne.PutUint64(b, v)
+	return b
+}
+
+// replyBody returns the reply buffer's payload area.
+func (s *Session) replyBody() []byte { return s.out[headerSize:] }
+
+// writeReply sends a reply to r whose payload is p (a slice of the reply
+// buffer, or empty).
+func (s *Session) writeReply(r Request, p []byte) error {
+	n := copy(s.out[headerSize:], p)
+	putReplyHeader(s.out[:], r, n)
+	if _, err := s.conn.Write(s.out[:headerSize+n]); err != nil {
+		return fmt.Errorf("reply to %v: %w", r, err)
+	}
+	return nil
+}
+
+// teardown stops every queue, closes the device, and releases every fd
+// and mapping of the session.
+func (s *Session) teardown() {
+	for i := range s.rings {
+		s.stopRing(i)
+	}
+	if s.dev != nil {
+		s.dev.Close()
+	}
+	for i := range s.rings {
+		s.rings[i].release()
+	}
+	for _, r := range s.regions {
+		r.unmap()
+	}
+	s.regions, s.mem = nil, nil
+	if s.logArea != nil {
+		s.logArea.unmap()
+		s.logArea = nil
+	}
+	closeFD(&s.logFD)
+	_ = s.conn.Close()
+}
