@@ -1,0 +1,504 @@
+package datapath
+
+import (
+	"errors"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// MaxQueuePairs is the largest number of queue pairs a GuestPort serves.
+const MaxQueuePairs = 16
+
+// maxFrameLen bounds a transmitted frame: a 64 KiB GSO super-frame plus an
+// Ethernet header with one VLAN tag.
+const maxFrameLen = 65535 + 18
+
+// minFrameLen is an Ethernet header (virtio 1.2 §5.1.6.2 leaves frame
+// validity to the device; a frame shorter than its L2 header is dropped).
+const minFrameLen = 14
+
+// GuestPortOptions configures a GuestPort.
+type GuestPortOptions struct {
+	// Name identifies the port in logs and statistics ("guest0").
+	Name string
+	// QueuePairs is the number of queue pairs offered (1..MaxQueuePairs).
+	QueuePairs int
+	// Source, if set, feeds every receive queue from a worker of its own
+	// (the "source" uplink).
+	Source FrameSource
+	// Poll makes the workers busy-poll their rings instead of sleeping on
+	// kicks (benchmarks).
+	Poll bool
+	// Logger receives the port's log records; nil means slog.Default.
+	Logger *slog.Logger
+}
+
+// GuestPort is the device side of one guest's virtio-net device: it works
+// the guest's virtqueues in place. Frames the guest transmits go to the
+// port's peer (SetPeer); frames sent to the port (Send) are written into the
+// guest's receive queues. GuestPort implements vhostuser.Device.
+type GuestPort struct {
+	opt   GuestPortOptions
+	log   *slog.Logger
+	stats Stats
+	peer  atomic.Pointer[Port]
+	pairs []pair
+
+	// mu serialises StartQueue/StopQueue/Close.
+	mu     sync.Mutex
+	closed bool
+}
+
+type pair struct {
+	rx rxQueue
+	tx *worker
+}
+
+// rxQueue is a receive queue: everything in it is guarded by mu.
+type rxQueue struct {
+	mu      sync.Mutex
+	q       *virtio.Queue
+	nrx     *virtio.NetRX
+	kick    virtio.Doorbell
+	call    virtio.Notifier
+	offload offloads
+	broken  bool
+	worker  *worker // the FrameSource worker, if any
+	scratch [csumScratch]byte
+	segs    [][]byte
+}
+
+type worker struct {
+	stop atomic.Bool
+	kick virtio.Doorbell
+	done chan struct{}
+}
+
+// NewGuestPort returns a port with no running queues.
+func NewGuestPort(opt GuestPortOptions) (*GuestPort, error) {
+	if opt.QueuePairs < 1 || opt.QueuePairs > MaxQueuePairs {
+		return nil, errors.New("datapath: queue pairs must be between 1 and 16")
+	}
+	log := opt.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &GuestPort{opt: opt, log: log.With("port", opt.Name), pairs: make([]pair, opt.QueuePairs)}
+	for i := range p.pairs {
+		p.pairs[i].rx.segs = make([][]byte, 0, 8)
+	}
+	return p, nil
+}
+
+// Name returns the port's name.
+func (p *GuestPort) Name() string { return p.opt.Name }
+
+// Stats returns the port's counters.
+func (p *GuestPort) Stats() *Stats { return &p.stats }
+
+// SetPeer sets where the guest's transmitted frames go; nil drops them.
+func (p *GuestPort) SetPeer(peer Port) {
+	if peer == nil {
+		p.peer.Store(nil)
+		return
+	}
+	p.peer.Store(&peer)
+}
+
+// StartQueue starts serving queue idx: an even idx is receiveq idx/2, an odd
+// one transmitq idx/2 (virtio 1.2 §5.1.2). A queue that is already running is
+// stopped first.
+func (p *GuestPort) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, call virtio.Notifier) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || idx < 0 || idx/2 >= len(p.pairs) || q == nil {
+		p.log.Warn("start of a queue the port does not serve ignored", "queue", idx)
+		return
+	}
+	p.stopLocked(idx)
+	pr := &p.pairs[idx/2]
+	if idx%2 == 1 {
+		pr.tx = p.spawn(kick, func(w *worker) { p.runTX(uint16(idx/2), q, kick, call, w) })
+		return
+	}
+	r := &pr.rx
+	r.mu.Lock()
+	r.q, r.kick, r.call, r.broken = q, kick, call, false
+	r.nrx = virtio.NewNetRX(q)
+	r.offload = offloadsOf(q.Features())
+	r.mu.Unlock()
+	if p.opt.Source != nil {
+		r.worker = p.spawn(kick, func(w *worker) { p.runSource(uint16(idx/2), r, w) })
+	}
+}
+
+// StopQueue stops serving queue idx; it returns when no goroutine of the
+// port touches the queue any more.
+func (p *GuestPort) StopQueue(idx int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if idx < 0 || idx/2 >= len(p.pairs) {
+		return
+	}
+	p.stopLocked(idx)
+}
+
+func (p *GuestPort) stopLocked(idx int) {
+	pr := &p.pairs[idx/2]
+	if idx%2 == 1 {
+		pr.tx.halt()
+		pr.tx = nil
+		return
+	}
+	r := &pr.rx
+	r.worker.halt()
+	r.worker = nil
+	r.mu.Lock()
+	r.q, r.nrx, r.kick, r.call = nil, nil, nil, nil
+	r.mu.Unlock()
+}
+
+// SetLog is part of vhostuser.Device. Every guest write of the port goes
+// through its virtio.Queues, whose dirty log the session sets, so the port
+// has nothing else to log.
+func (p *GuestPort) SetLog(*virtio.DirtyLog) {}
+
+// Close stops every queue; the port takes no new ones.
+func (p *GuestPort) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; i < 2*len(p.pairs); i++ {
+		p.stopLocked(i)
+	}
+	p.closed = true
+}
+
+func (p *GuestPort) spawn(kick virtio.Doorbell, run func(*worker)) *worker {
+	w := &worker{kick: kick, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		run(w)
+	}()
+	return w
+}
+
+// halt stops w and waits for it; a nil worker is already stopped.
+func (w *worker) halt() {
+	if w == nil {
+		return
+	}
+	w.stop.Store(true)
+	if w.kick != nil {
+		w.kick.Interrupt()
+	}
+	<-w.done
+}
+
+// wait sleeps until the driver kicks q (or, polling, yields once). It
+// reports false when the worker must end.
+func (p *GuestPort) wait(q *virtio.Queue, w *worker) bool {
+	if p.opt.Poll {
+		runtime.Gosched()
+		return !w.stop.Load()
+	}
+	// Re-enable kicks, then look again: a chain made available between
+	// the last Pop and EnableNotify would otherwise never be kicked
+	// (virtio 1.2 §2.7.10).
+	if q.EnableNotify() {
+		q.DisableNotify()
+		return true
+	}
+	if w.kick == nil {
+		return false
+	}
+	err := w.kick.Wait()
+	q.DisableNotify()
+	return p.kickResult(err, w)
+}
+
+// netHdrLen is the size of the virtio-net header in front of every frame:
+// struct virtio_net_hdr_v1 with VIRTIO_F_VERSION_1 or MRG_RXBUF, the legacy
+// 10-byte header otherwise (virtio 1.2 §5.1.6).
+func netHdrLen(features uint64) int {
+	if features&(virtio.FVersion1|virtio.NetFMrgRxbuf) != 0 {
+		return virtio.NetHdrSize
+	}
+	return virtio.NetHdrSize - 2
+}
+
+// txBatch is a transmit worker's reusable per-batch state.
+type txBatch struct {
+	chains [MaxBatch]virtio.Chain
+	frames [MaxBatch]Frame
+	segs   [MaxBatch][][]byte
+	hdrLen int
+	off    offloads
+}
+
+func (p *GuestPort) runTX(qp uint16, q *virtio.Queue, kick virtio.Doorbell, call virtio.Notifier, w *worker) {
+	b := newTxBatch(q)
+	q.DisableNotify()
+	for !w.stop.Load() {
+		n, err := p.txOnce(qp, q, call, b)
+		if err != nil {
+			p.broken("transmit", int(qp)*2+1, err)
+			return
+		}
+		if n == 0 && !p.wait(q, w) {
+			return
+		}
+	}
+}
+
+// txOnce pops up to MaxBatch chains from q, hands their frames to the peer,
+// returns the chains to the guest with one used-ring publication and at most
+// one notification, and returns how many chains it handled.
+func (p *GuestPort) txOnce(qp uint16, q *virtio.Queue, call virtio.Notifier, b *txBatch) (int, error) {
+	n := 0
+	for n < MaxBatch {
+		ok, err := q.Pop(&b.chains[n])
+		if err != nil {
+			return n, err
+		}
+		if !ok {
+			break
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	p.transmit(qp, b, n)
+	for i := 0; i < n; i++ {
+		if err := q.Push(b.chains[i].Head, 0); err != nil {
+			return n, err
+		}
+	}
+	q.Publish()
+	if q.NeedNotify() && call != nil {
+		_ = call.Notify()
+	}
+	return n, nil
+}
+
+func newTxBatch(q *virtio.Queue) *txBatch {
+	b := &txBatch{hdrLen: netHdrLen(q.Features()), off: offloadsOf(q.Features())}
+	for i := range b.segs {
+		b.segs[i] = make([][]byte, 0, 4)
+	}
+	return b
+}
+
+// transmit turns the n popped chains of b into frames and hands them to the
+// peer.
+func (p *GuestPort) transmit(qp uint16, b *txBatch, n int) {
+	nf, bytes, bad := 0, 0, 0
+	for i := 0; i < n; i++ {
+		f := &b.frames[nf]
+		if !txFrame(&b.chains[i], b.hdrLen, b.off, f, &b.segs[nf]) {
+			bad++
+			continue
+		}
+		f.Queue = qp
+		bytes += f.Len
+		nf++
+	}
+	p.stats.RxPackets.Add(uint64(nf))
+	p.stats.RxBytes.Add(uint64(bytes))
+	p.stats.Drop(DropMalformed, uint64(bad))
+	if nf == 0 {
+		return
+	}
+	if peer := p.peer.Load(); peer != nil {
+		(*peer).Send(b.frames[:nf])
+	}
+}
+
+// txFrame reads a transmitted chain's virtio-net header once into backend
+// memory, validates it, and points f at the frame bytes that follow it. It
+// reports false for a chain that is not a valid frame.
+func txFrame(c *virtio.Chain, hdrLen int, off offloads, f *Frame, segs *[][]byte) bool {
+	total := int(c.OutLen)
+	if total < hdrLen+minFrameLen || total > hdrLen+maxFrameLen {
+		return false
+	}
+	var raw [virtio.NetHdrSize]byte
+	skip := hdrLen
+	s := (*segs)[:0]
+	for _, seg := range c.Out {
+		buf := seg.Buf
+		if skip > 0 {
+			k := copy(raw[hdrLen-skip:hdrLen], buf)
+			skip -= k
+			buf = buf[k:]
+		}
+		if len(buf) > 0 {
+			s = append(s, buf)
+		}
+	}
+	*segs = s
+	f.Hdr.Decode(raw[:])
+	f.Hdr.NumBuffers = 0
+	f.Segs = s
+	f.Len = total - hdrLen
+	return off.validTX(&f.Hdr, f.Len)
+}
+
+// Send writes frames into the guest's receive queue of the frames' queue
+// pair (or the first running one). Frames that do not fit are dropped and
+// counted.
+func (p *GuestPort) Send(frames []Frame) {
+	if len(frames) == 0 {
+		return
+	}
+	r := p.rxFor(frames[0].Queue)
+	if r == nil {
+		p.stats.Drop(DropNoQueue, uint64(len(frames)))
+		return
+	}
+	n, reason := p.deliver(r, frames)
+	r.mu.Unlock()
+	p.stats.Drop(reason, uint64(len(frames)-n))
+}
+
+// rxFor returns the running receive queue for queue pair qp, locked, or
+// nil.
+func (p *GuestPort) rxFor(qp uint16) *rxQueue {
+	r := &p.pairs[int(qp)%len(p.pairs)].rx
+	r.mu.Lock()
+	if r.q != nil && !r.broken {
+		return r
+	}
+	r.mu.Unlock()
+	for i := range p.pairs {
+		r := &p.pairs[i].rx
+		r.mu.Lock()
+		if r.q != nil && !r.broken {
+			return r
+		}
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// deliver writes frames into r (locked) until one does not fit; it
+// publishes and notifies once. It returns how many frames it consumed
+// (written, or dropped alone as malformed or too big) and why it stopped
+// early.
+func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
+	n, bytes, bad, tooBig := 0, 0, 0, 0
+	reason := DropNoBuffer
+	i := 0
+	for ; i < len(frames); i++ {
+		f := &frames[i]
+		hdr, segs, ok := r.prepare(f)
+		if !ok {
+			bad++ // a frame this guest cannot take is dropped alone
+			continue
+		}
+		ok, err := r.nrx.Write(hdr, segs)
+		if err != nil {
+			r.broken = true
+			p.broken("receive", int(f.Queue)*2, err)
+			reason = DropQueueBroken
+			break
+		}
+		if !ok {
+			if r.nrx.TooBig() {
+				tooBig++ // a smaller frame after it may still fit
+				continue
+			}
+			break
+		}
+		n++
+		bytes += f.Len
+	}
+	if n > 0 {
+		r.q.Publish()
+		if r.q.NeedNotify() && r.call != nil {
+			_ = r.call.Notify()
+		}
+		p.stats.TxPackets.Add(uint64(n))
+		p.stats.TxBytes.Add(uint64(bytes))
+	}
+	p.stats.Drop(DropMalformed, uint64(bad))
+	p.stats.Drop(DropTooBig, uint64(tooBig))
+	return i, reason
+}
+
+// broken logs, once per queue start, that the guest broke a queue.
+func (p *GuestPort) broken(dir string, idx int, err error) {
+	p.stats.Drop(DropQueueBroken, 1)
+	p.log.Warn("guest broke a virtqueue; queue stopped until the frontend restarts it",
+		"direction", dir, "queue", idx, "err", err)
+}
+
+// runSource feeds receive queue pair qp from the port's FrameSource as fast
+// as the guest gives buffers.
+func (p *GuestPort) runSource(qp uint16, r *rxQueue, w *worker) {
+	var frames [MaxBatch]Frame
+	for !w.stop.Load() {
+		n := p.opt.Source.Fill(qp, frames[:])
+		pending := frames[:n]
+		for len(pending) > 0 && !w.stop.Load() {
+			r.mu.Lock()
+			if r.q == nil || r.broken {
+				r.mu.Unlock()
+				return
+			}
+			k, _ := p.deliver(r, pending)
+			pending = pending[k:]
+			if len(pending) == 0 {
+				r.mu.Unlock()
+				break
+			}
+			// The ring is full: sleep until the guest adds buffers.
+			if !p.waitLocked(r, w) {
+				return
+			}
+		}
+	}
+}
+
+// waitLocked waits, with r locked on entry and unlocked on return, until the
+// guest kicks r's queue (or, polling, yields once). It reports false when
+// the worker must end.
+func (p *GuestPort) waitLocked(r *rxQueue, w *worker) bool {
+	if p.opt.Poll {
+		r.mu.Unlock()
+		runtime.Gosched()
+		return !w.stop.Load()
+	}
+	if r.q.EnableNotify() {
+		r.q.DisableNotify()
+		r.mu.Unlock()
+		return true
+	}
+	r.mu.Unlock()
+	if w.kick == nil {
+		return false
+	}
+	err := w.kick.Wait()
+	r.mu.Lock()
+	if r.q != nil {
+		r.q.DisableNotify()
+	}
+	r.mu.Unlock()
+	return p.kickResult(err, w)
+}
+
+func (p *GuestPort) kickResult(err error, w *worker) bool {
+	switch {
+	case err == nil:
+		return !w.stop.Load()
+	case errors.Is(err, virtio.ErrInterrupted):
+		return !w.stop.Load()
+	default:
+		p.log.Warn("queue kick failed; queue stopped", "err", err)
+		return false
+	}
+}

@@ -1,0 +1,149 @@
+package datapath
+
+// The measurement uplinks of the command line (DESIGN.md "Command line"):
+// they attach straight to each guest port and bypass switch, services,
+// anti-spoofing and NAT, so that the vhost-user datapath can be measured
+// alone.
+
+// Sink counts and drops every frame sent to it (--uplink sink).
+type Sink struct {
+	name  string
+	stats Stats
+}
+
+// NewSink returns a sink port.
+func NewSink(name string) *Sink { return &Sink{name: name} }
+
+// Name returns the port's name.
+func (s *Sink) Name() string { return s.name }
+
+// Stats returns the port's counters: every frame it got is a tx frame (it
+// left the backend) and a drop_sink.
+func (s *Sink) Stats() *Stats { return &s.stats }
+
+// Send counts frames and drops them.
+func (s *Sink) Send(frames []Frame) {
+	bytes := 0
+	for i := range frames {
+		bytes += frames[i].Len
+	}
+	s.stats.TxPackets.Add(uint64(len(frames)))
+	s.stats.TxBytes.Add(uint64(bytes))
+	s.stats.Drop(DropSink, uint64(len(frames)))
+}
+
+// macSwapLen is the part of an Ethernet header the loopback rewrites:
+// destination and source MAC.
+const macSwapLen = 12
+
+// Loopback sends every frame a guest transmits back to that guest with the
+// MAC addresses swapped (--uplink loopback). The swapped addresses are
+// written into backend memory; the rest of the frame is copied once, from
+// the guest's transmit buffer straight into its receive buffer.
+type Loopback struct {
+	name   string
+	guest  Port
+	stats  Stats
+	batchs [MaxQueuePairs]*loopBatch
+}
+
+type loopBatch struct {
+	frames [MaxBatch]Frame
+	heads  [MaxBatch][macSwapLen]byte
+	segs   [MaxBatch][][]byte
+}
+
+// NewLoopback returns a loopback that sends frames back to guest.
+func NewLoopback(name string, guest Port) *Loopback {
+	l := &Loopback{name: name, guest: guest}
+	for i := range l.batchs {
+		b := new(loopBatch)
+		for j := range b.segs {
+			b.segs[j] = make([][]byte, 0, 4)
+		}
+		l.batchs[i] = b
+	}
+	return l
+}
+
+// Name returns the port's name.
+func (l *Loopback) Name() string { return l.name }
+
+// Stats returns the port's counters.
+func (l *Loopback) Stats() *Stats { return &l.stats }
+
+// Send swaps the MAC addresses of frames and sends them to the guest. All
+// frames of one call come from one queue pair, whose transmit worker is the
+// only caller for that pair, so the pair's scratch batch needs no lock.
+func (l *Loopback) Send(frames []Frame) {
+	if len(frames) == 0 {
+		return
+	}
+	b := l.batchs[int(frames[0].Queue)%MaxQueuePairs]
+	n, bytes := 0, 0
+	for i := range frames {
+		f := &frames[i]
+		head := b.heads[n][:]
+		if copyFrame(head, f.Segs) < macSwapLen {
+			l.stats.Drop(DropMalformed, 1)
+			continue
+		}
+		var mac [6]byte
+		copy(mac[:], head[:6])
+		copy(head[:6], head[6:12])
+		copy(head[6:12], mac[:])
+		segs := append(b.segs[n][:0], head)
+		skip := macSwapLen
+		for _, s := range f.Segs {
+			if skip >= len(s) {
+				skip -= len(s)
+				continue
+			}
+			segs = append(segs, s[skip:])
+			skip = 0
+		}
+		b.segs[n] = segs
+		out := &b.frames[n]
+		*out = *f
+		out.Segs = segs
+		bytes += f.Len
+		n++
+	}
+	l.stats.TxPackets.Add(uint64(n))
+	l.stats.TxBytes.Add(uint64(bytes))
+	l.guest.Send(b.frames[:n])
+}
+
+// Source generates frames toward a guest as fast as it takes them
+// (--uplink source): Ethernet broadcasts of a fixed size with the local
+// experimental EtherType 0x88B5 (IEEE 802 §9.2.2), all sharing one read-only
+// buffer.
+type Source struct {
+	frame []byte
+}
+
+// NewSource returns a source of frames of size bytes (at least 60).
+func NewSource(size int) *Source {
+	if size < 60 {
+		size = 60
+	}
+	f := make([]byte, size)
+	copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x61, 0x72, 0x63, 0x6e, 0x01, 0x88, 0xb5})
+	for i := 14; i < size; i++ {
+		f[i] = byte(i)
+	}
+	return &Source{frame: f}
+}
+
+// Fill writes len(frames) copies of the source's frame.
+func (s *Source) Fill(q uint16, frames []Frame) int {
+	for i := range frames {
+		f := &frames[i]
+		if len(f.Segs) != 1 || len(f.Segs[0]) != len(s.frame) {
+			f.Segs = [][]byte{s.frame}
+		}
+		f.Len = len(s.frame)
+		f.Queue = q
+	}
+	return len(frames)
+}
