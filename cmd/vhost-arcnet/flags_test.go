@@ -1,0 +1,78 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseFlags(t *testing.T) {
+	ok := []struct {
+		name string
+		args []string
+		want func(t *testing.T, c *config)
+	}{
+		{"defaults", []string{"--socket", "/tmp/s"}, func(t *testing.T, c *config) {
+			require.Equal(t, []string{"/tmp/s"}, c.sockets)
+			require.Equal(t, "none", c.uplink)
+			require.EqualValues(t, 0o600, c.socketMode)
+			require.Equal(t, 1, c.queuePairs)
+			require.Equal(t, 64, c.sourceSize)
+			require.Equal(t, slog.LevelInfo, c.logLevel)
+			require.False(t, c.logJSON)
+		}},
+		{"repeatable", []string{"--socket", "a", "--socket", "b", "--connect", "c", "--uplink", "loopback",
+			"--queue-pairs", "4", "--socket-mode", "0660", "--log-format", "json", "--log-level", "debug", "--poll"},
+			func(t *testing.T, c *config) {
+				require.Equal(t, []string{"a", "b"}, c.sockets)
+				require.Equal(t, []string{"c"}, c.connects)
+				require.Equal(t, "loopback", c.uplink)
+				require.Equal(t, 4, c.queuePairs)
+				require.EqualValues(t, 0o660, c.socketMode)
+				require.True(t, c.logJSON)
+				require.True(t, c.poll)
+				require.Equal(t, slog.LevelDebug, c.logLevel)
+			}},
+		{"connect only", []string{"--connect", "x", "--uplink", "source", "--source-size", "1518"}, func(t *testing.T, c *config) {
+			require.Equal(t, 1518, c.sourceSize)
+		}},
+	}
+	for _, tc := range ok {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseFlags(tc.args, io.Discard)
+			require.NoError(t, err)
+			tc.want(t, c)
+		})
+	}
+
+	bad := []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"nothing", nil, "nothing to serve"},
+		{"empty socket", []string{"--socket", ""}, "empty path"},
+		{"stray arg", []string{"--socket", "a", "extra"}, "unexpected argument"},
+		{"mode", []string{"--socket", "a", "--socket-mode", "999"}, "--socket-mode"},
+		{"mode big", []string{"--socket", "a", "--socket-mode", "7777"}, "--socket-mode"},
+		{"uplink", []string{"--socket", "a", "--uplink", "carrier-pigeon"}, "unknown kind"},
+		{"planned uplink", []string{"--socket", "a", "--uplink", "tap:tap0"}, "not in this build yet"},
+		{"source size", []string{"--socket", "a", "--source-size", "10"}, "--source-size"},
+		{"pairs", []string{"--socket", "a", "--queue-pairs", "0"}, "--queue-pairs"},
+		{"pairs big", []string{"--socket", "a", "--queue-pairs", "17"}, "--queue-pairs"},
+		{"mtu", []string{"--socket", "a", "--mtu", "20"}, "--mtu"},
+		{"level", []string{"--socket", "a", "--log-level", "loud"}, "--log-level"},
+		{"format", []string{"--socket", "a", "--log-format", "xml"}, "--log-format"},
+		{"unknown flag", []string{"--sockets", "a"}, "not defined"},
+	}
+	for _, tc := range bad {
+		t.Run("bad "+tc.name, func(t *testing.T) {
+			_, err := parseFlags(tc.args, io.Discard)
+			require.Error(t, err)
+			require.True(t, strings.Contains(err.Error(), tc.msg), "error %q lacks %q", err, tc.msg)
+		})
+	}
+}

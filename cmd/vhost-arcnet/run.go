@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/arcnet/vhost-arcnet/datapath"
+	"github.com/arcnet/vhost-arcnet/vhostuser"
+)
+
+// retainedPorts bounds how many ended guest ports keep their counters for
+// the stats at exit (a frontend that reconnects forever must not grow the
+// process).
+const retainedPorts = 256
+
+// ports is the registry of guest ports, for the stats records.
+type ports struct {
+	mu    sync.Mutex
+	next  int
+	live  map[uint64]*datapath.GuestPort
+	ended []*datapath.GuestPort
+}
+
+func (r *ports) add(id uint64, p *datapath.GuestPort) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.live[id] = p
+}
+
+func (r *ports) name() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := fmt.Sprintf("guest%d", r.next)
+	r.next++
+	return n
+}
+
+func (r *ports) end(id uint64) *datapath.GuestPort {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.live[id]
+	if p == nil {
+		return nil
+	}
+	delete(r.live, id)
+	r.ended = append(r.ended, p)
+	if len(r.ended) > retainedPorts {
+		r.ended = r.ended[1:]
+	}
+	return p
+}
+
+func (r *ports) all() []datapath.Port {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []datapath.Port
+	for _, p := range r.ended {
+		out = append(out, p)
+	}
+	for _, p := range r.live {
+		out = append(out, p)
+	}
+	return out
+}
+
+// run serves the configured sockets until ctx ends.
+func run(ctx context.Context, cfg *config, log *slog.Logger) error {
+	reg := &ports{live: map[uint64]*datapath.GuestPort{}}
+	var source *datapath.Source
+	if cfg.uplink == "source" {
+		source = datapath.NewSource(cfg.sourceSize)
+	}
+	newDevice := func(info vhostuser.SessionInfo) (vhostuser.Device, error) {
+		name := reg.name()
+		opt := datapath.GuestPortOptions{
+			Name: name, QueuePairs: cfg.queuePairs, Poll: cfg.poll, Logger: log,
+		}
+		if source != nil {
+			opt.Source = source
+		}
+		p, err := datapath.NewGuestPort(opt)
+		if err != nil {
+			return nil, err
+		}
+		switch cfg.uplink {
+		case "sink", "source":
+			p.SetPeer(datapath.NewSink(name + "-sink"))
+		case "loopback":
+			p.SetPeer(datapath.NewLoopback(name+"-loopback", p))
+		}
+		reg.add(info.ID, p)
+		log.Info("guest port attached", "port", name, "session", info.ID, "role", info.Role.String(), "path", info.Path)
+		return p, nil
+	}
+	srv, err := vhostuser.NewServer(vhostuser.Options{
+		Features:   vhostuser.DefaultFeatures,
+		QueuePairs: cfg.queuePairs,
+		MTU:        uint16(cfg.mtu),
+		SocketMode: cfg.socketMode,
+		Logger:     log,
+		NewDevice:  newDevice,
+		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
+			if p := reg.end(info.ID); p != nil {
+				log.Info("guest port detached", "port", p.Name(), "session", info.ID, "err", err)
+				datapath.LogStats(log, p)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	for _, path := range cfg.sockets {
+		if err := srv.Listen(path); err != nil {
+			return fmt.Errorf("listen on %s: %w", path, err)
+		}
+	}
+	for _, path := range cfg.connects {
+		if err := srv.Connect(path); err != nil {
+			return fmt.Errorf("connect to %s: %w", path, err)
+		}
+	}
+
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				logAll(log, reg, srv)
+			}
+		}
+	}()
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	for _, path := range cfg.sockets {
+		log.Info("listening", "path", path, "uplink", cfg.uplink)
+	}
+	for _, path := range cfg.connects {
+		log.Info("connecting", "path", path, "uplink", cfg.uplink)
+	}
+	err = <-done
+	logAll(log, reg, srv)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func logAll(log *slog.Logger, reg *ports, srv *vhostuser.Server) {
+	for _, p := range reg.all() {
+		datapath.LogStats(log, p)
+	}
+	st := srv.Stats()
+	log.Info("server stats", "sessions", st.Sessions, "active", st.Active, "messages", st.Messages,
+		"errors", st.Errors, "disconnects", st.Disconnects, "refused", st.Refused, "dial_failures", st.DialFailures)
+}
