@@ -1,0 +1,253 @@
+#!/bin/sh
+# /init of the vhost-arcnet test guest (test/qemu): loads the virtio modules,
+# brings eth0 up, runs the steps of test= in order and reports on the serial
+# console, one machine-readable line per fact:
+#   GUEST-<TAG> key=value ...      (values never contain spaces; lists use ',')
+# and finally GUEST-STATS, GUEST-RESULT PASS|FAIL <reason>, GUEST-DONE, then
+# powers off. The first failing step ends the run.
+#
+# Knobs (kernel command line, key=value, no spaces):
+#   test=STEP,STEP,...   steps, each NAME[:ARG[:ARG...]] (default dhcp,ping)
+#   addr=CIDR gw=IP      static address and default gateway (192.168.127.2/24, 192.168.127.1)
+#   mac=MAC mtu=N        set before the link goes up
+#   hostname=NAME        guest hostname, also sent in DHCP (option 12)
+#   pings=3 ping_i=0.2 ping_w=2   ping count, interval, reply timeout
+#   dhcp_tries=3         udhcpc DISCOVERs (1 s apart)
+#   npkts=3              arping count
+#   wait_s=120           how long wait: blocks for its token
+#   carrier_s=30         how long carrier: waits
+#   poweroff=1           0 = drop to a shell at the end instead of poweroff -f
+# Steps:
+#   dhcp                 udhcpc (stays in the background for renew), GUEST-DHCP per event, GUEST-IP
+#   renew                SIGUSR1 to udhcpc, wait for the next bound/renew event, GUEST-RENEW
+#   static[:CIDR[:GW]]   static address, GUEST-IP
+#   addip:CIDR           add one more address (e.g. a spoofed one)
+#   setmac:MAC           change the MAC address (written with '-': ':' separates arguments)
+#   ping[:TARGET[:N]]    FAIL unless a reply comes back (TARGET default: the gateway), GUEST-PING
+#   noping[:TARGET[:N]]  FAIL if a reply comes back, GUEST-PING
+#   nslookup:NAME[:WANT[:SERVER]]  FAIL unless NAME resolves (to WANT), GUEST-DNS
+#   arping[:TARGET[:N]]  ARP requests, never fails (tx-only backends), GUEST-ARPING
+#   tx                   DHCP DISCOVERs + static address + arping; FAIL if nothing was sent
+#   raw:HEX[:N]          send the Ethernet frame HEX N times from a raw socket, GUEST-RAW
+#   rxcheck / txcheck    FAIL unless rx_packets / tx_packets > 0 (waits up to 3 s)
+#   carrier[:up|down]    wait for the link state, GUEST-CARRIER
+#   wait:TOKEN           GUEST-WAIT TOKEN, then block until the console gets a line
+#                        "TOKEN [k=v ...]"; each k=v becomes @k for later step arguments
+#   sleep:SECONDS  stats  shell
+# An argument @name is replaced by the value a wait: line gave for name, and
+# @gw / @ip by the current gateway / address.
+/bin/busybox --install -s
+set -f
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /run /tmp
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "GUEST-$*"; }
+say "USERSPACE uptime=$(up) kernel=$(uname -r)"
+
+test=dhcp,ping addr=192.168.127.2/24 gw=192.168.127.1 mac= mtu= hostname=arcnet-guest
+pings=3 ping_i=0.2 ping_w=2 dhcp_tries=3 npkts=3 wait_s=120 carrier_s=30 poweroff=1
+iface=eth0
+for a in $(cat /proc/cmdline); do
+  k=${a%%=*} v=${a#*=}
+  case "$k" in
+    test|addr|gw|mac|mtu|hostname|pings|ping_i|ping_w|dhcp_tries|npkts|wait_s|carrier_s|poweroff)
+      eval "$k=\$v" ;;
+  esac
+done
+say "TEST test=$test"
+hostname "$hostname"
+LEASE_IP= LEASE_GW=$gw
+
+stat1() { cat "/sys/class/net/$iface/statistics/$1" 2>/dev/null || echo 0; }
+stats() {
+  for s in rx_packets tx_packets rx_bytes tx_bytes rx_dropped tx_dropped rx_errors tx_errors; do
+    printf '%s=%s ' "$s" "$(stat1 $s)"
+  done
+}
+finish() {
+  say "STATS $(stats)"
+  say "RESULT $*"
+  say "DONE uptime=$(up)"
+  if [ "$poweroff" = 1 ]; then poweroff -f; fi
+  exec sh
+}
+fail() { finish "FAIL $*"; }
+list() { echo $* | tr ' ' ','; }
+
+for m in $(cat /lib/modules/order); do
+  insmod "/lib/modules/$m.ko" || say "ERROR insmod=$m"
+done
+i=0
+while [ ! -e "/sys/class/net/$iface" ] && [ $i -lt 100 ]; do usleep 50000; i=$((i + 1)); done
+[ -e "/sys/class/net/$iface" ] || fail "no-$iface have=$(list $(ls /sys/class/net))"
+ip link set lo up
+[ -n "$mac" ] && ip link set "$iface" address "$mac"
+[ -n "$mtu" ] && ip link set "$iface" mtu "$mtu"
+ip link set "$iface" up || fail "link-up"
+n=/sys/class/net/$iface
+say "NIC name=$iface mac=$(cat $n/address) driver=$(basename "$(readlink $n/device/driver)") mtu=$(cat $n/mtu) carrier=$(cat $n/carrier 2>/dev/null) features=$(cat $n/device/features) uptime=$(up)"
+
+# arg VALUE: VALUE, or for @name the value a wait: line gave (or @gw, @ip).
+arg() {
+  case "$1" in
+    @gw) echo "$LEASE_GW" ;;
+    @ip) echo "$LEASE_IP" ;;
+    @*) k=${1#@}
+      case "$k" in *[!a-z0-9_]*) echo "" ;; *) eval "echo \"\$var_$k\"" ;; esac ;;
+    *) echo "$1" ;;
+  esac
+}
+
+do_dhcp() {
+  rm -f /run/lease /run/udhcpc.pid
+  udhcpc -i "$iface" -n -t "$dhcp_tries" -T 1 -A 1 -O mtu -O search -x "hostname:$hostname" \
+    -s /etc/udhcpc.script -p /run/udhcpc.pid > /tmp/udhcpc.log 2>&1
+  rc=$?
+  sed 's/^/udhcpc: /' /tmp/udhcpc.log
+  [ $rc = 0 ] && [ -f /run/lease ] || fail "dhcp rc=$rc"
+  . /run/lease
+  say "IP ip=$LEASE_IP mask=$LEASE_MASK gw=$LEASE_GW dns=$LEASE_DNS domain=$LEASE_DOMAIN search=$LEASE_SEARCH mtu=$LEASE_MTU lease=$LEASE_TIME server=$LEASE_SERVER uptime=$(up)"
+}
+
+do_renew() {
+  [ -f /run/udhcpc.pid ] || fail "renew no-udhcpc"
+  seq=$(cat /run/lease.seq 2>/dev/null)
+  kill -USR1 "$(cat /run/udhcpc.pid)" || fail "renew kill"
+  i=0
+  while [ "$(cat /run/lease.seq 2>/dev/null)" = "$seq" ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
+  [ "$(cat /run/lease.seq 2>/dev/null)" != "$seq" ] || fail "renew timeout"
+  . /run/lease
+  say "RENEW ip=$LEASE_IP gw=$LEASE_GW lease=$LEASE_TIME uptime=$(up)"
+}
+
+do_static() {
+  a=${1:-$addr} g=${2-$gw}
+  ip addr add "$a" dev "$iface" || fail "static addr=$a"
+  [ -n "$g" ] && { ip route add default via "$g" dev "$iface" || fail "static gw=$g"; }
+  LEASE_IP=${a%/*} LEASE_GW=$g
+  say "IP ip=$LEASE_IP gw=$LEASE_GW static=1 uptime=$(up)"
+}
+
+# do_ping WANT TARGET COUNT: WANT=1 needs a reply, WANT=0 needs none.
+do_ping() {
+  t=${2:-$LEASE_GW} c=${3:-$pings}
+  ping -c "$c" -i "$ping_i" -W "$ping_w" "$t" > /tmp/ping 2>&1
+  rc=$?
+  sed 's/^/ping: /' /tmp/ping
+  s=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' /tmp/ping)
+  r=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping)
+  say "PING target=$t sent=${s:-0} received=${r:-0} rc=$rc"
+  if [ "$1" = 1 ]; then
+    [ "${r:-0}" -gt 0 ] || fail "ping $t"
+  else
+    [ "${r:-0}" = 0 ] || fail "noping $t answered"
+  fi
+}
+
+do_nslookup() {
+  [ -n "$1" ] || fail "nslookup needs a name"
+  nslookup "$1" $3 > /tmp/ns 2>&1
+  rc=$?
+  sed 's/^/nslookup: /' /tmp/ns
+  addrs=$(awk '/^Name:/ { f = 1; next } f && /^Address/ { print $NF }' /tmp/ns | tr '\n' ',' | sed 's/,$//')
+  say "DNS name=$1 addrs=$addrs rc=$rc"
+  [ -n "$addrs" ] || fail "dns $1"
+  if [ -n "$2" ]; then
+    case ",$addrs," in *",$2,"*) ;; *) fail "dns $1 want=$2 got=$addrs" ;; esac
+  fi
+}
+
+do_arping() {
+  t=${1:-$LEASE_GW} c=${2:-$npkts}
+  arping -c "$c" -w "$((c + 1))" -I "$iface" "$t" > /tmp/arping 2>&1
+  sed 's/^/arping: /' /tmp/arping
+  s=$(sed -n 's/^Sent \([0-9]*\) probe.*/\1/p' /tmp/arping)
+  r=$(sed -n 's/^Received \([0-9]*\) repl.*/\1/p' /tmp/arping)
+  say "ARPING target=$t sent=${s:-0} received=${r:-0}"
+}
+
+# counter_check NAME: wait up to 3 s for statistics/NAME > 0.
+counter_check() {
+  i=0
+  while [ "$(stat1 "$1")" = 0 ] && [ $i -lt 30 ]; do usleep 100000; i=$((i + 1)); done
+  [ "$(stat1 "$1")" != 0 ] || fail "no-$1"
+}
+
+do_wait() {
+  [ -n "$1" ] || fail "wait needs a token"
+  say "WAIT $1"
+  while :; do
+    line=
+    read -t "$wait_s" -r line || fail "wait $1 timeout"
+    set -- "$1" $(echo "$line" | tr -d '\r')
+    [ "$2" = "$1" ] || { set -- "$1"; continue; }
+    tok=$1
+    shift 2
+    for kv in "$@"; do
+      k=${kv%%=*} v=${kv#*=}
+      case "$k" in ''|*[!a-z0-9_]*) continue ;; esac
+      eval "var_$k=\$v"
+    done
+    say "WOKE $tok uptime=$(up)"
+    return
+  done
+}
+
+do_carrier() {
+  want=1
+  [ "${1:-up}" = down ] && want=0
+  i=0 lim=$((carrier_s * 10))
+  while [ "$(cat "$n/carrier" 2>/dev/null)" != $want ] && [ $i -lt $lim ]; do usleep 100000; i=$((i + 1)); done
+  [ "$(cat "$n/carrier" 2>/dev/null)" = $want ] || fail "carrier ${1:-up}"
+  say "CARRIER state=${1:-up} waited_ms=$((i * 100)) uptime=$(up)"
+}
+
+run_step() {
+  s=$1
+  shift
+  a1=$(arg "$1") a2=$(arg "$2") a3=$(arg "$3")
+  case "$s" in
+    dhcp) do_dhcp ;;
+    renew) do_renew ;;
+    static) do_static "$a1" ${2+"$a2"} ;;
+    addip) ip addr add "$a1" dev "$iface" || fail "addip $a1"; say "ADDIP addr=$a1" ;;
+    setmac)
+      m=$(echo "$a1" | tr - :)
+      ip link set "$iface" down && ip link set "$iface" address "$m" && ip link set "$iface" up || fail "setmac $m"
+      say "SETMAC mac=$(cat $n/address)" ;;
+    ping) do_ping 1 "$a1" "$a2" ;;
+    noping) do_ping 0 "$a1" "$a2" ;;
+    nslookup) do_nslookup "$a1" "$a2" "$a3" ;;
+    arping) do_arping "$a1" "$a2" ;;
+    tx)
+      udhcpc -i "$iface" -n -q -t 2 -T 1 -A 1 -s /bin/true > /tmp/udhcpc.log 2>&1
+      sed 's/^/udhcpc: /' /tmp/udhcpc.log
+      [ -n "$LEASE_IP" ] || do_static
+      do_arping
+      counter_check tx_packets ;;
+    raw)
+      out=$(arcnet-rawframe -i "$iface" -n "${a2:-1}" "$a1" 2>&1) || fail "raw $(list $out)"
+      say "RAW $out" ;;
+    rxcheck) counter_check rx_packets ;;
+    txcheck) counter_check tx_packets ;;
+    carrier) do_carrier "$a1" ;;
+    wait) do_wait "$a1" ;;
+    sleep) sleep "$a1" ;;
+    stats) say "STATS $(stats)" ;;
+    shell) poweroff=0; finish "SHELL" ;;
+    *) fail "unknown-step $s" ;;
+  esac
+}
+
+oldifs=$IFS
+for step in $(echo "$test" | tr ',' ' '); do
+  say "STEP $step uptime=$(up)"
+  IFS=:
+  set -- $step
+  IFS=$oldifs
+  run_step "$@"
+done
+finish PASS
