@@ -7,8 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/arcnet/vhost-arcnet/services"
 )
 
 // config is the parsed command line (the contract in the README).
@@ -23,6 +27,15 @@ type config struct {
 	poll       bool
 	logLevel   slog.Level
 	logJSON    bool
+
+	// The guest network (--uplink none): switch, gateway services.
+	subnet        netip.Prefix
+	domain        string
+	dnsUpstreams  []string
+	leaseFile     string
+	leaseTime     time.Duration
+	reservations  []services.Reservation
+	allowSpoofing bool
 }
 
 // stringList is a repeatable string flag.
@@ -58,6 +71,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fset.IntVar(&c.queuePairs, "queue-pairs", 1, "queue pairs offered with VIRTIO_NET_F_MQ (1..16)")
 	fset.IntVar(&c.mtu, "mtu", 1500, "MTU offered with VIRTIO_NET_F_MTU (68..65535)")
 	fset.BoolVar(&c.poll, "poll", false, "busy-poll the virtqueues instead of sleeping on kicks (benchmarks)")
+	subnet := fset.String("subnet", "192.168.127.0/24", "guest `CIDR`; the gateway is its first address")
+	fset.StringVar(&c.domain, "domain", services.DefaultDomain, "DNS domain `NAME` of the guests")
+	var upstreams, reserve stringList
+	fset.Var(&upstreams, "dns-upstream", "upstream resolver `ADDR[:PORT]` (repeatable); default: the host's /etc/resolv.conf")
+	fset.StringVar(&c.leaseFile, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: memory only)")
+	fset.DurationVar(&c.leaseTime, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION`")
+	fset.Var(&reserve, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)")
+	fset.BoolVar(&c.allowSpoofing, "allow-spoofing", false, "let guests send from any MAC/IPv4 source (guests that route)")
 	level := fset.String("log-level", "info", "log `LEVEL`: debug | info | warn | error")
 	format := fset.String("log-format", "text", "log `FORMAT`: text | json")
 	if err := fset.Parse(args); err != nil {
@@ -84,6 +105,33 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.queuePairs < 1 || c.queuePairs > 16 {
 		return nil, fmt.Errorf("--queue-pairs %d: want 1..16", c.queuePairs)
 	}
+	p, err := netip.ParsePrefix(*subnet)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
+		return nil, fmt.Errorf("--subnet %q: want an IPv4 CIDR from /8 to /30, such as 192.168.127.0/24", *subnet)
+	}
+	c.subnet = p.Masked()
+	if c.domain == "" || strings.ContainsAny(c.domain, " /") {
+		return nil, fmt.Errorf("--domain %q: want a DNS name such as arcnet.internal", c.domain)
+	}
+	for _, u := range upstreams {
+		if err := checkUpstream(u); err != nil {
+			return nil, err
+		}
+	}
+	c.dnsUpstreams = upstreams
+	if c.leaseTime < time.Minute {
+		return nil, fmt.Errorf("--lease-time %v: want at least 1m", c.leaseTime)
+	}
+	for _, r := range reserve {
+		res, err := services.ParseReservation(r)
+		if err != nil {
+			return nil, fmt.Errorf("--reserve %q: %w", r, err)
+		}
+		if !c.subnet.Contains(res.Addr) {
+			return nil, fmt.Errorf("--reserve %q: %v is outside --subnet %v", r, res.Addr, c.subnet)
+		}
+		c.reservations = append(c.reservations, res)
+	}
 	if c.mtu < 68 || c.mtu > 65535 {
 		return nil, fmt.Errorf("--mtu %d: want 68..65535", c.mtu)
 	}
@@ -98,6 +146,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--log-format %q: want text or json", *format)
 	}
 	return c, nil
+}
+
+// checkUpstream accepts ADDR or ADDR:PORT with an IP address.
+func checkUpstream(u string) error {
+	if _, err := netip.ParseAddr(u); err == nil {
+		return nil
+	}
+	if _, err := netip.ParseAddrPort(u); err == nil {
+		return nil
+	}
+	return fmt.Errorf("--dns-upstream %q: want an IP address, optionally with :PORT", u)
 }
 
 func checkUplink(kind string) error {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -36,6 +37,19 @@ func TestParseFlags(t *testing.T) {
 				require.True(t, c.poll)
 				require.Equal(t, slog.LevelDebug, c.logLevel)
 			}},
+		{"guest network", []string{"--socket", "a", "--subnet", "10.7.0.9/16", "--domain", "lab.test",
+			"--dns-upstream", "127.0.0.1:5353", "--dns-upstream", "::1", "--lease-file", "/tmp/l.json",
+			"--reserve", "52:54:00:00:00:07=10.7.0.7", "--lease-time", "10m", "--allow-spoofing"},
+			func(t *testing.T, c *config) {
+				require.Equal(t, "10.7.0.0/16", c.subnet.String())
+				require.Equal(t, "lab.test", c.domain)
+				require.Equal(t, []string{"127.0.0.1:5353", "::1"}, c.dnsUpstreams)
+				require.Equal(t, "/tmp/l.json", c.leaseFile)
+				require.Len(t, c.reservations, 1)
+				require.Equal(t, "10.7.0.7", c.reservations[0].Addr.String())
+				require.Equal(t, 10*time.Minute, c.leaseTime)
+				require.True(t, c.allowSpoofing)
+			}},
 		{"connect only", []string{"--connect", "x", "--uplink", "source", "--source-size", "1518"}, func(t *testing.T, c *config) {
 			require.Equal(t, 1518, c.sourceSize)
 		}},
@@ -66,6 +80,13 @@ func TestParseFlags(t *testing.T) {
 		{"mtu", []string{"--socket", "a", "--mtu", "20"}, "--mtu"},
 		{"level", []string{"--socket", "a", "--log-level", "loud"}, "--log-level"},
 		{"format", []string{"--socket", "a", "--log-format", "xml"}, "--log-format"},
+		{"subnet", []string{"--socket", "a", "--subnet", "10.0.0.0/31"}, "--subnet"},
+		{"subnet v6", []string{"--socket", "a", "--subnet", "fd00::/64"}, "--subnet"},
+		{"domain", []string{"--socket", "a", "--domain", ""}, "--domain"},
+		{"upstream", []string{"--socket", "a", "--dns-upstream", "dns.example"}, "--dns-upstream"},
+		{"reserve", []string{"--socket", "a", "--reserve", "nonsense"}, "--reserve"},
+		{"reserve outside", []string{"--socket", "a", "--reserve", "52:54:00:00:00:07=10.9.9.9"}, "outside"},
+		{"lease time", []string{"--socket", "a", "--lease-time", "5s"}, "--lease-time"},
 		{"unknown flag", []string{"--sockets", "a"}, "not defined"},
 	}
 	for _, tc := range bad {

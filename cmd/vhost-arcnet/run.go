@@ -22,14 +22,21 @@ const retainedPorts = 256
 type ports struct {
 	mu    sync.Mutex
 	next  int
-	live  map[uint64]*datapath.GuestPort
+	live  map[uint64]*guest
 	ended []*datapath.GuestPort
 }
 
-func (r *ports) add(id uint64, p *datapath.GuestPort) {
+// guest is one attached guest port and its place on the switch (nil with a
+// measurement uplink).
+type guest struct {
+	port *datapath.GuestPort
+	sw   *datapath.SwitchPort
+}
+
+func (r *ports) add(id uint64, g *guest) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.live[id] = p
+	r.live[id] = g
 }
 
 func (r *ports) name() string {
@@ -40,19 +47,19 @@ func (r *ports) name() string {
 	return n
 }
 
-func (r *ports) end(id uint64) *datapath.GuestPort {
+func (r *ports) end(id uint64) *guest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := r.live[id]
-	if p == nil {
+	g := r.live[id]
+	if g == nil {
 		return nil
 	}
 	delete(r.live, id)
-	r.ended = append(r.ended, p)
+	r.ended = append(r.ended, g.port)
 	if len(r.ended) > retainedPorts {
 		r.ended = r.ended[1:]
 	}
-	return p
+	return g
 }
 
 func (r *ports) all() []datapath.Port {
@@ -62,15 +69,23 @@ func (r *ports) all() []datapath.Port {
 	for _, p := range r.ended {
 		out = append(out, p)
 	}
-	for _, p := range r.live {
-		out = append(out, p)
+	for _, g := range r.live {
+		out = append(out, g.port)
 	}
 	return out
 }
 
 // run serves the configured sockets until ctx ends.
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
-	reg := &ports{live: map[uint64]*datapath.GuestPort{}}
+	reg := &ports{live: map[uint64]*guest{}}
+	var net *network
+	if cfg.uplink == "none" {
+		var err error
+		if net, err = newNetwork(cfg, log); err != nil {
+			return err
+		}
+		defer net.close()
+	}
 	var source *datapath.Source
 	if cfg.uplink == "source" {
 		source = datapath.NewSource(cfg.sourceSize)
@@ -87,13 +102,18 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		if err != nil {
 			return nil, err
 		}
+		g := &guest{port: p}
 		switch cfg.uplink {
 		case "sink", "source":
 			p.SetPeer(datapath.NewSink(name + "-sink"))
 		case "loopback":
 			p.SetPeer(datapath.NewLoopback(name+"-loopback", p))
+		case "none":
+			if g.sw, err = net.sw.Attach(p, datapath.PortOptions{AllowSpoofing: cfg.allowSpoofing}); err != nil {
+				return nil, err
+			}
 		}
-		reg.add(info.ID, p)
+		reg.add(info.ID, g)
 		log.Info("guest port attached", "port", name, "session", info.ID, "role", info.Role.String(), "path", info.Path)
 		return p, nil
 	}
@@ -105,9 +125,12 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Logger:     log,
 		NewDevice:  newDevice,
 		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
-			if p := reg.end(info.ID); p != nil {
-				log.Info("guest port detached", "port", p.Name(), "session", info.ID, "err", err)
-				datapath.LogStats(log, p)
+			if g := reg.end(info.ID); g != nil {
+				if g.sw != nil {
+					net.sw.Detach(g.sw)
+				}
+				log.Info("guest port detached", "port", g.port.Name(), "session", info.ID, "err", err)
+				datapath.LogStats(log, g.port)
 			}
 		},
 	})
@@ -135,6 +158,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 				return
 			case <-usr1:
 				logAll(log, reg, srv)
+				if net != nil {
+					net.logStats(log)
+				}
 			}
 		}
 	}()
@@ -149,6 +175,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	err = <-done
 	logAll(log, reg, srv)
+	if net != nil {
+		net.logStats(log)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
