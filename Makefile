@@ -48,8 +48,8 @@ bench:
 bench-dpdk: build     ## side by side with DPDK's vhost library
 	bash bench/vs-dpdk.sh
 
-demo: build
-	bash cmd/vhost-arcnet/demo.sh
+demo: build           ## a guest gets an address by DHCP, pings its gateway, resolves names
+	ARCNET_DEMO=1 ARCNET_BIN=$(abspath $(BIN)) $(GO) test -count=1 -v -run '^TestDemo$$' ./test/qemu/
 
 clean:
 	rm -rf bin

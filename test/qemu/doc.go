@@ -18,7 +18,12 @@
 //   - the backend helper (backend_linux.go): builds cmd/vhost-arcnet once per
 //     test binary, starts it, waits for msg="listening", reads the JSON log
 //     records, asks for and parses the msg="port stats" records;
-//   - the scenarios (*_test.go).
+//   - the scenarios (*_test.go): the vhost-user roles and measurement
+//     uplinks (vhostuser_linux_test.go), the guest network of --uplink none
+//     with DHCP, DNS, two guests, anti-spoofing and a backend restart
+//     (network_linux_test.go, with a DNS upstream served by the test on
+//     127.0.0.1, netenv_linux_test.go), and the demo of `make demo`
+//     (demo_linux_test.go, run only with ARCNET_DEMO=1).
 //
 // Guest protocol: the kernel command line carries test=STEP,STEP,... and
 // knobs (see guest/init.sh); the guest prints one machine-readable line per
@@ -55,5 +60,6 @@
 // release, e.g. 6.1.0-56-cloud-amd64, instead of the current one),
 // ARCNET_BIN (use this vhost-arcnet binary instead of building one),
 // ARCNET_QEMU_TRACE=1 (QEMU -trace vhost_user_*), ARCNET_QEMU_KEEP=1 (keep
-// logs and sockets of every test), ARCNET_QEMU_PARALLEL.
+// logs and sockets of every test), ARCNET_QEMU_PARALLEL, ARCNET_DEMO=1 (run
+// TestDemo).
 package qemu

@@ -23,8 +23,9 @@
 #   static[:CIDR[:GW]]   static address, GUEST-IP
 #   addip:CIDR           add one more address (e.g. a spoofed one)
 #   setmac:MAC           change the MAC address (written with '-': ':' separates arguments)
-#   ping[:TARGET[:N]]    FAIL unless a reply comes back (TARGET default: the gateway), GUEST-PING
-#   noping[:TARGET[:N]]  FAIL if a reply comes back, GUEST-PING
+#   ping[:TARGET[:N[:SRC]]]    FAIL unless a reply comes back (TARGET default: the gateway;
+#                        SRC: source address, ping -I), GUEST-PING
+#   noping[:TARGET[:N[:SRC]]]  FAIL if a reply comes back, GUEST-PING
 #   nslookup:NAME[:WANT[:SERVER]]  FAIL unless NAME resolves (to WANT), GUEST-DNS
 #   arping[:TARGET[:N]]  ARP requests, never fails (tx-only backends), GUEST-ARPING
 #   tx                   DHCP DISCOVERs + static address + arping; FAIL if nothing was sent
@@ -131,15 +132,15 @@ do_static() {
   say "IP ip=$LEASE_IP gw=$LEASE_GW static=1 uptime=$(up)"
 }
 
-# do_ping WANT TARGET COUNT: WANT=1 needs a reply, WANT=0 needs none.
+# do_ping WANT TARGET COUNT [SRC]: WANT=1 needs a reply, WANT=0 needs none.
 do_ping() {
   t=${2:-$LEASE_GW} c=${3:-$pings}
-  ping -c "$c" -i "$ping_i" -W "$ping_w" "$t" > /tmp/ping 2>&1
+  ping -c "$c" -i "$ping_i" -W "$ping_w" ${4:+-I "$4"} "$t" > /tmp/ping 2>&1
   rc=$?
   sed 's/^/ping: /' /tmp/ping
   s=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' /tmp/ping)
   r=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping)
-  say "PING target=$t sent=${s:-0} received=${r:-0} rc=$rc"
+  say "PING target=$t src=$4 sent=${s:-0} received=${r:-0} rc=$rc"
   if [ "$1" = 1 ]; then
     [ "${r:-0}" -gt 0 ] || fail "ping $t"
   else
@@ -218,8 +219,8 @@ run_step() {
       m=$(echo "$a1" | tr - :)
       ip link set "$iface" down && ip link set "$iface" address "$m" && ip link set "$iface" up || fail "setmac $m"
       say "SETMAC mac=$(cat $n/address)" ;;
-    ping) do_ping 1 "$a1" "$a2" ;;
-    noping) do_ping 0 "$a1" "$a2" ;;
+    ping) do_ping 1 "$a1" "$a2" "$a3" ;;
+    noping) do_ping 0 "$a1" "$a2" "$a3" ;;
     nslookup) do_nslookup "$a1" "$a2" "$a3" ;;
     arping) do_arping "$a1" "$a2" ;;
     tx)
