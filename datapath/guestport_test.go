@@ -119,7 +119,7 @@ func (r *rig) start() {
 // queue, split as the layout says, and kicks.
 func (r *rig) transmit(hdr virtio.NetHdr, frame []byte, layout string) {
 	r.t.Helper()
-	h := make([]byte, netHdrLen(r.features))
+	h := make([]byte, virtio.NetHdrLen(r.features))
 	hdr.Encode(h[:min(len(h), virtio.NetHdrSize)])
 	var err error
 	switch layout {

@@ -18,7 +18,7 @@ import (
 // buffers and kicks.
 func (r *rig) transmitBig(hdr virtio.NetHdr, frame []byte) {
 	r.t.Helper()
-	h := make([]byte, netHdrLen(r.features))
+	h := make([]byte, virtio.NetHdrLen(r.features))
 	hdr.Encode(h)
 	_, err := r.tx.AddChain(chop(append(h, frame...), 2048), nil, true)
 	require.NoError(r.t, err)
