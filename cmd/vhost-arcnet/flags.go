@@ -27,6 +27,7 @@ type config struct {
 	poll       bool
 	logLevel   slog.Level
 	logJSON    bool
+	cpuProfile string
 
 	// The guest network (--uplink none): switch, gateway services.
 	subnet        netip.Prefix
@@ -79,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fset.DurationVar(&c.leaseTime, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION`")
 	fset.Var(&reserve, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)")
 	fset.BoolVar(&c.allowSpoofing, "allow-spoofing", false, "let guests send from any MAC/IPv4 source (guests that route)")
+	fset.StringVar(&c.cpuProfile, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)")
 	level := fset.String("log-level", "info", "log `LEVEL`: debug | info | warn | error")
 	format := fset.String("log-format", "text", "log `FORMAT`: text | json")
 	if err := fset.Parse(args); err != nil {
