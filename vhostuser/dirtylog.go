@@ -30,9 +30,15 @@ func (s *Session) applyLog() {
 }
 
 // SET_LOG_BASE with LOG_SHMFD: one fd, and a "Log description" (size and
-// offset of the area in it). Its reply is a u64 0: QEMU only checks the
-// request code of the reply, rust-vmm's frontend (cloud-hypervisor) reads
-// a u64 status.
+// offset of the area in it). Its reply echoes the 16-byte log description,
+// as rust-vmm's backend does: rust-vmm's frontend reads exactly that since
+// vhost 0.16 (vhost/src/vhost_user/frontend.rs set_log_base,
+// recv_reply::<VhostUserLog>; cloud-hypervisor v53 and later) and would
+// wait forever for the missing bytes of a shorter reply; QEMU reads any
+// reply and checks only its request code (hw/virtio/vhost-user.c
+// vhost_user_set_log_base). (rust-vmm vhost 0.15 and older, in
+// cloud-hypervisor up to v52, read a u64 ack there instead: their live
+// migration does not work with this backend.)
 //
 // QEMU resizes the log while logging (memory hotplug): a queue may be in
 // the middle of a Mark on the old area after SetLog swapped it, so the
@@ -58,7 +64,10 @@ func (s *Session) setLogBase(p *payload, fds *fdSet) ([]byte, error) {
 		return nil, err
 	}
 	s.log.Debug("dirty log area set", "size", p.Log.Size)
-	return s.replyU64(0), nil
+	b := s.replyBody()[:sizeLog]
+	ne.PutUint64(b[0:], p.Log.Size)
+	ne.PutUint64(b[8:], p.Log.Offset)
+	return b, nil
 }
 
 // SET_LOG_FD: an eventfd to tell the frontend the log changed. It is kept

@@ -14,6 +14,19 @@
 // roles (Server.Listen, and Server.Connect with reconnection); and the
 // lifecycle of every mapping and fd a frontend passes.
 //
+// It also serves the virtio-net device configuration space (virtio 1.2
+// §5.1.4) with GET_CONFIG/SET_CONFIG (netconfig.go): the guest port's MAC
+// address, link status, queue pairs, MTU, speed and duplex, which crosvm
+// and cloud-hypervisor show their guests. Each connection gets a slot on
+// its socket (the lowest free one) and a MAC address: Options.MACs, or one
+// derived from the socket path and the slot (GenerateMAC), so the same
+// guest gets the same address after a restart (SessionInfo.Slot and MAC).
+//
+// What each launcher sends, and how this backend answers, is replayed
+// message for message by the launcher profiles of package vhostusertest
+// (QEMU 7.2 as recorded from the real binary, current QEMU,
+// cloud-hypervisor, crosvm) and described in LAUNCHERS.md.
+//
 // # Threat model
 //
 // The frontend is untrusted: every byte of every message, every fd and
@@ -27,6 +40,12 @@
 // counter, the fds of the message closed, the session's queues stopped,
 // its device closed, its memory unmapped. Other sessions and the process
 // are untouched; nothing panics.
+//
+// A SET_CONFIG that writes a read-only field (every field but mac, and mac
+// too unless the driver uses the legacy interface or the write is a
+// migration's) is refused with a non-zero ack and one log line; the
+// session goes on. A GET_CONFIG outside the 256 bytes of a config space
+// message gets the spec's error reply (no bytes).
 //
 // The guest (through the rings) is handled by package virtio. One hazard
 // remains that no check can remove: a frontend that truncates a memory

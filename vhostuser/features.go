@@ -39,7 +39,13 @@ const (
 	// offered.
 	ProtocolFBackendReq uint64 = 1 << 5
 	// ProtocolFConfig is VHOST_USER_PROTOCOL_F_CONFIG (bit 9):
-	// GET_CONFIG/SET_CONFIG. Not offered yet (a later issue).
+	// GET_CONFIG/SET_CONFIG serve the virtio-net config space (MAC,
+	// status, queue pairs, MTU, speed and duplex: netconfig.go). QEMU's
+	// virtio-net does not ack it (QEMU, Debian's 7.2.22 included, logs
+	// "vhost-user backend supports VHOST_USER_PROTOCOL_F_CONFIG but QEMU
+	// does not." and masks it, hw/virtio/vhost-user.c
+	// vhost_user_backend_init); crosvm and cloud-hypervisor take the
+	// guest's MAC from it.
 	ProtocolFConfig uint64 = 1 << 9
 	// ProtocolFResetDevice is VHOST_USER_PROTOCOL_F_RESET_DEVICE (bit 13).
 	// Not offered.
@@ -59,7 +65,7 @@ const (
 // SupportedProtocolFeatures is every protocol feature this package
 // implements; Options.ProtocolFeatures must be a subset.
 const SupportedProtocolFeatures = ProtocolFMQ | ProtocolFLogShmfd | ProtocolFRARP |
-	ProtocolFReplyAck | ProtocolFMTU | ProtocolFConfigureMemSlots | ProtocolFStatus
+	ProtocolFReplyAck | ProtocolFMTU | ProtocolFConfig | ProtocolFConfigureMemSlots | ProtocolFStatus
 
 // DefaultProtocolFeatures is what a Server offers when
 // Options.ProtocolFeatures is zero: all of SupportedProtocolFeatures.
@@ -68,12 +74,21 @@ const DefaultProtocolFeatures = SupportedProtocolFeatures
 // DefaultFeatures is the virtio-net feature set vhost-arcnet offers
 // (issue 2): VERSION_1, MRG_RXBUF, CSUM, GUEST_CSUM, HOST_TSO4/6,
 // GUEST_TSO4/6, HOST_ECN, GUEST_ECN, EVENT_IDX, INDIRECT_DESC, MQ, MTU,
-// PROTOCOL_FEATURES and VHOST_F_LOG_ALL (live migration).
+// PROTOCOL_FEATURES and VHOST_F_LOG_ALL (live migration); for the config
+// space (issue 5), MAC, STATUS and SPEED_DUPLEX, which a Server offers
+// only while it offers VHOST_USER_PROTOCOL_F_CONFIG; and IN_ORDER (virtio
+// 1.2 §2.7.9, §6.2: "a device MUST use buffers in the same order in which
+// they have been available"), which Devices honour (see Device): with it,
+// cloud-hypervisor restarts the rings of a reconnected backend at their
+// used index instead of skipping every buffer the guest had made
+// available (virtio-devices/src/vhost_user/vu_common_ctrl.rs
+// reinitialize_vhost_user), so the guest's receive buffers are not lost.
 const DefaultFeatures = virtio.FVersion1 | virtio.NetFMrgRxbuf | virtio.NetFCsum |
 	virtio.NetFGuestCsum | virtio.NetFHostTSO4 | virtio.NetFHostTSO6 |
 	virtio.NetFGuestTSO4 | virtio.NetFGuestTSO6 | virtio.NetFHostECN |
 	virtio.NetFGuestECN | virtio.FEventIdx | virtio.FIndirectDesc |
-	virtio.NetFMQ | virtio.NetFMTU | FProtocolFeatures | FLogAll
+	virtio.NetFMQ | virtio.NetFMTU | FProtocolFeatures | FLogAll |
+	virtio.NetFMAC | virtio.NetFStatus | virtio.NetFSpeedDuplex | virtio.FInOrder
 
 // unsupportedFeatures are virtio features the backend cannot honour
 // whatever Options say: packed rings and IOMMU translation (IOTLB messages)

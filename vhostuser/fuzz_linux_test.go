@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
 // fuzzFDs makes n fds of the kinds in kinds (2 bits each: eventfd, memfd
@@ -62,7 +64,7 @@ func validSession() (data []byte, memAt, kickAt int) {
 	b = append(b, msg(ReqGetProtocolFeatures, 0, nil)...)
 	b = append(b, msg(ReqSetProtocolFeatures, 0, u64b(DefaultProtocolFeatures))...)
 	b = append(b, msg(ReqSetOwner, 0, nil)...)
-	b = append(b, msg(ReqSetFeatures, flagNeedReply, u64b(DefaultFeatures&^FLogAll))...)
+	b = append(b, msg(ReqSetFeatures, flagNeedReply, u64b(DefaultFeatures&^(FLogAll|virtio.NetFMQ)))...)
 	memAt = len(b)
 	b = append(b, msg(ReqSetMemTable, flagNeedReply, memTableBytes(memRegion{GPA: 0x10000, Size: 64 << 10, UVA: 0x7000_0000}))...)
 	b = append(b, msg(ReqSetVringNum, 0, stateb(1, 8))...)
@@ -73,6 +75,8 @@ func validSession() (data []byte, memAt, kickAt int) {
 	b = append(b, msg(ReqSetVringEnable, 0, stateb(1, 1))...)
 	b = append(b, msg(ReqGetVringBase, 0, stateb(1, 0))...)
 	b = append(b, msg(ReqSetVringKick, 0, u64b(0|vringNoFD))...)
+	b = append(b, msg(ReqGetConfig, 0, configPayload(0, NetConfigSize, 0, nil))...)
+	b = append(b, msg(ReqSetConfig, flagNeedReply, configPayload(0, 6, 0, []byte{2, 0, 0, 0, 0, 2}))...)
 	b = append(b, msg(ReqResetOwner, 0, nil)...)
 	return b, memAt, kickAt
 }
@@ -251,14 +255,15 @@ func TestFuzzSeedSession(t *testing.T) {
 	}
 	requireClosed(t, fds)
 	// Replies: GET_FEATURES, GET_PROTOCOL_FEATURES, the two acks,
-	// GET_VRING_BASE.
+	// GET_VRING_BASE, GET_CONFIG and the nack of SET_CONFIG (mac is
+	// read-only for a modern driver).
 	out := c.out.Bytes()
 	var got []Request
 	for len(out) >= headerSize {
 		got = append(got, Request(ne.Uint32(out)))
 		out = out[headerSize+int(ne.Uint32(out[8:])):]
 	}
-	want := []Request{ReqGetFeatures, ReqGetProtocolFeatures, ReqSetFeatures, ReqSetMemTable, ReqGetVringBase}
+	want := []Request{ReqGetFeatures, ReqGetProtocolFeatures, ReqSetFeatures, ReqSetMemTable, ReqGetVringBase, ReqGetConfig, ReqSetConfig}
 	if len(got) != len(want) {
 		t.Fatalf("replies %v, want %v", got, want)
 	}

@@ -82,10 +82,18 @@ func (s *Session) setProtocolFeatures(p *payload, _ *fdSet) ([]byte, error) {
 	return nil, nil
 }
 
-// GET_QUEUE_NUM: the number of queue pairs, which is what QEMU's
-// vhost-user net compares its queues= with (as DPDK answers).
+// GET_QUEUE_NUM: "Query how many queues the back-end supports" (spec):
+// the number of virtqueues, 2 per queue pair. rust-vmm frontends need
+// exactly that: cloud-hypervisor refuses a backend whose answer is below
+// its num_queues (2 per pair, virtio-devices/src/vhost_user/net.rs
+// Net::new) and rust-vmm's Frontend then refuses ring indexes at or above
+// it (vhost/src/vhost_user/frontend.rs get_queue_num); crosvm sizes the
+// device's queue list with it (devices/src/virtio/vhost_user_frontend/
+// mod.rs VhostUserFrontend::new). QEMU compares its netdev queues= (queue
+// pairs) with it (net/vhost-user.c vhost_user_start), which twice the
+// pairs also satisfies. (DPDK's vhost library answers queue pairs.)
 func (s *Session) getQueueNum(*payload, *fdSet) ([]byte, error) {
-	return s.replyU64(uint64(s.cfg.queuePairs)), nil
+	return s.replyU64(uint64(2 * s.cfg.queuePairs)), nil
 }
 
 // SEND_RARP: the first 6 bytes of the payload are the guest's MAC.
@@ -143,10 +151,4 @@ func (s *Session) getStatus(*payload, *fdSet) ([]byte, error) {
 // GET_MAX_MEM_SLOTS.
 func (s *Session) getMaxMemSlots(*payload, *fdSet) ([]byte, error) {
 	return s.replyU64(uint64(s.cfg.maxMemSlots)), nil
-}
-
-// configSpace is the place for GET_CONFIG/SET_CONFIG (a later issue). The
-// dispatcher never gets here while ProtocolFConfig is not offered.
-func (s *Session) configSpace(*payload, *fdSet) ([]byte, error) {
-	return nil, fmt.Errorf("%w: device config space is not implemented", ErrUnknownRequest)
 }

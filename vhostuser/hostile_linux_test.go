@@ -184,14 +184,16 @@ func hostileCases() []hostileCase {
 		{"SET_SLAVE_REQ_FD not offered", negotiated, func(t *testing.T, f *vhostusertest.Frontend) error {
 			return f.WriteMessage(21, need, nil, eventfd(t))
 		}, vhostuser.ErrUnknownRequest},
-		{"GET_CONFIG without CONFIG", negotiated, raw(vhostuser.ReqGetConfig, make([]byte, 12+4)), vhostuser.ErrNotNegotiated},
+		{"GET_CONFIG without CONFIG", noProto(vhostuser.ProtocolFReplyAck), raw(vhostuser.ReqGetConfig, configMsg(0, 4, 0)), vhostuser.ErrNotNegotiated},
+		{"GET_CONFIG size field above its payload", negotiated, raw(vhostuser.ReqGetConfig, configMsg(0, 4, 0)[:14]), vhostuser.ErrBadSize},
+		{"SET_CONFIG of 300 bytes", negotiated, raw(vhostuser.ReqSetConfig, configMsg(0, 288, 0)), vhostuser.ErrBadSize},
 		{"GET_FEATURES with a payload", nil, raw(vhostuser.ReqGetFeatures, u64le(0)), vhostuser.ErrBadSize},
 		{"SET_FEATURES of 4 bytes", nil, raw(vhostuser.ReqSetFeatures, []byte{1, 2, 3, 4}), vhostuser.ErrBadSize},
 		{"SET_FEATURES with an fd", nil, func(t *testing.T, f *vhostusertest.Frontend) error {
 			return f.WriteMessage(vhostuser.ReqSetFeatures, need, u64le(0), eventfd(t))
 		}, vhostuser.ErrBadFDs},
 		{"SET_FEATURES not offered", negotiated, raw(vhostuser.ReqSetFeatures, u64le(virtio.FRingPacked)), vhostuser.ErrNotNegotiated},
-		{"SET_PROTOCOL_FEATURES not offered", nil, raw(vhostuser.ReqSetProtocolFeatures, u64le(vhostuser.ProtocolFConfig)), vhostuser.ErrNotNegotiated},
+		{"SET_PROTOCOL_FEATURES not offered", nil, raw(vhostuser.ReqSetProtocolFeatures, u64le(vhostuser.ProtocolFBackendReq)), vhostuser.ErrNotNegotiated},
 		{"GET_QUEUE_NUM without MQ", noProto(vhostuser.ProtocolFReplyAck), raw(vhostuser.ReqGetQueueNum, nil), vhostuser.ErrNotNegotiated},
 		{"ADD_MEM_REG without CONFIGURE_MEM_SLOTS", noProto(vhostuser.ProtocolFReplyAck),
 			withFD(mib, func(int) []byte { return memReg(reg{0, mib, uva0, 0}) }, vhostuser.ReqAddMemReg), vhostuser.ErrNotNegotiated},

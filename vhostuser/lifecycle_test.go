@@ -324,7 +324,7 @@ func TestDeviceRequests(t *testing.T) {
 	require.Equal(t, uint64(0x0f), nativeU64(st))
 	q, err := f.Request(vhostuser.ReqGetQueueNum, true, nil)
 	require.NoError(t, err)
-	require.Equal(t, uint64(1), nativeU64(q))
+	require.Equal(t, uint64(2), nativeU64(q), "GET_QUEUE_NUM counts virtqueues: 2 per queue pair")
 	// SET_VRING_ENABLE 0 takes the ring from the device, 1 gives it back.
 	stops := d.stops.Load()
 	require.NoError(t, f.SetVringEnable(1, false))

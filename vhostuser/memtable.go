@@ -76,7 +76,22 @@ func (s *Session) setMemTable(p *payload, fds *fdSet) ([]byte, error) {
 }
 
 // ADD_MEM_REG: exactly one fd, for the one region.
+//
+// QEMU 7.2 (whose vhost_user_one_time_request lists neither ADD_MEM_REG
+// nor REM_MEM_REG; current QEMU's vhost_user_per_device_request does)
+// sends them once per queue pair,
+// each vhost_dev keeping its own shadow table (hw/virtio/vhost-user.c
+// vhost_user_add_remove_regions), so with queues=2 the same region comes
+// twice (recorded: testdata/launchers/qemu-7.2-mq.rec). A region equal to
+// one already mapped (guest address, user address, size, file and offset)
+// is counted, not mapped again; REM_MEM_REG unmaps it at the last removal.
+// Any other overlap is an error.
 func (s *Session) addMemReg(p *payload, fds *fdSet) ([]byte, error) {
+	if m := s.sameRegion(fds.fds[0], p.Region); m != nil {
+		m.refs++
+		s.log.Debug("memory region added again", "gpa", p.Region.GPA, "size", p.Region.Size, "refs", m.refs)
+		return nil, nil
+	}
 	if len(s.regions) >= s.cfg.maxMemSlots {
 		return nil, fmt.Errorf("%w: all %d memory slots are in use", ErrBadMemory, s.cfg.maxMemSlots)
 	}
@@ -103,8 +118,24 @@ func (s *Session) addMemReg(p *payload, fds *fdSet) ([]byte, error) {
 	return nil, nil
 }
 
+// sameRegion returns the mapped region that r (to be mapped from fd) is a
+// copy of, if any.
+func (s *Session) sameRegion(fd int, r memRegion) *mappedRegion {
+	for _, m := range s.regions {
+		if m.GuestPhysAddr != r.GPA || m.UserAddr != r.UVA || m.Size != r.Size || m.offset != r.MmapOffset {
+			continue
+		}
+		if dev, ino, err := fileID(fd); err == nil && dev == m.dev && ino == m.ino {
+			return m
+		}
+		return nil
+	}
+	return nil
+}
+
 // REM_MEM_REG: "The memory region to be removed is identified by its guest
-// address, user address and size. The mmap offset is ignored."
+// address, user address and size. The mmap offset is ignored." A region
+// added more than once (addMemReg) goes at its last removal.
 func (s *Session) remMemReg(p *payload, _ *fdSet) ([]byte, error) {
 	r := p.Region
 	at := -1
@@ -116,6 +147,11 @@ func (s *Session) remMemReg(p *payload, _ *fdSet) ([]byte, error) {
 	}
 	if at < 0 {
 		return nil, fmt.Errorf("%w: no region at guest %#x, user %#x, size %#x", ErrBadMemory, r.GPA, r.UVA, r.Size)
+	}
+	if m := s.regions[at]; m.refs > 1 {
+		m.refs--
+		s.log.Debug("memory region removed once", "gpa", r.GPA, "size", r.Size, "refs", m.refs)
+		return nil, nil
 	}
 	removed := s.regions[at]
 	regions := make([]*mappedRegion, 0, len(s.regions)-1)

@@ -33,8 +33,8 @@ const (
 	ReqSetVringEnable      Request = 18 // VHOST_USER_SET_VRING_ENABLE
 	ReqSendRARP            Request = 19 // VHOST_USER_SEND_RARP
 	ReqNetSetMTU           Request = 20 // VHOST_USER_NET_SET_MTU
-	ReqGetConfig           Request = 24 // VHOST_USER_GET_CONFIG (needs ProtocolFConfig: not offered yet)
-	ReqSetConfig           Request = 25 // VHOST_USER_SET_CONFIG (needs ProtocolFConfig: not offered yet)
+	ReqGetConfig           Request = 24 // VHOST_USER_GET_CONFIG
+	ReqSetConfig           Request = 25 // VHOST_USER_SET_CONFIG
 	ReqGetMaxMemSlots      Request = 36 // VHOST_USER_GET_MAX_MEM_SLOTS
 	ReqAddMemReg           Request = 37 // VHOST_USER_ADD_MEM_REG
 	ReqRemMemReg           Request = 38 // VHOST_USER_REM_MEM_REG

@@ -107,9 +107,7 @@ func TestTable(t *testing.T) {
 		require.Nil(t, lookup(r), "%d", r)
 		require.Contains(t, r.String(), "request(")
 	}
-	// The config-space rows exist but are never reachable: CONFIG is not
-	// offered and cannot be configured.
-	require.Zero(t, SupportedProtocolFeatures&ProtocolFConfig)
+	require.NotZero(t, DefaultProtocolFeatures&ProtocolFConfig, "the config space is served")
 }
 
 func TestProtocolFeatureString(t *testing.T) {
@@ -123,7 +121,9 @@ func TestOptionsValidation(t *testing.T) {
 	bad := []Options{
 		{},
 		{NewDevice: nd, Features: virtio.FRingPacked},
-		{NewDevice: nd, ProtocolFeatures: ProtocolFConfig},
+		{NewDevice: nd, ProtocolFeatures: ProtocolFBackendReq},
+		{NewDevice: nd, MACs: map[string][6]byte{"/s": {0x03, 0, 0, 0, 0, 1}}},
+		{NewDevice: nd, MACs: map[string][6]byte{"/s": {}}},
 		{NewDevice: nd, QueuePairs: 129},
 		{NewDevice: nd, MTU: 67},
 		{NewDevice: nd, MaxMemSlots: 7},
@@ -136,7 +136,7 @@ func TestOptionsValidation(t *testing.T) {
 	}
 	s, err := NewServer(Options{NewDevice: nd})
 	require.NoError(t, err)
-	require.Equal(t, DefaultFeatures, s.cfg.features)
+	require.Equal(t, DefaultFeatures&^virtio.NetFMQ, s.cfg.features, "no MQ with one queue pair")
 	require.Equal(t, DefaultProtocolFeatures, s.cfg.proto)
 	require.Equal(t, DefaultMaxMemSlots, s.cfg.maxMemSlots)
 	require.Equal(t, 1, s.cfg.queuePairs)
@@ -227,7 +227,7 @@ func TestDispatchReplies(t *testing.T) {
 	require.Equal(t, []Request{ReqGetFeatures, ReqSetVringNum, ReqGetQueueNum, ReqSetMemTable}, reqs)
 	require.Equal(t, DefaultFeatures, ne.Uint64(ps[0]))
 	require.Equal(t, uint64(0), ne.Uint64(ps[1]))
-	require.Equal(t, uint64(2), ne.Uint64(ps[2]))
+	require.Equal(t, uint64(4), ne.Uint64(ps[2]), "2 queue pairs are 4 virtqueues")
 	require.Equal(t, uint64(1), ne.Uint64(ps[3]))
 	require.Equal(t, uint64(6), s.Stats().Messages)
 	require.ErrorIs(t, s.Err(), ErrBadFDs)

@@ -62,6 +62,20 @@ func mapAlign(blksize int64) uint64 {
 type mappedRegion struct {
 	virtio.Region
 	full []byte // the whole mapping, for munmap
+	// The file and offset it maps, and how many ADD_MEM_REG messages added
+	// it (QEMU 7.2 sends ADD_MEM_REG and REM_MEM_REG once per queue pair:
+	// memtable.go addMemReg).
+	dev, ino, offset uint64
+	refs             int
+}
+
+// fileID returns the device and inode of the file fd refers to.
+func fileID(fd int) (dev, ino uint64, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, 0, fmt.Errorf("%w: fstat: %w", ErrBadMemory, err)
+	}
+	return uint64(st.Dev), uint64(st.Ino), nil
 }
 
 // mapRegion validates r and maps it from fd. The fd may be closed after: the
@@ -76,6 +90,10 @@ func mapRegion(fd int, r memRegion) (*mappedRegion, error) {
 	if _, c := bits.Add64(r.UVA, r.Size-1, 0); c != 0 {
 		return nil, fmt.Errorf("%w: user range %#x+%#x overflows", ErrBadMemory, r.UVA, r.Size)
 	}
+	dev, ino, err := fileID(fd)
+	if err != nil {
+		return nil, fmt.Errorf("region at guest %#x: %w", r.GPA, err)
+	}
 	full, data, err := mapShared(fd, r.MmapOffset, r.Size)
 	if err != nil {
 		return nil, fmt.Errorf("region at guest %#x: %w", r.GPA, err)
@@ -83,6 +101,7 @@ func mapRegion(fd int, r memRegion) (*mappedRegion, error) {
 	return &mappedRegion{
 		Region: virtio.Region{GuestPhysAddr: r.GPA, Size: r.Size, UserAddr: r.UVA, Data: data},
 		full:   full,
+		dev:    dev, ino: ino, offset: r.MmapOffset, refs: 1,
 	}, nil
 }
 

@@ -128,6 +128,13 @@ func (d *doorbell) drain(fd uintptr) bool {
 }
 
 func (d *doorbell) pollWait() error {
+	// An Interrupt already made wins: the select below picks at random
+	// when the interval has passed too (a descheduled goroutine).
+	select {
+	case <-d.intr:
+		return virtio.ErrInterrupted
+	default:
+	}
 	d.timer.Reset(pollInterval)
 	select {
 	case <-d.intr:

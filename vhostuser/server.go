@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
 // Options configure a Server.
@@ -22,11 +24,26 @@ type Options struct {
 	// DefaultProtocolFeatures. Must be a subset of
 	// SupportedProtocolFeatures.
 	ProtocolFeatures uint64
-	// QueuePairs is the number of queue pairs per device (GET_QUEUE_NUM);
-	// zero means 1. At most 128: ring indexes in SET_VRING_KICK have 8 bits.
+	// QueuePairs is the number of queue pairs per device (GET_QUEUE_NUM
+	// answers twice that: the number of virtqueues); zero means 1. At most
+	// 128: ring indexes in SET_VRING_KICK have 8 bits. VIRTIO_NET_F_MQ is
+	// offered only with more than one.
 	QueuePairs int
-	// MTU is the largest MTU NET_SET_MTU accepts; zero means 65535.
+	// MTU is the largest MTU NET_SET_MTU accepts, and the mtu of the
+	// config space (VIRTIO_NET_F_MTU); zero means 65535.
 	MTU uint16
+	// MACs sets the MAC addresses of the guest ports of a socket (the mac
+	// field of their config space, VIRTIO_NET_F_MAC, and SessionInfo.MAC),
+	// keyed by the socket path as given to Listen or Connect. The port in
+	// slot 0 of the socket (SessionInfo.Slot) gets the address; the port
+	// in slot k, connected while slots 0..k-1 are taken, gets it plus k in
+	// its last three octets. Ports of sockets not in the map get
+	// GenerateMAC(path, slot). Every address must be unicast.
+	MACs map[string][6]byte
+	// LinkSpeed is the speed the config space reports
+	// (VIRTIO_NET_F_SPEED_DUPLEX), in Mbit/s; zero means unknown
+	// (SpeedUnknown). The duplex is always full.
+	LinkSpeed uint32
 	// MaxMemSlots is the GET_MAX_MEM_SLOTS answer and the most regions a
 	// session maps; zero means DefaultMaxMemSlots. 8..512.
 	MaxMemSlots int
@@ -59,6 +76,8 @@ type config struct {
 	proto        uint64
 	queuePairs   int
 	mtu          uint16
+	macs         map[string][6]byte // keyed by macPath
+	linkSpeed    uint32
 	maxMemSlots  int
 	maxMemory    uint64
 	socketMode   fs.FileMode
@@ -81,8 +100,33 @@ func (o Options) config() (config, error) {
 	if c.proto == 0 {
 		c.proto = DefaultProtocolFeatures
 	}
+	if c.proto&ProtocolFConfig == 0 {
+		// MAC, STATUS and SPEED_DUPLEX promise fields of a config space
+		// that is not served.
+		c.features &^= configFeatures
+	}
+	c.linkSpeed = o.LinkSpeed
+	if c.linkSpeed == 0 || c.linkSpeed > 0x7fffffff {
+		// virtio 1.2 §5.1.4: "0 to 0x7fffffff, or 0xffffffff for unknown".
+		c.linkSpeed = SpeedUnknown
+	}
+	c.macs = make(map[string][6]byte, len(o.MACs))
+	for path, mac := range o.MACs {
+		if mac[0]&1 != 0 || mac == ([6]byte{}) {
+			return c, fmt.Errorf("vhostuser: MAC %s of %s is not a unicast address", macString(mac), path)
+		}
+		c.macs[macPath(path)] = mac
+	}
 	if c.queuePairs == 0 {
 		c.queuePairs = 1
+	}
+	if c.queuePairs == 1 {
+		// VIRTIO_NET_F_MQ means nothing with one queue pair, and Linux's
+		// virtio_net refuses a device that offers it without
+		// VIRTIO_NET_F_CTRL_VQ (drivers/net/virtio_net.c
+		// virtnet_validate_features), which this backend does not offer:
+		// crosvm and cloud-hypervisor show the guest the backend's bits.
+		c.features &^= virtio.NetFMQ
 	}
 	if c.mtu == 0 {
 		c.mtu = 65535
@@ -150,6 +194,7 @@ type Server struct {
 	listeners []*listener
 	targets   []string
 	sessions  map[*Session]struct{}
+	slots     map[string][]bool // per macPath: which connection slots live sessions hold
 	serving   bool
 
 	nextID       atomic.Uint64
@@ -167,7 +212,7 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, sessions: make(map[*Session]struct{})}, nil
+	return &Server{cfg: cfg, sessions: make(map[*Session]struct{}), slots: make(map[string][]bool)}, nil
 }
 
 // Listen creates a listening socket at path now (so that errors surface
@@ -345,20 +390,65 @@ func (s *Server) dialLoop(ctx context.Context, path string) {
 	}
 }
 
+// takeSlot gives a new connection on the socket at path the lowest free
+// slot and its MAC address (Options.MACs, else GenerateMAC).
+func (s *Server) takeSlot(path string) (slot int, mac [6]byte) {
+	key := macPath(path)
+	s.mu.Lock()
+	used := s.slots[key]
+	for slot < len(used) && used[slot] {
+		slot++
+	}
+	if slot == len(used) {
+		used = append(used, false)
+	}
+	used[slot] = true
+	s.slots[key] = used
+	s.mu.Unlock()
+	if base, ok := s.cfg.macs[key]; ok {
+		return slot, macPlus(base, slot)
+	}
+	return slot, GenerateMAC(path, slot)
+}
+
+// releaseSlot frees the slot of an ended connection.
+func (s *Server) releaseSlot(path string, slot int) {
+	key := macPath(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	used := s.slots[key]
+	if slot < len(used) {
+		used[slot] = false
+	}
+	for len(used) > 0 && !used[len(used)-1] {
+		used = used[:len(used)-1]
+	}
+	if len(used) == 0 {
+		delete(s.slots, key)
+	} else {
+		s.slots[key] = used
+	}
+}
+
 // runSession serves one connection; it owns c.
 func (s *Server) runSession(ctx context.Context, c *net.UnixConn, role Role, path string) error {
 	info := SessionInfo{ID: s.nextID.Add(1), Role: role, Path: path}
+	info.Slot, info.MAC = s.takeSlot(path)
 	dev, err := s.cfg.newDevice(info)
 	if err == nil && dev == nil {
 		err = errors.New("NewDevice returned no device")
 	}
 	if err != nil {
+		s.releaseSlot(path, info.Slot)
 		_ = c.Close()
 		s.refused.Add(1)
 		s.cfg.log.Error("vhost-user connection refused: no device", "session", info.ID, "path", path, "err", err)
 		return fmt.Errorf("vhostuser: new device: %w", err)
 	}
 	sess := newSession(&s.cfg, info, dev, c)
+	// The slot is free again before the socket closes, so a frontend that
+	// reconnects when it sees the close gets the same slot (and MAC).
+	sess.released = func() { s.releaseSlot(path, info.Slot) }
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.mu.Unlock()

@@ -25,6 +25,11 @@ type Device interface {
 	// then every chain it popped is pushed and published, or given back
 	// with Unpop, so the avail index GET_VRING_BASE reports (and a queue
 	// rebuilt on new memory resumes from) is exact.
+	//
+	// A device pushes the chains of a queue in the order it popped them
+	// (DefaultFeatures offers VIRTIO_F_IN_ORDER: "a device MUST use
+	// buffers in the same order in which they have been available",
+	// virtio 1.2 §6.2).
 	StopQueue(idx int)
 	// SetLog sets the dirty log for writes the device makes to guest memory
 	// outside its queues; nil turns logging off. The session sets the log
@@ -40,6 +45,15 @@ type Device interface {
 // the MTU the frontend exposes to the guest (68..Options.MTU).
 type MTUSetter interface {
 	SetMTU(mtu uint16)
+}
+
+// MACSetter is an optional Device interface: SET_CONFIG calls SetMAC when
+// the frontend changes the mac field of the virtio-net config space (a
+// legacy driver setting its address, or the destination of a migration
+// restoring the source's); SessionInfo.MAC is the address before any such
+// change. See Session.setConfig for what may change it.
+type MACSetter interface {
+	SetMAC(mac [6]byte)
 }
 
 // RARPSender is an optional Device interface: SEND_RARP (after a live
@@ -71,6 +85,18 @@ type SessionInfo struct {
 	ID   uint64 // unique per Server, counting from 1
 	Role Role
 	Path string // the socket path ("" for ServeConn)
+	// Slot is the connection's slot on its socket: the lowest number no
+	// other live session of the same socket holds. The first guest port of
+	// a socket is slot 0, a second one connected while the first is up is
+	// slot 1, and a port that reconnects after its session ended gets its
+	// slot back (a client-role socket only ever has slot 0).
+	Slot int
+	// MAC is the guest port's MAC address: the mac field of its virtio-net
+	// config space (virtio 1.2 §5.1.4, VIRTIO_NET_F_MAC), from
+	// Options.MACs, else GenerateMAC(Path, Slot). The switch and the DHCP
+	// server use it. Frontends that keep their own config space (QEMU)
+	// show the guest the MAC given on their command line instead.
+	MAC [6]byte
 }
 
 // SessionStats are one session's counters.
@@ -95,6 +121,7 @@ type Session struct {
 	owner         bool
 	status        uint8
 	mtu           uint16
+	mac           [6]byte // config space mac: SessionInfo.MAC until SET_CONFIG changes it
 
 	// Guest memory: the mapped regions, and the Memory built from them
 	// (nil until the first region).
@@ -108,6 +135,10 @@ type Session struct {
 	logFD   int
 
 	rings []ring
+
+	// released, if set, is called by teardown once the device is closed
+	// and before the socket is (the Server frees the connection slot).
+	released func()
 
 	messages atomic.Uint64
 	errMu    sync.Mutex
@@ -130,6 +161,7 @@ func newSession(cfg *config, info SessionInfo, dev Device, conn transport) *Sess
 		conn:  conn,
 		log:   cfg.log.With("session", info.ID, "role", info.Role.String()),
 		logFD: -1,
+		mac:   info.MAC,
 		rings: make([]ring, 2*cfg.queuePairs),
 		oob:   make([]byte, oobSize),
 	}
@@ -201,10 +233,16 @@ func (s *Session) handleMessage() error {
 
 // dispatch runs one decoded message through its table row. On failure, a
 // frontend that asked for an ack (REPLY_ACK) still gets a non-zero one
-// before the session ends, so it sees which request failed.
+// before the session ends, so it sees which request failed. A request the
+// handler refused (reject) gets the non-zero ack too, but the session goes
+// on.
 func (s *Session) dispatch(h header, body []byte) error {
 	e := lookup(h.Request)
 	reply, err := s.run(e, h, body)
+	refused := isRejection(err)
+	if refused {
+		s.log.Warn("vhost-user request refused", "err", err)
+	}
 	if e != nil && e.reply {
 		if err == nil {
 			err = s.writeReply(h.Request, reply)
@@ -216,11 +254,38 @@ func (s *Session) dispatch(h header, body []byte) error {
 		if err != nil {
 			status = 1
 		}
-		if werr := s.writeReply(h.Request, s.replyU64(status)); werr != nil && err == nil {
-			err = werr
+		if werr := s.writeReply(h.Request, s.replyU64(status)); werr != nil && (err == nil || refused) {
+			return werr
 		}
 	}
+	if refused {
+		return nil
+	}
 	return err
+}
+
+// rejection is the error of a well-formed request that the backend
+// declines without ending the session: a SET_CONFIG that writes a
+// read-only field, say. The frontend gets a non-zero ack if it asked for
+// one (spec "REPLY_ACK": "non-zero to indicate an error").
+type rejection struct{ err error }
+
+func (r rejection) Error() string { return r.err.Error() }
+func (r rejection) Unwrap() error { return r.err }
+
+// reject marks err as a refusal that keeps the session.
+func reject(err error) error { return rejection{err} }
+
+// isRejection reports whether err is (or wraps) a rejection. (A walk
+// rather than errors.As: no allocation on the dispatcher's path.)
+func isRejection(err error) bool {
+	for err != nil {
+		if _, ok := err.(rejection); ok {
+			return true
+		}
+		err = errors.Unwrap(err)
+	}
+	return false
 }
 
 func (s *Session) run(e *entry, h header, body []byte) ([]byte, error) {
@@ -288,5 +353,8 @@ func (s *Session) teardown() {
 		s.logArea = nil
 	}
 	closeFD(&s.logFD)
+	if s.released != nil {
+		s.released()
+	}
 	_ = s.conn.Close()
 }

@@ -34,7 +34,7 @@ func echoOnce(t *testing.T, f *vhostusertest.Frontend, qp int, fr []byte, layout
 }
 
 func TestSessionTraffic(t *testing.T) {
-	base := vhostuser.DefaultFeatures &^ vhostuser.FLogAll
+	base := vhostuser.DefaultFeatures &^ (vhostuser.FLogAll | virtio.NetFMQ) // one queue pair: no MQ
 	cases := []struct {
 		name     string
 		features uint64

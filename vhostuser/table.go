@@ -146,12 +146,9 @@ func init() {
 		{ReqSetVringEnable, "SET_VRING_ENABLE", payloadVringState, 0, 0, 0, false, (*Session).setVringEnable},
 		{ReqSendRARP, "SEND_RARP", payloadU64, 0, 0, ProtocolFRARP, false, (*Session).sendRARP},
 		{ReqNetSetMTU, "NET_SET_MTU", payloadU64, 0, 0, ProtocolFMTU, false, (*Session).netSetMTU},
-		// GET_CONFIG/SET_CONFIG belong to a later issue. Their rows are
-		// here so the payload rules are in place, but ProtocolFConfig is
-		// never offered, so the dispatcher refuses them before the
-		// handler (ErrNotNegotiated).
-		{ReqGetConfig, "GET_CONFIG", payloadConfig, 0, 0, ProtocolFConfig, true, (*Session).configSpace},
-		{ReqSetConfig, "SET_CONFIG", payloadConfig, 0, 0, ProtocolFConfig, false, (*Session).configSpace},
+		// The virtio-net config space (netconfig.go).
+		{ReqGetConfig, "GET_CONFIG", payloadConfig, 0, 0, ProtocolFConfig, true, (*Session).getConfig},
+		{ReqSetConfig, "SET_CONFIG", payloadConfig, 0, 0, ProtocolFConfig, false, (*Session).setConfig},
 		{ReqGetMaxMemSlots, "GET_MAX_MEM_SLOTS", payloadNone, 0, 0, ProtocolFConfigureMemSlots, true, (*Session).getMaxMemSlots},
 		{ReqAddMemReg, "ADD_MEM_REG", payloadMemReg, 1, 1, ProtocolFConfigureMemSlots, false, (*Session).addMemReg},
 		// REM_MEM_REG: "No file descriptors SHOULD be passed ... the

@@ -65,18 +65,19 @@ type Options struct {
 	// Pipes uses pipes for kicks and calls instead of eventfds (what QEMU
 	// does on macOS; always the case outside Linux).
 	Pipes bool
+	// Memory is where guest memory lives: memfds (the default, QEMU's
+	// memory-backend-memfd), or POSIX shared memory objects (MemoryShm,
+	// QEMU's memory-backend-shm).
+	Memory MemoryKind
+	// SingleFile carves every region out of one shared memory file, at
+	// increasing mmap offsets, and sends that one fd for each region (what
+	// crosvm's GuestMemory does).
+	SingleFile bool
+	// GPAs are the guest physical addresses of the regions; default
+	// contiguous from 0 (region i at i*RegionSize).
+	GPAs []uint64
 	// Timeout bounds every blocking operation; default 10 s.
 	Timeout time.Duration
-}
-
-// Region is one guest memory region shared with the backend.
-type Region struct {
-	GPA  uint64 // guest physical address of Data[0]
-	UVA  uint64 // the frontend's "user address" of Data[0], sent in the memory table
-	Size uint64
-	Data []byte // the frontend's mapping
-	fd   int
-	next uint64 // bump allocator for ring areas
 }
 
 // Ring is one vring as the frontend (the guest driver plus QEMU) sees it.
@@ -109,6 +110,8 @@ type Frontend struct {
 	proto    uint64 // SET_PROTOCOL_FEATURES
 	memSent  bool
 	buf      []byte
+	extraFDs []int // notifier fds not tied to a ring (QEMU's masked and error notifiers)
+	sent     []Sent
 
 	// Transmit scratch (AddFrame).
 	txHdr [virtio.NetHdrSize]byte
@@ -117,6 +120,10 @@ type Frontend struct {
 	// Receive chain shape (FillRx), for rxlFeatures.
 	rxl         []uint32
 	rxlFeatures uint64
+	// Receive buffers in chosen regions (SetRxRegion): per queue pair.
+	rxPools    map[int]*rxPool
+	rxExt      map[int]map[uint16]*extChain // per queue pair: head -> chain
+	rxInRegion map[*Region]uint64
 }
 
 // New returns a Frontend with its guest memory allocated and no
@@ -146,22 +153,24 @@ func New(t testing.TB, opts Options) *Frontend {
 	}
 	f := &Frontend{t: t, opts: opts, buf: make([]byte, headerSize+maxReplySize)}
 	t.Cleanup(f.Close)
+	gpa := func(i int) uint64 {
+		if i < len(opts.GPAs) {
+			return opts.GPAs[i]
+		}
+		return uint64(i) * opts.RegionSize
+	}
+	if opts.SingleFile {
+		if err := f.newSingleFile(opts.Regions, opts.RegionSize, gpa); err != nil {
+			t.Fatalf("vhostusertest: %v", err)
+		}
+		return f
+	}
 	for i := 0; i < opts.Regions; i++ {
-		if _, err := f.newRegion(uint64(i)*opts.RegionSize, opts.RegionSize); err != nil {
+		if _, err := f.newRegion(gpa(i), opts.RegionSize); err != nil {
 			t.Fatalf("vhostusertest: %v", err)
 		}
 	}
 	return f
-}
-
-func (f *Frontend) newRegion(gpa, size uint64) (*Region, error) {
-	fd, data, err := newSharedMemory("vhostusertest", int(size))
-	if err != nil {
-		return nil, err
-	}
-	r := &Region{GPA: gpa, UVA: uvaBase + uint64(len(f.regions))<<36, Size: size, Data: data, fd: fd}
-	f.regions = append(f.regions, r)
-	return r, nil
 }
 
 // Regions returns the guest memory regions.
@@ -216,21 +225,14 @@ func (f *Frontend) Close() {
 		r.close()
 	}
 	f.rings = nil
+	for _, fd := range f.extraFDs {
+		_ = unix.Close(fd)
+	}
+	f.extraFDs = nil
 	for _, r := range f.regions {
 		r.release()
 	}
 	f.regions = nil
-}
-
-func (r *Region) release() {
-	if r.Data != nil {
-		_ = unix.Munmap(r.Data)
-		r.Data = nil
-	}
-	if r.fd >= 0 {
-		_ = unix.Close(r.fd)
-		r.fd = -1
-	}
 }
 
 func (r *Ring) close() {
@@ -244,9 +246,39 @@ func (r *Ring) close() {
 
 // Messages.
 
+// Sent is one request the frontend sent (WriteMessage).
+type Sent struct {
+	Request vhostuser.Request
+	Flags   uint32 // as sent, with the version bit
+	FDs     int
+}
+
+// String is the request's name, with "+reply" when need_reply was set and
+// "+fd"/"+Nfd" for fds: GET_FEATURES, ADD_MEM_REG+reply+fd.
+func (s Sent) String() string {
+	n := s.Request.String()
+	if s.Flags&flagNeedReply != 0 {
+		n += "+reply"
+	}
+	switch {
+	case s.FDs == 1:
+		n += "+fd"
+	case s.FDs > 1:
+		n += fmt.Sprintf("+%dfd", s.FDs)
+	}
+	return n
+}
+
+// Sent returns the requests sent since the last ResetSent, in order.
+func (f *Frontend) Sent() []Sent { return append([]Sent(nil), f.sent...) }
+
+// ResetSent forgets the requests sent so far.
+func (f *Frontend) ResetSent() { f.sent = f.sent[:0] }
+
 // WriteMessage sends one request with the given flags (the version bit is
 // added) and fds, raw: nothing is checked and no reply is read.
 func (f *Frontend) WriteMessage(req vhostuser.Request, flags uint32, payload []byte, fds ...int) error {
+	f.sent = append(f.sent, Sent{Request: req, Flags: flags | flagVersion, FDs: len(fds)})
 	b := make([]byte, headerSize+len(payload))
 	nativeEndian.PutUint32(b[0:], uint32(req))
 	nativeEndian.PutUint32(b[4:], flags|flagVersion)
@@ -435,8 +467,10 @@ func (f *Frontend) Negotiate(features uint64) error {
 			if err != nil {
 				return err
 			}
-			if n < uint64(f.opts.QueuePairs) {
-				return fmt.Errorf("vhostusertest: backend serves %d queue pairs, want %d", n, f.opts.QueuePairs)
+			// The number of virtqueues (spec "Query how many queues the
+			// back-end supports"): 2 per queue pair.
+			if n < 2*uint64(f.opts.QueuePairs) {
+				return fmt.Errorf("vhostusertest: backend serves %d queues, want %d", n, 2*f.opts.QueuePairs)
 			}
 		}
 		if f.proto&vhostuser.ProtocolFConfigureMemSlots != 0 {
@@ -465,93 +499,6 @@ func (f *Frontend) Negotiate(features uint64) error {
 	return f.SetFeatures(ack)
 }
 
-// memRegion encodes VhostUserMemoryRegion.
-func memRegion(b []byte, r *Region) {
-	nativeEndian.PutUint64(b[0:], r.GPA)
-	nativeEndian.PutUint64(b[8:], r.Size)
-	nativeEndian.PutUint64(b[16:], r.UVA)
-	nativeEndian.PutUint64(b[24:], 0) // mmap_offset
-}
-
-// SetMemTable sends every region with SET_MEM_TABLE (at most 8).
-func (f *Frontend) SetMemTable() error {
-	n := len(f.regions)
-	b := make([]byte, 8+32*n)
-	nativeEndian.PutUint32(b, uint32(n))
-	fds := make([]int, n)
-	for i, r := range f.regions {
-		memRegion(b[8+32*i:], r)
-		fds[i] = r.fd
-	}
-	if _, err := f.Request(vhostuser.ReqSetMemTable, false, b, fds...); err != nil {
-		return err
-	}
-	f.memSent = true
-	return nil
-}
-
-// SendMemory sends the memory as QEMU 7.2 does: one ADD_MEM_REG per region
-// with CONFIGURE_MEM_SLOTS, else SET_MEM_TABLE.
-func (f *Frontend) SendMemory() error {
-	if f.proto&vhostuser.ProtocolFConfigureMemSlots == 0 {
-		return f.SetMemTable()
-	}
-	for _, r := range f.regions {
-		if err := f.sendMemReg(vhostuser.ReqAddMemReg, r, r.fd); err != nil {
-			return err
-		}
-	}
-	f.memSent = true
-	return nil
-}
-
-func (f *Frontend) sendMemReg(req vhostuser.Request, r *Region, fds ...int) error {
-	b := make([]byte, 40)
-	memRegion(b[8:], r)
-	_, err := f.Request(req, false, b, fds...)
-	return err
-}
-
-// AddRegion allocates a new region of size bytes after the last one in
-// guest physical address space and sends it with ADD_MEM_REG.
-func (f *Frontend) AddRegion(size uint64) (*Region, error) {
-	var gpa uint64
-	for _, r := range f.regions {
-		gpa = max(gpa, r.GPA+r.Size)
-	}
-	r, err := f.newRegion(gpa, size)
-	if err != nil {
-		return nil, err
-	}
-	return r, f.sendMemReg(vhostuser.ReqAddMemReg, r, r.fd)
-}
-
-// RemoveRegion sends REM_MEM_REG for r (without an fd, as the spec says
-// a frontend SHOULD) and forgets it.
-func (f *Frontend) RemoveRegion(r *Region) error {
-	if err := f.sendMemReg(vhostuser.ReqRemMemReg, r); err != nil {
-		return err
-	}
-	for i, x := range f.regions {
-		if x == r {
-			f.regions = append(f.regions[:i], f.regions[i+1:]...)
-			break
-		}
-	}
-	r.release()
-	return nil
-}
-
-// UVA returns the frontend user address of guest address gpa.
-func (f *Frontend) UVA(gpa uint64) uint64 {
-	for _, r := range f.regions {
-		if gpa >= r.GPA && gpa-r.GPA < r.Size {
-			return r.UVA + (gpa - r.GPA)
-		}
-	}
-	return 0
-}
-
 // SetupQueues sends the memory (if not sent yet) and starts pairs queue
 // pairs of size entries as QEMU does at DRIVER_OK: per ring SET_VRING_NUM,
 // SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK, SET_VRING_CALL, then
@@ -570,26 +517,8 @@ func (f *Frontend) SetupQueues(pairs int, size uint16) error {
 // StartRings is SetupQueues without the memory table, for tests of other
 // message orders (rings set up before the memory arrives).
 func (f *Frontend) StartRings(pairs int, size uint16) error {
-	for _, r := range f.rings {
-		r.close()
-	}
-	f.rings = nil
-	for _, r := range f.regions {
-		r.next = 0
-	}
-	for i := 0; i < 2*pairs; i++ {
-		r, err := f.newRing(i, size)
-		if err != nil {
-			return err
-		}
-		f.rings = append(f.rings, r)
-	}
-	// Receive buffers go in before the rings start, so a device can
-	// write as soon as it has a ring (the kicks wait in the fds).
-	for i := 0; i < pairs; i++ {
-		if err := f.FillRx(i); err != nil {
-			return err
-		}
+	if err := f.PrepareRings(pairs, size); err != nil {
+		return err
 	}
 	for _, r := range f.rings {
 		if err := f.startRing(r, 0); err != nil {
@@ -606,6 +535,36 @@ func (f *Frontend) StartRings(pairs int, size uint16) error {
 	if f.proto&vhostuser.ProtocolFStatus != 0 {
 		// ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
 		if _, err := f.Request(vhostuser.ReqSetStatus, false, u64(1|2|8|4)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PrepareRings lays out pairs queue pairs of size entries afresh (rings,
+// kick and call fds) and posts receive buffers, without a message: the
+// guest driver's side of a device start. Launchers then send the ring
+// messages in their own order.
+func (f *Frontend) PrepareRings(pairs int, size uint16) error {
+	for _, r := range f.rings {
+		r.close()
+	}
+	f.rings = nil
+	f.rxExt, f.rxPools = nil, nil
+	for _, r := range f.regions {
+		r.next = 0
+	}
+	for i := 0; i < 2*pairs; i++ {
+		r, err := f.newRing(i, size)
+		if err != nil {
+			return err
+		}
+		f.rings = append(f.rings, r)
+	}
+	// Receive buffers go in before the rings start, so a device can
+	// write as soon as it has a ring (the kicks wait in the fds).
+	for i := 0; i < pairs; i++ {
+		if err := f.FillRx(i); err != nil {
 			return err
 		}
 	}
@@ -758,7 +717,9 @@ func (f *Frontend) SetLogBase(size uint64) ([]byte, error) {
 		_ = unix.Munmap(data)
 		return nil, err
 	}
-	if len(p) != 8 || nativeEndian.Uint64(p) != 0 {
+	// The reply echoes the log description (what rust-vmm's frontend
+	// reads since vhost 0.16; QEMU only checks the request code).
+	if len(p) != 16 || nativeEndian.Uint64(p) != size || nativeEndian.Uint64(p[8:]) != 0 {
 		_ = unix.Munmap(data)
 		return nil, fmt.Errorf("vhostusertest: SET_LOG_BASE reply % x", p)
 	}

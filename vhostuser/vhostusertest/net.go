@@ -148,7 +148,13 @@ func (f *Frontend) FillRx(qp int) error {
 		if uint16(d.AvailIdx()-d.LastUsed()) >= d.Size() {
 			break
 		}
-		if _, err := d.AddChain(nil, lens, f.opts.RxIndirect); err != nil {
+		var err error
+		if p := f.rxPools[qp]; p != nil {
+			err = f.addPoolChain(qp, d, p, lens)
+		} else {
+			_, err = d.AddChain(nil, lens, f.opts.RxIndirect)
+		}
+		if err != nil {
 			if errors.Is(err, virtiotest.ErrFull) {
 				break
 			}
@@ -189,7 +195,7 @@ func (f *Frontend) recvOn(qp int) (hdr virtio.NetHdr, frame []byte, ok bool) {
 	if !ok {
 		return hdr, nil, false
 	}
-	buf, err := f.readUsed(d, e)
+	buf, err := f.readRx(qp, d, e)
 	if err != nil {
 		f.t.Errorf("vhostusertest: receiveq %d: %v", qp, err)
 		return hdr, nil, false
@@ -214,7 +220,7 @@ func (f *Frontend) recvOn(qp int) (hdr virtio.NetHdr, frame []byte, ok bool) {
 				f.t.Errorf("vhostusertest: receiveq %d: num_buffers %d but only %d used", qp, hdr.NumBuffers, i)
 				return hdr, nil, false
 			}
-			more, err := f.readUsed(d, e)
+			more, err := f.readRx(qp, d, e)
 			if err != nil {
 				f.t.Errorf("vhostusertest: receiveq %d: %v", qp, err)
 				return hdr, nil, false
@@ -232,6 +238,16 @@ func (f *Frontend) recvOn(qp int) (hdr virtio.NetHdr, frame []byte, ok bool) {
 		}
 	}
 	return hdr, frame, true
+}
+
+// readRx copies the bytes the backend wrote into used receive chain e of
+// queue pair qp, from wherever its buffers are.
+func (f *Frontend) readRx(qp int, d *virtiotest.Driver, e virtiotest.UsedElem) ([]byte, error) {
+	if c := f.rxExt[qp][uint16(e.ID)]; c != nil && e.ID < uint32(d.Size()) {
+		delete(f.rxExt[qp], uint16(e.ID))
+		return f.readExt(c, e.Len)
+	}
+	return f.readUsed(d, e)
 }
 
 // readUsed copies the bytes the backend wrote into used chain e.

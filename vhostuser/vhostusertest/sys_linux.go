@@ -1,6 +1,8 @@
 package vhostusertest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -24,4 +26,20 @@ func newEventFD() (r, w int, err error) {
 		return -1, -1, fmt.Errorf("eventfd: %w", err)
 	}
 	return fd, fd, nil
+}
+
+// newShm returns a POSIX shared memory object of size bytes mapped
+// MAP_SHARED, unlinked at once, the way QEMU's memory-backend-shm makes
+// guest RAM (shm_open + shm_unlink; glibc's shm_open is a file in
+// /dev/shm). Without /dev/shm it falls back to a memfd.
+func newShm(name string, size int) (fd int, data []byte, err error) {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	path := "/dev/shm/" + name + "-" + hex.EncodeToString(rnd[:])
+	fd, err = unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return newSharedMemory(name, size)
+	}
+	_ = unix.Unlink(path)
+	return sizeAndMap(fd, size)
 }

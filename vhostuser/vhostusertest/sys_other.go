@@ -28,3 +28,10 @@ func newSharedMemory(name string, size int) (fd int, data []byte, err error) {
 
 // newEventFD returns a pipe where eventfd is missing, as QEMU does.
 func newEventFD() (r, w int, err error) { return newPipe() }
+
+// newShm stands for a POSIX shared memory object (QEMU's
+// memory-backend-shm, shm_open + shm_unlink): an unlinked temporary file,
+// which the backend maps the same way.
+func newShm(name string, size int) (fd int, data []byte, err error) {
+	return newSharedMemory(name, size)
+}
