@@ -25,7 +25,7 @@
 // What each launcher sends, and how this backend answers, is replayed
 // message for message by the launcher profiles of package vhostusertest
 // (QEMU 7.2 as recorded from the real binary, current QEMU,
-// cloud-hypervisor, crosvm) and described in LAUNCHERS.md.
+// cloud-hypervisor, crosvm) and described in the README ("Attaching a VM").
 //
 // # Threat model
 //

@@ -337,7 +337,7 @@ func TestLauncherCloudHypervisor(t *testing.T) {
 	// reconnected backend at the avail index: the receive buffers the
 	// guest had posted are never used. Transmit still works, and nothing
 	// hangs; that is cloud-hypervisor's behaviour, documented in
-	// LAUNCHERS.md.
+	// the README ("Attaching a VM").
 	t.Run("reconnect without IN_ORDER", func(t *testing.T) {
 		path := filepath.Join(shortTempDir(t), "ch.sock")
 		opts := vhostuser.Options{Features: vhostuser.DefaultFeatures &^ virtio.FInOrder}
@@ -444,7 +444,7 @@ func TestLauncherCrosvm(t *testing.T) {
 // run queues=2); cloud-hypervisor and crosvm show the guest the backend's
 // bits, and Linux's virtio_net refuses MQ without CTRL_VQ
 // (virtnet_validate_features): negotiation succeeds, the guest never sets
-// DRIVER_OK, nothing hangs. Use one queue pair with them (LAUNCHERS.md).
+// DRIVER_OK, nothing hangs. Use one queue pair with them (the README ("Attaching a VM")).
 func TestLauncherMultiQueueLimits(t *testing.T) {
 	path := filepath.Join(shortTempDir(t), "mq.sock")
 	h := newHarnessAt(t, vhostuser.Options{QueuePairs: 2}, path)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -28,6 +29,8 @@ type config struct {
 	logLevel   slog.Level
 	logJSON    bool
 	cpuProfile string
+	macs       map[string][6]byte
+	linkSpeed  uint
 
 	// The guest network (--uplink none): switch, gateway services.
 	subnet        netip.Prefix
@@ -80,6 +83,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fset.DurationVar(&c.leaseTime, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION`")
 	fset.Var(&reserve, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)")
 	fset.BoolVar(&c.allowSpoofing, "allow-spoofing", false, "let guests send from any MAC/IPv4 source (guests that route)")
+	var macs stringList
+	fset.Var(&macs, "mac", "MAC address `PATH=MAC` of the guest ports of a --socket/--connect path (repeatable); guest k gets MAC+k; default: 02:... derived from the path")
+	fset.UintVar(&c.linkSpeed, "link-speed", 0, "link speed in `MBPS` reported in the virtio-net config space (0: unknown)")
 	fset.StringVar(&c.cpuProfile, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)")
 	level := fset.String("log-level", "info", "log `LEVEL`: debug | info | warn | error")
 	format := fset.String("log-format", "text", "log `FORMAT`: text | json")
@@ -134,6 +140,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 		c.reservations = append(c.reservations, res)
 	}
+	if err := c.parseMACs(macs); err != nil {
+		return nil, err
+	}
+	if c.linkSpeed > 1<<31 {
+		return nil, fmt.Errorf("--link-speed %d: want at most %d Mbit/s", c.linkSpeed, uint(1<<31))
+	}
 	if c.mtu < 68 || c.mtu > 65535 {
 		return nil, fmt.Errorf("--mtu %d: want 68..65535", c.mtu)
 	}
@@ -148,6 +160,36 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--log-format %q: want text or json", *format)
 	}
 	return c, nil
+}
+
+// parseMACs fills c.macs from --mac PATH=MAC values; PATH must be one of
+// the --socket or --connect paths.
+func (c *config) parseMACs(vals []string) error {
+	paths := map[string]bool{}
+	for _, p := range append(append([]string{}, c.sockets...), c.connects...) {
+		paths[p] = true
+	}
+	for _, v := range vals {
+		path, addr, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("--mac %q: want PATH=MAC", v)
+		}
+		if !paths[path] {
+			return fmt.Errorf("--mac %q: %s is not a --socket or --connect path", v, path)
+		}
+		hw, err := net.ParseMAC(addr)
+		if err != nil || len(hw) != 6 {
+			return fmt.Errorf("--mac %q: want a 48-bit MAC such as 52:54:00:12:34:56", v)
+		}
+		if hw[0]&1 != 0 {
+			return fmt.Errorf("--mac %q: a guest needs a unicast MAC (first octet even)", v)
+		}
+		if c.macs == nil {
+			c.macs = map[string][6]byte{}
+		}
+		c.macs[path] = [6]byte(hw)
+	}
+	return nil
 }
 
 // checkUpstream accepts ADDR or ADDR:PORT with an IP address.

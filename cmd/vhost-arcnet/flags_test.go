@@ -50,6 +50,11 @@ func TestParseFlags(t *testing.T) {
 				require.Equal(t, 10*time.Minute, c.leaseTime)
 				require.True(t, c.allowSpoofing)
 			}},
+		{"macs", []string{"--socket", "/s", "--connect", "/c", "--mac", "/s=52:54:00:00:00:10", "--link-speed", "10000"},
+			func(t *testing.T, c *config) {
+				require.Equal(t, map[string][6]byte{"/s": {0x52, 0x54, 0, 0, 0, 0x10}}, c.macs)
+				require.EqualValues(t, 10000, c.linkSpeed)
+			}},
 		{"connect only", []string{"--connect", "x", "--uplink", "source", "--source-size", "1518"}, func(t *testing.T, c *config) {
 			require.Equal(t, 1518, c.sourceSize)
 		}},
@@ -87,6 +92,10 @@ func TestParseFlags(t *testing.T) {
 		{"reserve", []string{"--socket", "a", "--reserve", "nonsense"}, "--reserve"},
 		{"reserve outside", []string{"--socket", "a", "--reserve", "52:54:00:00:00:07=10.9.9.9"}, "outside"},
 		{"lease time", []string{"--socket", "a", "--lease-time", "5s"}, "--lease-time"},
+		{"mac form", []string{"--socket", "/s", "--mac", "52:54:00:00:00:10"}, "PATH=MAC"},
+		{"mac path", []string{"--socket", "/s", "--mac", "/t=52:54:00:00:00:10"}, "not a --socket"},
+		{"mac multicast", []string{"--socket", "/s", "--mac", "/s=01:00:5e:00:00:01"}, "unicast"},
+		{"mac bad", []string{"--socket", "/s", "--mac", "/s=zz"}, "48-bit"},
 		{"unknown flag", []string{"--sockets", "a"}, "not defined"},
 	}
 	for _, tc := range bad {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -78,13 +79,13 @@ func (r *ports) all() []datapath.Port {
 // run serves the configured sockets until ctx ends.
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	reg := &ports{live: map[uint64]*guest{}}
-	var net *network
+	var gnet *network
 	if cfg.uplink == "none" {
 		var err error
-		if net, err = newNetwork(cfg, log); err != nil {
+		if gnet, err = newNetwork(cfg, log); err != nil {
 			return err
 		}
-		defer net.close()
+		defer gnet.close()
 	}
 	var source *datapath.Source
 	if cfg.uplink == "source" {
@@ -109,25 +110,32 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		case "loopback":
 			p.SetPeer(datapath.NewLoopback(name+"-loopback", p))
 		case "none":
-			if g.sw, err = net.sw.Attach(p, datapath.PortOptions{AllowSpoofing: cfg.allowSpoofing}); err != nil {
+			if g.sw, err = gnet.sw.Attach(p, datapath.PortOptions{AllowSpoofing: cfg.allowSpoofing}); err != nil {
 				return nil, err
 			}
 		}
 		reg.add(info.ID, g)
-		log.Info("guest port attached", "port", name, "session", info.ID, "role", info.Role.String(), "path", info.Path)
+		// The MAC in the config space is what crosvm and cloud-hypervisor
+		// show the guest; QEMU shows its own (-device ...,mac=). So the
+		// switch learns the port's MAC from its first frame rather than
+		// assuming this one.
+		log.Info("guest port attached", "port", name, "session", info.ID, "role", info.Role.String(),
+			"path", info.Path, "slot", info.Slot, "mac", net.HardwareAddr(info.MAC[:]).String())
 		return p, nil
 	}
 	srv, err := vhostuser.NewServer(vhostuser.Options{
 		Features:   vhostuser.DefaultFeatures,
 		QueuePairs: cfg.queuePairs,
 		MTU:        uint16(cfg.mtu),
+		MACs:       cfg.macs,
+		LinkSpeed:  uint32(cfg.linkSpeed),
 		SocketMode: cfg.socketMode,
 		Logger:     log,
 		NewDevice:  newDevice,
 		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
 			if g := reg.end(info.ID); g != nil {
 				if g.sw != nil {
-					net.sw.Detach(g.sw)
+					gnet.sw.Detach(g.sw)
 				}
 				log.Info("guest port detached", "port", g.port.Name(), "session", info.ID, "err", err)
 				datapath.LogStats(log, g.port)
@@ -158,8 +166,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 				return
 			case <-usr1:
 				logAll(log, reg, srv)
-				if net != nil {
-					net.logStats(log)
+				if gnet != nil {
+					gnet.logStats(log)
 				}
 			}
 		}
@@ -175,8 +183,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	err = <-done
 	logAll(log, reg, srv)
-	if net != nil {
-		net.logStats(log)
+	if gnet != nil {
+		gnet.logStats(log)
 	}
 	if ctx.Err() != nil {
 		return nil
