@@ -2,6 +2,9 @@ package datapath
 
 import (
 	"encoding/binary"
+	"math/bits"
+
+	"github.com/arcnet/vhost-arcnet/datapath/header"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
@@ -123,27 +126,20 @@ func (r *rxQueue) prepare(f *Frame) (virtio.NetHdr, [][]byte, bool) {
 	// included it, so the complement of the whole sum is the checksum
 	// (RFC 1071 §1).
 	binary.BigEndian.PutUint16(head[end-2:], ^sum)
-	segs := append(r.segs[:0], head)
-	skip := end
-	for _, s := range f.Segs {
-		if skip >= len(s) {
-			skip -= len(s)
-			continue
-		}
-		segs = append(segs, s[skip:])
-		skip = 0
-	}
+	segs, _ := appendTail(append(r.segs[:0], head), f.Segs, end)
 	r.segs = segs
 	h.Flags = 0
 	return h, segs, true
 }
 
 // partialSum returns the folded 16-bit one's-complement sum (RFC 1071) of the
-// bytes of segs from offset start to the end, pairing bytes across segment
-// boundaries.
+// bytes of segs from offset start to the end. A segment that starts at an
+// odd offset of the summed range has its bytes in the other halves of the
+// 16-bit words: its sum is byte-swapped (RFC 1071 §2(B), byte order
+// independence).
 func partialSum(segs [][]byte, start int) uint16 {
-	var sum uint64
-	odd := false // the next byte is the low byte of a 16-bit word
+	var sum uint16
+	odd := false
 	for _, s := range segs {
 		if start >= len(s) {
 			start -= len(s)
@@ -151,26 +147,12 @@ func partialSum(segs [][]byte, start int) uint16 {
 		}
 		s = s[start:]
 		start = 0
-		if odd && len(s) > 0 {
-			sum += uint64(s[0])
-			s = s[1:]
-			odd = false
+		c := header.Checksum(s, 0)
+		if odd {
+			c = bits.ReverseBytes16(c)
 		}
-		for len(s) >= 8 {
-			sum += uint64(binary.BigEndian.Uint32(s)) + uint64(binary.BigEndian.Uint32(s[4:]))
-			s = s[8:]
-		}
-		for len(s) >= 2 {
-			sum += uint64(binary.BigEndian.Uint16(s))
-			s = s[2:]
-		}
-		if len(s) == 1 {
-			sum += uint64(s[0]) << 8
-			odd = true
-		}
+		sum = header.ChecksumCombine(sum, c)
+		odd = odd != (len(s)%2 == 1)
 	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
+	return sum
 }

@@ -57,3 +57,19 @@ func copyFrame(dst []byte, segs [][]byte) int {
 	}
 	return n
 }
+
+// appendTail appends to dst the scatter list segs without its first skip
+// bytes, and returns the extended list and the number of bytes appended.
+func appendTail(dst, segs [][]byte, skip int) ([][]byte, int) {
+	n := 0
+	for _, seg := range segs {
+		if skip >= len(seg) {
+			skip -= len(seg)
+			continue
+		}
+		dst = append(dst, seg[skip:])
+		n += len(seg) - skip
+		skip = 0
+	}
+	return dst, n
+}

@@ -654,18 +654,7 @@ func (s *Switch) deliver(sc *scratch, p *SwitchPort, idx, nf int, gso bool) uint
 func (sc *scratch) rewrite(i int, f *Frame) (hl, total int) {
 	head := sc.heads[i][:]
 	hl = copyFrame(head, f.Segs)
-	segs := append(sc.segs[i][:0], head[:hl])
-	total = hl
-	skip := hl
-	for _, seg := range f.Segs {
-		if skip >= len(seg) {
-			skip -= len(seg)
-			continue
-		}
-		segs = append(segs, seg[skip:])
-		total += len(seg) - skip
-		skip = 0
-	}
+	segs, tail := appendTail(append(sc.segs[i][:0], head[:hl]), f.Segs, hl)
 	sc.segs[i] = segs
-	return hl, total
+	return hl, hl + tail
 }

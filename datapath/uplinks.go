@@ -92,16 +92,7 @@ func (l *Loopback) Send(frames []Frame) {
 		copy(mac[:], head[:6])
 		copy(head[:6], head[6:12])
 		copy(head[6:12], mac[:])
-		segs := append(b.segs[n][:0], head)
-		skip := macSwapLen
-		for _, s := range f.Segs {
-			if skip >= len(s) {
-				skip -= len(s)
-				continue
-			}
-			segs = append(segs, s[skip:])
-			skip = 0
-		}
+		segs, _ := appendTail(append(b.segs[n][:0], head), f.Segs, macSwapLen)
 		b.segs[n] = segs
 		out := &b.frames[n]
 		*out = *f
