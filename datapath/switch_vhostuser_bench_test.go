@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -90,13 +89,12 @@ func benchFrame(size int, gso bool) ([]byte, virtio.NetHdr) {
 	return b, h
 }
 
-func benchVhostUser(b *testing.B, size int, gso bool) {
+// benchServer serves vhost-user on a socket in a temporary directory; every
+// connection becomes a GuestPort attached to sw, sent on the returned
+// channel. start dials a new Go frontend and sets up one queue pair.
+func benchServer(b *testing.B, sw *datapath.Switch) (start func() *vhostusertest.Frontend, ports chan *datapath.GuestPort) {
 	log := slog.New(slog.DiscardHandler)
-	sw, err := datapath.NewSwitch(datapath.SwitchOptions{Leases: benchLeases{}, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ports := make(chan *datapath.GuestPort, 2)
+	ports = make(chan *datapath.GuestPort, 2)
 	srv, err := vhostuser.NewServer(vhostuser.Options{
 		Logger: log,
 		NewDevice: func(info vhostuser.SessionInfo) (vhostuser.Device, error) {
@@ -114,11 +112,7 @@ func benchVhostUser(b *testing.B, size int, gso bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "vu")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := b.TempDir()
 	path := filepath.Join(dir, "s")
 	if err := srv.Listen(path); err != nil {
 		b.Fatal(err)
@@ -126,10 +120,9 @@ func benchVhostUser(b *testing.B, size int, gso bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	b.Cleanup(func() { cancel(); <-done })
 
-	const ring = 1024
-	start := func() *vhostusertest.Frontend {
+	start = func() *vhostusertest.Frontend {
 		f := vhostusertest.New(b, vhostusertest.Options{Timeout: 30 * time.Second})
 		if err := f.Dial(path); err != nil {
 			b.Fatal(err)
@@ -137,11 +130,24 @@ func benchVhostUser(b *testing.B, size int, gso bool) {
 		if err := f.Negotiate(0); err != nil { // everything offered: CSUM, TSO, MRG_RXBUF, EVENT_IDX
 			b.Fatal(err)
 		}
-		if err := f.SetupQueues(1, ring); err != nil {
+		if err := f.SetupQueues(1, benchRing); err != nil {
 			b.Fatal(err)
 		}
 		return f
 	}
+	return start, ports
+}
+
+const benchRing = 1024
+
+func benchVhostUser(b *testing.B, size int, gso bool) {
+	log := slog.New(slog.DiscardHandler)
+	sw, err := datapath.NewSwitch(datapath.SwitchOptions{Leases: benchLeases{}, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start, ports := benchServer(b, sw)
+	const ring = benchRing
 	fa, fb := start(), start()
 	gpA, gpB := <-ports, <-ports
 	// b makes itself known (ARP) so that a's frames to it are unicast.
