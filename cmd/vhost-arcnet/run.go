@@ -24,14 +24,23 @@ type ports struct {
 	mu    sync.Mutex
 	next  int
 	live  map[uint64]*guest
-	ended []*datapath.GuestPort
+	ended []*guest
 }
 
 // guest is one attached guest port and its place on the switch (nil with a
 // measurement uplink).
 type guest struct {
-	port *datapath.GuestPort
-	sw   *datapath.SwitchPort
+	port   *datapath.GuestPort
+	sw     *datapath.SwitchPort
+	uplink datapath.Port // the sink or loopback port of a measurement uplink
+}
+
+// ports returns the guest port and its measurement uplink, if any.
+func (g *guest) ports() []datapath.Port {
+	if g.uplink != nil {
+		return []datapath.Port{g.port, g.uplink}
+	}
+	return []datapath.Port{g.port}
 }
 
 func (r *ports) add(id uint64, g *guest) {
@@ -56,7 +65,7 @@ func (r *ports) end(id uint64) *guest {
 		return nil
 	}
 	delete(r.live, id)
-	r.ended = append(r.ended, g.port)
+	r.ended = append(r.ended, g)
 	if len(r.ended) > retainedPorts {
 		r.ended = r.ended[1:]
 	}
@@ -67,11 +76,11 @@ func (r *ports) all() []datapath.Port {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []datapath.Port
-	for _, p := range r.ended {
-		out = append(out, p)
+	for _, g := range r.ended {
+		out = append(out, g.ports()...)
 	}
 	for _, g := range r.live {
-		out = append(out, g.port)
+		out = append(out, g.ports()...)
 	}
 	return out
 }
@@ -106,9 +115,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		g := &guest{port: p}
 		switch cfg.uplink {
 		case "sink", "source":
-			p.SetPeer(datapath.NewSink(name + "-sink"))
+			g.uplink = datapath.NewSink(name + "-sink")
+			p.SetPeer(g.uplink)
 		case "loopback":
-			p.SetPeer(datapath.NewLoopback(name+"-loopback", p))
+			g.uplink = datapath.NewLoopback(name+"-loopback", p)
+			p.SetPeer(g.uplink)
 		case "none":
 			if g.sw, err = gnet.sw.Attach(p, datapath.PortOptions{AllowSpoofing: cfg.allowSpoofing}); err != nil {
 				return nil, err
@@ -138,7 +149,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 					gnet.sw.Detach(g.sw)
 				}
 				log.Info("guest port detached", "port", g.port.Name(), "session", info.ID, "err", err)
-				datapath.LogStats(log, g.port)
+				for _, p := range g.ports() {
+					datapath.LogStats(log, p)
+				}
 			}
 		},
 	})
