@@ -95,20 +95,13 @@ func memRegion(b []byte, r *Region) {
 }
 
 // SetMemTable sends every region with SET_MEM_TABLE (at most 8).
+// With REPLY_ACK negotiated it asks for, and checks, the ack.
 func (f *Frontend) SetMemTable() error {
-	n := len(f.regions)
-	b := make([]byte, 8+32*n)
-	nativeEndian.PutUint32(b, uint32(n))
-	fds := make([]int, n)
-	for i, r := range f.regions {
-		memRegion(b[8+32*i:], r)
-		fds[i] = r.fd
+	var flags uint32
+	if f.proto&vhostuser.ProtocolFReplyAck != 0 {
+		flags = flagNeedReply
 	}
-	if _, err := f.Request(vhostuser.ReqSetMemTable, false, b, fds...); err != nil {
-		return err
-	}
-	f.memSent = true
-	return nil
+	return f.memTableMsg(flags)
 }
 
 // SendMemory sends the memory as QEMU 7.2 does: one ADD_MEM_REG per region
