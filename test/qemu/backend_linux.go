@@ -162,6 +162,18 @@ func (e *Env) RequireBackend() {
 // --log-level debug) and waits until it listens on every --socket. It is
 // stopped (SIGTERM, then SIGKILL) when the test ends if Stop was not called.
 func (e *Env) StartBackend(name string, args ...string) *Backend {
+	e.t.Helper()
+	return e.StartBackendWrapped(name, nil, args...)
+}
+
+// StartBackendWrapped is StartBackend with the vhost-arcnet command run by
+// wrap, a command that execs its last argument with the rest (so the PID
+// stays vhost-arcnet's, which receives the signals): for example
+// []string{"ip", "netns", "exec", NS} runs it inside the network namespace
+// NS, where it creates its TAP, routes and nftables table. Its unix
+// sockets live on the file system, so QEMU in the test's own namespace
+// still connects to them.
+func (e *Env) StartBackendWrapped(name string, wrap []string, args ...string) *Backend {
 	t := e.t
 	t.Helper()
 	bin, err := BackendBinary()
@@ -181,9 +193,10 @@ func (e *Env) StartBackend(name string, args ...string) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(logf, "# vhost-arcnet %s\n", strings.Join(args, " "))
+	argv := append(append(append([]string{}, wrap...), bin), args...)
+	fmt.Fprintf(logf, "# %s\n", strings.Join(argv, " "))
 	b := &Backend{Name: name, t: t, log: logf, changed: make(chan struct{}), done: make(chan struct{})}
-	b.cmd = exec.Command(bin, args...)
+	b.cmd = exec.Command(argv[0], argv[1:]...)
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	b.cmd.Stdout = logf
 	stderr, err := b.cmd.StderrPipe()
@@ -216,7 +229,7 @@ func (e *Env) StartBackend(name string, args ...string) *Backend {
 		}
 		logf.Close()
 	})
-	t.Logf("backend %s: started vhost-arcnet (pid %d) %s", name, b.cmd.Process.Pid, strings.Join(args, " "))
+	t.Logf("backend %s: started vhost-arcnet (pid %d) %s", name, b.cmd.Process.Pid, strings.Join(argv[len(wrap):], " "))
 	for _, s := range sockets {
 		if _, _, err := b.WaitRecord(func(r LogRecord) bool {
 			return r.Msg() == "listening" && r.String("path") == s

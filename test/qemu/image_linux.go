@@ -372,7 +372,11 @@ func ensureInitramfs(ctx context.Context, cache, kdir, release string, logf func
 	if err := checkStatic(busybox); err != nil {
 		return "", fmt.Errorf("%s: %w (apt-get install busybox-static)", busyboxPath, err)
 	}
-	raw, err := buildRawFrame(ctx, cache)
+	raw, err := buildGuestTool(ctx, cache, "rawframe", "arcnet-rawframe")
+	if err != nil {
+		return "", err
+	}
+	udp, err := buildGuestTool(ctx, cache, "udpprobe", "arcnet-udp")
 	if err != nil {
 		return "", err
 	}
@@ -401,6 +405,7 @@ func ensureInitramfs(ctx context.Context, cache, kdir, release string, logf func
 		cpioFile("bin/busybox", 0o755, busybox),
 		cpioSymlink("bin/sh", "busybox"),
 		cpioFile("bin/arcnet-rawframe", 0o755, raw),
+		cpioFile("bin/arcnet-udp", 0o755, udp),
 		cpioCharDev("dev/console", 0o600, 5, 1),
 		cpioCharDev("dev/null", 0o666, 1, 3),
 		cpioFile("init", 0o755, initScript),
@@ -468,25 +473,26 @@ func checkStatic(b []byte) error {
 	return nil
 }
 
-// buildRawFrame compiles the guest's raw frame sender (./rawframe) for
-// linux/amd64 without cgo and returns the binary.
-func buildRawFrame(ctx context.Context, cache string) ([]byte, error) {
+// buildGuestTool compiles one of the guest's tools (./rawframe, the raw
+// frame sender; ./udpprobe, the UDP echo client and server) for linux/amd64
+// without cgo and returns the binary.
+func buildGuestTool(ctx context.Context, cache, dir, name string) ([]byte, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp(cache, "tmp-rawframe-")
+	tmp, err := os.MkdirTemp(cache, "tmp-"+dir+"-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "arcnet-rawframe")
+	bin := filepath.Join(tmp, name)
 	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-buildvcs=false", "-trimpath", "-ldflags=-s -w", "-o", bin, "./test/qemu/rawframe")
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-buildvcs=false", "-trimpath", "-ldflags=-s -w", "-o", bin, "./test/qemu/"+dir)
 	cmd.Dir = root
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build rawframe: %w\n%s", err, out)
+		return nil, fmt.Errorf("build %s: %w\n%s", dir, err, out)
 	}
 	return os.ReadFile(bin)
 }

@@ -66,6 +66,14 @@ const upstreamTTL = 300
 // server stops when the test ends.
 func startUpstreamDNS(t *testing.T, zone map[string]string, tcpOnly ...string) *upstreamDNS {
 	t.Helper()
+	return startUpstreamDNSOn(t, listenUDPTCP, zone, tcpOnly...)
+}
+
+// startUpstreamDNSOn is startUpstreamDNS on the sockets listen opens (for
+// example on 127.0.0.1 inside a network namespace).
+func startUpstreamDNSOn(t *testing.T, listen func() (net.PacketConn, net.Listener, error),
+	zone map[string]string, tcpOnly ...string) *upstreamDNS {
+	t.Helper()
 	u := &upstreamDNS{zone: map[string]netip.Addr{}, tcpOnly: map[string]bool{}}
 	for name, a := range zone {
 		u.zone[dns.CanonicalName(name)] = netip.MustParseAddr(a)
@@ -73,7 +81,7 @@ func startUpstreamDNS(t *testing.T, zone map[string]string, tcpOnly ...string) *
 	for _, name := range tcpOnly {
 		u.tcpOnly[dns.CanonicalName(name)] = true
 	}
-	pc, l, err := listenUDPTCP()
+	pc, l, err := listen()
 	require.NoError(t, err)
 	u.Addr = pc.LocalAddr().String()
 	udp := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(u.serve)}

@@ -15,6 +15,7 @@
 #   dhcp_tries=3         udhcpc DISCOVERs (1 s apart)
 #   npkts=3              arping count
 #   wait_s=120           how long wait: blocks for its token
+#   wget_s=60            how long one wget: may take
 #   carrier_s=30         how long carrier: waits
 #   poweroff=1           0 = drop to a shell at the end instead of poweroff -f
 # Steps:
@@ -32,6 +33,17 @@
 #   raw:HEX[:N]          send the Ethernet frame HEX N times from a raw socket, GUEST-RAW
 #   rxcheck / txcheck    FAIL unless rx_packets / tx_packets > 0 (waits up to 3 s)
 #   carrier[:up|down]    wait for the link state, GUEST-CARRIER
+#   wget:URL[:SHA256]    download URL (http://..., its ':' are fine) with busybox wget, at
+#                        most wget_s seconds; FAIL unless it completes (and its SHA-256 is
+#                        SHA256), GUEST-WGET url= status= bytes= sha256= secs=
+#   udp:HOST:PORT[:N]    N (default 3) datagrams to a UDP echo server (arcnet-udp -c), FAIL
+#                        unless every one comes back unchanged, GUEST-UDP
+#   udpserve:PORT        UDP echo server in the background (arcnet-udp -l), GUEST-UDPSERVE
+#   tcpserve:PORT        TCP server in the background (busybox nc -ll): it greets each
+#                        connection with "HELLO host=HOSTNAME" and echoes what it reads
+#                        until the client closes, GUEST-TCPSERVE
+#   traceroute:HOST[:FIRST]  busybox traceroute -n -q 1 -m 3 -w 2; FAIL unless the first hop
+#                        answered (and is FIRST), GUEST-TRACEROUTE hops=ADDR|*,... first= reached=
 #   wait:TOKEN           GUEST-WAIT TOKEN, then block until the console gets a line
 #                        "TOKEN [k=v ...]"; each k=v becomes @k for later step arguments
 #   sleep:SECONDS  stats  shell
@@ -49,12 +61,12 @@ say() { echo "GUEST-$*"; }
 say "USERSPACE uptime=$(up) kernel=$(uname -r)"
 
 test=dhcp,ping addr=192.168.127.2/24 gw=192.168.127.1 mac= mtu= hostname=arcnet-guest
-pings=3 ping_i=0.2 ping_w=2 dhcp_tries=3 npkts=3 wait_s=120 carrier_s=30 poweroff=1
+pings=3 ping_i=0.2 ping_w=2 dhcp_tries=3 npkts=3 wait_s=120 carrier_s=30 poweroff=1 wget_s=60
 iface=eth0
 for a in $(cat /proc/cmdline); do
   k=${a%%=*} v=${a#*=}
   case "$k" in
-    test|addr|gw|mac|mtu|hostname|pings|ping_i|ping_w|dhcp_tries|npkts|wait_s|carrier_s|poweroff)
+    test|addr|gw|mac|mtu|hostname|pings|ping_i|ping_w|dhcp_tries|npkts|wait_s|carrier_s|poweroff|wget_s)
       eval "$k=\$v" ;;
   esac
 done
@@ -206,6 +218,95 @@ do_carrier() {
   say "CARRIER state=${1:-up} waited_ms=$((i * 100)) uptime=$(up)"
 }
 
+# do_wget ARG...: the step's arguments, split at ':'; a last one of 64 hex
+# digits is the wanted SHA-256, the others joined by ':' are the URL.
+nwget=0
+do_wget() {
+  want= url=$1
+  shift
+  for a in "$@"; do url="$url:$a"; done
+  last=${url##*:}
+  case "$last" in @*) last=$(arg "$last") ;; esac
+  if [ ${#last} = 64 ] && [ -z "$(echo "$last" | tr -d '0-9a-f')" ]; then
+    want=$last url=${url%:*}
+  fi
+  [ -n "$url" ] || fail "wget needs a URL"
+  nwget=$((nwget + 1))
+  out=/tmp/wget.$nwget
+  t0=$(up)
+  timeout "$wget_s" wget -S -O "$out" "$url" > /tmp/wget.log 2>&1
+  rc=$?
+  t1=$(up)
+  grep -v 'ETA' /tmp/wget.log | sed 's/^/wget: /'
+  status=$(sed -n 's/^ *HTTP\/[0-9.]* \([0-9]*\).*/\1/p' /tmp/wget.log | tail -n 1)
+  bytes=$(stat -c %s "$out" 2>/dev/null || echo 0)
+  sum=$(sha256sum "$out" 2>/dev/null | cut -d' ' -f1)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  say "WGET url=$url status=${status:-none} bytes=$bytes sha256=${sum:-none} secs=$secs rc=$rc"
+  [ $rc = 0 ] || fail "wget $url rc=$rc"
+  if [ -n "$want" ] && [ "$sum" != "$want" ]; then
+    fail "wget $url sha256=$sum want=$want"
+  fi
+}
+
+do_udp() {
+  [ -n "$1" ] && [ -n "$2" ] || fail "udp needs HOST:PORT"
+  out=$(arcnet-udp -c "$1:$2" -n "${3:-3}" 2>&1)
+  rc=$?
+  echo "$out" | sed 's/^/udp: /'
+  say "UDP target=$1:$2 $(echo "$out" | grep '^sent=') rc=$rc"
+  [ $rc = 0 ] || fail "udp $1:$2"
+}
+
+# listening PROTO PORT: wait up to 3 s for a listening socket on PORT.
+listening() {
+  i=0
+  while [ $i -lt 30 ]; do
+    if [ "$1" = tcp ]; then
+      netstat -ltn 2>/dev/null | grep -q ":$2 " && return 0
+    else
+      netstat -lun 2>/dev/null | grep -q ":$2 " && return 0
+    fi
+    usleep 100000
+    i=$((i + 1))
+  done
+  return 1
+}
+
+do_tcpserve() {
+  [ -n "$1" ] || fail "tcpserve needs a port"
+  printf '#!/bin/sh\necho "HELLO host=%s"\nexec cat\n' "$(hostname)" > /tmp/tcpserve.sh
+  chmod +x /tmp/tcpserve.sh
+  nc -ll -p "$1" -e /tmp/tcpserve.sh > /tmp/tcpserve.log 2>&1 &
+  pid=$!
+  listening tcp "$1" || { sed 's/^/tcpserve: /' /tmp/tcpserve.log; fail "tcpserve $1 not listening"; }
+  say "TCPSERVE port=$1 pid=$pid"
+}
+
+do_udpserve() {
+  [ -n "$1" ] || fail "udpserve needs a port"
+  arcnet-udp -l "$1" > /tmp/udpserve.log 2>&1 &
+  pid=$!
+  listening udp "$1" || { sed 's/^/udpserve: /' /tmp/udpserve.log; fail "udpserve $1 not listening"; }
+  say "UDPSERVE port=$1 pid=$pid"
+}
+
+do_traceroute() {
+  [ -n "$1" ] || fail "traceroute needs a host"
+  traceroute -n -q 1 -m 3 -w 2 "$1" > /tmp/tr 2>&1
+  rc=$?
+  sed 's/^/traceroute: /' /tmp/tr
+  hops=$(awk '$1 ~ /^[0-9]+$/ { print $2 }' /tmp/tr | tr '\n' ',' | sed 's/,$//')
+  first=${hops%%,*}
+  reached=0
+  case ",$hops," in *",$1,"*) reached=1 ;; esac
+  say "TRACEROUTE target=$1 hops=${hops:-none} first=${first:-none} reached=$reached rc=$rc"
+  [ -n "$first" ] && [ "$first" != "*" ] || fail "traceroute $1 no first hop"
+  if [ -n "$2" ] && [ "$first" != "$2" ]; then
+    fail "traceroute $1 first=$first want=$2"
+  fi
+}
+
 run_step() {
   s=$1
   shift
@@ -235,6 +336,11 @@ run_step() {
     rxcheck) counter_check rx_packets ;;
     txcheck) counter_check tx_packets ;;
     carrier) do_carrier "$a1" ;;
+    wget) do_wget "$@" ;;
+    udp) do_udp "$a1" "$a2" "$a3" ;;
+    udpserve) do_udpserve "$a1" ;;
+    tcpserve) do_tcpserve "$a1" ;;
+    traceroute) do_traceroute "$a1" "$a2" ;;
     wait) do_wait "$a1" ;;
     sleep) sleep "$a1" ;;
     stats) say "STATS $(stats)" ;;
