@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,10 @@ func (g *Gateway) MAC() net.HardwareAddr { return net.HardwareAddr(slices.Clone(
 
 // Subnet returns the guest subnet.
 func (g *Gateway) Subnet() netip.Prefix { return g.s.subnet }
+
+// Domain returns the guests' DNS domain, lower case, without the trailing
+// dot.
+func (g *Gateway) Domain() string { return strings.TrimSuffix(g.s.domain, ".") }
 
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() *Stats { return &g.stats }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arcnet/vhost-arcnet/hostif"
 	"github.com/arcnet/vhost-arcnet/services"
 )
 
@@ -40,7 +41,22 @@ type config struct {
 	leaseTime     time.Duration
 	reservations  []services.Reservation
 	allowSpoofing bool
+
+	// The TAP uplink (--uplink tap[:NAME]): NAT, masquerade, forwards.
+	tapName     string // --uplink tap:NAME: an existing TAP
+	uplinkNet   netip.Prefix
+	masquerade  bool
+	forwards    []hostif.ForwardSpec
+	natMaxFlows int
+	natGuestMax int
 }
+
+// routed reports whether the guest network has an uplink (NAT and router).
+func (c *config) routed() bool { return c.uplink == "tap" }
+
+// guestNetwork reports whether guests are attached to the switch (rather
+// than to a measurement uplink).
+func (c *config) guestNetwork() bool { return c.uplink == "none" || c.routed() }
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -55,10 +71,10 @@ func (s *stringList) Set(v string) error {
 }
 
 // uplinkKinds are the --uplink values this build implements.
-var uplinkKinds = []string{"none", "sink", "source", "loopback"}
+var uplinkKinds = []string{"none", "tap", "tap:NAME", "sink", "source", "loopback"}
 
 // plannedUplinks are documented uplinks that this build does not have yet.
-var plannedUplinks = []string{"tap", "xdp", "vmnet"}
+var plannedUplinks = []string{"xdp", "vmnet"}
 
 // parseFlags parses args (without the program name). Errors name the flag
 // and say what is accepted.
@@ -82,6 +98,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fset.StringVar(&c.leaseFile, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: memory only)")
 	fset.DurationVar(&c.leaseTime, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION`")
 	fset.Var(&reserve, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)")
+	uplinkNet := fset.String("uplink-net", hostif.DefaultLinkNet.String(), "`CIDR` of the link network between the host and vhost-arcnet (--uplink tap): the host's end is its first address, vhost-arcnet's NAT address the second")
+	fset.BoolVar(&c.masquerade, "masquerade", false, "masquerade the link network out of the host's default route (nftables table vhost_arcnet, net.ipv4.ip_forward=1; removed at exit)")
+	var forwards stringList
+	fset.Var(&forwards, "forward", "port forward `"+hostif.ForwardSyntax+"` (repeatable): a host client connecting to HOSTADDR:HOSTPORT (default 127.0.0.1) reaches GUEST (address or DHCP host name) on GUESTPORT")
+	fset.IntVar(&c.natMaxFlows, "nat-max-flows", 65536, "NAT connection-tracking table size in `FLOWS`")
+	fset.IntVar(&c.natGuestMax, "nat-max-flows-per-guest", 0, "each guest's share of the NAT table in `FLOWS` (default: a quarter of --nat-max-flows)")
 	fset.BoolVar(&c.allowSpoofing, "allow-spoofing", false, "let guests send from any MAC/IPv4 source (guests that route)")
 	var macs stringList
 	fset.Var(&macs, "mac", "MAC address `PATH=MAC` of the guest ports of a --socket/--connect path (repeatable); guest k gets MAC+k; default: 02:... derived from the path")
@@ -107,6 +129,30 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err := checkUplink(c.uplink); err != nil {
 		return nil, err
 	}
+	if name, ok := strings.CutPrefix(c.uplink, "tap:"); ok {
+		c.uplink, c.tapName = "tap", name
+	}
+	ln, err := netip.ParsePrefix(*uplinkNet)
+	if err != nil || !ln.Addr().Is4() || ln.Bits() > 30 || ln.Bits() < 8 {
+		return nil, fmt.Errorf("--uplink-net %q: want an IPv4 CIDR from /8 to /30, such as %v", *uplinkNet, hostif.DefaultLinkNet)
+	}
+	c.uplinkNet = ln.Masked()
+	for _, f := range forwards {
+		spec, err := hostif.ParseForward(f)
+		if err != nil {
+			return nil, fmt.Errorf("--forward %q: %w", f, err)
+		}
+		c.forwards = append(c.forwards, spec)
+	}
+	if !c.routed() && (c.masquerade || len(c.forwards) > 0) {
+		return nil, fmt.Errorf("--masquerade and --forward need an uplink that leaves the host: --uplink tap (now %s)", c.uplink)
+	}
+	if c.natMaxFlows < 16 || c.natMaxFlows > 1<<24 {
+		return nil, fmt.Errorf("--nat-max-flows %d: want 16..%d", c.natMaxFlows, 1<<24)
+	}
+	if c.natGuestMax < 0 || c.natGuestMax > c.natMaxFlows {
+		return nil, fmt.Errorf("--nat-max-flows-per-guest %d: want 0..--nat-max-flows", c.natGuestMax)
+	}
 	if c.sourceSize < 60 || c.sourceSize > 65535 {
 		return nil, fmt.Errorf("--source-size %d: want 60..65535 bytes", c.sourceSize)
 	}
@@ -118,6 +164,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--subnet %q: want an IPv4 CIDR from /8 to /30, such as 192.168.127.0/24", *subnet)
 	}
 	c.subnet = p.Masked()
+	if c.routed() && c.subnet.Overlaps(c.uplinkNet) {
+		return nil, fmt.Errorf("--uplink-net %v overlaps --subnet %v: choose another link network", c.uplinkNet, c.subnet)
+	}
+	seen := map[string]string{}
+	for _, f := range c.forwards {
+		k := f.Proto + " " + f.HostAddrPort().String()
+		if prev, dup := seen[k]; dup {
+			return nil, fmt.Errorf("--forward %q and %q listen on the same %s port", prev, f.String(), f.Proto)
+		}
+		seen[k] = f.String()
+	}
 	if c.domain == "" || strings.ContainsAny(c.domain, " /") {
 		return nil, fmt.Errorf("--domain %q: want a DNS name such as arcnet.internal", c.domain)
 	}
@@ -208,6 +265,12 @@ func checkUplink(kind string) error {
 		if kind == k {
 			return nil
 		}
+	}
+	if name, ok := strings.CutPrefix(kind, "tap:"); ok {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t:%") {
+			return fmt.Errorf("--uplink %q: want tap:NAME with an interface name of 1..15 characters", kind)
+		}
+		return nil
 	}
 	name, _, _ := strings.Cut(kind, ":")
 	for _, k := range plannedUplinks {

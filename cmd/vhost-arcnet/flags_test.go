@@ -3,10 +3,12 @@ package main
 import (
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/arcnet/vhost-arcnet/hostif"
 	"github.com/stretchr/testify/require"
 )
 
@@ -58,6 +60,22 @@ func TestParseFlags(t *testing.T) {
 		{"connect only", []string{"--connect", "x", "--uplink", "source", "--source-size", "1518"}, func(t *testing.T, c *config) {
 			require.Equal(t, 1518, c.sourceSize)
 		}},
+		{"tap", []string{"--socket", "a", "--uplink", "tap", "--masquerade", "--forward", "tcp:8080:web:80",
+			"--forward", "udp:0.0.0.0:5353:192.168.127.9:53", "--uplink-net", "10.99.0.0/30"}, func(t *testing.T, c *config) {
+			require.Equal(t, "tap", c.uplink)
+			require.Empty(t, c.tapName)
+			require.True(t, c.routed() && c.guestNetwork() && c.masquerade)
+			require.Equal(t, netip.MustParsePrefix("10.99.0.0/30"), c.uplinkNet)
+			require.Len(t, c.forwards, 2)
+			require.Equal(t, "web", c.forwards[0].Guest)
+			require.Equal(t, netip.MustParseAddr("127.0.0.1"), c.forwards[0].HostAddr)
+			require.Equal(t, uint16(5353), c.forwards[1].HostPort)
+		}},
+		{"tap existing", []string{"--socket", "a", "--uplink", "tap:arc0"}, func(t *testing.T, c *config) {
+			require.Equal(t, "tap", c.uplink)
+			require.Equal(t, "arc0", c.tapName)
+			require.Equal(t, hostif.DefaultLinkNet, c.uplinkNet)
+		}},
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,7 +96,19 @@ func TestParseFlags(t *testing.T) {
 		{"mode", []string{"--socket", "a", "--socket-mode", "999"}, "--socket-mode"},
 		{"mode big", []string{"--socket", "a", "--socket-mode", "7777"}, "--socket-mode"},
 		{"uplink", []string{"--socket", "a", "--uplink", "carrier-pigeon"}, "unknown kind"},
-		{"planned uplink", []string{"--socket", "a", "--uplink", "tap:tap0"}, "not in this build yet"},
+		{"planned uplink", []string{"--socket", "a", "--uplink", "xdp:eth0"}, "not in this build yet"},
+		{"tap name", []string{"--socket", "a", "--uplink", "tap:a/b"}, "interface name"},
+		{"tap name long", []string{"--socket", "a", "--uplink", "tap:abcdefghijklmnopq"}, "interface name"},
+		{"uplink net", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "10.0.0.0/31"}, "--uplink-net"},
+		{"uplink net v6", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "fd00::/126"}, "--uplink-net"},
+		{"uplink net overlap", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "192.168.127.252/30"}, "overlaps --subnet"},
+		{"forward syntax", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:80"}, "--forward"},
+		{"forward proto", []string{"--socket", "a", "--uplink", "tap", "--forward", "sctp:80:g:80"}, "--forward"},
+		{"forward port", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:70000:g:80"}, "--forward"},
+		{"forward twice", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:8080:g:80", "--forward", "tcp:127.0.0.1:8080:h:22"}, "same tcp port"},
+		{"forward without uplink", []string{"--socket", "a", "--forward", "tcp:8080:g:80"}, "--uplink tap"},
+		{"masquerade without uplink", []string{"--socket", "a", "--masquerade"}, "--uplink tap"},
+		{"nat flows", []string{"--socket", "a", "--uplink", "tap", "--nat-max-flows", "1"}, "--nat-max-flows"},
 		{"source size", []string{"--socket", "a", "--source-size", "10"}, "--source-size"},
 		{"pairs", []string{"--socket", "a", "--queue-pairs", "0"}, "--queue-pairs"},
 		{"pairs big", []string{"--socket", "a", "--queue-pairs", "17"}, "--queue-pairs"},

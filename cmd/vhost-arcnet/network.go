@@ -2,20 +2,39 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/router"
+	"github.com/arcnet/vhost-arcnet/hostif"
+	"github.com/arcnet/vhost-arcnet/nat"
 	"github.com/arcnet/vhost-arcnet/services"
 )
 
-// network is the guest network of --uplink none: the switch every guest
-// port is attached to, and the gateway's services on it.
+// network is the guest network: the switch every guest port is attached
+// to, the gateway's services on it and, with an uplink (--uplink tap), the
+// router, the NAT engine, the uplink and the port forwards.
 type network struct {
 	sw *datapath.Switch
 	gw *services.Gateway
 	hp *datapath.HandlerPort
+
+	// With an uplink.
+	rt    *router.Router
+	eng   *nat.Engine
+	tap   *hostif.TAP
+	masq  *hostif.Masquerade
+	fwds  []*hostif.Forwarder
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+	fwdMu sync.Mutex // serialises forward (re)programming
 }
 
 // leases lets the switch's anti-spoofing ask the gateway's DHCP server which
@@ -25,7 +44,7 @@ type leases struct{ gw *services.Gateway }
 func (l leases) LeasedIP(mac header.MAC) (netip.Addr, bool) { return l.gw.LookupMAC(mac[:]) }
 func (l leases) LeaseGeneration() uint64                    { return l.gw.LeaseGeneration() }
 
-func newNetwork(cfg *config, log *slog.Logger) (*network, error) {
+func newNetwork(cfg *config, log *slog.Logger) (n *network, err error) {
 	gw, err := services.NewGateway(services.Config{
 		Subnet:       cfg.subnet,
 		Domain:       cfg.domain,
@@ -39,29 +58,235 @@ func newNetwork(cfg *config, log *slog.Logger) (*network, error) {
 	if err != nil {
 		return nil, err
 	}
-	sw, err := datapath.NewSwitch(datapath.SwitchOptions{Leases: leases{gw}, Logger: log})
-	if err != nil {
-		gw.Close()
+	n = &network{gw: gw}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	if n.sw, err = datapath.NewSwitch(datapath.SwitchOptions{Leases: leases{gw}, Logger: log}); err != nil {
 		return nil, err
 	}
-	hp := datapath.NewHandlerPort("gateway", gw)
-	if _, err := sw.Attach(hp, datapath.PortOptions{MAC: header.MAC(gw.MAC()), AllowSpoofing: true}); err != nil {
-		gw.Close()
+	n.hp = datapath.NewHandlerPort("gateway", gw)
+	var gwPort datapath.Port = n.hp
+	if cfg.routed() {
+		if err := n.openUplink(cfg, log); err != nil {
+			return nil, err
+		}
+		gwPort = n.rt.SwitchPort()
+	}
+	if _, err := n.sw.Attach(gwPort, datapath.PortOptions{MAC: header.MAC(gw.MAC()), AllowSpoofing: true}); err != nil {
 		return nil, err
 	}
 	log.Info("guest network", "subnet", gw.Subnet(), "gateway", gw.Addr(), "domain", cfg.domain,
 		"gateway_mac", gw.MAC().String())
-	return &network{sw: sw, gw: gw, hp: hp}, nil
+	if n.tap != nil {
+		n.tap.Start()
+		ctx, stop := context.WithCancel(context.Background())
+		n.stop = stop
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.expireLoop(ctx) }()
+		for _, f := range n.fwds {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				if err := f.Serve(ctx); err != nil && ctx.Err() == nil {
+					log.Error("port forward stopped", "listen", f.Addr().String(), "err", err)
+				}
+			}()
+		}
+	}
+	return n, nil
+}
+
+// openUplink opens the TAP and sets up the NAT engine, the router, the
+// masquerade and the forwards (DESIGN.md "Data flow").
+func (n *network) openUplink(cfg *config, log *slog.Logger) error {
+	tap, err := hostif.OpenTAP(hostif.TAPOptions{
+		Name: cfg.tapName, Existing: cfg.tapName != "", Queues: cfg.queuePairs,
+		LinkNet: cfg.uplinkNet, MTU: cfg.mtu, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	n.tap = tap
+	if tap.Prefix().Overlaps(cfg.subnet) {
+		return fmt.Errorf("the link network %v of %s overlaps --subnet %v: choose another subnet", tap.Prefix(), tap.Name(), cfg.subnet)
+	}
+	n.eng, err = nat.New(nat.Config{
+		External:         tap.NATAddr(),
+		GuestPrefix:      cfg.subnet,
+		Router:           n.gw.Addr(),
+		MaxFlows:         cfg.natMaxFlows,
+		MaxFlowsPerGuest: cfg.natGuestMax,
+		Refusal:          nat.RefuseICMP,
+	})
+	if err != nil {
+		return err
+	}
+	gw := n.gw
+	n.rt, err = router.New(router.Options{
+		Subnet: cfg.subnet, GatewayAddr: gw.Addr(), GatewayMAC: header.MAC(gw.MAC()),
+		Local: n.hp, NAT: n.eng,
+		ExternalAddr: tap.NATAddr(), UplinkMAC: uplinkMAC(header.MAC(gw.MAC())),
+		NextHop: tap.HostAddr(), NextHopMAC: tap.HostMAC(), MTU: tap.MTU(),
+		UplinkOffloads: tap.Offloads(),
+		Neighbour: func(a netip.Addr) (header.MAC, bool) {
+			m, ok := gw.LookupIP(a)
+			if !ok || len(m) != 6 {
+				return header.MAC{}, false
+			}
+			return header.MAC(m), true
+		},
+		NeighbourGen: gw.LeaseGeneration,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	n.rt.SetUplink(tap)
+	tap.SetPeer(n.rt.UplinkPort())
+	if err := gw.SetHostAddr(tap.HostAddr()); err != nil {
+		return err
+	}
+	if cfg.masquerade {
+		if n.masq, err = hostif.SetupMasquerade(hostif.MasqueradeOptions{Source: tap.Prefix(), Logger: log}); err != nil {
+			return err
+		}
+	}
+	for _, spec := range cfg.forwards {
+		f, err := n.newForwarder(spec, log)
+		if err != nil {
+			return err
+		}
+		n.fwds = append(n.fwds, f)
+	}
+	log.Info("uplink", "kind", "tap", "device", tap.Name(), "link", tap.Prefix(), "host", tap.HostAddr(),
+		"nat_address", tap.NATAddr(), "mtu", tap.MTU(), "queues", tap.Queues(), "masquerade", cfg.masquerade,
+		"host_name", "host."+cfg.domain)
+	return nil
+}
+
+// uplinkMAC is the router's MAC on the uplink link: the gateway's with the
+// last octet flipped, still locally administered unicast.
+func uplinkMAC(gw header.MAC) header.MAC {
+	m := gw
+	m[0] = (m[0] | 0x02) &^ 0x01
+	m[5] ^= 0xff
+	return m
+}
+
+// newForwarder binds a port forward: connections to HOSTADDR:HOSTPORT are
+// relayed to the NAT address on HOSTPORT, which the NAT engine forwards to
+// the guest, resolved (address or DHCP host name) at each new connection.
+func (n *network) newForwarder(spec hostif.ForwardSpec, log *slog.Logger) (*hostif.Forwarder, error) {
+	proto := nat.TCP
+	if spec.Proto == "udp" {
+		proto = nat.UDP
+	}
+	prepare := func(context.Context) error {
+		a, err := n.resolveGuest(spec.Guest)
+		if err != nil {
+			return err
+		}
+		n.fwdMu.Lock()
+		defer n.fwdMu.Unlock()
+		want := nat.Forward{Proto: proto, Port: spec.HostPort, Guest: netip.AddrPortFrom(a, spec.GuestPort)}
+		for _, f := range n.eng.Forwards() {
+			if f == want {
+				return nil
+			}
+		}
+		return n.eng.AddForward(want)
+	}
+	return hostif.NewForwarder(spec, hostif.ForwarderOptions{
+		Target:  netip.AddrPortFrom(n.tap.NATAddr(), spec.HostPort),
+		Prepare: prepare,
+		Logger:  log,
+	})
+}
+
+// resolveGuest turns a forward's GUEST into an address: an IPv4 literal, or
+// the host name (with or without the guests' domain) of a current lease.
+func (n *network) resolveGuest(guest string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(guest); err == nil {
+		if !n.gw.Subnet().Contains(a) {
+			return netip.Addr{}, fmt.Errorf("guest %v is outside the guest subnet %v", a, n.gw.Subnet())
+		}
+		return a, nil
+	}
+	name := strings.TrimSuffix(strings.ToLower(guest), ".")
+	if d := "." + strings.ToLower(n.gw.Domain()); strings.HasSuffix(name, d) {
+		name = strings.TrimSuffix(name, d)
+	}
+	now := time.Now()
+	for _, l := range n.gw.Leases() {
+		if l.State == services.LeaseBound && strings.EqualFold(l.Hostname, name) && l.Expires.After(now) {
+			return l.Addr, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no guest named %q holds a lease", guest)
+}
+
+// expireLoop reclaims expired NAT flows once a second, so that memory held
+// by dead flows stays bounded when traffic is low.
+func (n *network) expireLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.eng.Expire()
+		}
+	}
 }
 
 func (n *network) logStats(log *slog.Logger) {
 	datapath.LogStats(log, n.hp)
 	attrs := append([]slog.Attr{slog.String("port", "gateway")}, n.gw.Stats().LogAttrs()...)
+	if n.rt != nil {
+		datapath.LogStats(log, n.tap)
+		attrs = append(attrs, n.rt.Stats().LogAttrs()...)
+		st := n.eng.Stats()
+		attrs = append(attrs,
+			slog.Int("nat_flows", n.eng.Len()),
+			slog.Uint64("nat_flows_tcp", st.FlowsTCP), slog.Uint64("nat_flows_udp", st.FlowsUDP),
+			slog.Uint64("nat_flows_icmp", st.FlowsICMP), slog.Uint64("nat_created", st.Created),
+			slog.Uint64("nat_expired", st.Expired), slog.Uint64("nat_icmp_errors", st.ICMPErrors),
+			slog.Uint64("nat_refusal_replies", st.RefusalReplies))
+		for _, f := range n.fwds {
+			fs := f.Stats()
+			log.Info("forward stats", "listen", f.Addr().String(), "accepted", fs.Accepted, "active", fs.Active,
+				"failed_prepare", fs.FailedPrepare, "failed_dial", fs.FailedDial,
+				"bytes_to_guest", fs.ToGuestBytes, "bytes_from_guest", fs.FromGuestBytes)
+		}
+	}
 	log.LogAttrs(context.Background(), slog.LevelInfo, "gateway stats", attrs...)
 }
 
+// close releases everything the network holds: forwards first (no new
+// connections), then the uplink (its readers stop), the masquerade table,
+// and the gateway (the lease file's last write).
 func (n *network) close() {
-	if err := n.gw.Close(); err != nil {
-		slog.Default().Warn("gateway close", "err", err)
+	log := slog.Default()
+	if n.stop != nil {
+		n.stop()
+	}
+	var errs []error
+	for _, f := range n.fwds {
+		errs = append(errs, f.Close())
+	}
+	n.wg.Wait()
+	if n.tap != nil {
+		errs = append(errs, n.tap.Close())
+	}
+	if n.masq != nil {
+		errs = append(errs, n.masq.Close())
+	}
+	errs = append(errs, n.gw.Close())
+	if err := errors.Join(errs...); err != nil {
+		log.Warn("guest network close", "err", err)
 	}
 }

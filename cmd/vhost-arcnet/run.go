@@ -89,7 +89,7 @@ func (r *ports) all() []datapath.Port {
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	reg := &ports{live: map[uint64]*guest{}}
 	var gnet *network
-	if cfg.uplink == "none" {
+	if cfg.guestNetwork() {
 		var err error
 		if gnet, err = newNetwork(cfg, log); err != nil {
 			return err
@@ -120,7 +120,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		case "loopback":
 			g.uplink = datapath.NewLoopback(name+"-loopback", p)
 			p.SetPeer(g.uplink)
-		case "none":
+		case "none", "tap":
 			if g.sw, err = gnet.sw.Attach(p, datapath.PortOptions{AllowSpoofing: cfg.allowSpoofing}); err != nil {
 				return nil, err
 			}
