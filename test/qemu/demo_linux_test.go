@@ -5,7 +5,9 @@ package qemu
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,49 +15,69 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// demoUpstreamName is the name the demo's upstream DNS server (in this test,
-// on 127.0.0.1) answers, and its address (TEST-NET-2, RFC 5737).
 const (
-	demoUpstreamName = "example.arcnet.test"
-	demoUpstreamAddr = "198.51.100.80"
-	demoHostname     = "demo-guest"
+	demoHostname = "demo-guest"
+	// demoForward is where the demo's port forward listens inside Host:
+	// it leads to port 80 of the guest named demoHostname.
+	demoForward = "127.0.0.1:8080"
 )
 
-// TestDemo is `make demo`: it starts vhost-arcnet on its default guest
-// network, boots one Linux guest under QEMU against it, and tells what
-// happens: the guest configures itself by DHCP, pings the gateway, resolves
-// the gateway's name (answered by vhost-arcnet) and a name of an upstream
-// DNS server (a server in this test on 127.0.0.1, so that nothing leaves the
-// machine), then the backend's counters. It runs only with ARCNET_DEMO=1:
+// TestDemo is `make demo`: it makes two network namespaces, Host (where
+// vhost-arcnet runs) and Inet (which plays the internet: a web server on
+// 203.0.113.2), starts vhost-arcnet in Host with a TAP uplink, masquerade
+// and a port forward, boots one Linux guest under QEMU against it, and
+// tells what happens: the guest configures itself by DHCP, pings the
+// gateway, resolves the gateway's name (answered by vhost-arcnet) and a
+// name of an upstream DNS server (a server of this test inside Host, so
+// that nothing leaves the machine), fetches a page and a file from the
+// internet namespace through the NAT, and serves TCP that a client on the
+// host side reaches through the forward; then the backend's counters. It
+// runs only with ARCNET_DEMO=1, as root, and fails (never skips) when
+// something it needs is missing:
 //
 //	ARCNET_DEMO=1 go test -count=1 -v -run '^TestDemo$' ./test/qemu/
 func TestDemo(t *testing.T) {
 	if os.Getenv("ARCNET_DEMO") != "1" {
 		t.Skip("the demo runs with ARCNET_DEMO=1 (make demo)")
 	}
+	demoPreflight(t)
 	start := time.Now()
 	env := NewEnv(t, 1)
-	up := startUpstreamDNS(t, map[string]string{demoUpstreamName: demoUpstreamAddr})
-	sock := env.Path("vu.sock")
-	be := env.StartNetBackend("demo", up, "--socket", sock)
+	w := startNATWorld(t, env, 2<<20, "--forward", "tcp:"+demoForward+":"+demoHostname+":80")
+	be := w.Backend
+	inet := w.InetAddr.String()
+	say(t, "network namespaces (made by the demo, deleted at its end)",
+		fmt.Sprintf("%-12s vhost-arcnet runs here; veth %s %s, default route via %s", w.Host.Name, w.HostLink, w.HostAddr, inet),
+		fmt.Sprintf("%-12s plays the internet: veth %s %s, web server http://%s/, UDP echo %s", w.Inet.Name, w.InetLink, inet, inet, w.UDPEcho))
+	tap := w.requireRunning(t)
 	say(t, "vhost-arcnet",
-		fmt.Sprintf("started (pid %d) on the default guest network: subnet %s, gateway %s (ARP, ICMP echo, DHCP, DNS)",
-			be.cmd.Process.Pid, netSubnet, netGateway),
-		"vhost-user socket "+sock,
-		fmt.Sprintf("DNS upstream %s: a DNS server inside this test that answers %s -> %s",
-			up.Addr, demoUpstreamName, demoUpstreamAddr))
+		fmt.Sprintf("started (pid %d) inside %s: guest subnet %s, gateway %s (ARP, ICMP, DHCP, DNS, router)",
+			be.cmd.Process.Pid, w.Host.Name, netSubnet, netGateway),
+		fmt.Sprintf("--uplink tap: TAP %s, the host's end %s/30 (host.%s), vhost-arcnet's NAT address %s",
+			tap, tapHostEnd, netDomain, tapNATAddr),
+		fmt.Sprintf("--masquerade: nftables table ip %s masquerades the link network out of %s's default route; ip_forward=1",
+			masqTable, w.Host.Name),
+		fmt.Sprintf("--forward tcp:%s:%s:80: a client in %s that connects to %s reaches the guest's port 80",
+			demoForward, demoHostname, w.Host.Name, demoForward),
+		"vhost-user socket "+w.Sock,
+		fmt.Sprintf("DNS upstream %s (inside %s): a DNS server of this test that answers %s -> %s",
+			w.Up.Addr, w.Host.Name, natInetName, inet))
 
 	g := env.StartGuest(GuestConfig{
-		Name: "demo", Net: VhostUserNet{Socket: sock},
+		Name: "demo", Net: VhostUserNet{Socket: w.Sock},
 		Test: "dhcp,ping,nslookup:gateway.arcnet.internal:" + netGateway +
 			",nslookup:" + demoHostname + ".arcnet.internal:@ip" +
-			",nslookup:" + demoUpstreamName + ":" + demoUpstreamAddr +
-			",ping:gateway.arcnet.internal:2,stats,wait:done",
+			",nslookup:host.arcnet.internal:" + tapHostEnd +
+			",nslookup:" + natInetName + ":" + inet +
+			",ping:gateway.arcnet.internal:2,ping:" + inet + ":2" +
+			",traceroute:" + inet + ":" + netGateway +
+			",wget:" + w.WebURL + ",wget:" + w.BlobURL + ":" + w.Blob.SHA256 +
+			",tcpserve:80,stats,wait:done",
 		Knobs:   []string{"hostname=" + demoHostname},
 		Timeout: guestTimeout,
 	})
 	say(t, "QEMU", fmt.Sprintf("booting a Debian cloud kernel + busybox initramfs (TCG, %s RAM), "+
-		"-netdev vhost-user on %s, NIC MAC %s", guestMemory, sock, g.MAC))
+		"-netdev vhost-user on %s, NIC MAC %s", guestMemory, w.Sock, g.MAC))
 	require.NoError(t, g.AwaitWait("done", stepTimeout), "the guest did not finish its steps")
 	c := g.Console()
 
@@ -72,40 +94,87 @@ func TestDemo(t *testing.T) {
 		fmt.Sprintf("domain %s, search %s, MTU %s, lease time %ss, from server %s",
 			lease.Get("domain"), lease.Get("search"), lease.Get("mtu"), lease.Get("lease"), lease.Get("server")))
 
-	say(t, "ping the gateway (by address, then by name)", linesWith(c, "ping: ")...)
+	say(t, "ping the gateway (by address, then by name), then the internet namespace", linesWith(c, "ping: ")...)
 	requirePingOK(t, c, netGateway)
 	requirePingOK(t, c, "gateway.arcnet.internal")
+	requirePingOK(t, c, inet)
 
 	var dnsLines []string
 	for _, r := range c.All("DNS") {
 		via := "answered by the gateway (local name)"
 		if !strings.HasSuffix(r.Get("name"), "."+netDomain) {
-			via = "forwarded by the gateway to the upstream " + up.Addr
+			via = "forwarded by the gateway to the upstream " + w.Up.Addr
 		}
 		dnsLines = append(dnsLines, fmt.Sprintf("%-32s -> %-15s %s", r.Get("name"), r.Get("addrs"), via))
 	}
 	var asked []string
-	for _, q := range up.Queries() {
+	for _, q := range w.Up.Queries() {
 		asked = append(asked, q.String())
 	}
 	dnsLines = append(dnsLines, "the upstream server was asked: "+strings.Join(asked, "; "))
 	say(t, "DNS (nslookup in the guest, server "+netGateway+")", dnsLines...)
 	requireResolved(t, c, "gateway.arcnet.internal", netGateway)
 	requireResolved(t, c, demoHostname+".arcnet.internal", ip.String())
-	requireResolved(t, c, demoUpstreamName, demoUpstreamAddr)
+	requireResolved(t, c, "host.arcnet.internal", tapHostEnd)
+	requireResolved(t, c, natInetName, inet)
 
-	st, err := be.NetStats()
+	tr, ok := c.First("TRACEROUTE")
+	require.True(t, ok, "no GUEST-TRACEROUTE: %s", c.Result())
+	say(t, "traceroute -n to "+inet+" (the gateway answers TTL exceeded first: it is a router now)",
+		linesWith(c, "traceroute: ")...)
+	require.Equal(t, netGateway, tr.Get("first"), "%s", tr)
+
+	wg := c.All("WGET")
+	require.Len(t, wg, 2, "GUEST-WGET records: %s", c.Result())
+	page, file := wg[0], wg[1]
+	require.Equal(t, "200", page.Get("status"), "%s", page)
+	require.Equal(t, strconv.Itoa(len(inetPage)), page.Get("bytes"), "%s", page)
+	require.Equal(t, "200", file.Get("status"), "%s", file)
+	require.Equal(t, w.Blob.SHA256, file.Get("sha256"), "%s", file)
+	var peers []string
+	w.WebPeers.Range(func(k, _ any) bool { peers = append(peers, k.(string)); return true })
+	sort.Strings(peers)
+	secs, _ := strconv.ParseFloat(file.Get("secs"), 64)
+	say(t, "the guest fetches from the internet namespace through NAT (busybox wget)",
+		fmt.Sprintf("GET %s -> HTTP %s, %s bytes in %ss", page.Get("url"), page.Get("status"), page.Get("bytes"), page.Get("secs")),
+		fmt.Sprintf("GET %s -> HTTP %s, %s bytes in %ss (%.1f Mbit/s on a TCG guest), sha256 %s… matches",
+			file.Get("url"), file.Get("status"), file.Get("bytes"), file.Get("secs"),
+			float64(len(w.Blob.Data))*8/1e6/max(secs, 0.01), file.Get("sha256")[:16]),
+		fmt.Sprintf("the web server saw the connections come from %s: %s's address (guest %s -> NAT %s -> masquerade %s)",
+			strings.Join(peers, ", "), w.Host.Name, ip, tapNATAddr, w.HostAddr))
+
+	// A client in Host reaches the guest's TCP server through the forward.
+	msg := "hello guest, this is a client in " + w.Host.Name + "\n"
+	hello, echo := tcpRoundTrip(t, w.hostDial(t), demoForward, []byte(msg))
+	require.Equal(t, "HELLO host="+demoHostname, hello)
+	require.Equal(t, msg, echo)
+	say(t, "a client on the host side reaches the guest through the forward",
+		fmt.Sprintf("connect %s (inside %s) -> vhost-arcnet -> %s:80 (busybox nc in the guest)", demoForward, w.Host.Name, demoHostname),
+		fmt.Sprintf("the guest said %q, then echoed %q", hello, strings.TrimSpace(echo)))
+
+	st, err := be.WaitNetStats(func(s netStats) bool {
+		return s.Gateway["router_out_translated"] > 0 && s.Gateway["router_in_translated"] > 0
+	}, statsTimeout)
 	require.NoError(t, err)
 	var portLines []string
 	for _, name := range sortedKeys(st.Ports) {
 		p := st.Ports[name]
-		portLines = append(portLines, fmt.Sprintf("%-8s rx %3d packets %6d bytes   tx %3d packets %6d bytes   drops: %s",
+		portLines = append(portLines, fmt.Sprintf("%-8s rx %5d packets %8d bytes   tx %5d packets %8d bytes   drops: %s",
 			name, p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, nonZero(p.Drops, "drop_")))
 	}
 	portLines = append(portLines, "(rx: frames that entered the switch from the port, for guest0 what the guest sent; "+
 		"tx: frames the switch delivered out of the port)")
 	say(t, "backend port stats (SIGUSR1)", portLines...)
-	say(t, "backend gateway stats (non-zero counters)", groupedNonZero(st.Gateway)...)
+	routing, services := map[string]uint64{}, map[string]uint64{}
+	for k, v := range st.Gateway {
+		if strings.HasPrefix(k, "router_") || strings.HasPrefix(k, "nat_") {
+			routing[k] = v
+		} else {
+			services[k] = v
+		}
+	}
+	say(t, "router and NAT counters (non-zero): what went through the TAP, NAT flows", groupedNonZero(routing)...)
+	say(t, "gateway services counters (non-zero)", groupedNonZero(services)...)
 
 	gs, _ := c.Last("STATS")
 	say(t, "the guest's own eth0 counters (the mirror of guest0's)",
@@ -115,10 +184,31 @@ func TestDemo(t *testing.T) {
 	require.NoError(t, g.Wake("done"))
 	c = g.Wait()
 	require.True(t, c.Passed(), "guest: %s", c.Result())
-	_, err = be.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be)
-	say(t, "done", fmt.Sprintf("guest powered off, vhost-arcnet stopped (exit 0); %.1fs in all", time.Since(start).Seconds()))
+	w.requireStoppedClean(t)
+	say(t, "done", fmt.Sprintf("guest powered off, vhost-arcnet stopped (exit 0) and removed TAP %s and table %s; "+
+		"the namespaces go now; %.1fs in all", tap, masqTable, time.Since(start).Seconds()))
+}
+
+// demoPreflight fails the demo, with what to do, when something it needs
+// is missing (the tests skip instead).
+func demoPreflight(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the demo needs root (network namespaces, a TAP device, nftables): run it as root")
+	}
+	for tool, pkg := range map[string]string{
+		qemuBinary: "qemu-system-x86", "ip": "iproute2", "apt-get": "apt", "dpkg-deb": "dpkg",
+	} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the demo needs %s (apt-get install %s, or make setup)", tool, pkg)
+		}
+	}
+	if _, err := os.Stat(busyboxPath); err != nil {
+		t.Fatalf("the demo needs %s (apt-get install busybox-static, or make setup)", busyboxPath)
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Fatalf("the demo needs /dev/net/tun (modprobe tun): %v", err)
+	}
 }
 
 // say logs one section of the demo's narrative.

@@ -9,7 +9,8 @@
 //     decompressed to the ELF vmlinux that QEMU boots through the PVH entry,
 //     and a busybox initramfs (newc cpio + gzip written in Go, cpio.go) with
 //     the virtio modules in dependency order, the /init script
-//     (guest/init.sh) and a small raw-frame sender (rawframe/). Both are
+//     (guest/init.sh), a small raw-frame sender (rawframe/) and a UDP echo
+//     client and server (udpprobe/; busybox nc has no UDP). All are
 //     cached under $ARCNET_CACHE/guest (default /var/cache/vhost-arcnet/guest),
 //     keyed by kernel release and a hash of everything in the initramfs;
 //   - the runner (qemu_linux.go): QEMU 7.2 command lines for slirp and
@@ -22,8 +23,12 @@
 //     uplinks (vhostuser_linux_test.go), the guest network of --uplink none
 //     with DHCP, DNS, two guests, anti-spoofing and a backend restart
 //     (network_linux_test.go, with a DNS upstream served by the test on
-//     127.0.0.1, netenv_linux_test.go), and the demo of `make demo`
-//     (demo_linux_test.go, run only with ARCNET_DEMO=1).
+//     127.0.0.1, netenv_linux_test.go), the guest's way out through
+//     --uplink tap --masquerade and in through --forward, with vhost-arcnet
+//     inside a network namespace whose default route leads to a second
+//     one that plays the internet (test/netns; nat_linux_test.go), and the
+//     demo of `make demo` (demo_linux_test.go, the same namespaces, run
+//     only with ARCNET_DEMO=1).
 //
 // Guest protocol: the kernel command line carries test=STEP,STEP,... and
 // knobs (see guest/init.sh); the guest prints one machine-readable line per
