@@ -95,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fset.StringVar(&c.domain, "domain", services.DefaultDomain, "DNS domain `NAME` of the guests")
 	var upstreams, reserve stringList
 	fset.Var(&upstreams, "dns-upstream", "upstream resolver `ADDR[:PORT]` (repeatable); default: the host's /etc/resolv.conf")
-	fset.StringVar(&c.leaseFile, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: memory only)")
+	fset.StringVar(&c.leaseFile, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: the first --socket or --connect path + \".leases\"; \"none\": memory only)")
 	fset.DurationVar(&c.leaseTime, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION`")
 	fset.Var(&reserve, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)")
 	uplinkNet := fset.String("uplink-net", hostif.DefaultLinkNet.String(), "`CIDR` of the link network between the host and vhost-arcnet (--uplink tap): the host's end is its first address, vhost-arcnet's NAT address the second")
@@ -120,6 +120,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.sockets, c.connects = sockets, connects
 	if len(c.sockets)+len(c.connects) == 0 {
 		return nil, errors.New("nothing to serve: give at least one --socket PATH or --connect PATH")
+	}
+	switch c.leaseFile {
+	case "":
+		// Leases survive a restart by default (a guest keeps its address
+		// and its forwards keep pointing at it): next to the first socket,
+		// a directory vhost-arcnet can write to and that belongs to this
+		// instance.
+		c.leaseFile = append(append([]string{}, c.sockets...), c.connects...)[0] + ".leases"
+	case "none":
+		c.leaseFile = ""
 	}
 	m, err := strconv.ParseUint(*mode, 8, 32)
 	if err != nil || m > 0o777 {

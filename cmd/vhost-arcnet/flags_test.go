@@ -71,6 +71,12 @@ func TestParseFlags(t *testing.T) {
 			require.Equal(t, netip.MustParseAddr("127.0.0.1"), c.forwards[0].HostAddr)
 			require.Equal(t, uint16(5353), c.forwards[1].HostPort)
 		}},
+		{"lease file default", []string{"--connect", "/run/q/vm.sock", "--socket", "/s"}, func(t *testing.T, c *config) {
+			require.Equal(t, "/s.leases", c.leaseFile, "next to the first --socket")
+		}},
+		{"lease file none", []string{"--socket", "/s", "--lease-file", "none"}, func(t *testing.T, c *config) {
+			require.Empty(t, c.leaseFile)
+		}},
 		{"tap existing", []string{"--socket", "a", "--uplink", "tap:arc0"}, func(t *testing.T, c *config) {
 			require.Equal(t, "tap", c.uplink)
 			require.Equal(t, "arc0", c.tapName)
