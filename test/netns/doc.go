@@ -4,6 +4,13 @@
 // vhost-arcnet and a peer with HTTP, TCP and UDP echo servers) for the
 // uplink, NAT and port-forward tests.
 //
+// A typical test:
+//
+//	inet := netns.NewInternet(t) // skips unless root
+//	srv := inet.ServeHTTP(t, handler)
+//	cmd := inet.Host.StartBackground(t, binary, "--uplink", "tap", "--masquerade")
+//	resp, err := inet.Host.HTTPClient(t).Get("http://" + srv.String() + "/")
+//
 // It is a non-test package so that the tests of every other package can
 // import it; nothing outside tests should.
 //

@@ -201,7 +201,9 @@ func (w *logWriter) stop() {
 // Do runs fn on an OS thread switched into the namespace and returns fn's
 // error. Sockets fn creates live in the namespace for their whole life.
 // fn runs on its own goroutine locked to its thread: it must not start
-// goroutines that create sockets, as they would not be in the namespace.
+// goroutines that create sockets, as they would not be in the namespace,
+// nor call t.Fatal (return an error instead). Name lookups run on other
+// goroutines too: give IP literals.
 // If the thread cannot be switched back, it is discarded, never reused.
 func (n *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
