@@ -1,7 +1,36 @@
 // Package hostif owns vhost-arcnet's uplinks to the host: the Linux TAP
 // device (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, one file descriptor per queue with
-// IFF_MULTI_QUEUE, offloads through TUNSETOFFLOAD), the netlink setup of its
-// point-to-point link network (vishvananda/netlink), and the nftables table
-// that masquerades that network out of the host's default route
-// (google/nftables, never by running nft).
+// IFF_MULTI_QUEUE, offloads through TUNSETOFFLOAD and TUNSETVNETHDRSZ;
+// Documentation/networking/tuntap.rst, include/uapi/linux/if_tun.h), the
+// netlink setup of its point-to-point link network (vishvananda/netlink:
+// address, MTU, link state, route collision check), and the nftables table
+// that masquerades that network out of the host's default route, with
+// net.ipv4.ip_forward (google/nftables, never by running nft). It knows
+// nothing of virtqueues: frames cross it as datapath.Frame scatter lists.
+//
+// # Threat model
+//
+// Frames written to the TAP come from the datapath, which validated them
+// (guest input is checked in datapath and nat, not here); the kernel checks
+// every virtio-net header it is given again (virtio_net_hdr_to_skb) and a
+// frame it refuses is counted, never fatal. Frames read from the TAP come
+// from the host kernel: the lengths it returns are trusted, but the
+// virtio-net header fields (virtio 1.2 §5.1.6) are validated before the
+// frame goes on (known flags only, the checksum range and GSO header length
+// inside the frame, a GSO type among the offloads negotiated, with a
+// non-zero size), since code after the TAP indexes frames with them. The
+// TAP, the link network and the nftables table are the host's
+// configuration: every error path removes what it made, and an existing
+// TAP (--uplink tap:NAME) is never changed beyond setting it up.
+//
+// # Concurrency
+//
+// A TAP has one reader goroutine per queue (Start), which reads into its own
+// preallocated buffers and hands each batch to the peer; the frames are
+// valid only during that Send. Send may be called from any goroutine: it
+// takes the lock of the queue it writes to once per batch. SetPeer may be
+// called at any time (atomic). Close stops the readers, waits for them and
+// closes the descriptors; Send after Close drops. Masquerade holds its own
+// netlink connection and /proc/sys file, both bound to the network
+// namespace SetupMasquerade ran in.
 package hostif

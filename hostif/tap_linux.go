@@ -22,8 +22,8 @@ import (
 )
 
 // tunDevice is the clone device of the TUN/TAP driver
-// (Documentation/networking/tuntap.rst §3.2).
-const tunDevice = "/dev/net/tun"
+// (Documentation/networking/tuntap.rst §3.2); a variable for tests.
+var tunDevice = "/dev/net/tun"
 
 // TUNSETOFFLOAD flags, include/uapi/linux/if_tun.h: the offloads the reader
 // of the TAP takes, that is, the GSO and checksum-partial frames the kernel

@@ -5,6 +5,7 @@ package hostif
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -141,11 +142,11 @@ func TestOpenTAPErrors(t *testing.T) {
 	}
 }
 
-// TestOpenTAPNoCapNetAdmin drops CAP_NET_ADMIN from the test thread's
-// effective set (capabilities are per thread, and the thread is locked)
-// and checks the error a user without it gets.
-func TestOpenTAPNoCapNetAdmin(t *testing.T) {
-	inNetns(t)
+// withoutCapNetAdmin runs f with CAP_NET_ADMIN dropped from the test
+// thread's effective set (capabilities are per thread, and inNetns locked
+// the thread), as an unprivileged user would run.
+func withoutCapNetAdmin(t *testing.T, f func()) {
+	t.Helper()
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -156,18 +157,75 @@ func TestOpenTAPNoCapNetAdmin(t *testing.T) {
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		t.Fatal(err)
 	}
-	tap, err := OpenTAP(TAPOptions{Name: "nocap0"})
-	if err := unix.Capset(&hdr, &saved[0]); err != nil {
-		t.Fatalf("restoring capabilities: %v", err)
-	}
-	if err == nil {
-		tap.Close()
-		t.Fatal("no error without CAP_NET_ADMIN")
-	}
-	if err.Error() != capNetAdminMsg {
-		t.Errorf("error %q, want %q", err, capNetAdminMsg)
-	}
+	defer func() {
+		if err := unix.Capset(&hdr, &saved[0]); err != nil {
+			t.Fatalf("restoring capabilities: %v", err)
+		}
+	}()
+	f()
+}
+
+func TestOpenTAPNoCapNetAdmin(t *testing.T) {
+	inNetns(t)
+	// A persistent TAP owned by our user, set up by an administrator.
+	run(t, "ip", "tuntap", "add", "own0", "mode", "tap", "user", "0", "vnet_hdr")
+	run(t, "ip", "addr", "add", "10.91.0.1/30", "dev", "own0")
+	run(t, "ip", "link", "set", "own0", "up")
+	// One owned by somebody else.
+	run(t, "ip", "tuntap", "add", "other0", "mode", "tap", "user", "12345", "vnet_hdr")
+	run(t, "ip", "addr", "add", "10.92.0.1/30", "dev", "other0")
+	withoutCapNetAdmin(t, func() {
+		tap, err := OpenTAP(TAPOptions{Name: "nocap0"})
+		if err == nil {
+			tap.Close()
+			t.Error("created a TAP without CAP_NET_ADMIN")
+		} else if err.Error() != capNetAdminMsg {
+			t.Errorf("error %q, want %q", err, capNetAdminMsg)
+		}
+		tap, err = OpenTAP(TAPOptions{Name: "other0", Existing: true})
+		if err == nil {
+			tap.Close()
+			t.Error("attached to another user's TAP")
+		} else if !strings.Contains(err.Error(), "belongs to another user") {
+			t.Errorf("another user's TAP: %v", err)
+		}
+		tap, err = OpenTAP(TAPOptions{Name: "own0", Existing: true})
+		if err != nil {
+			t.Fatalf("our own persistent TAP: %v", err)
+		}
+		if tap.NATAddr().String() != "10.91.0.2" || !tap.Offloads().Csum {
+			t.Errorf("nat %v offloads %+v", tap.NATAddr(), tap.Offloads())
+		}
+		if err := tap.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	if _, err := netlink.LinkByName("nocap0"); err == nil {
+		t.Error("a device was left behind")
+	}
+}
+
+func TestOpenTAPNoTunDevice(t *testing.T) {
+	inNetns(t)
+	saved := tunDevice
+	tunDevice = "/nonexistent/net/tun"
+	defer func() { tunDevice = saved }()
+	for _, opt := range []TAPOptions{{Name: "notun0"}, {Name: "lo", Existing: true}} {
+		if opt.Existing {
+			run(t, "ip", "tuntap", "add", "tap9", "mode", "tap")
+			run(t, "ip", "addr", "add", "10.93.0.1/30", "dev", "tap9")
+			opt.Name = "tap9"
+		}
+		tap, err := OpenTAP(opt)
+		if err == nil {
+			tap.Close()
+			t.Fatal("no error")
+		}
+		if !strings.Contains(err.Error(), "load the tun module (modprobe tun)") {
+			t.Errorf("error %q, want one saying modprobe tun", err)
+		}
+	}
+	if _, err := netlink.LinkByName("notun0"); err == nil {
 		t.Error("a device was left behind")
 	}
 }
@@ -510,5 +568,81 @@ func BenchmarkTAPSend(b *testing.B) {
 	b.StopTimer()
 	if d := tap.Stats().Drops(datapath.DropMalformed) + tap.Stats().Drops(datapath.DropNoBuffer); d != 0 {
 		b.Errorf("%d frames dropped", d)
+	}
+}
+
+// tcpSeg returns a TCP segment (RFC 9293 §3.1, no options) from the NAT
+// address to the host. With partial, the checksum field holds the
+// pseudo-header sum (VIRTIO_NET_HDR_F_NEEDS_CSUM); else the full checksum.
+func tcpSeg(tap *TAP, sport, dport uint16, seq, ack uint32, flags uint8, data []byte, partial bool) []byte {
+	b := make([]byte, 20+len(data))
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], seq)
+	binary.BigEndian.PutUint32(b[8:], ack)
+	b[12] = 5 << 4
+	b[13] = flags
+	binary.BigEndian.PutUint16(b[14:], 65535)
+	copy(b[20:], data)
+	ph := header.PseudoHeaderChecksum(6, tap.NATAddr(), tap.HostAddr(), uint16(len(b)))
+	if partial {
+		binary.BigEndian.PutUint16(b[16:], ph)
+	} else {
+		binary.BigEndian.PutUint16(b[16:], ^header.Checksum(b, ph))
+	}
+	return b
+}
+
+// TestTAPSendTSO plays a TCP client on the NAT address against a kernel
+// TCP server on the host's end: after the handshake it writes one
+// VIRTIO_NET_HDR_GSO_TCPV4 frame of 8 x 1000 bytes, and the server reads
+// the 8000 bytes.
+func TestTAPSendTSO(t *testing.T) {
+	inNetns(t)
+	tap := openTestTAP(t, TAPOptions{})
+	peer := newCapturePort()
+	tap.SetPeer(peer)
+	tap.Start()
+	addPeerNeigh(t, tap)
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: tap.HostAddr().AsSlice(), Port: 6000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const (
+		sport = 40000
+		syn   = 0x02
+		ack   = 0x10
+		psh   = 0x08
+	)
+	send := func(hdr virtio.NetHdr, seg []byte) {
+		f := ipv4Frame(tap.HostMAC(), peerMAC, tap.NATAddr(), tap.HostAddr(), 6, seg)
+		tap.Send([]datapath.Frame{{Hdr: hdr, Segs: [][]byte{f[:54], f[54:]}, Len: len(f)}})
+	}
+	send(virtio.NetHdr{}, tcpSeg(tap, sport, 6000, 1000, 0, syn, nil, false))
+	synAck := peer.wait(t, 5*time.Second, func(c captured) bool {
+		d := c.data
+		return len(d) >= 54 && d[23] == 6 && binary.BigEndian.Uint16(d[34:]) == 6000 && d[47]&(syn|ack) == syn|ack
+	})
+	isn := binary.BigEndian.Uint32(synAck.data[38:])
+	send(virtio.NetHdr{}, tcpSeg(tap, sport, 6000, 1001, isn+1, ack, nil, false))
+	data := bytes.Repeat([]byte("0123456789abcdefghij"), 400)
+	send(virtio.NetHdr{
+		Flags: virtio.NetHdrFNeedsCsum, GSOType: virtio.NetHdrGSOTCPv4,
+		HdrLen: 54, GSOSize: 1000, CsumStart: 34, CsumOffset: 16,
+	}, tcpSeg(tap, sport, 6000, 1001, isn+1, ack|psh, data, true))
+	ln.SetDeadline(time.Now().Add(5 * time.Second))
+	conn, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(conn, got); err != nil {
+		t.Fatalf("server read: %v (tx %d, malformed %d)", err, tap.Stats().TxPackets.Load(), tap.Stats().Drops(datapath.DropMalformed))
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("server read other bytes than sent")
 	}
 }
