@@ -45,6 +45,13 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 			r.stats.Drop(Out, DropMalformed, 1)
 			continue
 		}
+		if d := ip.Dst4(); d>>24 == 127 || d>>24 == 0 {
+			// RFC 1122 §3.2.1.3: loopback and "this network" addresses
+			// never appear outside a host; the host's loopback is not the
+			// guests' to reach (DESIGN.md "Trust").
+			r.stats.Drop(Out, DropReason(nat.ReasonAddress), 1)
+			continue
+		}
 		if ip.TTL() <= 1 {
 			// RFC 1812 §5.3.1: a router MUST NOT forward a packet whose
 			// TTL it would decrement to zero; it sends time exceeded.

@@ -270,6 +270,16 @@ func TestLocalFramesGoToTheGateway(t *testing.T) {
 	require.Zero(t, g.r.Stats().Packets[Out].Load())
 }
 
+func TestNoLoopback(t *testing.T) {
+	g := newRig(t, nil)
+	for _, dst := range []string{"127.0.0.1", "127.1.2.3", "0.0.0.1"} {
+		p := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: netip.MustParseAddr(dst), proto: header.ProtoTCP, sport: 1, dport: 22, tcpFlags: 2}
+		g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
+	}
+	require.Empty(t, g.up.take())
+	require.Equal(t, uint64(3), g.r.Stats().Drops(Out, DropReason(nat.ReasonAddress)))
+}
+
 func TestTTLExpired(t *testing.T) {
 	g := newRig(t, nil)
 	orig := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP, sport: 33434, dport: 33434, ttl: 1, payload: 32}.build()
