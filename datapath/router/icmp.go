@@ -6,6 +6,7 @@ import (
 
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/nat"
 )
 
 // icmpError sends the guest that sent frame f (whose first bytes are head:
@@ -46,6 +47,43 @@ func (r *Router) icmpError(b *batch, f *datapath.Frame, head []byte, typ, code u
 		Src: r.opt.GatewayAddr, Dst: ip.Src()})
 	header.ICMPv4(buf[hdrs:]).Encode(&header.ICMPv4Fields{Type: typ, Code: code, Rest: rest}, quote)
 	b.lan = append(b.lan, datapath.Frame{Segs: b.genSegs(buf[:n]), Len: n, Queue: f.Queue})
+	return true
+}
+
+// echoReply answers an ICMP echo request to the NAT address itself (RFC
+// 1122 §3.2.2.6), so that the host can ping vhost-arcnet's end of the link.
+// ip is the head copy of frame f from the IPv4 header on. It reports whether
+// the packet was an echo request to the router (answered or dropped here);
+// other ICMP goes on to the NAT engine.
+func (r *Router) echoReply(b *batch, f *datapath.Frame, ip header.IPv4) bool {
+	hl := ip.HeaderLen()
+	if len(ip) < hl+header.ICMPv4MinSize || ip[hl] != header.ICMPv4Echo || ip.IsFragment() {
+		return false
+	}
+	n := header.EthernetMinSize + int(ip.TotalLength())
+	buf := b.genBuf()
+	if n > f.Len || n > genSize || buf == nil {
+		r.stats.Drop(In, DropReason(nat.ReasonUnsupported), 1)
+		return true
+	}
+	k := 0
+	for _, s := range f.Segs {
+		k += copy(buf[k:n], s)
+	}
+	src := header.MAC(buf[6:12])
+	copy(buf[0:6], src[:])
+	copy(buf[6:12], r.opt.UplinkMAC[:])
+	rip := header.IPv4(buf[header.EthernetMinSize:n])
+	from := rip.Src()
+	rip.SetSrc(r.opt.ExternalAddr)
+	rip.SetDst(from)
+	rip.SetTTL(64)
+	rip.UpdateChecksum()
+	ic := header.ICMPv4(rip[hl:])
+	ic.SetType(header.ICMPv4EchoReply)
+	ic.SetChecksum(header.UpdateChecksum16(ic.Checksum(), uint16(header.ICMPv4Echo)<<8, uint16(header.ICMPv4EchoReply)<<8))
+	b.up = append(b.up, datapath.Frame{Segs: b.genSegs(buf[:n]), Len: n, Queue: f.Queue})
+	r.stats.EchoReplies.Add(1)
 	return true
 }
 

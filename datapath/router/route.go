@@ -195,6 +195,9 @@ func (r *Router) inbound(b *batch, frames []datapath.Frame) {
 			r.stats.Drop(In, DropMalformed, 1)
 			continue
 		}
+		if ip.Protocol() == header.ProtoICMP && ip.Dst4() == r.ext4 && r.echoReply(b, f, ip) {
+			continue
+		}
 		if ip.TTL() <= 1 {
 			r.stats.Drop(In, DropTTL, 1)
 			continue

@@ -437,6 +437,24 @@ func TestICMPErrorFromOutsideIsTranslated(t *testing.T) {
 	require.Equal(t, uint16(33434), binary.BigEndian.Uint16(emb[20:]))
 }
 
+func TestPingTheNATAddress(t *testing.T) {
+	g := newRig(t, nil)
+	req := pkt{dstMAC: upMAC, srcMAC: hopMAC, src: hopAddr, dst: extAddr, proto: header.ProtoICMP, icmpType: header.ICMPv4Echo, sport: 77, payload: 56}.build()
+	g.r.UplinkPort().Send([]datapath.Frame{one(req)})
+	out := g.up.take()
+	require.Len(t, out, 1)
+	require.Equal(t, hopMAC, header.MAC(out[0][0:6]))
+	ip := checkIPv4(t, out[0])
+	require.Equal(t, extAddr, ip.Src())
+	require.Equal(t, hopAddr, ip.Dst())
+	ic := header.ICMPv4(ip.Payload())
+	require.Equal(t, header.ICMPv4EchoReply, ic.Type())
+	require.Equal(t, uint16(77), ic.Ident())
+	require.Equal(t, req[42:], []byte(ic.Payload()))
+	require.Empty(t, g.lan.take())
+	require.Equal(t, uint64(1), g.r.Stats().EchoReplies.Load())
+}
+
 func TestRateLimit(t *testing.T) {
 	g := newRig(t, func(o *Options) { o.ICMPRate = 3 })
 	p := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP, sport: 1, dport: 2, ttl: 1}.build()

@@ -82,6 +82,8 @@ type Stats struct {
 	// ARPReplies counts answers to the uplink's ARP requests for the NAT
 	// address; ARPRequests the router's own requests for its next hop.
 	ARPReplies, ARPRequests atomic.Uint64
+	// EchoReplies counts answers to pings of the NAT address.
+	EchoReplies atomic.Uint64
 	drops                   [numDirections][numDropReasons]atomic.Uint64
 }
 
@@ -124,5 +126,6 @@ func (s *Stats) LogAttrs() []slog.Attr {
 		slog.Uint64("router_icmp_frag_needed", s.ICMPFragNeeded.Load()),
 		slog.Uint64("router_icmp_rate_limited", s.ICMPRateLimited.Load()),
 		slog.Uint64("router_arp_replies", s.ARPReplies.Load()),
-		slog.Uint64("router_arp_requests", s.ARPRequests.Load()))
+		slog.Uint64("router_arp_requests", s.ARPRequests.Load()),
+		slog.Uint64("router_echo_replies", s.EchoReplies.Load()))
 }
