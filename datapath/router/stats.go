@@ -84,7 +84,7 @@ type Stats struct {
 	ARPReplies, ARPRequests atomic.Uint64
 	// EchoReplies counts answers to pings of the NAT address.
 	EchoReplies atomic.Uint64
-	drops                   [numDirections][numDropReasons]atomic.Uint64
+	drops       [numDirections][numDropReasons]atomic.Uint64
 }
 
 // Drop adds n to the drop counter of reason r in direction d.
