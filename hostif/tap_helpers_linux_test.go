@@ -4,6 +4,7 @@ package hostif
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -100,6 +101,9 @@ func addVeth(t testing.TB, name, addr string) netlink.Link {
 // openTestTAP opens a TAP in create mode and closes it in cleanup.
 func openTestTAP(t testing.TB, opt TAPOptions) *TAP {
 	t.Helper()
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
 	tap, err := OpenTAP(opt)
 	if err != nil {
 		t.Fatalf("OpenTAP: %v", err)
