@@ -561,7 +561,7 @@ func (t *TAP) Send(frames []datapath.Frame) {
 		t.stats.Drop(datapath.DropNoQueue, uint64(len(frames)))
 		return
 	}
-	var sent, bytes, noBuf, bad uint64
+	var sent, bytes, noBuf, gone, bad uint64
 	for i := range frames {
 		f := &frames[i]
 		if len(f.Segs) >= maxIOV {
@@ -590,6 +590,13 @@ func (t *TAP) Send(frames []datapath.Frame) {
 				continue
 			case err == unix.EAGAIN || err == unix.ENOBUFS || err == unix.ENOMEM:
 				noBuf++
+			case err == unix.EBADFD:
+				// The device was deleted under the open file
+				// (tun_chr_write_iter finds no tun any more).
+				gone++
+				if !t.writeErr.Swap(true) {
+					t.log.Error("TAP went away (deleted?): frames to it are dropped", "queue", q.idx)
+				}
 			default:
 				bad++
 				if !t.writeErr.Swap(true) {
@@ -604,6 +611,7 @@ func (t *TAP) Send(frames []datapath.Frame) {
 	t.stats.TxPackets.Add(sent)
 	t.stats.TxBytes.Add(bytes)
 	t.stats.Drop(datapath.DropNoBuffer, noBuf)
+	t.stats.Drop(datapath.DropNoQueue, gone)
 	t.stats.Drop(datapath.DropMalformed, bad)
 }
 

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -679,4 +680,34 @@ func BenchmarkTAPReceive(b *testing.B) {
 	got := peer.stats.TxPackets.Load()
 	b.ReportMetric(float64(got)/time.Since(start).Seconds()/1e6, "Mframes/s")
 	b.ReportMetric(float64(uint64(b.N)-min(got, uint64(b.N)))/float64(b.N), "lost/op")
+}
+
+// TestTAPDeletedUnderneath deletes an attached persistent TAP: the reader
+// stops on its own, Send counts drops, and Close returns.
+func TestTAPDeletedUnderneath(t *testing.T) {
+	inNetns(t)
+	run(t, "ip", "tuntap", "add", "gone0", "mode", "tap", "vnet_hdr")
+	run(t, "ip", "addr", "add", "10.97.0.1/30", "dev", "gone0")
+	tap, err := OpenTAP(TAPOptions{Name: "gone0", Existing: true, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap.SetPeer(newCapturePort())
+	tap.Start()
+	run(t, "ip", "link", "del", "gone0")
+	frames := otherHostFrames(tap, 2)
+	tap.Send(frames)
+	if tap.Stats().TxPackets.Load() != 0 || tap.Stats().Drops(datapath.DropNoQueue) != 2 {
+		t.Errorf("tx %d, no_queue %d; want 0 and 2", tap.Stats().TxPackets.Load(), tap.Stats().Drops(datapath.DropNoQueue))
+	}
+	done := make(chan error)
+	go func() { done <- tap.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs after the device was deleted")
+	}
 }
