@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
 	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
@@ -293,4 +294,98 @@ func pattern(b []byte, seq uint64) bool {
 		}
 	}
 	return true
+}
+
+// TestUsedEventNoLostWakeup races the driver's used_event publication
+// against the device's notification decision, thousands of times: the
+// driver consumes used buffers with Used alone (which, with
+// VIRTIO_F_EVENT_IDX and interrupts on, moves used_event past what it
+// consumed, as Linux's virtqueue_get_buf does) and then sleeps on the call
+// without any other re-check. Used must order its used_event store before
+// its next load of used->idx with a full fence (Linux: virtio_store_mb in
+// virtqueue_get_buf_ctx_split), or a device that publishes in between
+// reads the old used_event, does not notify, and the driver sleeps forever
+// (virtio 1.2 §2.7.10: "the driver MUST ... ensure ... a memory barrier").
+// A wait longer than a second counts as a lost wake-up.
+func TestUsedEventNoLostWakeup(t *testing.T) {
+	n := 300_000
+	if testing.Short() {
+		n /= 10
+	}
+	p := newPair(t, 64, virtio.FVersion1|virtio.FEventIdx, virtiotest.DriverOptions{SlotSize: 64})
+	kick, call := make(chanBell, 1), make(chanBell, 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var devErr error
+	wg.Add(1)
+	go func() { // device: completes chains one at a time, notifying as told
+		defer wg.Done()
+		q := p.q
+		var c virtio.Chain
+		q.DisableNotify()
+		for {
+			ok, err := q.Pop(&c)
+			if err != nil {
+				devErr = err
+				return
+			}
+			if !ok {
+				if q.EnableNotify() {
+					q.DisableNotify()
+					continue
+				}
+				select {
+				case <-kick:
+				case <-stop:
+					return
+				}
+				q.DisableNotify()
+				continue
+			}
+			if err := q.Push(c.Head, 0); err != nil {
+				devErr = err
+				return
+			}
+			q.Publish()
+			if q.NeedNotify() {
+				call.ring()
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+		require.NoError(t, devErr)
+	}()
+	d := p.d
+	msg := []byte("ping")
+	added, done := 0, 0
+	for done < n {
+		for added < n && added-done < 4 {
+			if _, err := d.AddChain([][]byte{msg}, nil, false); err != nil {
+				t.Fatal(err)
+			}
+			added++
+			if d.Publish() {
+				kick.ring()
+			}
+		}
+		got := false
+		for {
+			if _, ok := d.Used(); !ok {
+				break
+			}
+			done++
+			got = true
+		}
+		if got || done == n {
+			continue
+		}
+		select {
+		case <-call:
+		case <-time.After(time.Second):
+			t.Fatalf("lost wake-up after %d of %d completions: used idx %d, used_event %d",
+				done, n, d.UsedIdx(), d.UsedEvent())
+		}
+	}
 }

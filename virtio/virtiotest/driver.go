@@ -379,6 +379,12 @@ func (d *Driver) Used() (e UsedElem, ok bool) {
 	d.lastUsed++
 	if d.features&virtio.FEventIdx != 0 && !d.intrOff {
 		ring.StoreRelease16(d.usedEvent, d.lastUsed)
+		// The store must be visible before the next Used loads used->idx
+		// (Linux: virtio_store_mb in virtqueue_get_buf_ctx_split): else a
+		// device publishing in between reads the old used_event, skips
+		// the notification, and a driver that found nothing new sleeps
+		// on a call that never comes (TestUsedEventNoLostWakeup).
+		ring.FullFence()
 	}
 	if e.ID < uint32(d.size) {
 		d.free(uint16(e.ID))
