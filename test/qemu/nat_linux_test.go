@@ -4,7 +4,10 @@ package qemu
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -49,11 +52,30 @@ type natWorld struct {
 	BlobURL  string       // http://203.0.113.2/blob.bin, serves Blob
 	WebHits  atomic.Int64 // requests to Inet's web server
 	WebPeers sync.Map     // remote addresses Inet's web server saw
-	UDPEcho  netip.AddrPort
-	HostWeb  string // http://198.19.255.253:PORT/host.txt, served inside Host
-	Up       *upstreamDNS
-	Sock     string
-	Backend  *Backend
+	// UploadURL (http://203.0.113.2/upload) takes a POST and answers
+	// "sha256=HEX bytes=N" of its body.
+	UploadURL string
+	mu        sync.Mutex
+	uploads   []upload
+	UDPEcho   netip.AddrPort
+	HostWeb   string // http://198.19.255.253:PORT/host.txt, served inside Host
+	Up        *upstreamDNS
+	Sock      string
+	Backend   *Backend
+}
+
+// upload is one POST to natWorld.UploadURL.
+type upload struct {
+	Peer   string
+	Bytes  int64
+	SHA256 string
+}
+
+// Uploads returns the POSTs to UploadURL so far.
+func (w *natWorld) Uploads() []upload {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]upload(nil), w.uploads...)
 }
 
 // natInetName is a name the upstream DNS (inside Host) answers with Inet's
@@ -93,6 +115,20 @@ func startNATWorld(t *testing.T, env *Env, blobSize int, extra ...string) *natWo
 	blob := w.Blob.Handler(&w.WebHits)
 	web := w.ServeHTTP(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.WebPeers.Store(r.RemoteAddr, true)
+		if r.Method == http.MethodPost && r.URL.Path == "/upload" {
+			h := sha256.New()
+			n, err := io.Copy(h, r.Body)
+			if err != nil {
+				http.Error(rw, err.Error(), http.StatusBadRequest)
+				return
+			}
+			up := upload{Peer: r.RemoteAddr, Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}
+			w.mu.Lock()
+			w.uploads = append(w.uploads, up)
+			w.mu.Unlock()
+			fmt.Fprintf(rw, "sha256=%s bytes=%d\n", up.SHA256, up.Bytes)
+			return
+		}
 		if r.URL.Path == "/" {
 			w.WebHits.Add(1)
 			rw.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -103,6 +139,7 @@ func startNATWorld(t *testing.T, env *Env, blobSize int, extra ...string) *natWo
 	}))
 	w.WebURL = "http://" + web.Addr().String() + "/"
 	w.BlobURL = w.WebURL + "blob.bin"
+	w.UploadURL = w.WebURL + "upload"
 	w.UDPEcho = w.Internet.UDPEcho(t, 7777)
 
 	// A web server of the host, reached by guests at the host's end of
@@ -214,7 +251,8 @@ func (w *natWorld) hostDial(t *testing.T) func(network, addr string) (net.Conn, 
 // TestNATTAP (issue 9, QEMU end to end): a guest gets DHCP, resolves a name
 // of the internet through the gateway, pings and traces the route to the
 // internet (the gateway answers TTL exceeded first), downloads a 4 MiB file
-// from the internet namespace over HTTP with its SHA-256 intact, talks to a
+// from the internet namespace over HTTP with its SHA-256 intact and uploads
+// it back (the server checks the SHA-256), talks to a
 // UDP echo server there, fetches a page from the host at
 // host.arcnet.internal, and serves TCP and UDP that a client in Host
 // reaches through forwards by hostname and by address. Then the counters,
@@ -243,6 +281,7 @@ func TestNATTAP(t *testing.T) {
 			",traceroute:" + inet + ":" + netGateway +
 			",udp:" + w.UDPEcho.String() + ":5" +
 			",wget:" + w.BlobURL + ":" + w.Blob.SHA256 +
+			",post:" + w.UploadURL + ":1" +
 			",wget:" + w.HostWeb +
 			",tcpserve:80,udpserve:7,stats,wait:done",
 		Knobs:   []string{"hostname=" + hostname},
@@ -283,6 +322,18 @@ func TestNATTAP(t *testing.T) {
 		require.Equal(t, w.HostAddr, peer.Addr(), "the internet saw %s, not Host's masqueraded address", peer)
 		return true
 	})
+	// Outbound bulk: the guest sends the 4 MiB back.
+	post, ok := c.First("POST")
+	require.True(t, ok)
+	require.Equal(t, "200", post.Get("status"), "%s", post)
+	require.Contains(t, post.Get("reply"), "sha256="+w.Blob.SHA256, "the server's answer: %s", post)
+	ups := w.Uploads()
+	require.Len(t, ups, 1)
+	require.Equal(t, int64(len(w.Blob.Data)), ups[0].Bytes, "uploaded bytes")
+	require.Equal(t, w.Blob.SHA256, ups[0].SHA256, "uploaded bytes changed on the way")
+	psecs, _ := strconv.ParseFloat(post.Get("secs"), 64)
+	t.Logf("guest uploaded %d bytes to %s in %.2fs (%.1f Mbit/s, TCG guest)",
+		ups[0].Bytes, w.UploadURL, psecs, float64(ups[0].Bytes)*8/1e6/max(psecs, 0.01))
 	require.Equal(t, "200", wg[1].Get("status"), "%s", wg[1])
 	require.Equal(t, strconv.Itoa(len(hostPage)), wg[1].Get("bytes"), "%s", wg[1])
 
@@ -305,8 +356,9 @@ func TestNATTAP(t *testing.T) {
 	for _, k := range []string{"router_out_translated", "router_in_translated", "router_icmp_time_exceeded"} {
 		require.NotZero(t, st.Gateway[k], k)
 	}
-	// 4 MiB came in through the router.
+	// 4 MiB came in and went out through the router.
 	require.Greater(t, st.Gateway["router_in_bytes"], uint64(len(w.Blob.Data)))
+	require.Greater(t, st.Gateway["router_out_bytes"], uint64(len(w.Blob.Data)))
 	require.NotZero(t, st.Ports[guest0].RxPackets)
 	require.Zero(t, st.Ports[guest0].Drops["spoof"])
 

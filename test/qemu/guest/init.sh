@@ -36,6 +36,10 @@
 #   wget:URL[:SHA256]    download URL (http://..., its ':' are fine) with busybox wget, at
 #                        most wget_s seconds; FAIL unless it completes (and its SHA-256 is
 #                        SHA256), GUEST-WGET url= status= bytes= sha256= secs=
+#   post:URL[:N]         upload the file of the Nth wget: (default the last) to http://HOST[:PORT]/PATH
+#                        as an HTTP/1.0 POST through busybox nc (wget --post-file stops at the
+#                        first NUL byte), at most wget_s seconds; FAIL unless the answer is 2xx,
+#                        GUEST-POST url= status= bytes= secs= reply=FIRST,LINE,OF,THE,BODY
 #   udp:HOST:PORT[:N]    N (default 3) datagrams to a UDP echo server (arcnet-udp -c), FAIL
 #                        unless every one comes back unchanged, GUEST-UDP
 #   udpserve:PORT        UDP echo server in the background (arcnet-udp -l), GUEST-UDPSERVE
@@ -249,6 +253,37 @@ do_wget() {
   fi
 }
 
+do_post() {
+  url=$1 n=$nwget
+  shift
+  for a in "$@"; do url="$url:$a"; done
+  last=${url##*:}
+  case "$last" in [0-9]|[0-9][0-9]) n=$last url=${url%:*} ;; esac
+  in=/tmp/wget.$n
+  [ -f "$in" ] || fail "post $url: no download $n"
+  rest=${url#http://}
+  hostport=${rest%%/*} path=/${rest#*/}
+  [ "$rest" != "$url" ] && [ "$hostport" != "$rest" ] || fail "post $url: want http://HOST[:PORT]/PATH"
+  host=${hostport%:*} port=80
+  [ "$host" != "$hostport" ] && port=${hostport##*:}
+  bytes=$(stat -c %s "$in")
+  t0=$(up)
+  {
+    printf 'POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %s\r\n\r\n' \
+      "$path" "$hostport" "$bytes"
+    cat "$in"
+  } | timeout "$wget_s" nc "$host" "$port" > /tmp/post.out 2> /tmp/post.err
+  rc=$?
+  t1=$(up)
+  tr -d '\r' < /tmp/post.out | sed 's/^/post: /'
+  sed 's/^/post: /' /tmp/post.err
+  status=$(head -n 1 /tmp/post.out | sed -n 's/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p')
+  reply=$(tr -d '\r' < /tmp/post.out | awk 'b { print; exit } /^$/ { b = 1 }' | tr -s ' \t' ',,')
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  say "POST url=$url status=${status:-none} bytes=$bytes secs=$secs rc=$rc reply=${reply:-none}"
+  case "$status" in 2??) ;; *) fail "post $url status=${status:-none} rc=$rc" ;; esac
+}
+
 do_udp() {
   [ -n "$1" ] && [ -n "$2" ] || fail "udp needs HOST:PORT"
   out=$(arcnet-udp -c "$1:$2" -n "${3:-3}" 2>&1)
@@ -337,6 +372,7 @@ run_step() {
     txcheck) counter_check tx_packets ;;
     carrier) do_carrier "$a1" ;;
     wget) do_wget "$@" ;;
+    post) do_post "$@" ;;
     udp) do_udp "$a1" "$a2" "$a3" ;;
     udpserve) do_udpserve "$a1" ;;
     tcpserve) do_tcpserve "$a1" ;;
