@@ -31,6 +31,12 @@ func linkNetAddrs(p netip.Prefix) (host, nat netip.Addr, err error) {
 	return host, host.Next(), nil
 }
 
+// mustHost returns the host's end of the valid link network p.
+func mustHost(p netip.Prefix) netip.Addr {
+	h, _, _ := linkNetAddrs(p)
+	return h
+}
+
 // natAddrFor returns the NAT address on an existing link network whose host
 // end is host: the first usable address of the prefix that is not host.
 func natAddrFor(p netip.Prefix, host netip.Addr) (netip.Addr, error) {

@@ -374,12 +374,6 @@ func (t *TAP) attach(name string, queues int) error {
 	return t.readMAC()
 }
 
-// mustHost returns the host's end of the valid link network p.
-func mustHost(p netip.Prefix) netip.Addr {
-	h, _, _ := linkNetAddrs(p)
-	return h
-}
-
 // openQueue opens one file descriptor of the TAP name with TUNSETIFF flags
 // (Documentation/networking/tuntap.rst §3.2, §3.3 for IFF_MULTI_QUEUE) and
 // returns it nonblocking, with the device's name as the kernel gave it.
