@@ -37,9 +37,14 @@ const (
 	tunFUSO6   = 0x40 // TUN_F_USO6 (Linux 6.2)
 )
 
-// tapOffloads is what OpenTAP asks TUNSETOFFLOAD for; kernels before 6.2
-// refuse the USO bits with EINVAL and get the rest.
-const tapOffloads = tunFCsum | tunFTSO4 | tunFTSO6 | tunFTSOECN | tunFUSO4 | tunFUSO6
+// tapOffloads is what OpenTAP asks TUNSETOFFLOAD for: what the datapath
+// can carry to every guest (passed on, or segmented by the switch).
+// tapOffloadsUSO adds USO (TAPOptions.USO); kernels before 6.2 refuse the
+// USO bits with EINVAL and get the rest.
+const (
+	tapOffloads    = tunFCsum | tunFTSO4 | tunFTSO6 | tunFTSOECN
+	tapOffloadsUSO = tapOffloads | tunFUSO4 | tunFUSO6
+)
 
 // readBufSize is the size of one read buffer: the virtio-net header, the
 // largest IPv4 packet a GSO frame can carry and its Ethernet header.
@@ -69,7 +74,8 @@ type TAP struct {
 	prefix   netip.Prefix
 	mac      header.MAC
 	mtu      int
-	offload  int // the TUN_F_* bits TUNSETOFFLOAD accepted
+	offload  int  // the TUN_F_* bits TUNSETOFFLOAD accepted
+	uso      bool // TAPOptions.USO
 	queues   []*tapQueue
 	stats    datapath.Stats
 	peer     atomic.Pointer[datapath.Port]
@@ -125,7 +131,7 @@ func OpenTAP(opt TAPOptions) (*TAP, error) {
 	if err := checkIfName(opt.Name, opt.Existing); err != nil {
 		return nil, err
 	}
-	t := &TAP{log: log}
+	t := &TAP{log: log, uso: opt.USO}
 	var err error
 	if opt.Existing {
 		err = t.attach(opt.Name, queues)
@@ -433,6 +439,9 @@ func (t *TAP) addQueue(fd int) error {
 func (t *TAP) setOffloads() error {
 	fd := t.queues[0].fd
 	off := tapOffloads
+	if t.uso {
+		off = tapOffloadsUSO
+	}
 	err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, off)
 	if errors.Is(err, unix.EINVAL) {
 		// Kernels before 6.2 know no USO and refuse unknown bits.
@@ -517,18 +526,22 @@ func (t *TAP) Queues() int { return len(t.queues) }
 // Offloads returns the offloads TUNSETOFFLOAD accepted: the checksum-partial
 // and GSO frames the kernel may hand to the TAP's reader, and, the same
 // kernel code parsing both directions (virtio_net_hdr_to_skb), the ones it
-// takes from Send. UFO is set when USO (TUN_F_USO4, GSO type
-// VIRTIO_NET_HDR_GSO_UDP_L4) was accepted: RxOffloads has no field of its
-// own for it.
+// takes from Send. USO (TAPOptions.USO) has no RxOffloads field; USOAccepted
+// reports it.
 func (t *TAP) Offloads() datapath.RxOffloads {
 	return datapath.RxOffloads{
 		Csum: t.offload&tunFCsum != 0,
 		TSO4: t.offload&tunFTSO4 != 0,
 		TSO6: t.offload&tunFTSO6 != 0,
 		ECN:  t.offload&tunFTSOECN != 0,
-		UFO:  t.offload&tunFUSO4 != 0,
+		// UFO is VIRTIO_NET_HDR_GSO_UDP, which the kernel takes on write
+		// but never hands out; USO has no RxOffloads field yet.
 	}
 }
+
+// USOAccepted reports whether the kernel hands the reader USO frames
+// (TAPOptions.USO was set and the kernel took TUN_F_USO4).
+func (t *TAP) USOAccepted() bool { return t.offload&tunFUSO4 != 0 }
 
 // SetPeer sets where frames read from the TAP go; nil drops them.
 func (t *TAP) SetPeer(p datapath.Port) {

@@ -58,7 +58,7 @@ func TestOpenTAPCreate(t *testing.T) {
 	if !off.Csum || !off.TSO4 || !off.TSO6 {
 		t.Errorf("offloads %+v, want at least csum and TSO", off)
 	}
-	t.Logf("offloads %+v (UFO = USO)", off)
+	t.Logf("offloads %+v", off)
 	tap.Start()
 	if err := tap.Close(); err != nil {
 		t.Fatal(err)
@@ -312,12 +312,21 @@ func TestTAPSendEcho(t *testing.T) {
 
 // TestTAPRxGSO sends 8 x 1000 bytes with UDP_SEGMENT from a kernel socket
 // to an address behind the TAP: with USO accepted, the TAP's reader gets
-// one VIRTIO_NET_HDR_GSO_UDP_L4 frame.
+// one VIRTIO_NET_HDR_GSO_UDP_L4 frame; without (the default, since the
+// switch cannot segment UDP_L4 for guests), eight plain datagrams.
 func TestTAPRxGSO(t *testing.T) {
+	t.Run("default", func(t *testing.T) { testTAPRxGSO(t, false) })
+	t.Run("uso", func(t *testing.T) { testTAPRxGSO(t, true) })
+}
+
+func testTAPRxGSO(t *testing.T, uso bool) {
 	inNetns(t)
-	tap := openTestTAP(t, TAPOptions{})
-	if !tap.Offloads().UFO {
+	tap := openTestTAP(t, TAPOptions{USO: uso})
+	if uso && !tap.USOAccepted() {
 		t.Skip("the kernel did not accept USO (TUN_F_USO4, Linux 6.2)")
+	}
+	if !uso && tap.USOAccepted() {
+		t.Fatal("USO accepted without TAPOptions.USO")
 	}
 	peer := newCapturePort()
 	tap.SetPeer(peer)
@@ -341,6 +350,12 @@ func TestTAPRxGSO(t *testing.T) {
 	c := peer.wait(t, 5*time.Second, func(c captured) bool {
 		return len(c.data) > 42 && c.data[23] == 17 && binary.BigEndian.Uint16(c.data[36:]) == 9999
 	})
+	if !uso {
+		if c.hdr.GSOType != virtio.NetHdrGSONone || len(c.data) != 14+20+8+1000 {
+			t.Fatalf("frame of %d bytes, hdr %+v; want a plain datagram of 1042 bytes", len(c.data), c.hdr)
+		}
+		return
+	}
 	if c.hdr.GSOType != virtio.NetHdrGSOUDPL4 || c.hdr.GSOSize != 1000 || len(c.data) != 14+20+8+8000 {
 		t.Fatalf("frame of %d bytes, hdr %+v; want one UDP_L4 GSO frame of 8042 bytes", len(c.data), c.hdr)
 	}
@@ -460,7 +475,7 @@ func (p *countPort) Send(frames []datapath.Frame) { p.stats.TxPackets.Add(uint64
 // TestTAPDeliverAllocs checks the read path's per-frame work (decode and
 // hand-over) for allocations, on buffers filled as the kernel would.
 func TestTAPDeliverAllocs(t *testing.T) {
-	tap := &TAP{offload: tapOffloads}
+	tap := &TAP{offload: tapOffloadsUSO}
 	q := &tapQueue{tap: tap, idx: 1}
 	q.initReader()
 	frame := ipv4Frame(header.MAC{1}, peerMAC, netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 17, udpPartial(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 1, 2, make([]byte, 100)))
@@ -504,7 +519,7 @@ func TestValidRxHdr(t *testing.T) {
 		{"TSO4 ECN not negotiated", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOTCPv4 | virtio.NetHdrGSOECN, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}, tapOffloads &^ tunFTSOECN, false},
 		{"TSO without csum", virtio.NetHdr{GSOType: virtio.NetHdrGSOTCPv6, GSOSize: 1448}, tapOffloads, false},
 		{"GSO size 0", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOUDPL4, CsumStart: 34, CsumOffset: 6}, tapOffloads, false},
-		{"USO", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOUDPL4, GSOSize: 1000, CsumStart: 34, CsumOffset: 6}, tapOffloads, true},
+		{"USO", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOUDPL4, GSOSize: 1000, CsumStart: 34, CsumOffset: 6}, tapOffloadsUSO, true},
 		{"USO ECN", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOUDPL4 | virtio.NetHdrGSOECN, GSOSize: 1000, CsumStart: 34, CsumOffset: 6}, tapOffloads, false},
 		{"UFO", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOUDP, GSOSize: 1000, CsumStart: 34, CsumOffset: 6}, tapOffloads, false},
 		{"hdr_len beyond", virtio.NetHdr{Flags: csum, GSOType: virtio.NetHdrGSOTCPv4, GSOSize: 1448, HdrLen: 101, CsumStart: 34, CsumOffset: 16}, tapOffloads, false},

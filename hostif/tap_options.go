@@ -32,6 +32,12 @@ type TAPOptions struct {
 	// MTU is the device's MTU in create mode (0 means 1500); an existing
 	// device's MTU is read from it.
 	MTU int
+	// USO also asks the kernel for UDP segmentation offload frames
+	// (TUN_F_USO4/6, VIRTIO_NET_HDR_GSO_UDP_L4, Linux 6.2) on the read
+	// side. Off by default: guests do not negotiate GUEST_USO and the
+	// switch cannot segment UDP_L4 frames in software yet, so the kernel
+	// segments them before they reach the TAP's reader.
+	USO bool
 	// Logger receives the TAP's log records; nil means slog.Default().
 	Logger *slog.Logger
 }
