@@ -146,11 +146,13 @@ func TestDemo(t *testing.T) {
 	// A client in Host reaches the guest's TCP server through the forward.
 	msg := "hello guest, this is a client in " + w.Host.Name + "\n"
 	hello, echo := tcpRoundTrip(t, w.hostDial(t), demoForward, []byte(msg))
-	require.Equal(t, "HELLO host="+demoHostname, hello)
+	require.Equal(t, demoHostname, hello.Host, "%s", hello.Line)
+	require.Equal(t, tapHostEnd, hello.Peer.Addr().String(), "the guest saw the forward's connection from: %s", hello.Line)
 	require.Equal(t, msg, echo)
 	say(t, "a client on the host side reaches the guest through the forward",
 		fmt.Sprintf("connect %s (inside %s) -> vhost-arcnet -> %s:80 (busybox nc in the guest)", demoForward, w.Host.Name, demoHostname),
-		fmt.Sprintf("the guest said %q, then echoed %q", hello, strings.TrimSpace(echo)))
+		fmt.Sprintf("the guest said %q (it sees the host's end of the link as the client), then echoed %q",
+			hello.Line, strings.TrimSpace(echo)))
 
 	st, err := be.WaitNetStats(func(s netStats) bool {
 		return s.Gateway["router_out_translated"] > 0 && s.Gateway["router_in_translated"] > 0

@@ -259,7 +259,7 @@ func (w *natWorld) hostDial(t *testing.T) func(network, addr string) (net.Conn, 
 // and after exit no TAP, nftables table or namespace is left.
 func TestNATTAP(t *testing.T) {
 	t.Parallel()
-	env := NewEnv(t, 1)
+	env := NewEnv(t, 2)
 	const (
 		hostname = "nat-guest"
 		reserved = "192.168.127.50"
@@ -285,6 +285,15 @@ func TestNATTAP(t *testing.T) {
 			",wget:" + w.HostWeb +
 			",tcpserve:80,udpserve:7,stats,wait:done",
 		Knobs:   []string{"hostname=" + hostname},
+		Timeout: guestTimeout,
+	})
+	// A second guest reaches the first through the forwards at the NAT
+	// address (hairpin).
+	nat := tapNATAddr
+	peer := env.StartGuest(GuestConfig{
+		Name: "nat-peer", Net: VhostUserNet{Socket: w.Sock},
+		Test:    "dhcp,wait:go,tcp:" + nat + ":8080,tcp:" + nat + ":8081,udp:" + nat + ":7070:3,stats,wait:done",
+		Knobs:   []string{"hostname=nat-peer"},
 		Timeout: guestTimeout,
 	})
 	require.NoError(t, g.AwaitWait("done", stepTimeout))
@@ -338,22 +347,45 @@ func TestNATTAP(t *testing.T) {
 	require.Equal(t, strconv.Itoa(len(hostPage)), wg[1].Get("bytes"), "%s", wg[1])
 
 	// Inbound: forwards by hostname and by address (HOSTADDR defaulted)
-	// to the guest's TCP server, by hostname to its UDP echo server.
+	// to the guest's TCP server, by hostname to its UDP echo server. The
+	// guest sees the host's end of the link as the client.
 	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:8081"} {
 		msg := bytes.Repeat([]byte("forwarded to the guest via "+addr+"\n"), 1000)
 		hello, echo := tcpRoundTrip(t, w.hostDial(t), addr, msg)
-		require.Equal(t, "HELLO host="+hostname, hello, "through %s", addr)
+		require.Equal(t, hostname, hello.Host, "through %s: %s", addr, hello.Line)
+		require.Equal(t, tapHostEnd, hello.Peer.Addr().String(), "through %s: %s", addr, hello.Line)
 		require.Equal(t, string(msg), echo, "through %s", addr)
 	}
 	u := w.Host.DialUDP(t, "127.0.0.1:7070")
 	require.NoError(t, udpRoundTrip(u, []byte("udp forwarded to the guest"), 10*time.Second))
+
+	// Hairpin: the other guest at the NAT address; the target sees the NAT
+	// address as the client. After the host clients: vhost-arcnet programs
+	// a forward into the NAT engine when the first host connection
+	// arrives, so that before it a guest's SYN to the NAT address is
+	// dropped (router_out_drop_no_flow).
+	require.NoError(t, peer.AwaitWait("go", stepTimeout))
+	require.NoError(t, peer.Wake("go"))
+	require.NoError(t, peer.AwaitWait("done", stepTimeout), "hairpin through the forwards")
+	pc := peer.Console()
+	tcps := pc.All("TCP")
+	require.Len(t, tcps, 2)
+	for _, r := range tcps {
+		require.Equal(t, "1", r.Get("echoed"), "%s", r)
+		hello := parseGreeting(strings.ReplaceAll(r.Get("hello"), ",", " "))
+		require.Equal(t, hostname, hello.Host, "%s", r)
+		require.Equal(t, tapNATAddr, hello.Peer.Addr().String(), "hairpin: the target guest sees the NAT address: %s", r)
+	}
+	pu, ok := pc.First("UDP")
+	require.True(t, ok)
+	require.Equal(t, "3", pu.Get("received"), "%s", pu)
 
 	st, err := w.Backend.WaitNetStats(func(s netStats) bool {
 		return s.Gateway["router_out_translated"] > 0 && s.Gateway["router_in_translated"] > 0
 	}, statsTimeout)
 	require.NoError(t, err)
 	t.Logf("TAP %s; gateway stats (non-zero): %s", tap, strings.Join(groupedNonZero(st.Gateway), "; "))
-	for _, k := range []string{"router_out_translated", "router_in_translated", "router_icmp_time_exceeded"} {
+	for _, k := range []string{"router_out_translated", "router_in_translated", "router_icmp_time_exceeded", "router_hairpin"} {
 		require.NotZero(t, st.Gateway[k], k)
 	}
 	// 4 MiB came in and went out through the router.
@@ -363,6 +395,7 @@ func TestNATTAP(t *testing.T) {
 	require.Zero(t, st.Ports[guest0].Drops["spoof"])
 
 	finishGuest(t, g)
+	finishGuest(t, peer)
 	w.requireStoppedClean(t)
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -118,7 +119,8 @@ func TestHarnessSlirpServices(t *testing.T) {
 	require.EqualValues(t, 1, hits.Load())
 
 	hello, echo := tcpRoundTrip(t, net.Dial, fmt.Sprintf("127.0.0.1:%d", tcpPort), []byte("through hostfwd\n"))
-	require.Equal(t, "HELLO host=slirp-svc", hello)
+	require.Equal(t, "slirp-svc", hello.Host, "%s", hello.Line)
+	require.Equal(t, "10.0.2.2", hello.Peer.Addr().String(), "slirp's host address: %s", hello.Line)
 	require.Equal(t, "through hostfwd\n", echo)
 	// UDP through slirp's hostfwd with restrict=on gets no answer back
 	// to the host: the echo server is checked through a forward of
@@ -128,10 +130,30 @@ func TestHarnessSlirpServices(t *testing.T) {
 	finishGuest(t, g)
 }
 
+// greeting is the first line of the guest's TCP server (tcpserve in
+// guest/init.sh): "HELLO host=HOSTNAME peer=IP:PORT".
+type greeting struct {
+	Line string
+	Host string         // the guest's hostname
+	Peer netip.AddrPort // the client as the guest saw it
+}
+
+func parseGreeting(line string) greeting {
+	g := greeting{Line: strings.TrimSpace(line)}
+	for _, f := range strings.Fields(g.Line) {
+		if v, ok := strings.CutPrefix(f, "host="); ok {
+			g.Host = v
+		} else if v, ok := strings.CutPrefix(f, "peer="); ok {
+			g.Peer, _ = netip.ParseAddrPort(v)
+		}
+	}
+	return g
+}
+
 // tcpRoundTrip connects to addr with dial, reads the guest's greeting line
 // (tcpserve in guest/init.sh), sends msg, half-closes, and returns the
 // greeting and what came back.
-func tcpRoundTrip(t *testing.T, dial func(network, addr string) (net.Conn, error), addr string, msg []byte) (hello, echo string) {
+func tcpRoundTrip(t *testing.T, dial func(network, addr string) (net.Conn, error), addr string, msg []byte) (hello greeting, echo string) {
 	t.Helper()
 	var c net.Conn
 	var err error
@@ -154,5 +176,5 @@ func tcpRoundTrip(t *testing.T, dial func(network, addr string) (net.Conn, error
 	require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
 	rest, err := io.ReadAll(r)
 	require.NoError(t, err, "echo from %s", addr)
-	return strings.TrimSpace(line), string(rest)
+	return parseGreeting(line), string(rest)
 }

@@ -44,8 +44,11 @@
 #                        unless every one comes back unchanged, GUEST-UDP
 #   udpserve:PORT        UDP echo server in the background (arcnet-udp -l), GUEST-UDPSERVE
 #   tcpserve:PORT        TCP server in the background (busybox nc -ll): it greets each
-#                        connection with "HELLO host=HOSTNAME" and echoes what it reads
-#                        until the client closes, GUEST-TCPSERVE
+#                        connection with "HELLO host=HOSTNAME peer=IP:PORT" (the client as
+#                        the guest sees it) and echoes what it reads until the client
+#                        closes, GUEST-TCPSERVE
+#   tcp:HOST:PORT        connect with busybox nc, send a line and half-close; FAIL unless
+#                        the line comes back, GUEST-TCP target= hello=FIRST,LINE echoed=1
 #   traceroute:HOST[:FIRST]  busybox traceroute -n -q 1 -m 3 -w 2; FAIL unless the first hop
 #                        answered (and is FIRST), GUEST-TRACEROUTE hops=ADDR|*,... first= reached=
 #   wait:TOKEN           GUEST-WAIT TOKEN, then block until the console gets a line
@@ -310,12 +313,30 @@ listening() {
 
 do_tcpserve() {
   [ -n "$1" ] || fail "tcpserve needs a port"
-  printf '#!/bin/sh\necho "HELLO host=%s"\nexec cat\n' "$(hostname)" > /tmp/tcpserve.sh
+  cat > /tmp/tcpserve.sh <<EOF
+#!/bin/sh
+peer=\$(netstat -tn 2>/dev/null | awk '(\$6 == "ESTABLISHED" || \$6 == "CLOSE_WAIT") && \$4 ~ /:$1\$/ { print \$5; exit }')
+echo "HELLO host=$(hostname) peer=\${peer:-unknown}"
+exec cat
+EOF
   chmod +x /tmp/tcpserve.sh
   nc -ll -p "$1" -e /tmp/tcpserve.sh > /tmp/tcpserve.log 2>&1 &
   pid=$!
   listening tcp "$1" || { sed 's/^/tcpserve: /' /tmp/tcpserve.log; fail "tcpserve $1 not listening"; }
   say "TCPSERVE port=$1 pid=$pid"
+}
+
+do_tcp() {
+  [ -n "$1" ] && [ -n "$2" ] || fail "tcp needs HOST:PORT"
+  msg="tcp from $(hostname) to $1:$2"
+  echo "$msg" | timeout 10 nc "$1" "$2" > /tmp/tcp.out 2>&1
+  rc=$?
+  sed 's/^/tcp: /' /tmp/tcp.out
+  hello=$(head -n 1 /tmp/tcp.out | tr -s ' \t' ',,')
+  echoed=0
+  grep -qxF "$msg" /tmp/tcp.out && echoed=1
+  say "TCP target=$1:$2 hello=${hello:-none} echoed=$echoed rc=$rc"
+  [ $echoed = 1 ] || fail "tcp $1:$2"
 }
 
 do_udpserve() {
@@ -376,6 +397,7 @@ run_step() {
     udp) do_udp "$a1" "$a2" "$a3" ;;
     udpserve) do_udpserve "$a1" ;;
     tcpserve) do_tcpserve "$a1" ;;
+    tcp) do_tcp "$a1" "$a2" ;;
     traceroute) do_traceroute "$a1" "$a2" ;;
     wait) do_wait "$a1" ;;
     sleep) sleep "$a1" ;;
