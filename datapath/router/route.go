@@ -115,14 +115,9 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 			translated++
 			routedBytes += uint64(b.up[len(b.up)-1].Len)
 		case nat.ToGuest:
-			mac, ok := r.guestMAC(binary.BigEndian.Uint32(p.Buf[16:]))
-			if !ok {
-				r.stats.Drop(Out, DropNoNeighbour, 1)
+			if !r.toGuest(b, j, f, Out, replaced) {
 				continue
 			}
-			copy(h[0:6], mac[:])
-			copy(h[6:12], r.opt.GatewayMAC[:])
-			b.lan = b.emitFrame(b.lan, j, n, f, replaced)
 			if !replaced {
 				translated++
 				hairpin++
@@ -223,14 +218,9 @@ func (r *Router) inbound(b *batch, frames []datapath.Frame) {
 		n := header.EthernetMinSize + len(p.Buf)
 		switch p.Verdict {
 		case nat.ToGuest:
-			mac, ok := r.guestMAC(binary.BigEndian.Uint32(p.Buf[16:]))
-			if !ok {
-				r.stats.Drop(In, DropNoNeighbour, 1)
+			if !r.toGuest(b, j, f, In, replaced) {
 				continue
 			}
-			copy(h[0:6], mac[:])
-			copy(h[6:12], r.opt.GatewayMAC[:])
-			b.lan = b.emitFrame(b.lan, j, n, f, replaced)
 			translated++
 			routedBytes += uint64(b.lan[len(b.lan)-1].Len)
 		case nat.ToUplink:
@@ -248,6 +238,23 @@ func (r *Router) inbound(b *batch, frames []datapath.Frame) {
 	r.sendLAN(b.lan)
 	r.sendUp(b.up, In)
 	b.done(k)
+}
+
+// toGuest addresses translated packet j (of frame f) to the guest that owns
+// its destination, from the gateway's MAC, and queues it for the switch. It
+// reports false (counted in direction d) if no MAC is known for the guest.
+func (r *Router) toGuest(b *batch, j int, f *datapath.Frame, d Direction, replaced bool) bool {
+	p := &b.pkts[j]
+	mac, ok := r.guestMAC(binary.BigEndian.Uint32(p.Buf[16:]))
+	if !ok {
+		r.stats.Drop(d, DropNoNeighbour, 1)
+		return false
+	}
+	h := b.heads[j][:]
+	copy(h[0:6], mac[:])
+	copy(h[6:12], r.opt.GatewayMAC[:])
+	b.lan = b.emitFrame(b.lan, j, header.EthernetMinSize+len(p.Buf), f, replaced)
+	return true
 }
 
 // guestMAC returns the MAC of guest address a (big-endian), from the

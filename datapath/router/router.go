@@ -209,12 +209,19 @@ func (p *lanPort) SetPeer(peer datapath.Port) {
 func (p *lanPort) RxOffloads() datapath.RxOffloads { return p.r.opt.UplinkOffloads }
 
 // Send routes the frames the switch delivered to the gateway's MAC.
-func (p *lanPort) Send(frames []datapath.Frame) {
-	r := p.r
+func (p *lanPort) Send(frames []datapath.Frame) { p.r.route(frames, Out) }
+
+// route routes frames in direction d, in batches of at most MaxBatch, with
+// a scratch from the pool.
+func (r *Router) route(frames []datapath.Frame, d Direction) {
 	b := r.pool.Get().(*batch)
 	for len(frames) > 0 {
 		n := min(len(frames), datapath.MaxBatch)
-		r.outbound(b, frames[:n])
+		if d == Out {
+			r.outbound(b, frames[:n])
+		} else {
+			r.inbound(b, frames[:n])
+		}
 		frames = frames[n:]
 	}
 	r.pool.Put(b)
@@ -234,16 +241,7 @@ func (p *upPort) Name() string { return "router-uplink" }
 func (p *upPort) Stats() *datapath.Stats { return &p.stats }
 
 // Send routes frames received from the uplink.
-func (p *upPort) Send(frames []datapath.Frame) {
-	r := p.r
-	b := r.pool.Get().(*batch)
-	for len(frames) > 0 {
-		n := min(len(frames), datapath.MaxBatch)
-		r.inbound(b, frames[:n])
-		frames = frames[n:]
-	}
-	r.pool.Put(b)
-}
+func (p *upPort) Send(frames []datapath.Frame) { p.r.route(frames, In) }
 
 // batch is the scratch of one Send call.
 type batch struct {
@@ -364,12 +362,7 @@ func (r *Router) sendLAN(frames []datapath.Frame) {
 		r.lan.stats.Drop(datapath.DropNoRoute, uint64(len(frames)))
 		return
 	}
-	bytes := 0
-	for i := range frames {
-		bytes += frames[i].Len
-	}
-	r.lan.stats.RxPackets.Add(uint64(len(frames)))
-	r.lan.stats.RxBytes.Add(uint64(bytes))
+	countRx(&r.lan.stats, frames)
 	(*peer).Send(frames)
 }
 
@@ -383,13 +376,18 @@ func (r *Router) sendUp(frames []datapath.Frame, d Direction) {
 		r.stats.Drop(d, DropNoUplink, uint64(len(frames)))
 		return
 	}
+	countRx(&r.up.stats, frames)
+	(*up).Send(frames)
+}
+
+// countRx adds frames to the rx counters of st.
+func countRx(st *datapath.Stats, frames []datapath.Frame) {
 	bytes := 0
 	for i := range frames {
 		bytes += frames[i].Len
 	}
-	r.up.stats.RxPackets.Add(uint64(len(frames)))
-	r.up.stats.RxBytes.Add(uint64(bytes))
-	(*up).Send(frames)
+	st.RxPackets.Add(uint64(len(frames)))
+	st.RxBytes.Add(uint64(bytes))
 }
 
 // decTTL decrements the TTL of ip and updates its header checksum (RFC 1624
