@@ -16,7 +16,7 @@ setup:                ## install what the build and the tests need (apt, Go modu
 	bash test/deps.sh
 
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/vhost-arcnet
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN) ./cmd/vhost-arcnet
 
 test: setup lint cross race arm64 e2e   ## the whole test suite (CI runs this)
 

@@ -58,6 +58,9 @@ func (c *config) routed() bool { return c.uplink == "tap" }
 // than to a measurement uplink).
 func (c *config) guestNetwork() bool { return c.uplink == "none" || c.routed() }
 
+// errVersion is parseFlags' answer to --version: print the version, exit 0.
+var errVersion = errors.New("version requested")
+
 // stringList is a repeatable string flag.
 type stringList []string
 
@@ -111,8 +114,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fset.StringVar(&c.cpuProfile, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)")
 	level := fset.String("log-level", "info", "log `LEVEL`: debug | info | warn | error")
 	format := fset.String("log-format", "text", "log `FORMAT`: text | json")
+	showVersion := fset.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if err := fset.Parse(args); err != nil {
 		return nil, err
+	}
+	if *showVersion {
+		return nil, errVersion
 	}
 	if fset.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (all options are flags)", fset.Arg(0))

@@ -83,6 +83,9 @@ func TestParseFlags(t *testing.T) {
 			require.Equal(t, hostif.DefaultLinkNet, c.uplinkNet)
 		}},
 	}
+	_, err := parseFlags([]string{"--version"}, io.Discard)
+	require.ErrorIs(t, err, errVersion, "--version needs no socket")
+	require.Contains(t, version(), "vhost-arcnet ")
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := parseFlags(tc.args, io.Discard)

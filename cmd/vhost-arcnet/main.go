@@ -22,12 +22,17 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Println(version())
+		os.Exit(0)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vhost-arcnet: %v\n", err)
 		os.Exit(2)
 	}
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	log.Info("starting", "version", version())
 
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
