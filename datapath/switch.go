@@ -127,14 +127,15 @@ type PortOptions struct {
 // Switch is a learning L2 switch between Ports; see the comment at the top
 // of switch.go.
 type Switch struct {
-	log    *slog.Logger
-	now    func() time.Time
-	epoch  time.Time
-	macs   *macTable
-	leases LeaseTable
-	ports  atomic.Pointer[[]*SwitchPort]  // copy-on-write, indexed by SwitchPort.idx
-	owners atomic.Pointer[map[uint64]int] // own MAC -> port index, copy-on-write
-	fragID atomic.Uint32
+	log     *slog.Logger
+	now     func() time.Time
+	epoch   time.Time
+	macs    *macTable
+	leases  LeaseTable
+	ports   atomic.Pointer[[]*SwitchPort]  // copy-on-write, indexed by SwitchPort.idx
+	owners  atomic.Pointer[map[uint64]int] // own MAC -> port index, copy-on-write
+	fragID  atomic.Uint32
+	capture atomic.Pointer[Capture] // SetCapture
 
 	// mu serialises Attach, Detach and MAC claims (copy-on-write writers).
 	mu       sync.Mutex
@@ -568,6 +569,9 @@ func (s *Switch) forward(sp *SwitchPort, sc *scratch, ports []*SwitchPort, frame
 			sc.dests[nd] = d
 			nd++
 		}
+	}
+	if c := s.capture.Load(); c != nil && nf > 0 {
+		(*c).Capture(sc.frames[:nf])
 	}
 	var unsegmentable uint64 // bit i: frame i could not be segmented
 	if flood {

@@ -49,6 +49,8 @@ type config struct {
 	forwards    []hostif.ForwardSpec
 	natMaxFlows int
 	natGuestMax int
+
+	pcapFile string // --pcap
 }
 
 // routed reports whether the guest network has an uplink (NAT and router).
@@ -111,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	var macs stringList
 	fset.Var(&macs, "mac", "MAC address `PATH=MAC` of the guest ports of a --socket/--connect path (repeatable); guest k gets MAC+k; default: 02:... derived from the path")
 	fset.UintVar(&c.linkSpeed, "link-speed", 0, "link speed in `MBPS` reported in the virtio-net config space (0: unknown)")
+	fset.StringVar(&c.pcapFile, "pcap", "", "write every frame the switch forwards to this pcap `FILE` (tcpdump -r, Wireshark)")
 	fset.StringVar(&c.cpuProfile, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)")
 	level := fset.String("log-level", "info", "log `LEVEL`: debug | info | warn | error")
 	format := fset.String("log-format", "text", "log `FORMAT`: text | json")
@@ -163,6 +166,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if !c.routed() && (c.masquerade || len(c.forwards) > 0) {
 		return nil, fmt.Errorf("--masquerade and --forward need an uplink that leaves the host: --uplink tap (now %s)", c.uplink)
+	}
+	if c.pcapFile != "" && !c.guestNetwork() {
+		return nil, fmt.Errorf("--pcap captures the switch, which --uplink %s bypasses: use --uplink none or tap", c.uplink)
 	}
 	if c.natMaxFlows < 16 || c.natMaxFlows > 1<<24 {
 		return nil, fmt.Errorf("--nat-max-flows %d: want 16..%d", c.natMaxFlows, 1<<24)

@@ -118,6 +118,7 @@ func TestParseFlags(t *testing.T) {
 		{"forward without uplink", []string{"--socket", "a", "--forward", "tcp:8080:g:80"}, "--uplink tap"},
 		{"masquerade without uplink", []string{"--socket", "a", "--masquerade"}, "--uplink tap"},
 		{"nat flows", []string{"--socket", "a", "--uplink", "tap", "--nat-max-flows", "1"}, "--nat-max-flows"},
+		{"pcap without switch", []string{"--socket", "a", "--uplink", "sink", "--pcap", "x.pcap"}, "--pcap"},
 		{"source size", []string{"--socket", "a", "--source-size", "10"}, "--source-size"},
 		{"pairs", []string{"--socket", "a", "--queue-pairs", "0"}, "--queue-pairs"},
 		{"pairs big", []string{"--socket", "a", "--queue-pairs", "17"}, "--queue-pairs"},

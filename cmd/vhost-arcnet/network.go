@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,9 @@ type network struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 	fwdMu sync.Mutex // serialises forward (re)programming
+
+	pcap    *datapath.PcapWriter // --pcap
+	pcapErr bool                 // its failure was logged (tick's goroutine only)
 }
 
 // leases lets the switch's anti-spoofing ask the gateway's DHCP server which
@@ -67,6 +71,18 @@ func newNetwork(cfg *config, log *slog.Logger) (n *network, err error) {
 	if n.sw, err = datapath.NewSwitch(datapath.SwitchOptions{Leases: leases{gw}, Logger: log}); err != nil {
 		return nil, err
 	}
+	if cfg.pcapFile != "" {
+		f, err := os.OpenFile(cfg.pcapFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		if n.pcap, err = datapath.NewPcapWriter(f, 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		n.sw.SetCapture(n.pcap)
+		log.Info("capturing every forwarded frame", "pcap", cfg.pcapFile)
+	}
 	n.hp = datapath.NewHandlerPort("gateway", gw)
 	var gwPort datapath.Port = n.hp
 	if cfg.routed() {
@@ -80,12 +96,12 @@ func newNetwork(cfg *config, log *slog.Logger) (n *network, err error) {
 	}
 	log.Info("guest network", "subnet", gw.Subnet(), "gateway", gw.Addr(), "domain", cfg.domain,
 		"gateway_mac", gw.MAC().String())
+	ctx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.tick(ctx) }()
 	if n.tap != nil {
 		n.tap.Start()
-		ctx, stop := context.WithCancel(context.Background())
-		n.stop = stop
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.expireLoop(ctx) }()
 		for _, f := range n.fwds {
 			n.wg.Add(1)
 			go func() {
@@ -228,9 +244,10 @@ func (n *network) resolveGuest(guest string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("no guest named %q holds a lease", guest)
 }
 
-// expireLoop reclaims expired NAT flows once a second, so that memory held
-// by dead flows stays bounded when traffic is low.
-func (n *network) expireLoop(ctx context.Context) {
+// tick runs the network's housekeeping once a second: expired NAT flows are
+// reclaimed (so memory held by dead flows stays bounded when traffic is
+// low) and the capture file is flushed.
+func (n *network) tick(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -238,7 +255,15 @@ func (n *network) expireLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.eng.Expire()
+			if n.eng != nil {
+				n.eng.Expire()
+			}
+			if n.pcap != nil {
+				if err := n.pcap.Flush(); err != nil && !n.pcapErr {
+					n.pcapErr = true
+					slog.Default().Error("--pcap: writing the capture failed; capture stopped", "err", err)
+				}
+			}
 		}
 	}
 }
@@ -284,6 +309,15 @@ func (n *network) close() {
 	}
 	if n.masq != nil {
 		errs = append(errs, n.masq.Close())
+	}
+	if n.pcap != nil {
+		if n.sw != nil {
+			n.sw.SetCapture(nil)
+		}
+		p := n.pcap
+		errs = append(errs, p.Close())
+		slog.Default().Info("capture closed", "frames", p.Frames.Load(), "bytes", p.Bytes.Load(),
+			"truncated", p.Truncated.Load())
 	}
 	errs = append(errs, n.gw.Close())
 	if err := errors.Join(errs...); err != nil {
