@@ -252,7 +252,8 @@ func (w *natWorld) hostDial(t *testing.T) func(network, addr string) (net.Conn, 
 // of the internet through the gateway, pings and traces the route to the
 // internet (the gateway answers TTL exceeded first), downloads a 4 MiB file
 // from the internet namespace over HTTP with its SHA-256 intact and uploads
-// it back (the server checks the SHA-256), talks to a
+// it back (the server checks the SHA-256), again through a path whose MTU
+// shrank (ICMP fragmentation needed translated back to it), talks to a
 // UDP echo server there, fetches a page from the host at
 // host.arcnet.internal, and serves TCP and UDP that a client in Host
 // reaches through forwards by hostname and by address. Then the counters,
@@ -283,7 +284,8 @@ func TestNATTAP(t *testing.T) {
 			",wget:" + w.BlobURL + ":" + w.Blob.SHA256 +
 			",post:" + w.UploadURL + ":1" +
 			",wget:" + w.HostWeb +
-			",tcpserve:80,udpserve:7,stats,wait:done",
+			",tcpserve:80,udpserve:7,stats,wait:mtu" +
+			",traceroute:" + inet + ":" + netGateway + ":1400,post:" + w.UploadURL + ":1,stats,wait:done",
 		Knobs:   []string{"hostname=" + hostname},
 		Timeout: guestTimeout,
 	})
@@ -296,7 +298,7 @@ func TestNATTAP(t *testing.T) {
 		Knobs:   []string{"hostname=nat-peer"},
 		Timeout: guestTimeout,
 	})
-	require.NoError(t, g.AwaitWait("done", stepTimeout))
+	require.NoError(t, g.AwaitWait("mtu", stepTimeout))
 	c := g.Console()
 	t.Logf("guest steps done %.1fs after boot start", time.Since(t0).Seconds())
 
@@ -345,6 +347,24 @@ func TestNATTAP(t *testing.T) {
 		ups[0].Bytes, w.UploadURL, psecs, float64(ups[0].Bytes)*8/1e6/max(psecs, 0.01))
 	require.Equal(t, "200", wg[1].Get("status"), "%s", wg[1])
 	require.Equal(t, strconv.Itoa(len(hostPage)), wg[1].Get("bytes"), "%s", wg[1])
+
+	// Path MTU: Host's link to the internet shrinks to 1280. A 1400-byte
+	// probe with DF gets "fragmentation needed" from Host's kernel, which
+	// the NAT translates back to the guest, and the guest's 4 MiB upload
+	// (DF, 1500-byte frames or TSO) still gets through.
+	w.Host.Run(t, "ip", "link", "set", w.HostLink, "mtu", "1280")
+	mark := len(c.Records)
+	require.NoError(t, g.Wake("mtu"))
+	require.NoError(t, g.AwaitWait("done", stepTimeout), "after the MTU of %s went down to 1280", w.HostLink)
+	after := &Console{Records: g.Console().Records[mark:]}
+	ptr, ok := after.First("TRACEROUTE")
+	require.True(t, ok)
+	require.Equal(t, "1280", ptr.Get("fragneeded"), "no ICMP fragmentation needed reached the guest: %s", ptr)
+	ups = w.Uploads()
+	require.Len(t, ups, 2)
+	require.Equal(t, w.Blob.SHA256, ups[1].SHA256, "upload through the 1280 bottleneck")
+	ppost, _ := after.First("POST")
+	t.Logf("path MTU: %s; upload through it in %ss", ptr, ppost.Get("secs"))
 
 	// Inbound: forwards by hostname and by address (HOSTADDR defaulted)
 	// to the guest's TCP server, by hostname to its UDP echo server. The

@@ -49,8 +49,10 @@
 #                        closes, GUEST-TCPSERVE
 #   tcp:HOST:PORT        connect with busybox nc, send a line and half-close; FAIL unless
 #                        the line comes back, GUEST-TCP target= hello=FIRST,LINE echoed=1
-#   traceroute:HOST[:FIRST]  busybox traceroute -n -q 1 -m 3 -w 2; FAIL unless the first hop
-#                        answered (and is FIRST), GUEST-TRACEROUTE hops=ADDR|*,... first= reached=
+#   traceroute:HOST[:FIRST[:BYTES]]  busybox traceroute -n -q 1 -m 3 -w 2 (with BYTES: probes
+#                        of BYTES with DF set, -F); FAIL unless the first hop answered (and is
+#                        FIRST), GUEST-TRACEROUTE hops=ADDR|*,... first= reached=
+#                        fragneeded=MTU|none (a hop's ICMP fragmentation needed, !F-MTU)
 #   wait:TOKEN           GUEST-WAIT TOKEN, then block until the console gets a line
 #                        "TOKEN [k=v ...]"; each k=v becomes @k for later step arguments
 #   sleep:SECONDS  stats  shell
@@ -349,14 +351,19 @@ do_udpserve() {
 
 do_traceroute() {
   [ -n "$1" ] || fail "traceroute needs a host"
-  traceroute -n -q 1 -m 3 -w 2 "$1" > /tmp/tr 2>&1
+  if [ -n "$3" ]; then
+    traceroute -F -n -q 1 -m 3 -w 2 "$1" "$3" > /tmp/tr 2>&1
+  else
+    traceroute -n -q 1 -m 3 -w 2 "$1" > /tmp/tr 2>&1
+  fi
   rc=$?
   sed 's/^/traceroute: /' /tmp/tr
   hops=$(awk '$1 ~ /^[0-9]+$/ { print $2 }' /tmp/tr | tr '\n' ',' | sed 's/,$//')
   first=${hops%%,*}
   reached=0
   case ",$hops," in *",$1,"*) reached=1 ;; esac
-  say "TRACEROUTE target=$1 hops=${hops:-none} first=${first:-none} reached=$reached rc=$rc"
+  fn=$(sed -n 's/.*!F-\([0-9]*\).*/\1/p' /tmp/tr | head -n 1)
+  say "TRACEROUTE target=$1 hops=${hops:-none} first=${first:-none} reached=$reached fragneeded=${fn:-none} bytes=${3:-default} rc=$rc"
   [ -n "$first" ] && [ "$first" != "*" ] || fail "traceroute $1 no first hop"
   if [ -n "$2" ] && [ "$first" != "$2" ]; then
     fail "traceroute $1 first=$first want=$2"
@@ -398,7 +405,7 @@ run_step() {
     udpserve) do_udpserve "$a1" ;;
     tcpserve) do_tcpserve "$a1" ;;
     tcp) do_tcp "$a1" "$a2" ;;
-    traceroute) do_traceroute "$a1" "$a2" ;;
+    traceroute) do_traceroute "$a1" "$a2" "$a3" ;;
     wait) do_wait "$a1" ;;
     sleep) sleep "$a1" ;;
     stats) say "STATS $(stats)" ;;
