@@ -3,7 +3,6 @@ package datapath
 import (
 	"errors"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -76,16 +75,14 @@ type worker struct {
 	stop atomic.Bool
 	kick virtio.Doorbell
 	done chan struct{}
-	idle int // empty polls since the last work, for the spin before sleeping
+	idle virtio.Idle // spin, re-arm, sleep (virtio/idle.go)
 }
 
 // idleSpins is how many times a worker whose ring ran empty yields and looks
-// again before it re-enables kicks and sleeps. A wake-up through the kick
-// eventfd and Go's poller costs several microseconds on each side (the
-// driver's write(2), the backend's epoll and goroutine switch); a frontend
-// that keeps sending refills the ring well within this spin, so under load
-// the notifications stay off and an idle port still sleeps at 0 % CPU
-// after a few tens of microseconds.
+// again before it re-enables kicks and sleeps (virtio.Idle). A frontend that
+// keeps sending refills the ring well within this spin, so under load the
+// notifications stay off, and an idle port still sleeps at 0 % CPU after a
+// few tens of microseconds.
 const idleSpins = 200
 
 // NewGuestPort returns a port with no running queues.
@@ -188,7 +185,7 @@ func (p *GuestPort) Close() {
 }
 
 func (p *GuestPort) spawn(kick virtio.Doorbell, run func(*worker)) *worker {
-	w := &worker{kick: kick, done: make(chan struct{})}
+	w := &worker{kick: kick, done: make(chan struct{}), idle: virtio.Idle{Spins: idleSpins, Poll: p.opt.Poll}}
 	go func() {
 		defer close(w.done)
 		run(w)
@@ -208,28 +205,11 @@ func (w *worker) halt() {
 	<-w.done
 }
 
-// wait sleeps until the driver kicks q (or, polling, yields once). It
-// reports false when the worker must end.
+// wait runs the worker's idle step on q (virtio.Idle: spin, re-arm
+// notifications, sleep on the kick). It reports false when the worker must
+// end.
 func (p *GuestPort) wait(q *virtio.Queue, w *worker) bool {
-	if p.opt.Poll || w.idle < idleSpins {
-		w.idle++
-		runtime.Gosched()
-		return !w.stop.Load()
-	}
-	w.idle = 0
-	// Re-enable kicks, then look again: a chain made available between
-	// the last Pop and EnableNotify would otherwise never be kicked
-	// (virtio 1.2 §2.7.10).
-	if q.EnableNotify() {
-		q.DisableNotify()
-		return true
-	}
-	if w.kick == nil {
-		return false
-	}
-	err := w.kick.Wait()
-	q.DisableNotify()
-	return p.kickResult(err, w)
+	return p.kickResult(w.idle.Wait(q, w.kick, nil), w)
 }
 
 // txBatch is a transmit worker's reusable per-batch state.
@@ -251,7 +231,7 @@ func (p *GuestPort) runTX(qp uint16, q *virtio.Queue, kick virtio.Doorbell, call
 			return
 		}
 		if n > 0 {
-			w.idle = 0
+			w.idle.Busy()
 		} else if !p.wait(q, w) {
 			return
 		}
@@ -463,7 +443,7 @@ func (p *GuestPort) runSource(qp uint16, r *rxQueue, w *worker) {
 			}
 			k, _ := p.deliver(r, pending)
 			if k > 0 {
-				w.idle = 0
+				w.idle.Busy()
 			}
 			pending = pending[k:]
 			if len(pending) == 0 {
@@ -478,41 +458,24 @@ func (p *GuestPort) runSource(qp uint16, r *rxQueue, w *worker) {
 	}
 }
 
-// waitLocked waits, with r locked on entry and unlocked on return, until the
-// guest kicks r's queue (or, polling, yields once). It reports false when
-// the worker must end.
+// waitLocked runs the worker's idle step on r's queue (virtio.Idle), with r
+// locked on entry and unlocked on return. It reports false when the worker
+// must end.
 func (p *GuestPort) waitLocked(r *rxQueue, w *worker) bool {
-	if p.opt.Poll || w.idle < idleSpins {
-		w.idle++
-		r.mu.Unlock()
-		runtime.Gosched()
-		return !w.stop.Load()
-	}
-	w.idle = 0
-	if r.q.EnableNotify() {
-		r.q.DisableNotify()
-		r.mu.Unlock()
-		return true
-	}
-	r.mu.Unlock()
-	if w.kick == nil {
-		return false
-	}
-	err := w.kick.Wait()
-	r.mu.Lock()
-	if r.q != nil {
-		r.q.DisableNotify()
-	}
+	err := w.idle.Wait(r.q, w.kick, &r.mu)
 	r.mu.Unlock()
 	return p.kickResult(err, w)
 }
 
+// kickResult turns the idle step's result into whether the worker goes on.
 func (p *GuestPort) kickResult(err error, w *worker) bool {
 	switch {
 	case err == nil:
 		return !w.stop.Load()
 	case errors.Is(err, virtio.ErrInterrupted):
 		return !w.stop.Load()
+	case errors.Is(err, virtio.ErrNoDoorbell):
+		return false
 	default:
 		p.log.Warn("queue kick failed; queue stopped", "err", err)
 		return false

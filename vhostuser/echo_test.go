@@ -120,6 +120,7 @@ func (d *echoDevice) runTX(p *echoPair, q *virtio.Queue, call virtio.Notifier, w
 	hdrs := make([]virtio.NetHdr, 0, len(chains))
 	frames := make([][][]byte, 0, len(chains))
 	hlen := virtio.NetHdrLen(q.Features())
+	var idle virtio.Idle // sleeps as soon as the ring is empty
 	q.DisableNotify()
 	for !w.stop.Load() {
 		n := 0
@@ -135,13 +136,7 @@ func (d *echoDevice) runTX(p *echoPair, q *virtio.Queue, call virtio.Notifier, w
 			n++
 		}
 		if n == 0 {
-			if q.EnableNotify() {
-				q.DisableNotify()
-				continue
-			}
-			err := w.kick.Wait()
-			q.DisableNotify()
-			if err != nil {
+			if err := idle.Wait(q, w.kick, nil); err != nil {
 				if !errors.Is(err, virtio.ErrInterrupted) {
 					d.fail(err)
 				}

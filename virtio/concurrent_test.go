@@ -23,6 +23,27 @@ func (c chanBell) ring() {
 	}
 }
 
+// Wait and Interrupt make a chanBell a virtio.Doorbell.
+func (c chanBell) Wait() error { <-c; return nil }
+func (c chanBell) Interrupt()  {}
+
+// stoppable is a doorbell whose Wait also ends when stop is closed.
+type stoppable struct {
+	bell chanBell
+	stop chan struct{}
+}
+
+func (s stoppable) Wait() error {
+	select {
+	case <-s.bell:
+		return nil
+	case <-s.stop:
+		return virtio.ErrInterrupted
+	}
+}
+
+func (s stoppable) Interrupt() {}
+
 // exchangeCount is the number of buffers each exchange test moves.
 const exchangeCount = 100_000
 
@@ -57,6 +78,7 @@ func TestExchangeTX(t *testing.T) {
 				q := p.q
 				var c virtio.Chain
 				buf := make([]byte, 256)
+				var idle virtio.Idle // no spin: sleep as soon as the ring is empty
 				q.DisableNotify()
 				for want := 0; want < n; {
 					ok, err := q.Pop(&c)
@@ -69,12 +91,7 @@ func TestExchangeTX(t *testing.T) {
 						if q.NeedNotify() {
 							call.ring()
 						}
-						if q.EnableNotify() {
-							q.DisableNotify()
-							continue
-						}
-						<-kick
-						q.DisableNotify()
+						_ = idle.Wait(q, kick, nil)
 						continue
 					}
 					k := c.ReadOut(0, buf)
@@ -183,6 +200,7 @@ func TestExchangeRX(t *testing.T) {
 				q := p.q
 				rx := virtio.NewNetRX(q)
 				payload := make([]byte, 8+200)
+				var idle virtio.Idle
 				q.DisableNotify()
 				for seq := 0; seq < n; {
 					binary.LittleEndian.PutUint64(payload, uint64(seq))
@@ -197,12 +215,7 @@ func TestExchangeRX(t *testing.T) {
 						if q.NeedNotify() {
 							call.ring()
 						}
-						if q.EnableNotify() {
-							q.DisableNotify()
-							continue
-						}
-						<-kick
-						q.DisableNotify()
+						_ = idle.Wait(q, kick, nil)
 						continue
 					}
 					seq++
@@ -322,6 +335,7 @@ func TestUsedEventNoLostWakeup(t *testing.T) {
 		defer wg.Done()
 		q := p.q
 		var c virtio.Chain
+		var idle virtio.Idle
 		q.DisableNotify()
 		for {
 			ok, err := q.Pop(&c)
@@ -330,16 +344,9 @@ func TestUsedEventNoLostWakeup(t *testing.T) {
 				return
 			}
 			if !ok {
-				if q.EnableNotify() {
-					q.DisableNotify()
-					continue
-				}
-				select {
-				case <-kick:
-				case <-stop:
+				if idle.Wait(q, stoppable{kick, stop}, nil) != nil {
 					return
 				}
-				q.DisableNotify()
 				continue
 			}
 			if err := q.Push(c.Head, 0); err != nil {

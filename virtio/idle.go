@@ -1,0 +1,98 @@
+package virtio
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+)
+
+// ErrNoDoorbell is returned by Idle.Wait when the worker would sleep but has
+// no doorbell to sleep on (a queue started without a kick fd and not
+// polled): the worker must end.
+var ErrNoDoorbell = errors.New("no doorbell to wait on")
+
+// Idle is the idle step of a device worker on one queue: the one place that
+// decides between spinning, re-arming driver notifications and sleeping.
+// A worker calls Busy after a poll of its queue found work and Wait after
+// one found none, then polls again (and checks whether it must stop).
+//
+// Wait first spins: Spins times in a row it yields the processor and
+// returns, so that under load a driver that keeps adding buffers refills the
+// ring before the worker sleeps and notifications stay off (a kick costs a
+// write(2) in the driver and an epoll wake-up and goroutine switch here,
+// several microseconds on each side). Then it re-enables notifications and
+// looks at the queue once more before it sleeps on the doorbell:
+//
+//	device (Wait)                          driver
+//	EnableNotify: store avail_event        add chain: store avail->idx
+//	  (or clear VIRTQ_USED_F_NO_NOTIFY)    full fence
+//	full fence                             load avail_event / used flags:
+//	load avail->idx: new chains? poll        kick if asked to
+//	else sleep on the kick
+//
+// Each side stores, fences, then loads what the other stored, so at least
+// one of them sees the other's store: either the driver sees that the
+// device asked for a kick and kicks, or the device sees the new chain and
+// polls instead of sleeping (virtio 1.2 §2.7.10; Linux vhost's
+// vhost_enable_notify and virtqueue_kick_prepare). Without the fences either
+// load may pass the earlier store (even on amd64, through the store buffer)
+// and both sides wait for each other forever. The fences are in
+// Queue.EnableNotify and, on the driver side, virtiotest.Driver.
+//
+// After a wake-up Wait turns notifications off again: the worker polls
+// until the ring runs empty, with no kicks while it does.
+//
+// An Idle belongs to one worker goroutine; it is not safe for concurrent
+// use.
+type Idle struct {
+	// Spins is how many consecutive empty polls yield instead of sleeping.
+	Spins int
+	// Poll makes Wait only ever yield: the worker busy-polls (benchmarks).
+	Poll bool
+	n    int
+}
+
+// Busy records that the last poll found work: the next Wait starts its spin
+// anew.
+func (w *Idle) Busy() { w.n = 0 }
+
+// Wait is called after a poll of q found nothing; see Idle. It returns nil
+// when the worker should poll again, the doorbell's error (ErrInterrupted
+// after Interrupt: the worker should check whether it must stop), or
+// ErrNoDoorbell. If mu is not nil, the caller holds it and it guards q (a
+// receive queue other goroutines also write): Wait releases it while it
+// yields or sleeps and holds it again when it returns.
+func (w *Idle) Wait(q *Queue, kick Doorbell, mu sync.Locker) error {
+	if w.Poll || w.n < w.Spins {
+		w.n++
+		unlock(mu)
+		runtime.Gosched()
+		lock(mu)
+		return nil
+	}
+	w.n = 0
+	if q.EnableNotify() {
+		q.DisableNotify()
+		return nil
+	}
+	if kick == nil {
+		return ErrNoDoorbell
+	}
+	unlock(mu)
+	err := kick.Wait()
+	lock(mu)
+	q.DisableNotify()
+	return err
+}
+
+func lock(mu sync.Locker) {
+	if mu != nil {
+		mu.Lock()
+	}
+}
+
+func unlock(mu sync.Locker) {
+	if mu != nil {
+		mu.Unlock()
+	}
+}
