@@ -20,8 +20,8 @@ type FrameHandler interface {
 
 // HandlerPort attaches a FrameHandler to the switch: frames sent to the
 // port are copied whole into backend memory (the handler parses them at
-// leisure without the sender being able to change them, DESIGN.md
-// "Trust"), with any partial checksum completed, and handed to the handler
+// leisure without the sender being able to change them, ARCHITECTURE.md
+// "Rules that hold everywhere"), with any partial checksum completed, and handed to the handler
 // one by one; its replies enter the switch through the port's peer.
 //
 // It takes no offloads (RxOffloads is empty), so the switch segments GSO

@@ -11,7 +11,7 @@ import (
 
 // csumScratch is how much of a frame's head the receive path may rewrite in
 // backend memory to complete a checksum: Ethernet + VLAN + IPv4/IPv6 with
-// options + TCP with options (DESIGN.md "Data flow").
+// options + TCP with options (ARCHITECTURE.md "A frame's path").
 const csumScratch = 256
 
 // offloads are the offload features one side of a guest port negotiated.

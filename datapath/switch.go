@@ -17,7 +17,7 @@ import (
 )
 
 // The L2 switch between every guest port, the gateway and the uplink
-// (DESIGN.md "Data flow").
+// (ARCHITECTURE.md "A frame's path").
 //
 // A frame enters through the SwitchPort of the port that sent it (the
 // port's peer) and goes, in the same call, to the Send of every port it is

@@ -1,6 +1,6 @@
 package datapath
 
-// The measurement uplinks of the command line (DESIGN.md "Command line"):
+// The measurement uplinks of the command line (README "Command line"):
 // they attach straight to each guest port and bypass switch, services,
 // anti-spoofing and NAT, so that the vhost-user datapath can be measured
 // alone.

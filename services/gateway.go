@@ -150,7 +150,7 @@ func (g *Gateway) Close() error {
 // is valid only during that call.
 //
 // frame must not change during the call: the switch passes a private copy
-// (DESIGN.md "Trust"), not guest memory. HandleFrame is safe for concurrent
+// (ARCHITECTURE.md "Rules that hold everywhere"), not guest memory. HandleFrame is safe for concurrent
 // use and never panics on any frame.
 func (g *Gateway) HandleFrame(frame []byte, reply func(frame []byte)) {
 	g.stats.inc(FramesIn)

@@ -116,7 +116,7 @@ func newNetwork(cfg *config, log *slog.Logger) (n *network, err error) {
 }
 
 // openUplink opens the TAP and sets up the NAT engine, the router, the
-// masquerade and the forwards (DESIGN.md "Data flow").
+// masquerade and the forwards (ARCHITECTURE.md "A frame's path").
 func (n *network) openUplink(cfg *config, log *slog.Logger) error {
 	tap, err := hostif.OpenTAP(hostif.TAPOptions{
 		Name: cfg.tapName, Existing: cfg.tapName != "", Queues: cfg.queuePairs,

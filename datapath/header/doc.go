@@ -17,7 +17,7 @@
 // on any input, and the accessors of a valid view never panic; the fuzz tests
 // check both. Views alias the caller's buffer: when that buffer is guest
 // memory the guest can change it between two reads, so parse a private copy
-// (DESIGN.md "Trust").
+// (ARCHITECTURE.md "Rules that hold everywhere").
 //
 // Multi-byte fields are big-endian (network byte order). The package uses no
 // unsafe and allocates nothing except in String methods.

@@ -30,7 +30,7 @@
 //
 // Guests control every byte of the frames they send and may change their
 // buffers at any time; the router reads only the switch's private copy of
-// the headers (DESIGN.md "Trust"). The host side of the uplink is the host
+// the headers (ARCHITECTURE.md "Rules that hold everywhere"). The host side of the uplink is the host
 // kernel (trusted for the lengths it gives), but the remote hosts behind it
 // control the packets' contents: every header is length-checked before it
 // is read. Malformed frames are dropped and counted, never panic.

@@ -48,7 +48,7 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 		if d := ip.Dst4(); d>>24 == 127 || d>>24 == 0 {
 			// RFC 1122 §3.2.1.3: loopback and "this network" addresses
 			// never appear outside a host; the host's loopback is not the
-			// guests' to reach (DESIGN.md "Trust").
+			// guests' to reach (ARCHITECTURE.md "Rules that hold everywhere").
 			r.stats.Drop(Out, DropReason(nat.ReasonAddress), 1)
 			continue
 		}
