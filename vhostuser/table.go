@@ -3,10 +3,10 @@ package vhostuser
 import "fmt"
 
 // The message table: one row per request the backend implements. The
-// dispatcher (Session.dispatch in session.go) runs the same steps for every row: header check,
-// fd count, exact size, decode, handler (which validates, then acts), reply
-// or ack, close the fds the handler did not keep. Nothing about a request
-// lives in a switch statement.
+// dispatcher (Session.dispatch in session.go) runs the same steps for every
+// row: header check, fd count, exact size, decode, handler (which validates,
+// then acts), reply or ack, close the fds the handler did not keep. Nothing
+// about a request lives in a switch statement.
 
 // payloadKind is the shape of a request payload; it fixes the size rule and
 // the decoder.
