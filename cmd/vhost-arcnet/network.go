@@ -28,14 +28,15 @@ type network struct {
 	hp *datapath.HandlerPort
 
 	// With an uplink.
-	rt    *router.Router
-	eng   *nat.Engine
-	tap   *hostif.TAP
-	masq  *hostif.Masquerade
-	fwds  []*hostif.Forwarder
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
-	fwdMu sync.Mutex // serialises forward (re)programming
+	rt       *router.Router
+	eng      *nat.Engine
+	tap      *hostif.TAP
+	masq     *hostif.Masquerade
+	fwds     []*hostif.Forwarder
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	fwdMu    sync.Mutex // serialises forward (re)programming
+	fwdSpecs []hostif.ForwardSpec
 
 	pcap    *datapath.PcapWriter // --pcap
 	pcapErr bool                 // its failure was logged (tick's goroutine only)
@@ -177,6 +178,7 @@ func (n *network) openUplink(cfg *config, log *slog.Logger) error {
 		}
 		n.fwds = append(n.fwds, f)
 	}
+	n.syncForwards()
 	log.Info("uplink", "kind", "tap", "device", tap.Name(), "link", tap.Prefix(), "host", tap.HostAddr(),
 		"nat_address", tap.NATAddr(), "mtu", tap.MTU(), "queues", tap.Queues(), "masquerade", cfg.masquerade,
 		"host_name", "host."+cfg.domain)
@@ -194,32 +196,48 @@ func uplinkMAC(gw header.MAC) header.MAC {
 
 // newForwarder binds a port forward: connections to HOSTADDR:HOSTPORT are
 // relayed to the NAT address on HOSTPORT, which the NAT engine forwards to
-// the guest, resolved (address or DHCP host name) at each new connection.
+// the guest. The engine's forward is programmed at start, once a second
+// (syncForwards: a guest named by host name may get or change its lease
+// at any time, and other guests reach the forward at the NAT address
+// without a host client ever using it) and at each new connection.
 func (n *network) newForwarder(spec hostif.ForwardSpec, log *slog.Logger) (*hostif.Forwarder, error) {
-	proto := nat.TCP
-	if spec.Proto == "udp" {
-		proto = nat.UDP
-	}
-	prepare := func(context.Context) error {
-		a, err := n.resolveGuest(spec.Guest)
-		if err != nil {
-			return err
-		}
-		n.fwdMu.Lock()
-		defer n.fwdMu.Unlock()
-		want := nat.Forward{Proto: proto, Port: spec.HostPort, Guest: netip.AddrPortFrom(a, spec.GuestPort)}
-		for _, f := range n.eng.Forwards() {
-			if f == want {
-				return nil
-			}
-		}
-		return n.eng.AddForward(want)
-	}
+	prepare := func(context.Context) error { return n.programForward(spec) }
+	n.fwdSpecs = append(n.fwdSpecs, spec)
 	return hostif.NewForwarder(spec, hostif.ForwarderOptions{
 		Target:  netip.AddrPortFrom(n.tap.NATAddr(), spec.HostPort),
 		Prepare: prepare,
 		Logger:  log,
 	})
+}
+
+// programForward resolves spec's guest (address or DHCP host name) and
+// makes the NAT engine forward the external port HOSTPORT to it.
+func (n *network) programForward(spec hostif.ForwardSpec) error {
+	proto := nat.TCP
+	if spec.Proto == "udp" {
+		proto = nat.UDP
+	}
+	a, err := n.resolveGuest(spec.Guest)
+	if err != nil {
+		return err
+	}
+	n.fwdMu.Lock()
+	defer n.fwdMu.Unlock()
+	want := nat.Forward{Proto: proto, Port: spec.HostPort, Guest: netip.AddrPortFrom(a, spec.GuestPort)}
+	for _, f := range n.eng.Forwards() {
+		if f == want {
+			return nil
+		}
+	}
+	return n.eng.AddForward(want)
+}
+
+// syncForwards programs every forward whose guest can be resolved now; a
+// guest without a lease yet is tried again at the next tick.
+func (n *network) syncForwards() {
+	for _, spec := range n.fwdSpecs {
+		_ = n.programForward(spec)
+	}
 }
 
 // resolveGuest turns a forward's GUEST into an address: an IPv4 literal, or
@@ -257,6 +275,7 @@ func (n *network) tick(ctx context.Context) {
 		case <-t.C:
 			if n.eng != nil {
 				n.eng.Expire()
+				n.syncForwards()
 			}
 			if n.pcap != nil {
 				if err := n.pcap.Flush(); err != nil && !n.pcapErr {
