@@ -48,7 +48,7 @@ bench:
 bench-dpdk: build     ## side by side with DPDK's vhost library
 	bash bench/vs-dpdk.sh
 
-demo: setup build     ## a guest gets an address by DHCP, resolves names, fetches a page through NAT, serves a forward
+demo: setup build     ## a guest: DHCP, DNS, a page and a file fetched through NAT, a host client through a forward
 	ARCNET_DEMO=1 ARCNET_BIN=$(abspath $(BIN)) $(GO) test -count=1 -v -run '^TestDemo$$' ./test/qemu/
 
 clean:
