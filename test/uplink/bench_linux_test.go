@@ -1,0 +1,647 @@
+//go:build linux
+
+package uplink
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/test/netns"
+	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// Benchmarks of the TAP uplink (issue 9 "Speed"). Each runs its own
+// measurement once, whatever b.N is, and reports figures with
+// b.ReportMetric:
+//
+//	go test -run '^$' -bench . ./test/uplink/
+//
+// BenchmarkTCPThroughput interleaves vhost-arcnet and the kernel's own
+// forwarding (A B A B) in one run.
+const (
+	benchRounds = 3
+	benchWarmup = 300 * time.Millisecond
+	benchWindow = 1500 * time.Millisecond
+)
+
+// Ports of the TCP peers in Inet: 5201 counts what it reads, 5202 writes
+// until the connection breaks.
+const (
+	sinkPort   = 5201
+	sourcePort = 5202
+)
+
+// tcpPeers runs the kernel TCP peers in Inet. sunk counts every byte read
+// on the sink port.
+type tcpPeers struct {
+	sink, source netip.AddrPort
+	sunk         atomic.Int64
+}
+
+func startTCPPeers(b *testing.B, in *netns.Internet) *tcpPeers {
+	p := &tcpPeers{}
+	ls := in.Inet.ListenTCP(b, netip.AddrPortFrom(in.InetAddr, sinkPort).String())
+	lw := in.Inet.ListenTCP(b, netip.AddrPortFrom(in.InetAddr, sourcePort).String())
+	p.sink, p.source = ls.Addr().(*net.TCPAddr).AddrPort(), lw.Addr().(*net.TCPAddr).AddrPort()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	serve := func(l *net.TCPListener, fn func(c *net.TCPConn)) {
+		wg.Go(func() {
+			for {
+				c, err := l.AcceptTCP()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+				wg.Go(func() { defer c.Close(); fn(c) })
+			}
+		})
+	}
+	serve(ls, func(c *net.TCPConn) {
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := c.Read(buf)
+			p.sunk.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	serve(lw, func(c *net.TCPConn) {
+		buf := make([]byte, 256<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	b.Cleanup(func() {
+		ls.Close()
+		lw.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+// kernelGuest is the reference: a third namespace routed through Host to
+// Inet over veth pairs and the kernel's forwarding (no NAT on this path:
+// Inet routes 10.77.0.0/24 back to Host).
+func kernelGuest(b *testing.B, in *netns.Internet) *netns.NS {
+	gns := netns.New(b, "kguest")
+	netns.Veth(b, gns, "eth0", netip.MustParsePrefix("10.77.0.2/24"), in.Host, "kguest0", netip.MustParsePrefix("10.77.0.1/24"))
+	gns.Run(b, "ip", "route", "add", "default", "via", "10.77.0.1")
+	in.Inet.Run(b, "ip", "route", "add", "10.77.0.0/24", "via", in.HostAddr.String())
+	if err := in.Host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644)
+	}); err != nil {
+		b.Fatalf("ip_forward in Host: %v", err)
+	}
+	return gns
+}
+
+// benchWorld is vhost-arcnet with --uplink tap --masquerade in Host, a Go
+// guest with buffers sized for 64 KiB frames, and the kernel reference.
+type benchWorld struct {
+	in    *netns.Internet
+	be    *backend
+	g     *guest
+	kg    *netns.NS
+	peers *tcpPeers
+}
+
+func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
+	in := newInternet(b)
+	be := startBackend(b, in.Host, "--uplink", "tap", "--masquerade")
+	b.Cleanup(func() { stopClean(b, be) })
+	g := newGuest(b, be, opts, 0, "")
+	return &benchWorld{in: in, be: be, g: g}
+}
+
+// BenchmarkTCPThroughput: one TCP stream through --uplink tap, the Go
+// guest driving 64 KiB TSO frames (guest-to-internet) or receiving the
+// kernel's GSO frames (internet-to-guest), against a kernel TCP peer in
+// Inet; interleaved with the same stream between two kernel sockets, one
+// in a third namespace routed through Host (veth + forwarding).
+func BenchmarkTCPThroughput(b *testing.B) {
+	for _, dir := range []string{"guest-to-internet", "internet-to-guest"} {
+		b.Run(dir, func(b *testing.B) {
+			w := newBenchWorld(b, vhostusertest.Options{SlotSize: 16 << 10, RegionSize: 64 << 20})
+			w.kg = kernelGuest(b, w.in)
+			w.peers = startTCPPeers(b, w.in)
+			if w.g.f.Features()&virtio.NetFGuestTSO4 == 0 || w.g.f.Features()&virtio.NetFHostTSO4 == 0 {
+				b.Fatalf("no TSO4 negotiated (features %#x)", w.g.f.Features())
+			}
+			var arc, kern []float64
+			for r := range benchRounds {
+				lport := uint16(41000 + r)
+				if dir == "guest-to-internet" {
+					arc = append(arc, w.arcSend(b, lport))
+					kern = append(kern, w.kernelSend(b))
+				} else {
+					arc = append(arc, w.arcRecv(b, lport))
+					kern = append(kern, w.kernelRecv(b))
+				}
+			}
+			ma, mk := median(arc), median(kern)
+			b.Logf("%s: vhost-arcnet %.2f Gbit/s (%.2f..%.2f), kernel veth+forwarding %.2f Gbit/s (%.2f..%.2f), ratio %.2f; rounds A/B: %.2f / %.2f",
+				dir, ma, slices.Min(arc), slices.Max(arc), mk, slices.Min(kern), slices.Max(kern), ma/mk, arc, kern)
+			b.ReportMetric(ma, "arcnet-Gbps")
+			b.ReportMetric(mk, "kernel-Gbps")
+			b.ReportMetric(ma/mk, "ratio")
+		})
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func gbps(bytes int64, d time.Duration) float64 { return float64(bytes) * 8 / d.Seconds() / 1e9 }
+
+// measure calls sample at the end of the warm-up and at the end of the
+// window and returns the difference in Gbit/s; now reports whether to stop.
+type measure struct {
+	start, t0 time.Time
+	c0        int64
+	done      bool
+	gbps      float64
+}
+
+func (m *measure) tick(counter int64) (stop bool) {
+	now := time.Now()
+	switch {
+	case m.t0.IsZero() && now.Sub(m.start) >= benchWarmup:
+		m.t0, m.c0 = now, counter
+	case !m.t0.IsZero() && now.Sub(m.t0) >= benchWindow:
+		m.gbps = gbps(counter-m.c0, now.Sub(m.t0))
+		m.done = true
+	}
+	return m.done
+}
+
+// arcSend: the guest keeps the peer's window full of TSO frames and reads
+// ACKs from its receive queue.
+func (w *benchWorld) arcSend(b *testing.B, lport uint16) float64 {
+	g := w.g
+	c := g.dial(w.peers.sink, lport)
+	c.discard = true
+	tmpl := make([]byte, 34+tcpHdrBytes+tsoPayload) // zero payload
+	hdr := partialHdr(true)
+	m := &measure{start: time.Now()}
+	progress := time.Now()
+	dupAcks := 0
+	for !m.tick(w.peers.sunk.Load()) {
+		added := 0
+		for c.sndNxt-c.sndUna+tsoPayload <= c.sndWnd && added < 16 {
+			c.headers(tmpl, header.TCPFlagACK, c.sndNxt, nil, true)
+			if err := g.f.AddFrame(0, hdr, tmpl, vhostusertest.LayoutSplit); err != nil {
+				b.Fatal(err)
+			}
+			c.sndNxt += tsoPayload
+			added++
+		}
+		if added > 0 {
+			if err := g.f.Flush(0); err != nil {
+				b.Fatal(err)
+			}
+		}
+		una := c.sndUna
+		n := g.drainHeaders(func(h virtio.NetHdr, head []byte, _ int) {
+			s, ok := c.seg(head)
+			if !ok || s.Flags()&header.TCPFlagACK == 0 {
+				return
+			}
+			if a := s.Ack(); int32(a-c.sndUna) > 0 && int32(a-c.sndNxt) <= 0 {
+				c.sndUna = a
+				dupAcks = 0
+			} else if a == c.sndUna && c.sndNxt != c.sndUna {
+				dupAcks++
+			}
+			c.sndWnd = uint32(s.Window()) << c.sndShift
+		})
+		switch {
+		case c.sndUna != una:
+			progress = time.Now()
+		case dupAcks >= 3 || time.Since(progress) > 300*time.Millisecond:
+			c.sndNxt, dupAcks, progress = c.sndUna, 0, time.Now() // go back N
+		}
+		if n == 0 && added == 0 {
+			_, _ = g.f.WaitCall(0)
+		}
+	}
+	c.rst()
+	w.settle(b)
+	return m.gbps
+}
+
+// arcRecv: the guest reads the kernel's stream (GSO frames) and ACKs each
+// batch it drains; the payload is not copied out of the guest's buffers.
+func (w *benchWorld) arcRecv(b *testing.B, lport uint16) float64 {
+	g := w.g
+	c := g.dial(w.peers.source, lport)
+	c.discard = true
+	s0 := w.be.stats()
+	start := c.rcvNxt
+	m := &measure{start: time.Now()}
+	for !m.tick(int64(c.rcvNxt - start)) {
+		needAck := false
+		n := g.drainHeaders(func(h virtio.NetHdr, head []byte, _ int) {
+			s, ok := c.seg(head)
+			if !ok {
+				return
+			}
+			ip := header.IPv4(head[14:])
+			data := int(ip.TotalLength()) - ip.HeaderLen() - s.HeaderLen()
+			if data <= 0 {
+				return
+			}
+			needAck = true
+			if c.accept(s.Seq(), data) {
+				if h.GSOType != virtio.NetHdrGSONone {
+					c.gsoFrames++
+				}
+			} else {
+				c.ooo++
+				c.ack() // a duplicate ACK per segment: fast retransmit
+				needAck = false
+			}
+		})
+		if needAck {
+			c.ack()
+		}
+		if n == 0 {
+			_, _ = g.f.WaitCall(0)
+		}
+	}
+	s1 := w.be.stats()
+	b.Logf("vhost-arcnet internet-to-guest round: %d GSO frames in order, %d out of order (loss or reordering before the guest); guest0 drop_no_buffer +%d",
+		c.gsoFrames, c.ooo, s1.ports["guest0"].num("drop_no_buffer")-s0.ports["guest0"].num("drop_no_buffer"))
+	c.rst()
+	w.settle(b)
+	return m.gbps
+}
+
+// accept books n bytes at seq for a receiver that keeps no data: in
+// order (or overlapping the next expected byte) they advance rcvNxt, and
+// so do the out-of-order ranges they join; beyond it they are remembered
+// (a reassembly queue without the bytes) and accept returns false.
+func (c *tcpConn) accept(seq uint32, n int) bool {
+	end := seq + uint32(n)
+	if int32(seq-c.rcvNxt) > 0 {
+		if len(c.oooRanges) < 256 {
+			c.oooRanges = append(c.oooRanges, [2]uint32{seq, end})
+		}
+		return false
+	}
+	if int32(end-c.rcvNxt) > 0 {
+		c.rcvNxt = end
+	}
+	for merged := true; merged; {
+		merged = false
+		kept := c.oooRanges[:0]
+		for _, r := range c.oooRanges {
+			switch {
+			case int32(r[1]-c.rcvNxt) <= 0: // below: drop
+			case int32(r[0]-c.rcvNxt) <= 0:
+				c.rcvNxt, merged = r[1], true
+			default:
+				kept = append(kept, r)
+			}
+		}
+		c.oooRanges = kept
+	}
+	return true
+}
+
+// settle drains what is left in the guest's receive queue after a round.
+func (w *benchWorld) settle(b *testing.B) {
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		w.g.f.Drain()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// drainHeaders consumes every frame in the guest's receive queue and calls
+// fn with its header, its first bytes (up to 128 bytes of the frame) and
+// its length, without copying the rest; buffers are reposted.
+func (g *guest) drainHeaders(fn func(h virtio.NetHdr, head []byte, n int)) int {
+	d := g.f.Ring(0).Driver
+	hlen := virtio.NetHdrLen(g.f.Features())
+	mrg := g.f.Features()&virtio.NetFMrgRxbuf != 0
+	var buf [virtio.NetHdrSize + 128]byte
+	frames := 0
+	for {
+		e, ok := d.Used()
+		if !ok {
+			break
+		}
+		frames++
+		if e.ID >= uint32(d.Size()) || int(e.Len) < hlen {
+			continue
+		}
+		k := d.ReadIn(uint16(e.ID), buf[:min(int(e.Len), len(buf))])
+		var hb [virtio.NetHdrSize]byte
+		copy(hb[:], buf[:hlen])
+		var h virtio.NetHdr
+		h.Decode(hb[:])
+		n := int(e.Len) - hlen
+		if mrg {
+			for i := 1; i < int(h.NumBuffers); i++ {
+				more, ok := d.Used()
+				if !ok {
+					break
+				}
+				n += int(more.Len)
+			}
+		}
+		fn(h, buf[hlen:k], n)
+	}
+	if frames > 0 && d.FreeDescs() >= min(int(d.Size())/2, 32) {
+		if err := g.f.FillRx(0); err != nil {
+			g.t.Fatal(err)
+		}
+	}
+	return frames
+}
+
+// kernelSend: a kernel socket in the reference guest namespace writes
+// 256 KiB buffers to the sink.
+func (w *benchWorld) kernelSend(b *testing.B) float64 {
+	conn, err := w.kg.DialTCP(b, w.peers.sink.String(), 5*time.Second)
+	if err != nil {
+		b.Fatalf("kernel path: %v", err)
+	}
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 256<<10)
+		for !stop.Load() {
+			if _, err := conn.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	m := &measure{start: time.Now()}
+	for !m.tick(w.peers.sunk.Load()) {
+		time.Sleep(time.Millisecond)
+	}
+	stop.Store(true)
+	conn.Close()
+	<-done
+	return m.gbps
+}
+
+// kernelRecv: a kernel socket in the reference guest namespace reads the
+// source's stream.
+func (w *benchWorld) kernelRecv(b *testing.B) float64 {
+	conn, err := w.kg.DialTCP(b, w.peers.source.String(), 5*time.Second)
+	if err != nil {
+		b.Fatalf("kernel path: %v", err)
+	}
+	var got atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := conn.Read(buf)
+			got.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	m := &measure{start: time.Now()}
+	for !m.tick(got.Load()) {
+		time.Sleep(time.Millisecond)
+	}
+	conn.Close()
+	<-done
+	return m.gbps
+}
+
+// BenchmarkUDP64: 64-byte frames (60 B without FCS: 18 bytes of UDP
+// payload), one flow, in Mpps, with CPU time per frame.
+//
+// guest-to-tap: the Go guest sends to a socket in Inet that never reads,
+// through the router, the NAT, the TAP and the host's forwarding. Frames
+// are counted at the TAP (vhost-arcnet's tx counter) and where they arrive
+// in Inet (its veth's rx counter); vhost-arcnet's CPU is /proc/PID/stat
+// utime+stime, which includes the kernel's forwarding of each frame done
+// in its write(2) to the TAP. Interleaved with the reference: a kernel
+// socket in a third namespace routed through Host sends the same frames
+// with sendmmsg (64 per call), counted at the same Inet veth; its CPU is
+// the test process's (the sender goroutine plus, again, the forwarding
+// done in its system calls).
+//
+// tap-to-guest: a kernel socket in Inet answers the guest's flow with a
+// stream (sendmmsg, 64 per call) through the host's conntrack, the TAP,
+// the NAT and the router; the guest takes frames as its calls come.
+// Counted at the TAP (rx) and in the guest; vhost-arcnet's CPU per frame
+// read from the TAP. The sender in Inet shares the two cores.
+func BenchmarkUDP64(b *testing.B) {
+	b.Run("guest-to-tap", func(b *testing.B) {
+		w := newBenchWorld(b, vhostusertest.Options{})
+		w.kg = kernelGuest(b, w.in)
+		// A socket that never reads: the kernel drops at its buffer,
+		// and sends no port unreachable.
+		sink := w.in.Inet.ListenUDP(b, netip.AddrPortFrom(w.in.InetAddr, 9000).String())
+		dst := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+		inetNL := w.in.Inet.Netlink(b)
+		arrived := func() uint64 {
+			l, err := inetNL.LinkByName(w.in.InetLink)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return l.Attrs().Statistics.RxPackets
+		}
+		g := w.g
+		fr := g.out(dst.Addr(), header.ProtoUDP, 64, udp(netip.AddrPortFrom(g.ip, 6000), dst, make([]byte, 18)))
+		if len(fr) != 60 {
+			b.Fatalf("frame of %d bytes", len(fr))
+		}
+		kconn := w.kg.DialUDP(b, dst.String())
+		const roundTime = time.Second
+		var arcMpps, arcNs, kMpps, kNs []float64
+		for range 2 {
+			// A: vhost-arcnet.
+			g.txSettled()
+			s0, cpu0, in0, t0 := w.be.stats(), w.cpu(b), arrived(), time.Now()
+			sent := 0
+			for time.Since(t0) < roundTime {
+				for range 64 {
+					if err := g.f.AddFrame(0, virtio.NetHdr{}, fr, vhostusertest.LayoutSplit); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sent += 64
+				if err := g.f.Flush(0); err != nil {
+					b.Fatal(err)
+				}
+				g.f.Drain() // ARP or ICMP, if any
+			}
+			for !g.f.TxDone(0) {
+				time.Sleep(100 * time.Microsecond)
+			}
+			t1, cpu1, in1 := time.Now(), w.cpu(b), arrived()
+			s1 := w.be.stats()
+			tap := s1.ports[tapName].num("tx_packets") - s0.ports[tapName].num("tx_packets")
+			mpps, ns := w.reportPPS(b, "vhost-arcnet guest-to-tap", sent, tap, in1-in0, t1.Sub(t0), cpu1-cpu0, s0, s1)
+			arcMpps, arcNs = append(arcMpps, mpps), append(arcNs, ns)
+
+			// B: the kernel's path.
+			mpps, ns = kernelUDPSend(b, kconn, roundTime, arrived)
+			kMpps, kNs = append(kMpps, mpps), append(kNs, ns)
+		}
+		b.Logf("guest-to-tap 64 B: vhost-arcnet %.3f Mpps (%v), %.0f ns CPU/frame (%v); kernel veth+forwarding sender %.3f Mpps (%v), %.0f ns CPU/frame (%v)",
+			median(arcMpps), arcMpps, median(arcNs), arcNs, median(kMpps), kMpps, median(kNs), kNs)
+		b.ReportMetric(median(arcMpps), "arcnet-Mpps")
+		b.ReportMetric(median(arcNs), "arcnet-cpu-ns/frame")
+		b.ReportMetric(median(kMpps), "kernel-Mpps")
+		b.ReportMetric(median(kNs), "kernel-cpu-ns/frame")
+	})
+	b.Run("tap-to-guest", func(b *testing.B) {
+		w := newBenchWorld(b, vhostusertest.Options{})
+		g := w.g
+		src := w.in.Inet.ListenUDP(b, netip.AddrPortFrom(w.in.InetAddr, 9001).String())
+		dst := src.LocalAddr().(*net.UDPAddr).AddrPort()
+		// The guest opens the flow; the source answers it with a stream.
+		g.send(g.out(dst.Addr(), header.ProtoUDP, 64, udp(netip.AddrPortFrom(g.ip, 6001), dst, make([]byte, 18))))
+		buf := make([]byte, 64)
+		_ = src.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, peer, err := src.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			b.Fatalf("the guest's first datagram: %v", err)
+		}
+		var stop atomic.Bool
+		var sent atomic.Int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sendBatches(ipv4.NewPacketConn(src), net.UDPAddrFromAddrPort(peer), &stop, &sent)
+		}()
+		time.Sleep(200 * time.Millisecond) // warm up
+		got := 0
+		s0, cpu0, sent0, t0 := w.be.stats(), w.cpu(b), sent.Load(), time.Now()
+		for time.Since(t0) < 2*time.Second {
+			n, _ := g.f.Drain()
+			got += n
+			if n == 0 {
+				_, _ = g.f.WaitCall(0) // as a guest with interrupts on
+			}
+		}
+		t1, cpu1, sent1 := time.Now(), w.cpu(b), sent.Load()
+		stop.Store(true)
+		<-done
+		s1 := w.be.stats()
+		tap := s1.ports[tapName].num("rx_packets") - s0.ports[tapName].num("rx_packets")
+		b.Logf("kernel sender in Inet: %.3f Mpps offered", float64(sent1-sent0)/t1.Sub(t0).Seconds()/1e6)
+		mpps, ns := w.reportPPS(b, "vhost-arcnet tap-to-guest", got, tap, uint64(got), t1.Sub(t0), cpu1-cpu0, s0, s1)
+		b.ReportMetric(mpps, "arcnet-Mpps")
+		b.ReportMetric(ns, "arcnet-cpu-ns/frame")
+		b.ReportMetric(float64(got)/t1.Sub(t0).Seconds()/1e6, "guest-Mpps")
+	})
+}
+
+// sendBatches sends 18-byte datagrams to to, 64 per sendmmsg, until stop.
+func sendBatches(pc *ipv4.PacketConn, to net.Addr, stop *atomic.Bool, sent *atomic.Int64) {
+	msgs := make([]ipv4.Message, 64)
+	for i := range msgs {
+		msgs[i] = ipv4.Message{Buffers: [][]byte{make([]byte, 18)}, Addr: to}
+	}
+	for !stop.Load() {
+		n, err := pc.WriteBatch(msgs, 0)
+		sent.Add(int64(n))
+		if err != nil {
+			time.Sleep(10 * time.Microsecond) // ENOBUFS and the like
+		}
+	}
+}
+
+// kernelUDPSend is the reference for guest-to-tap: conn, a UDP socket in
+// the reference guest namespace, sends for d; frames are counted where
+// they arrive in Inet, CPU is the test process's.
+func kernelUDPSend(b *testing.B, conn *net.UDPConn, d time.Duration, arrived func() uint64) (mpps, nsPerFrame float64) {
+	self := os.Getpid()
+	cpu0, err := cpuTicks(self)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in0, t0 := arrived(), time.Now()
+	var stop atomic.Bool
+	var sent atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sendBatches(ipv4.NewPacketConn(conn), nil, &stop, &sent)
+	}()
+	time.Sleep(d)
+	stop.Store(true)
+	<-done
+	time.Sleep(20 * time.Millisecond)
+	t1, in1 := time.Now(), arrived()
+	cpu1, err := cpuTicks(self)
+	if err != nil {
+		b.Fatal(err)
+	}
+	el := t1.Sub(t0)
+	n := in1 - in0
+	cpu := time.Duration(cpu1-cpu0) * clockTick
+	mpps = float64(n) / el.Seconds() / 1e6
+	if n > 0 {
+		nsPerFrame = float64(cpu.Nanoseconds()) / float64(n)
+	}
+	b.Logf("kernel guest-to-inet: sent %d, %d arrived in Inet in %v = %.3f Mpps; test process CPU %v (%.0f%% of one core) = %.0f ns/frame",
+		sent.Load(), n, el.Round(time.Millisecond), mpps, cpu, 100*cpu.Seconds()/el.Seconds(), nsPerFrame)
+	return mpps, nsPerFrame
+}
+
+func (w *benchWorld) cpu(b *testing.B) uint64 {
+	v, err := cpuTicks(w.be.pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// reportPPS logs frames through the TAP per second and vhost-arcnet's CPU
+// per TAP frame and returns both; guest counts what the guest sent or
+// received, arrived what reached the far end.
+func (w *benchWorld) reportPPS(b *testing.B, dir string, guest int, tap, arrived uint64, d time.Duration, ticks uint64, s0, s1 stats) (mpps, nsPer float64) {
+	cpu := time.Duration(ticks) * clockTick
+	mpps = float64(tap) / d.Seconds() / 1e6
+	if tap > 0 {
+		nsPer = float64(cpu.Nanoseconds()) / float64(tap)
+	}
+	gp := func(k string) uint64 { return s1.ports["guest0"].num(k) - s0.ports["guest0"].num(k) }
+	b.Logf("%s: %d frames at the TAP in %v = %.3f Mpps; guest %d frames, %d arrived (%.3f Mpps); vhost-arcnet CPU %v (%.0f%% of one core) = %.0f ns/frame; guest0 drop_no_buffer +%d, router translated out +%d in +%d",
+		dir, tap, d.Round(time.Millisecond), mpps, guest, arrived, float64(arrived)/d.Seconds()/1e6, cpu, 100*cpu.Seconds()/d.Seconds(), nsPer,
+		gp("drop_no_buffer"), s1.gateway.num("router_out_translated")-s0.gateway.num("router_out_translated"),
+		s1.gateway.num("router_in_translated")-s0.gateway.num("router_in_translated"))
+	return mpps, nsPer
+}

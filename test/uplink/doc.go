@@ -1,0 +1,23 @@
+// Package uplink holds the end-to-end tests and benchmarks of vhost-arcnet's
+// TAP uplink (issue 9) with the in-process Go vhost-user frontend
+// (vhostuser/vhostusertest) playing the guest: a real vhost-arcnet process
+// runs `--uplink tap --masquerade` inside the Host namespace of a
+// test/netns Internet, and kernel servers in its Inet namespace play the
+// internet. The guest gets its address by DHCP, crafts its own frames
+// (a minimal TCP in the test: sequence numbers, windows, checksums, TSO
+// frames with a virtio-net header) and reads the backend's counters from
+// its JSON log (SIGUSR1).
+//
+// The package has no code outside its tests. Everything runs as root; the
+// tests and benchmarks skip otherwise:
+//
+//	go test ./test/uplink/                          # the tests, ~30 s
+//	go test -run '^$' -bench . ./test/uplink/       # the benchmarks
+//
+// ARCNET_BIN names a vhost-arcnet binary to test instead of building
+// ./cmd/vhost-arcnet once per test binary.
+//
+// Traffic stays on loopback and inside the namespaces a test created; each
+// test checks at its end that vhost-arcnet left no TAP link, route or
+// nftables table behind and that its namespaces are gone.
+package uplink
