@@ -181,6 +181,11 @@ func (t *tcpDNS) answer(c *tcpConn, p []byte) {
 	t.flush(out)
 }
 
+// segmentLocked runs one segment through the connection it belongs to
+// (RFC 9293 §3.10.7.4, "SEGMENT ARRIVES", for the states a DNS server has):
+// a new connection, a reset, the acknowledgement, then the data. It
+// returns the connection (nil if there is none any more), the segments to
+// send and the complete DNS queries received.
 func (t *tcpDNS) segmentLocked(srcMAC header.MAC, ip header.IPv4, seg header.TCP, reply func([]byte), out []tcpOut) (*tcpConn, []tcpOut, [][]byte) {
 	if t.closed {
 		return nil, out, nil
@@ -188,8 +193,6 @@ func (t *tcpDNS) segmentLocked(srcMAC header.MAC, ip header.IPv4, seg header.TCP
 	now := t.g.s.clock()
 	key := tcpKey{ip.Src(), seg.SrcPort()}
 	flags := seg.Flags()
-	payload := seg.Payload()
-	seq, ack := seg.Seq(), seg.Ack()
 	c := t.conns[key]
 	if seg.DstPort() != dnsPort || c == nil {
 		if seg.DstPort() != dnsPort {
@@ -201,28 +204,12 @@ func (t *tcpDNS) segmentLocked(srcMAC header.MAC, ip header.IPv4, seg header.TCP
 		if seg.DstPort() == dnsPort {
 			t.g.stats.drop(DropTCP)
 		}
-		// RFC 9293 §3.10.7.1, CLOSED: answer anything but a RST with a RST.
-		if flags&header.TCPFlagRST == 0 {
-			if flags&header.TCPFlagACK != 0 {
-				out = t.rawSegment(out, reply, srcMAC, key, seg.DstPort(), ack, 0, header.TCPFlagRST, nil, nil)
-			} else {
-				l := uint32(len(payload))
-				if flags&header.TCPFlagSYN != 0 {
-					l++
-				}
-				if flags&header.TCPFlagFIN != 0 {
-					l++
-				}
-				out = t.rawSegment(out, reply, srcMAC, key, seg.DstPort(), 0, seq+l, header.TCPFlagRST|header.TCPFlagACK, nil, nil)
-			}
-			t.g.stats.inc(TCPResets)
-		}
-		return nil, out, nil
+		return nil, t.refuse(srcMAC, key, seg, reply, out), nil
 	}
 	c.reply, c.mac = reply, srcMAC
 	if flags&header.TCPFlagRST != 0 {
 		// RFC 5961 §3.2: accept a RST only at exactly rcvNxt.
-		if seq == c.rcvNxt {
+		if seg.Seq() == c.rcvNxt {
 			t.remove(c)
 		} else {
 			t.g.stats.drop(DropTCP)
@@ -230,7 +217,7 @@ func (t *tcpDNS) segmentLocked(srcMAC header.MAC, ip header.IPv4, seg header.TCP
 		return nil, out, nil
 	}
 	if flags&header.TCPFlagSYN != 0 {
-		if c.state == tcpSynRcvd && seq+1 == c.rcvNxt {
+		if c.state == tcpSynRcvd && seg.Seq()+1 == c.rcvNxt {
 			return c, t.synAck(c, out), nil // the peer retransmitted its SYN
 		}
 		// RFC 5961 §4.2: challenge ACK.
@@ -241,16 +228,60 @@ func (t *tcpDNS) segmentLocked(srcMAC header.MAC, ip header.IPv4, seg header.TCP
 		return c, out, nil
 	}
 	c.lastActive = now
+	c, out, done := t.acknowledge(c, seg, now, out)
+	if done {
+		return c, out, nil
+	}
+	c.sndWnd = uint32(seg.Window())
+	queries, needAck := t.receive(c, seg)
+	n := len(out)
+	out = t.output(c, out, now)
+	if needAck && len(out) == n {
+		out = t.segmentOut(c, out, c.sndNxt, nil, header.TCPFlagACK)
+	}
+	return c, out, queries
+}
+
+// refuse answers a segment that belongs to no connection (RFC 9293
+// §3.10.7.1, CLOSED): anything but a RST gets a RST.
+func (t *tcpDNS) refuse(srcMAC header.MAC, key tcpKey, seg header.TCP, reply func([]byte), out []tcpOut) []tcpOut {
+	flags := seg.Flags()
+	if flags&header.TCPFlagRST != 0 {
+		return out
+	}
+	if flags&header.TCPFlagACK != 0 {
+		out = t.rawSegment(out, reply, srcMAC, key, seg.DstPort(), seg.Ack(), 0, header.TCPFlagRST, nil, nil)
+	} else {
+		l := uint32(len(seg.Payload()))
+		if flags&header.TCPFlagSYN != 0 {
+			l++
+		}
+		if flags&header.TCPFlagFIN != 0 {
+			l++
+		}
+		out = t.rawSegment(out, reply, srcMAC, key, seg.DstPort(), 0, seg.Seq()+l, header.TCPFlagRST|header.TCPFlagACK, nil, nil)
+	}
+	t.g.stats.inc(TCPResets)
+	return out
+}
+
+// acknowledge processes the ACK of seg on c: the handshake's last step, then
+// the send buffer's acknowledged bytes (RFC 9293 §3.10.7.4, "fifth, check
+// the ACK field"; RFC 6298 §5.3 for the timer). done reports that the
+// segment needs nothing more: it was answered, or it closed c (then the
+// returned connection is nil).
+func (t *tcpDNS) acknowledge(c *tcpConn, seg header.TCP, now time.Time, out []tcpOut) (_ *tcpConn, _ []tcpOut, done bool) {
+	ack := seg.Ack()
 	if c.state == tcpSynRcvd {
 		if ack != c.iss+1 {
 			t.g.stats.inc(TCPResets)
-			return c, t.rawSegment(out, reply, srcMAC, key, dnsPort, ack, 0, header.TCPFlagRST, nil, nil), nil
+			return c, t.rawSegment(out, c.reply, c.mac, c.key, dnsPort, ack, 0, header.TCPFlagRST, nil, nil), true
 		}
 		c.state, c.sndUna, c.retries, c.rto = tcpEstablished, ack, 0, tcpRTO
 	}
 	if seqLT(c.sndNxt, ack) {
 		// Acknowledges something never sent: re-ACK and drop (§3.10.7.4).
-		return c, t.segmentOut(c, out, c.sndNxt, nil, header.TCPFlagACK), nil
+		return c, t.segmentOut(c, out, c.sndNxt, nil, header.TCPFlagACK), true
 	}
 	if seqLT(c.sndUna, ack) {
 		n := ack - c.sndUna
@@ -267,67 +298,67 @@ func (t *tcpDNS) segmentLocked(srcMAC header.MAC, ip header.IPv4, seg header.TCP
 		}
 		if c.state == tcpLastAck && c.finSent && ack == c.sndNxt {
 			t.remove(c) // our FIN is acknowledged: done
-			return nil, out, nil
+			return nil, out, true
 		}
 	}
-	c.sndWnd = uint32(seg.Window())
+	return c, out, false
+}
 
-	var queries [][]byte
-	fin := flags&header.TCPFlagFIN != 0
-	needAck := false
-	if len(payload) > 0 || fin {
-		if seqLT(seq, c.rcvNxt) {
-			// Part or all of it was received before: keep the new tail.
-			needAck = true
-			if skip := c.rcvNxt - seq; uint64(skip) <= uint64(len(payload)) {
-				payload, seq = payload[skip:], c.rcvNxt
-			} else {
-				payload, fin, seq = nil, false, c.rcvNxt
-			}
-		}
-		switch {
-		case seq != c.rcvNxt:
-			// A gap: duplicate ACK, the peer resends (see the comment at
-			// the top of this file).
-			needAck, fin, payload = true, false, nil
-		case c.finRcvd:
-			needAck, fin, payload = true, false, nil
-		case c.closing && len(payload) > 0:
-			// We are closing (idle): no new queries.
-			needAck, fin, payload = true, false, nil
-		case c.pending >= tcpMaxPending && len(payload) > 0:
-			// Too many queries in flight: do not take more bytes now.
-			needAck, fin, payload = true, false, nil
-			t.g.stats.drop(DropTCP)
-		}
-		if len(payload) > 0 {
-			c.rbuf = append(c.rbuf, payload...)
-			c.rcvNxt += uint32(len(payload))
-			needAck = true
-		}
-		if fin {
-			c.rcvNxt++
-			c.finRcvd = true
-			needAck = true
-		}
-		// Cut complete length-prefixed messages (RFC 1035 §4.2.2); what
-		// stays is one incomplete message, at most 2+65535 bytes.
-		for len(c.rbuf) >= 2 {
-			n := int(binary.BigEndian.Uint16(c.rbuf))
-			if len(c.rbuf) < 2+n {
-				break
-			}
-			queries = append(queries, append([]byte(nil), c.rbuf[2:2+n]...))
-			c.rbuf = c.rbuf[:copy(c.rbuf, c.rbuf[2+n:])]
-		}
-		c.pending += len(queries)
+// receive takes seg's data and FIN into c (RFC 9293 §3.10.7.4, "seventh,
+// process the segment text" and "eighth, check the FIN bit") and cuts the
+// complete length-prefixed queries out of the receive buffer (RFC 1035
+// §4.2.2). needAck reports that the segment must be acknowledged.
+func (t *tcpDNS) receive(c *tcpConn, seg header.TCP) (queries [][]byte, needAck bool) {
+	payload, seq := seg.Payload(), seg.Seq()
+	fin := seg.Flags()&header.TCPFlagFIN != 0
+	if len(payload) == 0 && !fin {
+		return nil, false
 	}
-	n := len(out)
-	out = t.output(c, out, now)
-	if needAck && len(out) == n {
-		out = t.segmentOut(c, out, c.sndNxt, nil, header.TCPFlagACK)
+	if seqLT(seq, c.rcvNxt) {
+		// Part or all of it was received before: keep the new tail.
+		needAck = true
+		if skip := c.rcvNxt - seq; uint64(skip) <= uint64(len(payload)) {
+			payload, seq = payload[skip:], c.rcvNxt
+		} else {
+			payload, fin, seq = nil, false, c.rcvNxt
+		}
 	}
-	return c, out, queries
+	switch {
+	case seq != c.rcvNxt:
+		// A gap: duplicate ACK, the peer resends (see the comment at the
+		// top of this file).
+		needAck, fin, payload = true, false, nil
+	case c.finRcvd:
+		needAck, fin, payload = true, false, nil
+	case c.closing && len(payload) > 0:
+		// We are closing (idle): no new queries.
+		needAck, fin, payload = true, false, nil
+	case c.pending >= tcpMaxPending && len(payload) > 0:
+		// Too many queries in flight: do not take more bytes now.
+		needAck, fin, payload = true, false, nil
+		t.g.stats.drop(DropTCP)
+	}
+	if len(payload) > 0 {
+		c.rbuf = append(c.rbuf, payload...)
+		c.rcvNxt += uint32(len(payload))
+		needAck = true
+	}
+	if fin {
+		c.rcvNxt++
+		c.finRcvd = true
+		needAck = true
+	}
+	// What stays is one incomplete message, at most 2+65535 bytes.
+	for len(c.rbuf) >= 2 {
+		n := int(binary.BigEndian.Uint16(c.rbuf))
+		if len(c.rbuf) < 2+n {
+			break
+		}
+		queries = append(queries, append([]byte(nil), c.rbuf[2:2+n]...))
+		c.rbuf = c.rbuf[:copy(c.rbuf, c.rbuf[2+n:])]
+	}
+	c.pending += len(queries)
+	return queries, needAck
 }
 
 // open answers a SYN with SYN-ACK (RFC 9293 §3.10.7.2, LISTEN).
