@@ -20,72 +20,13 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 		p.Reason = ReasonNoFlow // an echo reply without its request
 		return 0
 	}
-	var (
-		t      flowKey // the first packet after translation (Side unused)
-		side1  Side    // where replies arrive from
-		owner  addr
-		flags  uint8
-		mapIdx uint32
-	)
-	if from == Guest {
-		owner = k.Src
-		t = *k
-		t.Src = e.ext
-		side1 = Uplink
-		if k.Dst == e.ext {
-			// Hairpin: a guest reaching a port forward of the external address.
-			fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]
-			if !ok || k.Proto == ICMP {
-				p.Reason = ReasonNoFlow
-				return 0
-			}
-			t.Dst, t.DstPort = fw.addr, fw.port
-			side1 = Guest
-			flags |= flagHairpin
-		}
-	} else {
-		if k.Proto == TCP && b[int(m.l4)+13]&(tcpSYN|tcpACK) != tcpSYN {
-			p.Reason = ReasonNoFlow // only a SYN opens an inbound connection
-			return 0
-		}
-		if k.Proto == ICMP {
-			p.Reason = ReasonNoFlow
-			return 0
-		}
-		t = *k
-		flags |= flagDNAT
-		side1 = Guest
-		if fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]; ok {
-			t.Dst, t.DstPort = fw.addr, fw.port
-		} else if k.Proto == UDP && e.mapByExt[k.DstPort] != 0 {
-			// RFC 4787 REQ-8 endpoint-independent filtering: any remote may
-			// send to a mapped port.
-			mapIdx = e.mapByExt[k.DstPort]
-			mp := &e.mappings[mapIdx]
-			t.Dst, t.DstPort = mp.host.addr, mp.host.port
-		} else {
-			p.Reason = ReasonNoFlow
-			return 0
-		}
-		owner = t.Dst
+	t, side1, owner, flags, mapIdx, ok := e.target(from, p, m)
+	if !ok {
+		return 0
 	}
-
-	// Limits first, before any port is taken.
-	if e.tab.n >= e.tab.limit {
-		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
-		if e.tab.n >= e.tab.limit {
-			e.refuse(from, p, ReasonTableFull)
-			return 0
-		}
-	}
-	oi := e.ownerIdx[owner]
-	if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
-		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
-		oi = e.ownerIdx[owner]
-		if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
-			e.refuse(from, p, ReasonQuota)
-			return 0
-		}
+	oi, ok := e.admit(from, p, owner, now)
+	if !ok {
+		return 0
 	}
 
 	// The external port (or echo identifier) for SNAT.
@@ -151,6 +92,84 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 	e.countFlow(f, 1)
 	e.stats.Created++
 	return i << 1
+}
+
+// target decides where a new flow's first packet goes: SNAT to the
+// external address for a guest's packet (or, hairpin, DNAT to the guest
+// behind a forward of the external address), DNAT for an inbound packet to
+// a port forward or an endpoint-independent UDP mapping (RFC 4787 REQ-8).
+// It returns the first packet as translated (t; the SNAT source port is
+// chosen later), the side replies arrive from, the guest the flow counts
+// against, the flow's flags and its UDP mapping. ok false: no flow may be
+// opened (p.Reason says why).
+func (e *Engine) target(from Side, p *Packet, m *meta) (t flowKey, side1 Side, owner addr, flags uint8, mapIdx uint32, ok bool) {
+	k := &m.key
+	if from == Guest {
+		owner = k.Src
+		t = *k
+		t.Src = e.ext
+		side1 = Uplink
+		if k.Dst == e.ext {
+			// Hairpin: a guest reaching a port forward of the external address.
+			fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]
+			if !ok || k.Proto == ICMP {
+				p.Reason = ReasonNoFlow
+				return t, side1, owner, flags, 0, false
+			}
+			t.Dst, t.DstPort = fw.addr, fw.port
+			side1 = Guest
+			flags |= flagHairpin
+		}
+		return t, side1, owner, flags, 0, true
+	}
+	if k.Proto == TCP && p.Buf[int(m.l4)+13]&(tcpSYN|tcpACK) != tcpSYN {
+		p.Reason = ReasonNoFlow // only a SYN opens an inbound connection
+		return t, side1, owner, flags, 0, false
+	}
+	if k.Proto == ICMP {
+		p.Reason = ReasonNoFlow
+		return t, side1, owner, flags, 0, false
+	}
+	t = *k
+	flags |= flagDNAT
+	side1 = Guest
+	if fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]; ok {
+		t.Dst, t.DstPort = fw.addr, fw.port
+	} else if k.Proto == UDP && e.mapByExt[k.DstPort] != 0 {
+		// RFC 4787 REQ-8 endpoint-independent filtering: any remote may
+		// send to a mapped port.
+		mapIdx = e.mapByExt[k.DstPort]
+		mp := &e.mappings[mapIdx]
+		t.Dst, t.DstPort = mp.host.addr, mp.host.port
+	} else {
+		p.Reason = ReasonNoFlow
+		return t, side1, owner, flags, 0, false
+	}
+	return t, side1, t.Dst, flags, mapIdx, true
+}
+
+// admit checks the limits before any port is taken: the global flow limit
+// and the owner's quota, each after reclaiming a bounded number of expired
+// flows. It returns the owner's index (0: none yet). ok false: refused
+// (answered as Config.Refusal says).
+func (e *Engine) admit(from Side, p *Packet, owner addr, now int64) (oi uint32, ok bool) {
+	if e.tab.n >= e.tab.limit {
+		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
+		if e.tab.n >= e.tab.limit {
+			e.refuse(from, p, ReasonTableFull)
+			return 0, false
+		}
+	}
+	oi = e.ownerIdx[owner]
+	if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
+		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
+		oi = e.ownerIdx[owner]
+		if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
+			e.refuse(from, p, ReasonQuota)
+			return 0, false
+		}
+	}
+	return oi, true
 }
 
 // replyKey returns the key replies to translated packet t arrive with.
