@@ -3,15 +3,19 @@
 package uplink
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/net/ipv4"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
@@ -128,10 +132,16 @@ type benchWorld struct {
 }
 
 func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
+	return newBenchWorldQ(b, opts, 256)
+}
+
+func newBenchWorldQ(b *testing.B, opts vhostusertest.Options, qsize uint16) *benchWorld {
 	in := newInternet(b)
-	be := startBackend(b, in.Host, "--uplink", "tap", "--masquerade")
+	// UPLINK_BENCH_ARGS: more vhost-arcnet flags (--poll, --cpuprofile FILE).
+	args := append([]string{"--uplink", "tap", "--masquerade"}, strings.Fields(os.Getenv("UPLINK_BENCH_ARGS"))...)
+	be := startBackend(b, in.Host, args...)
 	b.Cleanup(func() { stopClean(b, be) })
-	g := newGuest(b, be, opts, 0, "")
+	g := newGuestQ(b, be, opts, 0, "", qsize)
 	return &benchWorld{in: in, be: be, g: g}
 }
 
@@ -143,7 +153,15 @@ func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
 func BenchmarkTCPThroughput(b *testing.B) {
 	for _, dir := range []string{"guest-to-internet", "internet-to-guest"} {
 		b.Run(dir, func(b *testing.B) {
-			w := newBenchWorld(b, vhostusertest.Options{SlotSize: 16 << 10, RegionSize: 64 << 20})
+			qsize := uint16(256)
+			if v := os.Getenv("UPLINK_BENCH_QUEUE"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					b.Fatalf("UPLINK_BENCH_QUEUE=%q", v)
+				}
+				qsize = uint16(n)
+			}
+			w := newBenchWorldQ(b, vhostusertest.Options{SlotSize: 16 << 10, RegionSize: 64 << 20 * uint64(max(1, qsize/256))}, qsize)
 			w.kg = kernelGuest(b, w.in)
 			w.peers = startTCPPeers(b, w.in)
 			if w.g.f.Features()&virtio.NetFGuestTSO4 == 0 || w.g.f.Features()&virtio.NetFHostTSO4 == 0 {
@@ -210,6 +228,7 @@ func (w *benchWorld) arcSend(b *testing.B, lport uint16) float64 {
 	c.discard = true
 	tmpl := make([]byte, 34+tcpHdrBytes+tsoPayload) // zero payload
 	hdr := partialHdr(true)
+	cpu0 := w.cpu(b)
 	m := &measure{start: time.Now()}
 	progress := time.Now()
 	dupAcks := 0
@@ -252,9 +271,18 @@ func (w *benchWorld) arcSend(b *testing.B, lport uint16) float64 {
 			_, _ = g.f.WaitCall(0)
 		}
 	}
+	w.logCPU(b, "guest-to-internet", cpu0, m)
 	c.rst()
 	w.settle(b)
 	return m.gbps
+}
+
+// logCPU logs vhost-arcnet's CPU share over a round that started with
+// cpu0 ticks.
+func (w *benchWorld) logCPU(b *testing.B, dir string, cpu0 uint64, m *measure) {
+	d := time.Since(m.start)
+	cpu := time.Duration(w.cpu(b)-cpu0) * clockTick
+	b.Logf("vhost-arcnet %s round: %.2f Gbit/s, vhost-arcnet CPU %.0f%% of one core", dir, m.gbps, 100*cpu.Seconds()/d.Seconds())
 }
 
 // arcRecv: the guest reads the kernel's stream (GSO frames) and ACKs each
@@ -263,8 +291,9 @@ func (w *benchWorld) arcRecv(b *testing.B, lport uint16) float64 {
 	g := w.g
 	c := g.dial(w.peers.source, lport)
 	c.discard = true
-	s0 := w.be.stats()
+	s0, tapDrop0 := w.be.stats(), w.tapTxDropped(b)
 	start := c.rcvNxt
+	cpu0 := w.cpu(b)
 	m := &measure{start: time.Now()}
 	for !m.tick(int64(c.rcvNxt - start)) {
 		needAck := false
@@ -296,9 +325,14 @@ func (w *benchWorld) arcRecv(b *testing.B, lport uint16) float64 {
 			_, _ = g.f.WaitCall(0)
 		}
 	}
+	w.logCPU(b, "internet-to-guest", cpu0, m)
 	s1 := w.be.stats()
-	b.Logf("vhost-arcnet internet-to-guest round: %d GSO frames in order, %d out of order (loss or reordering before the guest); guest0 drop_no_buffer +%d",
-		c.gsoFrames, c.ooo, s1.ports["guest0"].num("drop_no_buffer")-s0.ports["guest0"].num("drop_no_buffer"))
+	b.Logf("vhost-arcnet internet-to-guest round: %d GSO frames in order, %d out of order (loss or reordering before the guest); guest0 drop_no_buffer +%d, %s tx_dropped (kernel side) +%d",
+		c.gsoFrames, c.ooo, s1.ports["guest0"].num("drop_no_buffer")-s0.ports["guest0"].num("drop_no_buffer"),
+		tapName, w.tapTxDropped(b)-tapDrop0)
+	if d := dropDeltas(s0, s1); len(d) > 0 {
+		b.Logf("vhost-arcnet drop counters that moved: %v", d)
+	}
 	c.rst()
 	w.settle(b)
 	return m.gbps
@@ -334,6 +368,40 @@ func (c *tcpConn) accept(seq uint32, n int) bool {
 		c.oooRanges = kept
 	}
 	return true
+}
+
+// dropDeltas lists the drop counters (ports' drop_*, the router's
+// *_drop_*) that moved between s0 and s1.
+func dropDeltas(s0, s1 stats) []string {
+	var out []string
+	diff := func(name string, r0, r1 record) {
+		for k := range r1 {
+			if strings.Contains(k, "drop_") && r1.num(k) != r0.num(k) {
+				out = append(out, fmt.Sprintf("%s %s +%d", name, k, r1.num(k)-r0.num(k)))
+			}
+		}
+	}
+	for p, r1 := range s1.ports {
+		diff(p, s0.ports[p], r1)
+	}
+	diff("gateway", s0.gateway, s1.gateway)
+	slices.Sort(out)
+	return out
+}
+
+// tapTxDropped is the kernel's count of frames it dropped on their way
+// into the TAP (its queue to vhost-arcnet full).
+func (w *benchWorld) tapTxDropped(b *testing.B) uint64 {
+	h, err := netlink.NewHandleAt(w.in.Host.Handle())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(tapName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l.Attrs().Statistics.TxDropped
 }
 
 // settle drains what is left in the guest's receive queue after a round.

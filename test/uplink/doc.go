@@ -15,7 +15,11 @@
 //	go test -run '^$' -bench . ./test/uplink/       # the benchmarks
 //
 // ARCNET_BIN names a vhost-arcnet binary to test instead of building
-// ./cmd/vhost-arcnet once per test binary.
+// ./cmd/vhost-arcnet once per test binary. For the benchmarks,
+// UPLINK_BENCH_ARGS adds vhost-arcnet flags (for example "--cpuprofile
+// /tmp/cpu.prof"; each sub-benchmark starts its own process, so give one
+// sub-benchmark with -bench) and UPLINK_BENCH_QUEUE sets the guest's queue
+// size for BenchmarkTCPThroughput (default 256, QEMU's).
 //
 // Traffic stays on loopback and inside the namespaces a test created; each
 // test checks at its end that vhost-arcnet left no TAP link, route or

@@ -37,6 +37,12 @@ var guestMAC = header.MAC{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 // (option 12) if not empty.
 func newGuest(t testing.TB, b *backend, opts vhostusertest.Options, features uint64, hostname string) *guest {
 	t.Helper()
+	return newGuestQ(t, b, opts, features, hostname, 256)
+}
+
+// newGuestQ is newGuest with queues of qsize entries.
+func newGuestQ(t testing.TB, b *backend, opts vhostusertest.Options, features uint64, hostname string, qsize uint16) *guest {
+	t.Helper()
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
 	}
@@ -47,7 +53,7 @@ func newGuest(t testing.TB, b *backend, opts vhostusertest.Options, features uin
 	if err := f.Negotiate(features); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.SetupQueues(1, 256); err != nil {
+	if err := f.SetupQueues(1, qsize); err != nil {
 		t.Fatal(err)
 	}
 	g := &guest{t: t, f: f, mac: guestMAC, gwMAC: b.gatewayMAC(), timeout: 10 * time.Second}

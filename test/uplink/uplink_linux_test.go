@@ -17,6 +17,7 @@ import (
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
 	"github.com/arcnet/vhost-arcnet/test/netns"
+	"github.com/arcnet/vhost-arcnet/vhostuser"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
@@ -336,6 +337,48 @@ func TestOffloads(t *testing.T) {
 		downLen, c.gsoFrames, c.maxFrame, c.ooo, time.Since(t0).Round(time.Millisecond), tapName, after.num("rx_packets")-before.num("rx_packets"))
 	if c.gsoFrames == 0 || c.maxFrame <= 1514 {
 		t.Errorf("no GSO frame reached the guest (gso frames %d, longest %d B)", c.gsoFrames, c.maxFrame)
+	}
+	c.rst()
+}
+
+// TestOffloadsSegmented: a guest that did not negotiate GUEST_TSO4 (nor
+// GUEST_CSUM's other offloads) gets the server's large write as frames no
+// longer than the MTU, all of it in order.
+func TestOffloadsSegmented(t *testing.T) {
+	in := newInternet(t)
+	be := startBackend(t, in.Host, "--uplink", "tap", "--masquerade")
+	t.Cleanup(func() { stopClean(t, be) })
+	noGSO := ^(vhostuser.FLogAll | virtio.NetFGuestTSO4 | virtio.NetFGuestTSO6 | virtio.NetFGuestECN | virtio.NetFGuestUFO)
+	g := newGuest(t, be, vhostusertest.Options{}, noGSO, "")
+	if g.f.Features()&virtio.NetFGuestTSO4 != 0 {
+		t.Fatalf("GUEST_TSO4 negotiated against the guest's will (features %#x)", g.f.Features())
+	}
+	l := in.Inet.ListenTCP(t, netip.AddrPortFrom(in.InetAddr, 7002).String())
+	const downLen = 256 << 10
+	down := pattern(downLen)
+	srvErr := make(chan error, 1)
+	go func() {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		_, err = c.Write(down)
+		srvErr <- err
+	}()
+	c := g.dial(l.Addr().(*net.TCPAddr).AddrPort(), 40003)
+	if got := c.read(downLen); !bytes.Equal(got, down) {
+		t.Fatalf("guest received other bytes than the server wrote")
+	}
+	if err := <-srvErr; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	t.Logf("guest without GUEST_TSO4 received %d bytes, %d GSO frames, longest frame %d B, %d out of order",
+		downLen, c.gsoFrames, c.maxFrame, c.ooo)
+	if c.gsoFrames != 0 || c.maxFrame > 1514 {
+		t.Errorf("a guest without GUEST_TSO4 got GSO frames (%d) or frames longer than the MTU (longest %d B)", c.gsoFrames, c.maxFrame)
 	}
 	c.rst()
 }
