@@ -136,6 +136,8 @@ func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
 }
 
 func newBenchWorldQ(b *testing.B, opts vhostusertest.Options, qsize uint16) *benchWorld {
+	logLoad(b)
+	b.Cleanup(func() { logLoad(b) })
 	in := newInternet(b)
 	// UPLINK_BENCH_ARGS: more vhost-arcnet flags (--poll, --cpuprofile FILE).
 	args := append([]string{"--uplink", "tap", "--masquerade"}, strings.Fields(os.Getenv("UPLINK_BENCH_ARGS"))...)
@@ -185,6 +187,14 @@ func BenchmarkTCPThroughput(b *testing.B) {
 			b.ReportMetric(mk, "kernel-Gbps")
 			b.ReportMetric(ma/mk, "ratio")
 		})
+	}
+}
+
+// logLoad logs the load average: the machine is shared, and these
+// figures mean little when other work holds the cores (BENCHMARKS.md).
+func logLoad(b *testing.B) {
+	if l, err := os.ReadFile("/proc/loadavg"); err == nil {
+		b.Logf("load average: %s", strings.TrimSpace(string(l)))
 	}
 }
 
