@@ -6,22 +6,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-)
 
-// refSum is the RFC 1071 one's-complement sum of b, byte by byte.
-func refSum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
+)
 
 // split cuts b into pieces at random points.
 func split(r *rand.Rand, b []byte) [][]byte {
@@ -45,7 +32,7 @@ func TestPartialSumMatchesReference(t *testing.T) {
 		if len(b) > 0 {
 			start = r.IntN(len(b) + 1)
 		}
-		require.Equal(t, refSum(b[start:]), partialSum(split(r, b), start), "len %d start %d", len(b), start)
+		require.Equal(t, headertest.RefChecksum(b[start:], 0), partialSum(split(r, b), start), "len %d start %d", len(b), start)
 	}
 }
 
@@ -54,7 +41,7 @@ func FuzzPartialSum(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, cut uint8, start uint16) {
 		s := int(start) % (len(b) + 1)
 		c := int(cut) % (len(b) + 1)
-		if got, want := partialSum([][]byte{b[:c], b[c:]}, s), refSum(b[s:]); got != want {
+		if got, want := partialSum([][]byte{b[:c], b[c:]}, s), headertest.RefChecksum(b[s:], 0); got != want {
 			t.Fatalf("partialSum = %#x, want %#x", got, want)
 		}
 	})
@@ -82,7 +69,7 @@ func TestPrepareCompletesChecksum(t *testing.T) {
 	// pseudo-header: src, dst, proto, udp length
 	pseudo := append(append([]byte{}, ip[12:20]...), 0, 17, 0, 0)
 	binary.BigEndian.PutUint16(pseudo[10:], uint16(len(udp)))
-	binary.BigEndian.PutUint16(udp[6:], refSum(pseudo))
+	binary.BigEndian.PutUint16(udp[6:], headertest.RefChecksum(pseudo, 0))
 	orig := append([]byte{}, frame...)
 
 	r := &rxQueue{offload: offloads{}}
@@ -98,7 +85,7 @@ func TestPrepareCompletesChecksum(t *testing.T) {
 	require.Equal(t, orig, frame, "the source frame was written")
 	// A correct UDP checksum sums (with the pseudo-header) to 0xffff.
 	check := append(append([]byte{}, pseudo...), out[34:]...)
-	require.Equal(t, uint16(0xffff), refSum(check))
+	require.Equal(t, uint16(0xffff), headertest.RefChecksum(check, 0))
 
 	// A receiver with GUEST_CSUM gets the frame as it is.
 	r.offload.guestCsum = true

@@ -134,8 +134,8 @@ func TestSegmentTCP(t *testing.T) {
 				t.Run(fmt.Sprintf("v6=%v/vlan=%v/%d/%d/%s/partial=%v", c.v6, c.vlan, c.payload, c.mss, name, partial), func(t *testing.T) {
 					cp, ok := segmentAll(t, b, h, l, partial)
 					require.True(t, ok)
-					checkTCPSegments(t, b, h, cp.frames, cp.hdrs, partial)
-					for _, q := range cp.queues {
+					checkTCPSegments(t, b, h, cp.Frames(), cp.Hdrs(), partial)
+					for _, q := range cp.Queues() {
 						require.EqualValues(t, 3, q)
 					}
 				})
@@ -194,36 +194,36 @@ func TestSegmentUFO(t *testing.T) {
 				require.True(t, ok)
 				fs := int(c.mss) &^ 7
 				udpLen := 8 + c.payload
-				for _, hd := range cp.hdrs {
+				for _, hd := range cp.Hdrs() {
 					require.Zero(t, hd.Flags, "UFO fragments carry complete checksums")
 					require.Zero(t, hd.GSOType)
 				}
 				if !c.v6 {
-					require.Len(t, cp.frames, (udpLen+fs-1)/fs)
-					dgram := reassemble4(t, b, cp.frames, fs)
+					require.Len(t, cp.Frames(), (udpLen+fs-1)/fs)
+					dgram := reassemble4(t, b, cp.Frames(), fs)
 					ip := header.IPv4(b[14:])
 					checkUDP(t, dgram, b[34:], ip.PseudoHeaderChecksum(header.ProtoUDP, uint16(udpLen)))
 					return
 				}
 				pseudo := header.PseudoHeaderChecksum(header.ProtoUDP, netip.MustParseAddr("fd00::a"), netip.MustParseAddr("fd00::b"), uint16(udpLen))
 				if udpLen <= fs {
-					require.Len(t, cp.frames, 1)
-					f := cp.frames[0]
+					require.Len(t, cp.Frames(), 1)
+					f := cp.Frames()[0]
 					require.EqualValues(t, header.ProtoUDP, header.IPv6(f[14:]).NextHeader())
 					require.EqualValues(t, udpLen, header.IPv6(f[14:]).PayloadLength())
 					checkUDP(t, f[54:], b[54:], pseudo)
 					return
 				}
-				require.Len(t, cp.frames, (udpLen+fs-1)/fs)
+				require.Len(t, cp.Frames(), (udpLen+fs-1)/fs)
 				var dgram []byte
-				for j, f := range cp.frames {
+				for j, f := range cp.Frames() {
 					ip := header.IPv6(f[14:])
 					require.EqualValues(t, ipv6ProtoFragment, ip.NextHeader())
 					require.EqualValues(t, len(f)-54, ip.PayloadLength())
 					fh := f[54:62]
 					require.EqualValues(t, header.ProtoUDP, fh[0])
 					require.Equal(t, len(dgram), int(be16(fh[2:])&^7), "fragment %d offset", j)
-					require.Equal(t, j < len(cp.frames)-1, be16(fh[2:])&1 == 1)
+					require.Equal(t, j < len(cp.Frames())-1, be16(fh[2:])&1 == 1)
 					require.Equal(t, []byte{0xab, 0xcd, 0x12, 0x34}, fh[4:8])
 					dgram = append(dgram, f[62:]...)
 				}
@@ -263,7 +263,7 @@ func TestSegmentRefuses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cp, ok := segmentAll(t, c.b, c.h, [][]byte{c.b}, false)
 			require.False(t, ok)
-			require.Zero(t, cp.count())
+			require.Zero(t, cp.Count())
 		})
 	}
 }
@@ -274,8 +274,8 @@ func TestSegmentChunks(t *testing.T) {
 	b, h := tcpGSOFrame(gsoSpec{payload: 60000, mss: 500, flags: header.TCPFlagACK}, macA, macB)
 	cp, ok := segmentAll(t, b, h, [][]byte{b}, false)
 	require.True(t, ok)
-	require.Equal(t, 2, cp.calls)
-	checkTCPSegments(t, b, h, cp.frames, cp.hdrs, false)
+	require.Equal(t, 2, cp.Calls())
+	checkTCPSegments(t, b, h, cp.Frames(), cp.Hdrs(), false)
 }
 
 func FuzzSegment(f *testing.F) {
@@ -298,14 +298,14 @@ func FuzzSegment(f *testing.F) {
 			t.Fatal("source written")
 		}
 		total := 0
-		for _, s := range cp.frames {
+		for _, s := range cp.Frames() {
 			if len(s) > maxSegHdr+int(size) {
 				t.Fatalf("segment of %d bytes for gso_size %d", len(s), size)
 			}
 			total += len(s)
 		}
-		if len(cp.frames) == 0 || len(cp.frames) > maxSegments {
-			t.Fatalf("%d segments", len(cp.frames))
+		if len(cp.Frames()) == 0 || len(cp.Frames()) > maxSegments {
+			t.Fatalf("%d segments", len(cp.Frames()))
 		}
 	})
 }

@@ -205,8 +205,8 @@ func TestHandlerPort(t *testing.T) {
 	require.Equal(t, want, h.frames[1])
 	require.NotSame(t, &fr[0], h.ptrs[0])
 	checkTCPSegments(t, g, gh, h.frames[2:], make([]virtio.NetHdr, 4), false)
-	require.Equal(t, 6, a.count(), "every reply reached the sender")
-	for _, r := range a.frames {
+	require.Equal(t, 6, a.Count(), "every reply reached the sender")
+	for _, r := range a.Frames() {
 		require.Equal(t, macGW, header.Ethernet(r).Src())
 	}
 	require.EqualValues(t, 6, hp.Stats().TxPackets.Load())

@@ -5,9 +5,9 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
@@ -26,17 +26,14 @@ var (
 	ipGW  = netip.MustParseAddr("192.168.127.1")
 )
 
-// capPort records copies of the frames sent to it and how often Send was
-// called. It is safe for concurrent use.
+// capPort records copies of the frames sent to it (what it keeps is
+// headertest.Recorder's) and counts them in its TxPackets. It is
+// datapathtest.Capture, which these tests cannot import (it imports this
+// package). It is safe for concurrent use.
 type capPort struct {
-	name   string
-	stats  Stats
-	mu     sync.Mutex
-	calls  int
-	frames [][]byte
-	hdrs   []virtio.NetHdr
-	heads  []*byte // &Segs[0][0] of each frame, to check what it aliases
-	queues []uint16
+	headertest.Recorder
+	name  string
+	stats Stats
 }
 
 func newCapPort(name string) *capPort { return &capPort{name: name} }
@@ -44,36 +41,12 @@ func newCapPort(name string) *capPort { return &capPort{name: name} }
 func (c *capPort) Name() string  { return c.name }
 func (c *capPort) Stats() *Stats { return &c.stats }
 func (c *capPort) Send(frames []Frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls++
-	for _, f := range frames {
-		b := make([]byte, f.Len)
-		if n := copyFrame(b, f.Segs); n != f.Len {
-			panic("frame length does not match its segments")
-		}
-		c.frames = append(c.frames, b)
-		c.hdrs = append(c.hdrs, f.Hdr)
-		c.queues = append(c.queues, f.Queue)
-		if len(f.Segs) > 0 && len(f.Segs[0]) > 0 {
-			c.heads = append(c.heads, &f.Segs[0][0])
-		} else {
-			c.heads = append(c.heads, nil)
+	if c.Call(len(frames)) {
+		for _, f := range frames {
+			c.Add(f.Segs, f.Len, f.Hdr, f.Queue)
 		}
 	}
 	c.stats.TxPackets.Add(uint64(len(frames)))
-}
-
-func (c *capPort) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.frames)
-}
-
-func (c *capPort) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls, c.frames, c.hdrs, c.heads, c.queues = 0, nil, nil, nil, nil
 }
 
 // offlPort is a capPort that declares its receive offloads.
@@ -97,26 +70,6 @@ func (c *countPort) Stats() *Stats { return &c.stats }
 func (c *countPort) Send(frames []Frame) {
 	c.calls.Add(1)
 	c.n.Add(int64(len(frames)))
-}
-
-// fakeClock is an injectable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // fakeLeases is a LeaseTable.
@@ -157,38 +110,25 @@ func (l *fakeLeases) setQuiet(mac header.MAC, a netip.Addr) {
 
 // ethFrame builds an Ethernet frame.
 func ethFrame(dst, src header.MAC, et uint16, payload []byte) []byte {
-	b := make([]byte, header.EthernetMinSize+len(payload))
-	header.Ethernet(b).Encode(&header.EthernetFields{Dst: dst, Src: src, EtherType: et})
-	copy(b[header.EthernetMinSize:], payload)
-	return b
+	return headertest.Frame{Dst: dst, Src: src, EtherType: et, Payload: payload}.Build()
 }
 
 // udp4Frame builds an Ethernet/IPv4/UDP frame with n payload bytes and
 // correct checksums.
 func udp4Frame(dst, src header.MAC, sip, dip netip.Addr, sport, dport uint16, n int) []byte {
-	b := make([]byte, 14+20+8+n)
-	header.Ethernet(b).Encode(&header.EthernetFields{Dst: dst, Src: src, EtherType: header.EtherTypeIPv4})
-	ip := header.IPv4(b[14:])
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(20 + 8 + n), TTL: 64, Protocol: header.ProtoUDP, Src: sip, Dst: dip, ID: 1})
-	u := header.UDP(b[34:])
-	u.Encode(&header.UDPFields{SrcPort: sport, DstPort: dport, Length: uint16(8 + n)})
-	for i := 0; i < n; i++ {
-		b[42+i] = byte(i*7 + 3)
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*7 + 3)
 	}
-	c := ^header.Checksum(b[34:], ip.PseudoHeaderChecksum(header.ProtoUDP, uint16(8+n)))
-	if c == 0 {
-		c = 0xffff
-	}
-	u.SetChecksum(c)
-	return b
+	return headertest.Frame{Dst: dst, Src: src, IPv4: &headertest.IPv4Header{ID: 1, Src: sip, Dst: dip},
+		UDP: &headertest.UDPHeader{SrcPort: sport, DstPort: dport}, Payload: p}.Build()
 }
 
 // arpFrame builds an ARP request from src (Ethernet) with the given sender
 // fields.
 func arpFrame(src, sender header.MAC, sip, tip netip.Addr) []byte {
-	a := make([]byte, header.ARPSize)
-	header.ARP(a).Encode(&header.ARPFields{Op: header.ARPRequest, SenderMAC: sender, SenderIP: sip, TargetIP: tip})
-	return ethFrame(header.BroadcastMAC, src, header.EtherTypeARP, a)
+	return headertest.Frame{Dst: header.BroadcastMAC, Src: src,
+		ARP: &header.ARPFields{Op: header.ARPRequest, SenderMAC: sender, SenderIP: sip, TargetIP: tip}}.Build()
 }
 
 // tcpOpts are TCP options of a typical Linux data segment: NOP NOP
@@ -204,89 +144,53 @@ type gsoSpec struct {
 	ipOpts   bool  // IPv4 options (NOP x4)
 }
 
+var (
+	ip6A = netip.MustParseAddr("fd00::a")
+	ip6B = netip.MustParseAddr("fd00::b")
+)
+
 // tcpGSOFrame builds a TCP GSO frame as Linux hands it to a virtio-net
 // device: correct headers for the whole super-frame, the pseudo-header sum
 // (with length 0, as tcp_gso_segment would recompute anyway) seeded in the
 // checksum field, NEEDS_CSUM and gso_type/gso_size set.
 func tcpGSOFrame(s gsoSpec, src, dst header.MAC) ([]byte, virtio.NetHdr) {
-	l2 := 14
-	if s.vlan {
-		l2 = 18
-	}
-	l3len := 20
-	if s.ipOpts {
-		l3len = 24
-	}
+	f := headertest.Frame{Dst: dst, Src: src, VLAN: s.vlan, VLANTCI: 0x64,
+		TCP: &headertest.TCPHeader{SrcPort: 40000, DstPort: 5201, Seq: 0xfffff000, Ack: 77, Flags: s.flags, Window: 512,
+			Options: tcpOpts, Csum: headertest.CsumPartialNoLength}}
+	gso := virtio.NetHdrGSOTCPv4
 	if s.v6 {
-		l3len = 40
-	}
-	tcpLen := 20 + len(tcpOpts)
-	b := make([]byte, l2+l3len+tcpLen+s.payload)
-	et := header.EtherTypeIPv4
-	if s.v6 {
-		et = header.EtherTypeIPv6
-	}
-	header.Ethernet(b).Encode(&header.EthernetFields{Dst: dst, Src: src, EtherType: et, VLAN: s.vlan, VLANTCI: 0x64})
-	var ph uint16
-	h := virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, GSOSize: s.mss, CsumStart: uint16(l2 + l3len), CsumOffset: 16, HdrLen: uint16(l2 + l3len + tcpLen)}
-	if s.v6 {
-		header.IPv6(b[l2:]).Encode(&header.IPv6Fields{PayloadLength: uint16(tcpLen + s.payload), NextHeader: header.ProtoTCP, HopLimit: 64,
-			Src: netip.MustParseAddr("fd00::a"), Dst: netip.MustParseAddr("fd00::b")})
-		ph = header.PseudoHeaderChecksum(header.ProtoTCP, netip.MustParseAddr("fd00::a"), netip.MustParseAddr("fd00::b"), 0)
-		h.GSOType = virtio.NetHdrGSOTCPv6
+		f.IPv6, gso = &headertest.IPv6Header{Src: ip6A, Dst: ip6B}, virtio.NetHdrGSOTCPv6
 	} else {
-		var opts []byte
+		f.IPv4 = &headertest.IPv4Header{ID: 0x1234, Flags: header.IPv4FlagDF, Src: ipA, Dst: ipB}
 		if s.ipOpts {
-			opts = []byte{1, 1, 1, 1}
+			f.IPv4.Options = []byte{1, 1, 1, 1}
 		}
-		ip := header.IPv4(b[l2:])
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(l3len + tcpLen + s.payload), ID: 0x1234, Flags: header.IPv4FlagDF, TTL: 64,
-			Protocol: header.ProtoTCP, Src: ipA, Dst: ipB, Options: opts})
-		ph = ip.PseudoHeaderChecksum(header.ProtoTCP, 0)
-		h.GSOType = virtio.NetHdrGSOTCPv4
 	}
-	th := header.TCP(b[l2+l3len:])
-	th.Encode(&header.TCPFields{SrcPort: 40000, DstPort: 5201, Seq: 0xfffff000, Ack: 77, Flags: s.flags, Window: 512, Options: tcpOpts})
-	th.SetChecksum(ph)
-	for i := l2 + l3len + tcpLen; i < len(b); i++ {
-		b[i] = byte(i*13 + i>>8)
-	}
-	return b, h
+	f.Payload = gsoPayload(f.HeaderLen(), s.payload, func(i int) byte { return byte(i*13 + i>>8) })
+	return f.BuildGSO(gso, s.mss)
 }
 
 // udpGSOFrame builds a UFO frame (GSO_UDP): one UDP datagram larger than
 // the MTU with a partial checksum.
 func udpGSOFrame(s gsoSpec, src, dst header.MAC) ([]byte, virtio.NetHdr) {
-	l3len := 20
+	f := headertest.Frame{Dst: dst, Src: src, UDP: &headertest.UDPHeader{SrcPort: 5000, DstPort: 6000}}
 	if s.v6 {
-		l3len = 40
-	}
-	b := make([]byte, 14+l3len+8+s.payload)
-	et := header.EtherTypeIPv4
-	if s.v6 {
-		et = header.EtherTypeIPv6
-	}
-	header.Ethernet(b).Encode(&header.EthernetFields{Dst: dst, Src: src, EtherType: et})
-	udpLen := 8 + s.payload
-	var ph uint16
-	if s.v6 {
-		header.IPv6(b[14:]).Encode(&header.IPv6Fields{PayloadLength: uint16(udpLen), NextHeader: header.ProtoUDP, HopLimit: 64,
-			Src: netip.MustParseAddr("fd00::a"), Dst: netip.MustParseAddr("fd00::b")})
-		ph = header.PseudoHeaderChecksum(header.ProtoUDP, netip.MustParseAddr("fd00::a"), netip.MustParseAddr("fd00::b"), uint16(udpLen))
+		f.IPv6 = &headertest.IPv6Header{Src: ip6A, Dst: ip6B}
 	} else {
-		ip := header.IPv4(b[14:])
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(20 + udpLen), ID: 0x4321, TTL: 64, Protocol: header.ProtoUDP, Src: ipA, Dst: ipB})
-		ph = ip.PseudoHeaderChecksum(header.ProtoUDP, uint16(udpLen))
+		f.IPv4 = &headertest.IPv4Header{ID: 0x4321, Src: ipA, Dst: ipB}
 	}
-	u := header.UDP(b[14+l3len:])
-	u.Encode(&header.UDPFields{SrcPort: 5000, DstPort: 6000, Length: uint16(udpLen)})
-	u.SetChecksum(ph)
-	for i := 14 + l3len + 8; i < len(b); i++ {
-		b[i] = byte(i*5 + i>>9)
+	f.Payload = gsoPayload(f.HeaderLen(), s.payload, func(i int) byte { return byte(i*5 + i>>9) })
+	return f.BuildGSO(virtio.NetHdrGSOUDP, s.mss)
+}
+
+// gsoPayload returns n payload bytes that start at offset off of the
+// frame, byte i of the frame being pattern(i).
+func gsoPayload(off, n int, pattern func(i int) byte) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = pattern(off + i)
 	}
-	h := virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, GSOType: virtio.NetHdrGSOUDP, GSOSize: s.mss,
-		CsumStart: uint16(14 + l3len), CsumOffset: 6, HdrLen: uint16(14 + l3len + 8)}
-	return b, h
+	return p
 }
 
 // chop cuts b into pieces of at most n bytes.

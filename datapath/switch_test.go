@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/testclock"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
@@ -18,14 +19,14 @@ import (
 type swRig struct {
 	t     *testing.T
 	sw    *Switch
-	clock *fakeClock
+	clock *testclock.Clock
 	ports map[string]*capPort
 	sps   map[string]*SwitchPort
 }
 
 func newSwRig(t *testing.T, opt SwitchOptions) *swRig {
 	t.Helper()
-	c := newFakeClock()
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	if opt.Now == nil {
 		opt.Now = c.Now
 	}
@@ -60,10 +61,10 @@ func (r *swRig) send(name string, frames ...[]byte) {
 func (r *swRig) got() map[string]int {
 	m := map[string]int{}
 	for n, p := range r.ports {
-		if c := p.count(); c > 0 {
+		if c := p.Count(); c > 0 {
 			m[n] = c
 		}
-		p.reset()
+		p.Reset()
 	}
 	return m
 }
@@ -114,11 +115,11 @@ func TestSwitchGroupsBatchByDestination(t *testing.T) {
 	f1, f2, f3, f4 := frameTo(macB, macA), frameTo(macC, macA), frameTo(macB, macA), frameTo(header.BroadcastMAC, macA)
 	f1[20], f2[20], f3[20], f4[20] = 1, 2, 3, 4
 	r.send("a", f1, f2, f3, f4)
-	require.Equal(t, 1, r.ports["b"].calls)
-	require.Equal(t, 1, r.ports["c"].calls)
-	require.Equal(t, [][]byte{f1, f3, f4}, r.ports["b"].frames)
-	require.Equal(t, [][]byte{f2, f4}, r.ports["c"].frames)
-	require.Zero(t, r.ports["a"].count())
+	require.Equal(t, 1, r.ports["b"].Calls())
+	require.Equal(t, 1, r.ports["c"].Calls())
+	require.Equal(t, [][]byte{f1, f3, f4}, r.ports["b"].Frames())
+	require.Equal(t, [][]byte{f2, f4}, r.ports["c"].Frames())
+	require.Zero(t, r.ports["a"].Count())
 }
 
 func TestSwitchAgeing(t *testing.T) {
@@ -187,9 +188,9 @@ func TestSwitchDeliversCheckedCopy(t *testing.T) {
 	f := frameOf(big[:30], big[30:])
 	f.Hdr = virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum | virtio.NetHdrFDataValid | virtio.NetHdrFRscInfo, CsumStart: 34, CsumOffset: 6, NumBuffers: 9}
 	r.sps["a"].Send([]Frame{f})
-	require.Equal(t, [][]byte{big}, b.frames)
-	require.NotSame(t, &big[0], b.heads[0])
-	require.Equal(t, virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, CsumStart: 34, CsumOffset: 6}, b.hdrs[0],
+	require.Equal(t, [][]byte{big}, b.Frames())
+	require.NotSame(t, &big[0], b.Records()[0].Head)
+	require.Equal(t, virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, CsumStart: 34, CsumOffset: 6}, b.Hdrs()[0],
 		"checksum metadata carried over, DATA_VALID not")
 }
 
@@ -324,7 +325,7 @@ func TestSwitchLeaseLookupsAreCached(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		r.send("a", f, f, f)
 	}
-	require.Equal(t, 30, r.ports["b"].count())
+	require.Equal(t, 30, r.ports["b"].Count())
 	require.EqualValues(t, 1, leases.n.Load(), "one lease lookup for 30 frames")
 }
 
@@ -379,7 +380,7 @@ func TestSwitchDetach(t *testing.T) {
 	d := r.attach("d", PortOptions{MAC: macB})
 	require.Equal(t, 0, r.sps["d"].idx)
 	r.send("c", frameTo(macB, macC))
-	require.Equal(t, 1, d.count())
+	require.Equal(t, 1, d.Count())
 }
 
 // TestSwitchSegmentsPerReceiver floods a GSO frame: segmented for each
@@ -401,9 +402,9 @@ func TestSwitchSegmentsPerReceiver(t *testing.T) {
 	bad := f
 	bad.Hdr.GSOType = virtio.NetHdrGSOTCPv6 // does not match the headers
 	spS.Send([]Frame{f, bad})
-	checkTCPSegments(t, g, gh, plain1.frames, plain1.hdrs, false)
-	checkTCPSegments(t, g, gh, plain2.frames, plain2.hdrs, true)
-	require.Equal(t, [][]byte{g}, tso.frames)
+	checkTCPSegments(t, g, gh, plain1.Frames(), plain1.Hdrs(), false)
+	checkTCPSegments(t, g, gh, plain2.Frames(), plain2.Hdrs(), true)
+	require.Equal(t, [][]byte{g}, tso.Frames())
 	require.EqualValues(t, 1, src.stats.Drops(DropMalformed))
 }
 
@@ -517,7 +518,7 @@ func TestSwitchConcurrentSenders(t *testing.T) {
 	wg.Wait()
 	total := 0
 	for _, n := range names {
-		total += r.ports[n].count()
+		total += r.ports[n].Count()
 		require.Zero(t, r.ports[n].stats.Drops(DropSpoof))
 	}
 	// Each batch of 8: 6 unicast (to the 3 others) + 1 to itself
@@ -611,7 +612,7 @@ func FuzzSwitch(f *testing.F) {
 		if string(orig) != string(b) {
 			t.Fatal("the switch wrote into the sender's frame")
 		}
-		for _, h := range plain.hdrs {
+		for _, h := range plain.Hdrs() {
 			if h.GSOType != virtio.NetHdrGSONone {
 				t.Fatal("a GSO frame reached a port without GSO")
 			}

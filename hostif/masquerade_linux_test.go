@@ -4,7 +4,6 @@ package hostif
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
@@ -18,7 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
-	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 )
 
 // ipForward returns the namespace's net.ipv4.ip_forward.
@@ -236,10 +235,7 @@ func TestMasqueradeForwards(t *testing.T) {
 	defer m.Close()
 	dst := netip.MustParseAddr("10.200.0.1")
 	payload := []byte("through the masquerade")
-	udp := udpPartial(tap.NATAddr(), dst, 4000, 7777, payload)
-	binary.BigEndian.PutUint16(udp[6:], 0)
-	binary.BigEndian.PutUint16(udp[6:], ^header.Checksum(udp, header.PseudoHeaderChecksum(17, tap.NATAddr(), dst, uint16(len(udp)))))
-	frame := ipv4Frame(tap.HostMAC(), peerMAC, tap.NATAddr(), dst, 17, udp)
+	frame := ipv4Frame(tap.HostMAC(), tap.NATAddr(), dst, headertest.Frame{UDP: &headertest.UDPHeader{SrcPort: 4000, DstPort: 7777}, Payload: payload})
 	buf := make([]byte, 100)
 	for i := 0; ; i++ {
 		// The first datagram may be lost while the kernel resolves

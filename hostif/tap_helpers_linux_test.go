@@ -3,7 +3,6 @@
 package hostif
 
 import (
-	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,16 +10,14 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/arcnet/vhost-arcnet/datapath"
+	"github.com/arcnet/vhost-arcnet/datapath/datapathtest"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
-	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 )
 
 // inNetns moves the test's goroutine, locked to its OS thread, into a new
@@ -138,103 +135,23 @@ func addPeerNeigh(t testing.TB, tap *TAP) {
 	}
 }
 
-// captured is a copy of a frame a capturePort received.
-type captured struct {
-	hdr   virtio.NetHdr
-	data  []byte
-	queue uint16
-}
-
-// capturePort is a datapath.Port that copies every frame it gets into a
-// channel (dropping when the channel is full).
-type capturePort struct {
-	ch    chan captured
-	stats datapath.Stats
-	mu    sync.Mutex
-	queue map[uint16]int
-}
-
-func newCapturePort() *capturePort {
-	return &capturePort{ch: make(chan captured, 4096), queue: map[uint16]int{}}
-}
-
-func (p *capturePort) Name() string           { return "capture" }
-func (p *capturePort) Stats() *datapath.Stats { return &p.stats }
-func (p *capturePort) Send(frames []datapath.Frame) {
-	for _, f := range frames {
-		var b []byte
-		for _, s := range f.Segs {
-			b = append(b, s...)
-		}
-		p.mu.Lock()
-		p.queue[f.Queue]++
-		p.mu.Unlock()
-		select {
-		case p.ch <- captured{hdr: f.Hdr, data: b, queue: f.Queue}:
-		default:
-		}
-	}
-}
-
-// wait returns the first captured frame that match accepts, failing the
-// test after d.
-func (p *capturePort) wait(t testing.TB, d time.Duration, match func(c captured) bool) captured {
+// startCapture starts tap with a capture port as its peer and a permanent
+// neighbour entry for the NAT address (see addPeerNeigh), and returns the
+// port.
+func startCapture(t testing.TB, tap *TAP) *datapathtest.Capture {
 	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case c := <-p.ch:
-			if match(c) {
-				return c
-			}
-		case <-timer.C:
-			t.Fatal("timed out waiting for a frame")
-			return captured{}
-		}
-	}
+	peer := datapathtest.NewCapture("capture")
+	tap.SetPeer(peer)
+	tap.Start()
+	addPeerNeigh(t, tap)
+	return peer
 }
 
-// ipv4Frame builds an Ethernet + IPv4 frame (no options, DF clear, TTL 64)
-// around payload, with the IPv4 header checksum set.
-func ipv4Frame(dst, src header.MAC, ipSrc, ipDst netip.Addr, proto uint8, payload []byte) []byte {
-	b := make([]byte, 14+20+len(payload))
-	copy(b[0:6], dst[:])
-	copy(b[6:12], src[:])
-	binary.BigEndian.PutUint16(b[12:], header.EtherTypeIPv4)
-	ip := header.IPv4(b[14:])
-	ip[0] = 0x45
-	ip.SetTotalLength(uint16(20 + len(payload)))
-	ip.SetID(1)
-	ip.SetTTL(64)
-	ip.SetProtocol(proto)
-	ip.SetSrc(ipSrc)
-	ip.SetDst(ipDst)
-	ip.UpdateChecksum()
-	copy(b[34:], payload)
-	return b
-}
-
-// icmpEcho returns an ICMP echo request (RFC 792) with a valid checksum.
-func icmpEcho(id, seq uint16, data []byte) []byte {
-	b := make([]byte, 8+len(data))
-	b[0] = 8
-	binary.BigEndian.PutUint16(b[4:], id)
-	binary.BigEndian.PutUint16(b[6:], seq)
-	copy(b[8:], data)
-	binary.BigEndian.PutUint16(b[2:], ^header.Checksum(b, 0))
-	return b
-}
-
-// udpPartial returns a UDP datagram (RFC 768) whose checksum field holds
-// the pseudo-header sum, as a frame with VIRTIO_NET_HDR_F_NEEDS_CSUM
-// carries it.
-func udpPartial(src, dst netip.Addr, sport, dport uint16, data []byte) []byte {
-	b := make([]byte, 8+len(data))
-	binary.BigEndian.PutUint16(b[0:], sport)
-	binary.BigEndian.PutUint16(b[2:], dport)
-	binary.BigEndian.PutUint16(b[4:], uint16(len(b)))
-	binary.BigEndian.PutUint16(b[6:], header.PseudoHeaderChecksum(17, src, dst, uint16(len(b))))
-	copy(b[8:], data)
-	return b
+// ipv4Frame builds an Ethernet + IPv4 frame from vhost-arcnet's side
+// (peerMAC) to dst, from ipSrc to ipDst (ID 1, no options, DF clear, TTL
+// 64), around f's transport and payload.
+func ipv4Frame(dst header.MAC, ipSrc, ipDst netip.Addr, f headertest.Frame) []byte {
+	f.Dst, f.Src = dst, peerMAC
+	f.IPv4 = &headertest.IPv4Header{ID: 1, Src: ipSrc, Dst: ipDst}
+	return f.Build()
 }

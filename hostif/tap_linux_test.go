@@ -17,7 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
+	"github.com/arcnet/vhost-arcnet/datapath/datapathtest"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
@@ -279,25 +281,23 @@ func TestOpenTAPExisting(t *testing.T) {
 
 // echoFrame is an ICMP echo request from the NAT address to the host.
 func echoFrame(tap *TAP, seq uint16) []byte {
-	return ipv4Frame(tap.HostMAC(), peerMAC, tap.NATAddr(), tap.HostAddr(), 1, icmpEcho(0x4242, seq, []byte("vhost-arcnet hostif test")))
+	return ipv4Frame(tap.HostMAC(), tap.NATAddr(), tap.HostAddr(), headertest.Frame{
+		ICMP: &headertest.ICMPHeader{Type: header.ICMPv4Echo, Rest: 0x4242<<16 | uint32(seq)}, Payload: []byte("vhost-arcnet hostif test")})
 }
 
 func TestTAPSendEcho(t *testing.T) {
 	inNetns(t)
 	tap := openTestTAP(t, TAPOptions{})
-	peer := newCapturePort()
-	tap.SetPeer(peer)
-	tap.Start()
 	// The kernel answers NATAddr: it needs its MAC. The permanent entry
 	// stands in for the router's ARP answer.
-	addPeerNeigh(t, tap)
+	peer := startCapture(t, tap)
 	frame := echoFrame(tap, 1)
 	tap.Send([]datapath.Frame{{Segs: [][]byte{frame[:20], frame[20:]}, Len: len(frame)}})
-	reply := peer.wait(t, 5*time.Second, func(c captured) bool {
-		d := c.data
+	reply := peer.Wait(t, 5*time.Second, func(c headertest.Record) bool {
+		d := c.Data
 		return len(d) >= 42 && binary.BigEndian.Uint16(d[12:]) == header.EtherTypeIPv4 && d[23] == 1 && d[34] == 0
 	})
-	d := reply.data
+	d := reply.Data
 	if mac := tap.HostMAC(); !bytes.Equal(d[0:6], peerMAC[:]) || !bytes.Equal(d[6:12], mac[:]) {
 		t.Errorf("reply MACs %x -> %x", d[6:12], d[0:6])
 	}
@@ -328,10 +328,7 @@ func testTAPRxGSO(t *testing.T, uso bool) {
 	if !uso && tap.USOAccepted() {
 		t.Fatal("USO accepted without TAPOptions.USO")
 	}
-	peer := newCapturePort()
-	tap.SetPeer(peer)
-	tap.Start()
-	addPeerNeigh(t, tap)
+	peer := startCapture(t, tap)
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: tap.HostAddr().AsSlice()})
 	if err != nil {
 		t.Fatal(err)
@@ -347,20 +344,20 @@ func testTAPRxGSO(t *testing.T, uso bool) {
 	if _, err := conn.WriteToUDP(payload, &net.UDPAddr{IP: tap.NATAddr().AsSlice(), Port: 9999}); err != nil {
 		t.Fatal(err)
 	}
-	c := peer.wait(t, 5*time.Second, func(c captured) bool {
-		return len(c.data) > 42 && c.data[23] == 17 && binary.BigEndian.Uint16(c.data[36:]) == 9999
+	c := peer.Wait(t, 5*time.Second, func(c headertest.Record) bool {
+		return len(c.Data) > 42 && c.Data[23] == 17 && binary.BigEndian.Uint16(c.Data[36:]) == 9999
 	})
 	if !uso {
-		if c.hdr.GSOType != virtio.NetHdrGSONone || len(c.data) != 14+20+8+1000 {
-			t.Fatalf("frame of %d bytes, hdr %+v; want a plain datagram of 1042 bytes", len(c.data), c.hdr)
+		if c.Hdr.GSOType != virtio.NetHdrGSONone || len(c.Data) != 14+20+8+1000 {
+			t.Fatalf("frame of %d bytes, hdr %+v; want a plain datagram of 1042 bytes", len(c.Data), c.Hdr)
 		}
 		return
 	}
-	if c.hdr.GSOType != virtio.NetHdrGSOUDPL4 || c.hdr.GSOSize != 1000 || len(c.data) != 14+20+8+8000 {
-		t.Fatalf("frame of %d bytes, hdr %+v; want one UDP_L4 GSO frame of 8042 bytes", len(c.data), c.hdr)
+	if c.Hdr.GSOType != virtio.NetHdrGSOUDPL4 || c.Hdr.GSOSize != 1000 || len(c.Data) != 14+20+8+8000 {
+		t.Fatalf("frame of %d bytes, hdr %+v; want one UDP_L4 GSO frame of 8042 bytes", len(c.Data), c.Hdr)
 	}
-	if c.hdr.Flags&virtio.NetHdrFNeedsCsum == 0 || c.hdr.CsumStart != 34 || c.hdr.CsumOffset != 6 {
-		t.Errorf("checksum metadata %+v", c.hdr)
+	if c.Hdr.Flags&virtio.NetHdrFNeedsCsum == 0 || c.Hdr.CsumStart != 34 || c.Hdr.CsumOffset != 6 {
+		t.Errorf("checksum metadata %+v", c.Hdr)
 	}
 }
 
@@ -376,11 +373,8 @@ func TestTAPSendGSO(t *testing.T) {
 	}
 	defer conn.Close()
 	data := bytes.Repeat([]byte("abcdefghij"), 800)
-	frame := ipv4Frame(tap.HostMAC(), peerMAC, tap.NATAddr(), tap.HostAddr(), 17, udpPartial(tap.NATAddr(), tap.HostAddr(), 1234, 5555, data))
-	hdr := virtio.NetHdr{
-		Flags: virtio.NetHdrFNeedsCsum, GSOType: virtio.NetHdrGSOUDPL4,
-		HdrLen: 42, GSOSize: 1000, CsumStart: 34, CsumOffset: 6,
-	}
+	frame, hdr := headertest.Frame{Dst: tap.HostMAC(), Src: peerMAC, IPv4: &headertest.IPv4Header{ID: 1, Src: tap.NATAddr(), Dst: tap.HostAddr()},
+		UDP: &headertest.UDPHeader{SrcPort: 1234, DstPort: 5555}, Payload: data}.BuildGSO(virtio.NetHdrGSOUDPL4, 1000)
 	tap.Send([]datapath.Frame{{Hdr: hdr, Segs: [][]byte{frame[:42], frame[42:]}, Len: len(frame)}})
 	if n := tap.Stats().TxPackets.Load(); n != 1 {
 		t.Fatalf("tx %d, drops malformed %d", n, tap.Stats().Drops(datapath.DropMalformed))
@@ -410,10 +404,7 @@ func TestTAPMultiQueue(t *testing.T) {
 	if tt, ok := link.(*netlink.Tuntap); !ok || tt.Flags&netlink.TUNTAP_MULTI_QUEUE == 0 || tt.Queues != 2 {
 		t.Errorf("device %+v: want multi_queue with 2 queues", link)
 	}
-	peer := newCapturePort()
-	tap.SetPeer(peer)
-	tap.Start()
-	addPeerNeigh(t, tap)
+	peer := startCapture(t, tap)
 	// Flows from 64 source ports: the tun driver spreads them over the
 	// queues by flow hash (tun_automq_select_queue).
 	for i := range 64 {
@@ -426,16 +417,14 @@ func TestTAPMultiQueue(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		peer.mu.Lock()
-		q0, q1 := peer.queue[0], peer.queue[1]
-		peer.mu.Unlock()
+		q0, q1 := peer.QueueCount(0), peer.QueueCount(1)
 		if q0 > 0 && q1 > 0 && q0+q1 >= 64 {
 			t.Logf("queue 0: %d frames, queue 1: %d", q0, q1)
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("frames per queue %v; want both queues to receive", peer.queue)
+	t.Fatalf("frames per queue %d and %d; want both queues to receive", peer.QueueCount(0), peer.QueueCount(1))
 }
 
 // otherHostFrames returns n 64-byte frames for a MAC that is not the
@@ -444,7 +433,8 @@ func otherHostFrames(tap *TAP, n int) []datapath.Frame {
 	other := header.MAC{0x02, 0, 0, 0, 0, 0x99}
 	frames := make([]datapath.Frame, n)
 	for i := range frames {
-		b := ipv4Frame(other, peerMAC, tap.NATAddr(), tap.HostAddr(), 17, udpPartial(tap.NATAddr(), tap.HostAddr(), 1, 9, make([]byte, 64-42)))
+		b := ipv4Frame(other, tap.NATAddr(), tap.HostAddr(), headertest.Frame{
+			UDP: &headertest.UDPHeader{SrcPort: 1, DstPort: 9, Csum: headertest.CsumPartial}, Payload: make([]byte, 64-42)})
 		frames[i] = datapath.Frame{Segs: [][]byte{b[:34], b[34:]}, Len: len(b)}
 	}
 	return frames
@@ -478,7 +468,8 @@ func TestTAPDeliverAllocs(t *testing.T) {
 	tap := &TAP{offload: tapOffloadsUSO}
 	q := &tapQueue{tap: tap, idx: 1}
 	q.initReader()
-	frame := ipv4Frame(header.MAC{1}, peerMAC, netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 17, udpPartial(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 1, 2, make([]byte, 100)))
+	frame := ipv4Frame(header.MAC{1}, netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), headertest.Frame{
+		UDP: &headertest.UDPHeader{SrcPort: 1, DstPort: 2, Csum: headertest.CsumPartial}, Payload: make([]byte, 100)})
 	hdr := virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, CsumStart: 34, CsumOffset: 6}
 	for i := range q.bufs {
 		hdr.Encode(q.bufs[i])
@@ -587,26 +578,16 @@ func BenchmarkTAPSend(b *testing.B) {
 	}
 }
 
-// tcpSeg returns a TCP segment (RFC 9293 §3.1, no options) from the NAT
-// address to the host. With partial, the checksum field holds the
-// pseudo-header sum (VIRTIO_NET_HDR_F_NEEDS_CSUM); else the full checksum.
-func tcpSeg(tap *TAP, sport, dport uint16, seq, ack uint32, flags uint8, data []byte, partial bool) []byte {
-	b := make([]byte, 20+len(data))
-	binary.BigEndian.PutUint16(b[0:], sport)
-	binary.BigEndian.PutUint16(b[2:], dport)
-	binary.BigEndian.PutUint32(b[4:], seq)
-	binary.BigEndian.PutUint32(b[8:], ack)
-	b[12] = 5 << 4
-	b[13] = flags
-	binary.BigEndian.PutUint16(b[14:], 65535)
-	copy(b[20:], data)
-	ph := header.PseudoHeaderChecksum(6, tap.NATAddr(), tap.HostAddr(), uint16(len(b)))
+// tcpFrame returns a frame with a TCP segment (RFC 9293 §3.1, no options)
+// from the NAT address to the host. With partial, the checksum field holds
+// the pseudo-header sum (VIRTIO_NET_HDR_F_NEEDS_CSUM); else the full
+// checksum.
+func tcpFrame(tap *TAP, sport, dport uint16, seq, ack uint32, flags uint8, data []byte, partial bool) []byte {
+	h := headertest.TCPHeader{SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: 65535}
 	if partial {
-		binary.BigEndian.PutUint16(b[16:], ph)
-	} else {
-		binary.BigEndian.PutUint16(b[16:], ^header.Checksum(b, ph))
+		h.Csum = headertest.CsumPartial
 	}
-	return b
+	return ipv4Frame(tap.HostMAC(), tap.NATAddr(), tap.HostAddr(), headertest.Frame{TCP: &h, Payload: data})
 }
 
 // TestTAPSendTSO plays a TCP client on the NAT address against a kernel
@@ -616,10 +597,7 @@ func tcpSeg(tap *TAP, sport, dport uint16, seq, ack uint32, flags uint8, data []
 func TestTAPSendTSO(t *testing.T) {
 	inNetns(t)
 	tap := openTestTAP(t, TAPOptions{})
-	peer := newCapturePort()
-	tap.SetPeer(peer)
-	tap.Start()
-	addPeerNeigh(t, tap)
+	peer := startCapture(t, tap)
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: tap.HostAddr().AsSlice(), Port: 6000})
 	if err != nil {
 		t.Fatal(err)
@@ -631,22 +609,21 @@ func TestTAPSendTSO(t *testing.T) {
 		ack   = 0x10
 		psh   = 0x08
 	)
-	send := func(hdr virtio.NetHdr, seg []byte) {
-		f := ipv4Frame(tap.HostMAC(), peerMAC, tap.NATAddr(), tap.HostAddr(), 6, seg)
+	send := func(hdr virtio.NetHdr, f []byte) {
 		tap.Send([]datapath.Frame{{Hdr: hdr, Segs: [][]byte{f[:54], f[54:]}, Len: len(f)}})
 	}
-	send(virtio.NetHdr{}, tcpSeg(tap, sport, 6000, 1000, 0, syn, nil, false))
-	synAck := peer.wait(t, 5*time.Second, func(c captured) bool {
-		d := c.data
+	send(virtio.NetHdr{}, tcpFrame(tap, sport, 6000, 1000, 0, syn, nil, false))
+	synAck := peer.Wait(t, 5*time.Second, func(c headertest.Record) bool {
+		d := c.Data
 		return len(d) >= 54 && d[23] == 6 && binary.BigEndian.Uint16(d[34:]) == 6000 && d[47]&(syn|ack) == syn|ack
 	})
-	isn := binary.BigEndian.Uint32(synAck.data[38:])
-	send(virtio.NetHdr{}, tcpSeg(tap, sport, 6000, 1001, isn+1, ack, nil, false))
+	isn := binary.BigEndian.Uint32(synAck.Data[38:])
+	send(virtio.NetHdr{}, tcpFrame(tap, sport, 6000, 1001, isn+1, ack, nil, false))
 	data := bytes.Repeat([]byte("0123456789abcdefghij"), 400)
 	send(virtio.NetHdr{
 		Flags: virtio.NetHdrFNeedsCsum, GSOType: virtio.NetHdrGSOTCPv4,
 		HdrLen: 54, GSOSize: 1000, CsumStart: 34, CsumOffset: 16,
-	}, tcpSeg(tap, sport, 6000, 1001, isn+1, ack|psh, data, true))
+	}, tcpFrame(tap, sport, 6000, 1001, isn+1, ack|psh, data, true))
 	ln.SetDeadline(time.Now().Add(5 * time.Second))
 	conn, err := ln.AcceptTCP()
 	if err != nil {
@@ -707,7 +684,7 @@ func TestTAPDeletedUnderneath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tap.SetPeer(newCapturePort())
+	tap.SetPeer(datapathtest.NewCapture("capture"))
 	tap.Start()
 	run(t, "ip", "link", "del", "gone0")
 	frames := otherHostFrames(tap, 2)

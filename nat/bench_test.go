@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/testclock"
 )
 
 // Benchmark flows: flow j is guest 10.0.1.(j%256) port 1024+j/256 to
@@ -92,7 +93,7 @@ func newBatch(n int) []Packet {
 }
 
 func benchEngine(tb testing.TB, maxFlows int) *Engine {
-	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	clk := testclock.New(time.Unix(1_000_000, 0))
 	e, err := New(Config{External: benchExt, GuestPrefix: benchPrefix, MaxFlows: maxFlows,
 		MaxFlowsPerGuest: maxFlows, Clock: clk.Now})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
+	"github.com/arcnet/vhost-arcnet/internal/testclock"
 	"github.com/stretchr/testify/require"
 )
 
@@ -21,15 +23,9 @@ var (
 
 func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
 
-// fakeClock is an injected clock.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time          { return c.t }
-func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func newEngine(t testing.TB, mod func(*Config)) (*Engine, *fakeClock) {
+func newEngine(t testing.TB, mod func(*Config)) (*Engine, *testclock.Clock) {
 	t.Helper()
-	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	clk := testclock.New(time.Unix(1_000_000, 0))
 	cfg := Config{External: extAddr, GuestPrefix: guestPfx, Clock: clk.Now}
 	if mod != nil {
 		mod(&cfg)
@@ -54,81 +50,42 @@ type pkt struct {
 
 // build returns the packet with correct, fully computed checksums.
 func (p pkt) build() []byte {
-	ihl := 20 + len(p.opts)
-	var l4 []byte
+	f := headertest.Frame{Payload: p.payload, IPv4: &headertest.IPv4Header{ID: p.id, Flags: p.frag & 0xe000,
+		FragOffset: (p.frag & 0x1fff) * 8, Protocol: uint8(p.proto), Src: p.src.Addr(), Dst: p.dst.Addr(), Options: p.opts}}
 	switch p.proto {
 	case TCP:
-		l4 = make([]byte, 20+len(p.payload))
-		th := header.TCP(l4)
-		th.Encode(&header.TCPFields{SrcPort: p.src.Port(), DstPort: p.dst.Port(), Seq: 1000, Ack: 2000,
-			Flags: p.flags, Window: 65535})
-		copy(l4[20:], p.payload)
-		th.SetChecksum(^header.Checksum(l4, header.PseudoHeaderChecksum(6, p.src.Addr(), p.dst.Addr(), uint16(len(l4)))))
+		f.TCP = &headertest.TCPHeader{SrcPort: p.src.Port(), DstPort: p.dst.Port(), Seq: 1000, Ack: 2000, Flags: p.flags, Window: 65535}
 	case UDP:
-		l4 = make([]byte, 8+len(p.payload))
-		u := header.UDP(l4)
-		u.Encode(&header.UDPFields{SrcPort: p.src.Port(), DstPort: p.dst.Port(), Length: uint16(len(l4))})
-		copy(l4[8:], p.payload)
-		if !p.udpNoSum {
-			c := ^header.Checksum(l4, header.PseudoHeaderChecksum(17, p.src.Addr(), p.dst.Addr(), uint16(len(l4))))
-			if c == 0 {
-				c = 0xffff
-			}
-			u.SetChecksum(c)
+		f.UDP = &headertest.UDPHeader{SrcPort: p.src.Port(), DstPort: p.dst.Port()}
+		if p.udpNoSum {
+			f.UDP.Csum = headertest.CsumZero
 		}
 	case ICMP:
-		l4 = make([]byte, 8+len(p.payload))
-		typ := header.ICMPv4Echo
-		id := p.src.Port()
+		typ, id := header.ICMPv4Echo, p.src.Port()
 		if p.reply {
-			typ = header.ICMPv4EchoReply
-			id = p.dst.Port()
+			typ, id = header.ICMPv4EchoReply, p.dst.Port()
 		}
-		header.ICMPv4(l4).Encode(&header.ICMPv4Fields{Type: typ, Rest: uint32(id)<<16 | 7}, p.payload)
+		f.ICMP = &headertest.ICMPHeader{Type: typ, Rest: uint32(id)<<16 | 7}
+	default:
+		f.Payload = nil
 	}
-	b := make([]byte, ihl+len(l4), ihl+len(l4)+128)
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), ID: p.id, Flags: p.frag & 0xe000,
-		FragOffset: (p.frag & 0x1fff) * 8, TTL: 64, Protocol: uint8(p.proto), Src: p.src.Addr(), Dst: p.dst.Addr(), Options: p.opts})
-	copy(b[ihl:], l4)
-	return b
+	return clone(f.Packet())
 }
 
 // icmpError builds an ICMP error from src to dst about datagram emb.
 func icmpError(src, dst netip.Addr, typ, code uint8, rest uint32, emb []byte) []byte {
-	b := make([]byte, 28+len(emb), 28+len(emb)+64)
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: 1, Src: src, Dst: dst})
-	header.ICMPv4(b[20:]).Encode(&header.ICMPv4Fields{Type: typ, Code: code, Rest: rest}, emb)
-	return b
+	b := headertest.Frame{IPv4: &headertest.IPv4Header{Src: src, Dst: dst},
+		ICMP: &headertest.ICMPHeader{Type: typ, Code: code, Rest: rest}, Payload: emb}.Packet()
+	return append(make([]byte, 0, len(b)+64), b...)
 }
 
 // checkSums verifies every checksum of a complete IPv4 packet by full
 // recomputation, including the embedded datagram of an ICMP error when it
-// is complete.
+// is complete. A UDP checksum may be zero (the engine keeps "no
+// checksum"), and a fragment has only its header checksum checked.
 func checkSums(t testing.TB, b []byte) {
 	t.Helper()
-	ip := header.IPv4(b)
-	require.True(t, ip.IsValid())
-	require.True(t, ip.IsChecksumValid(), "ip checksum")
-	l := b[ip.HeaderLen():ip.TotalLength()]
-	if ip.IsFragment() && (ip.FragmentOffset() != 0 || ip.MoreFragments()) {
-		return // the transport checksum covers the reassembled datagram
-	}
-	switch ip.Protocol() {
-	case 6:
-		require.Equal(t, uint16(0xffff), header.Checksum(l, ip.PseudoHeaderChecksum(6, uint16(len(l)))), "tcp checksum")
-	case 17:
-		if header.UDP(l).Checksum() != 0 {
-			require.Equal(t, uint16(0xffff), header.Checksum(l, ip.PseudoHeaderChecksum(17, uint16(len(l)))), "udp checksum")
-		}
-	case 1:
-		require.Equal(t, uint16(0xffff), header.Checksum(l, 0), "icmp checksum")
-		if ic := header.ICMPv4(l); ic.IsError() {
-			emb := ic.Payload()
-			if header.IPv4(emb).IsValid() && int(header.IPv4(emb).TotalLength()) == len(emb) {
-				checkSums(t, emb)
-			}
-		}
-	}
+	headertest.CheckIPv4Packet(t, b, headertest.UDPChecksumOptional(), headertest.Fragments())
 }
 
 // one translates a single packet and returns it.

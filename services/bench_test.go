@@ -16,6 +16,22 @@ func reportRate(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "queries/s")
 }
 
+// benchHandle feeds g the frames in turn, b.N in all, checks that every
+// one got an answer and reports the rate.
+func benchHandle(b *testing.B, g *Gateway, frames ...[]byte) {
+	b.SetBytes(int64(len(frames[0])))
+	b.ReportAllocs()
+	n, i := 0, 0
+	for b.Loop() {
+		g.HandleFrame(frames[i%len(frames)], func([]byte) { n++ })
+		i++
+	}
+	if n != b.N {
+		b.Fatalf("%d answers for %d frames", n, b.N)
+	}
+	reportRate(b)
+}
+
 func BenchmarkARPReply(b *testing.B) {
 	g, _ := newTestGateway(b, nil)
 	f := arpRequestFrame([]byte{192, 168, 127, 1})
@@ -47,16 +63,7 @@ func BenchmarkDHCPRenew(b *testing.B) {
 	m, _ := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr(guestMAC1[:])), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
 		dhcpv4.WithClientIP(net.IP(a.AsSlice())))
 	f := udpFrame(guestMAC1, testGWMAC, a, testGW, 68, 67, m.ToBytes())
-	b.SetBytes(int64(len(f)))
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		g.HandleFrame(f, func([]byte) { n++ })
-	}
-	if n != b.N {
-		b.Fatalf("%d answers for %d requests", n, b.N)
-	}
-	reportRate(b)
+	benchHandle(b, g, f)
 }
 
 // BenchmarkDHCPDiscover: DHCPDISCOVER from 200 guests in turn, DHCPOFFER
@@ -69,17 +76,7 @@ func BenchmarkDHCPDiscover(b *testing.B) {
 		m, _ := dhcpv4.NewDiscovery(net.HardwareAddr(mac[:]))
 		fs = append(fs, udpFrame(mac, header.BroadcastMAC, zeroIP, bcastIP, 68, 67, m.ToBytes()))
 	}
-	b.SetBytes(int64(len(fs[0])))
-	b.ReportAllocs()
-	n, i := 0, 0
-	for b.Loop() {
-		g.HandleFrame(fs[i%len(fs)], func([]byte) { n++ })
-		i++
-	}
-	if n != b.N {
-		b.Fatalf("%d answers for %d requests", n, b.N)
-	}
-	reportRate(b)
+	benchHandle(b, g, fs...)
 }
 
 // BenchmarkDNSLocal: a UDP query for gateway.<domain> in, answer frame out.
@@ -87,16 +84,7 @@ func BenchmarkDNSLocal(b *testing.B) {
 	g, _ := newTestGateway(b, nil)
 	f := udpFrame(guestMAC1, testGWMAC, netip.MustParseAddr("192.168.127.50"), testGW, 40000, 53,
 		mustPack(question("gateway.arcnet.internal.", dns.TypeA)))
-	b.SetBytes(int64(len(f)))
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		g.HandleFrame(f, func([]byte) { n++ })
-	}
-	if n != b.N {
-		b.Fatalf("%d answers for %d queries", n, b.N)
-	}
-	reportRate(b)
+	benchHandle(b, g, f)
 }
 
 // BenchmarkDNSCached: a UDP query for a forwarded name, answered from the
@@ -107,16 +95,10 @@ func BenchmarkDNSCached(b *testing.B) {
 	ask(b, g, question("www.example.", dns.TypeA), true)
 	f := udpFrame(guestMAC1, testGWMAC, netip.MustParseAddr("192.168.127.50"), testGW, 40000, 53,
 		mustPack(question("www.example.", dns.TypeA)))
-	b.SetBytes(int64(len(f)))
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		g.HandleFrame(f, func([]byte) { n++ })
+	benchHandle(b, g, f)
+	if up.udpCount.Load() != 1 {
+		b.Fatalf("%d queries upstream", up.udpCount.Load())
 	}
-	if n != b.N || up.udpCount.Load() != 1 {
-		b.Fatalf("%d answers for %d queries, %d upstream", n, b.N, up.udpCount.Load())
-	}
-	reportRate(b)
 }
 
 // BenchmarkDNSForwarded: every query goes to the test upstream on

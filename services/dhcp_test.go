@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/testclock"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
 	"github.com/miekg/dns"
@@ -148,7 +149,7 @@ func TestDHCPBroadcastFlag(t *testing.T) {
 
 func TestDHCPRenewRebindAndRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "leases.json")
-	clk := newFakeClock()
+	clk := testclock.New(testEpoch)
 	mk := func() *Gateway {
 		g, err := NewGateway(Config{LeaseFile: file, Clock: clk.Now, Logger: quietLog, DNSUpstreams: noUpstream, LeaseTime: time.Hour})
 		require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arcnet/vhost-arcnet/internal/testclock"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
@@ -304,7 +305,7 @@ func TestDNSNoUpstreams(t *testing.T) {
 func TestResolvConfReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "resolv.conf")
 	require.NoError(t, os.WriteFile(path, []byte("# test\nnameserver 127.0.0.1\nnameserver ::1\nsearch x\n"), 0o644))
-	clk := newFakeClock()
+	clk := testclock.New(testEpoch)
 	s, err := (&Config{ResolvConf: path, Clock: clk.Now, Logger: quietLog}).settings()
 	require.NoError(t, err)
 	u := newUpstreams(s)

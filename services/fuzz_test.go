@@ -7,12 +7,15 @@ import (
 	"testing"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/miekg/dns"
 )
 
 // checkReplyFrame verifies a frame the gateway emits: from its MAC, a
-// well-formed ARP or IPv4 packet with a correct header checksum.
+// well-formed ARP packet or an IPv4 packet from the gateway's address,
+// exactly as long as its header says, carrying TCP, UDP or ICMP, every
+// checksum correct.
 func checkReplyFrame(t *testing.T, f []byte) {
 	eth := header.Ethernet(f)
 	if !eth.IsValid() || eth.Src() != testGWMAC {
@@ -24,25 +27,13 @@ func checkReplyFrame(t *testing.T, f []byte) {
 			t.Fatalf("bad ARP reply %x", f)
 		}
 	case header.EtherTypeIPv4:
-		ip := header.IPv4(eth.Payload())
-		if !ip.IsValid() || int(ip.TotalLength()) != len(ip) || !ip.IsChecksumValid() || ip.Src() != testGW {
-			t.Fatalf("bad IPv4 reply %x", f)
-		}
-		if refChecksum(cat(pseudoProto(ip), ip.Payload())) != 0 && ip.Protocol() != header.ProtoICMP {
-			t.Fatalf("bad transport checksum %x", f)
-		}
-		if ip.Protocol() == header.ProtoICMP && refChecksum(ip.Payload()) != 0 {
-			t.Fatalf("bad ICMP checksum %x", f)
+		ip := headertest.CheckIPv4(t, f, headertest.ExactLength(), headertest.Src(testGW))
+		if p := ip.Protocol(); p != header.ProtoTCP && p != header.ProtoUDP && p != header.ProtoICMP {
+			t.Fatalf("reply of protocol %d %x", p, f)
 		}
 	default:
 		t.Fatalf("reply of EtherType %#x", eth.EtherType())
 	}
-}
-
-func pseudoProto(ip header.IPv4) []byte {
-	a, b := ip.Src().As4(), ip.Dst().As4()
-	n := len(ip.Payload())
-	return cat(a[:], b[:], []byte{0, ip.Protocol(), byte(n >> 8), byte(n)})
 }
 
 func seedFrames(f *testing.F) {
@@ -56,17 +47,16 @@ func seedFrames(f *testing.F) {
 	f.Add(udpFrame(guestMAC1, header.BroadcastMAC, zeroIP, bcastIP, 68, 67, r.ToBytes()))
 	f.Add(udpFrame(guestMAC1, testGWMAC, src, testGW, 5353, 53, mustPack(question("gateway.arcnet.internal.", dns.TypeA))))
 	f.Add(udpFrame(guestMAC1, testGWMAC, src, testGW, 5353, 53, mustPack(question("50.127.168.192.in-addr.arpa.", dns.TypePTR))))
-	syn := make([]byte, 14+20+24)
-	header.Ethernet(syn).Encode(&header.EthernetFields{Dst: testGWMAC, Src: guestMAC1, EtherType: header.EtherTypeIPv4})
-	header.IPv4(syn[14:]).Encode(&header.IPv4Fields{TotalLength: 44, TTL: 64, Protocol: header.ProtoTCP, Src: src, Dst: testGW})
-	header.TCP(syn[34:]).Encode(&header.TCPFields{SrcPort: 999, DstPort: 53, Seq: 1, Flags: header.TCPFlagSYN, Window: 1000, Options: []byte{2, 4, 5, 180}})
-	f.Add(syn)
+	// TCP segments to the DNS port, their checksums left zero.
+	tcp := func(h headertest.TCPHeader, payload []byte) []byte {
+		h.SrcPort, h.DstPort, h.Window, h.Csum = 999, 53, 1000, headertest.CsumZero
+		return headertest.Frame{Dst: testGWMAC, Src: guestMAC1, IPv4: &headertest.IPv4Header{Src: src, Dst: testGW},
+			TCP: &h, Payload: payload}.Build()
+	}
+	syn := tcp(headertest.TCPHeader{Seq: 1, Flags: header.TCPFlagSYN, Options: []byte{2, 4, 5, 180}}, nil)
 	q := lengthPrefixed(question("gateway.arcnet.internal.", dns.TypeA))
-	seg := make([]byte, 14+20+20+len(q))
-	copy(seg, syn[:34])
-	header.IPv4(seg[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(40 + len(q)), TTL: 64, Protocol: header.ProtoTCP, Src: src, Dst: testGW})
-	header.TCP(seg[34:]).Encode(&header.TCPFields{SrcPort: 999, DstPort: 53, Seq: 2, Ack: 1, Flags: header.TCPFlagACK | header.TCPFlagFIN, Window: 1000})
-	copy(seg[54:], q)
+	seg := tcp(headertest.TCPHeader{Seq: 2, Ack: 1, Flags: header.TCPFlagACK | header.TCPFlagFIN}, q)
+	f.Add(syn)
 	f.Add(seg)
 }
 

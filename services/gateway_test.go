@@ -10,41 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// refChecksum is RFC 1071 written the slow, obvious way: an independent
-// check of every checksum the gateway computes.
-func refChecksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
-}
-
-func cat(parts ...[]byte) []byte {
-	var b []byte
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	return b
-}
-
-var guestIP = []byte{192, 168, 127, 50}
-
-func arpRequestFrame(target []byte) []byte {
-	return cat(
-		[]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, guestMAC1[:], []byte{0x08, 0x06},
-		[]byte{0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01},
-		guestMAC1[:], guestIP,
-		[]byte{0, 0, 0, 0, 0, 0}, target,
-	)
-}
-
 func TestARPReply(t *testing.T) {
 	g, _ := newTestGateway(t, nil)
 	out := newFrames()
@@ -71,15 +36,6 @@ func TestARPReply(t *testing.T) {
 	g.HandleFrame(reply, out.reply)
 	out.none(t)
 	require.Equal(t, uint64(2), g.Stats().Drops(DropNotLocal))
-}
-
-func icmpEchoFrame(dst []byte, data []byte) []byte {
-	icmp := cat([]byte{8, 0, 0, 0, 0x12, 0x34, 0x00, 0x07}, data)
-	binary.BigEndian.PutUint16(icmp[2:], refChecksum(icmp))
-	ip := cat([]byte{0x45, 0x00, 0, 0, 0xbe, 0xef, 0x40, 0x00, 64, 1, 0, 0}, guestIP, dst)
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
-	binary.BigEndian.PutUint16(ip[10:], refChecksum(ip))
-	return cat(testGWMAC[:], guestMAC1[:], []byte{0x08, 0x00}, ip, icmp)
 }
 
 func TestICMPEchoReply(t *testing.T) {

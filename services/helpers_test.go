@@ -11,31 +11,11 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
+	"github.com/arcnet/vhost-arcnet/internal/testclock"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
-
-// fakeClock is an injectable clock that moves only when told to.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 var (
 	testGW     = netip.MustParseAddr("192.168.127.1")
@@ -47,14 +27,15 @@ var (
 	bcastIP    = netip.MustParseAddr("255.255.255.255")
 	zeroIP     = netip.IPv4Unspecified()
 	noUpstream = []string{"127.0.0.1:1"} // never used unless a test forwards
+	testEpoch  = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 )
 
 // newTestGateway builds a gateway with a fake clock; edit adjusts the
 // config. Upstreams default to a closed local port: no test ever sends to
 // an address outside 127.0.0.1.
-func newTestGateway(t testing.TB, edit func(*Config)) (*Gateway, *fakeClock) {
+func newTestGateway(t testing.TB, edit func(*Config)) (*Gateway, *testclock.Clock) {
 	t.Helper()
-	clk := newFakeClock()
+	clk := testclock.New(testEpoch)
 	cfg := Config{Clock: clk.Now, Logger: quietLog, DNSUpstreams: noUpstream, DNSTimeout: 2 * time.Second}
 	if edit != nil {
 		edit(&cfg)
@@ -107,15 +88,37 @@ func (f *frames) none(t testing.TB) {
 
 // udpFrame builds Ethernet/IPv4/UDP with correct checksums.
 func udpFrame(srcMAC, dstMAC header.MAC, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	ulen := header.UDPSize + len(payload)
-	f := make([]byte, header.EthernetMinSize+header.IPv4MinSize+ulen)
-	header.Ethernet(f).Encode(&header.EthernetFields{Dst: dstMAC, Src: srcMAC, EtherType: header.EtherTypeIPv4})
-	header.IPv4(f[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(20 + ulen), ID: 7, TTL: 64, Protocol: header.ProtoUDP, Src: src, Dst: dst})
-	u := header.UDP(f[34:])
-	u.Encode(&header.UDPFields{SrcPort: sport, DstPort: dport, Length: uint16(ulen)})
-	copy(u[8:], payload)
-	u.SetChecksum(^header.Checksum(u, header.PseudoHeaderChecksum(header.ProtoUDP, src, dst, uint16(ulen))))
-	return f
+	return headertest.Frame{Dst: dstMAC, Src: srcMAC, IPv4: &headertest.IPv4Header{ID: 7, Src: src, Dst: dst},
+		UDP: &headertest.UDPHeader{SrcPort: sport, DstPort: dport}, Payload: payload}.Build()
+}
+
+// cat concatenates parts.
+func cat(parts ...[]byte) []byte {
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+var guestIP = []byte{192, 168, 127, 50}
+
+// refChecksum is the Internet checksum by headertest's reference sum: an
+// independent check of every checksum the gateway computes.
+func refChecksum(b []byte) uint16 { return ^headertest.RefChecksum(b, 0) }
+
+// arpRequestFrame is a guest's ARP request for target.
+func arpRequestFrame(target []byte) []byte {
+	return headertest.Frame{Dst: header.BroadcastMAC, Src: guestMAC1, ARP: &header.ARPFields{Op: header.ARPRequest,
+		SenderMAC: guestMAC1, SenderIP: netip.AddrFrom4([4]byte(guestIP)), TargetIP: netip.AddrFrom4([4]byte(target))}}.Build()
+}
+
+// icmpEchoFrame is a guest's ICMP echo request (identifier 0x1234,
+// sequence 7) to dst.
+func icmpEchoFrame(dst []byte, data []byte) []byte {
+	return headertest.Frame{Dst: testGWMAC, Src: guestMAC1,
+		IPv4: &headertest.IPv4Header{ID: 0xbeef, Flags: header.IPv4FlagDF, Src: netip.AddrFrom4([4]byte(guestIP)), Dst: netip.AddrFrom4([4]byte(dst))},
+		ICMP: &headertest.ICMPHeader{Type: header.ICMPv4Echo, Rest: 0x1234<<16 | 7}, Payload: data}.Build()
 }
 
 // parsedUDP is a reply frame taken apart, every checksum verified.
@@ -128,18 +131,8 @@ type parsedUDP struct {
 
 func parseUDPFrame(t testing.TB, f []byte) parsedUDP {
 	t.Helper()
-	eth := header.Ethernet(f)
-	require.True(t, eth.IsValid())
-	require.Equal(t, header.EtherTypeIPv4, eth.EtherType())
-	ip := header.IPv4(eth.Payload())
-	require.True(t, ip.IsValid())
-	require.Equal(t, len(ip), int(ip.TotalLength()))
-	require.True(t, ip.IsChecksumValid(), "ipv4 checksum")
-	require.Equal(t, header.ProtoUDP, ip.Protocol())
-	u := header.UDP(ip.Payload())
-	require.True(t, u.IsValid())
-	require.Equal(t, len(u), int(u.Length()))
-	require.Equal(t, uint16(0xffff), header.Checksum(u, header.PseudoHeaderChecksum(header.ProtoUDP, ip.Src(), ip.Dst(), uint16(len(u)))), "udp checksum")
+	ip := headertest.CheckIPv4(t, f, headertest.ExactLength(), headertest.UDP())
+	eth, u := header.Ethernet(f), header.UDP(ip.Payload())
 	return parsedUDP{eth.Dst(), eth.Src(), ip.Src(), ip.Dst(), u.SrcPort(), u.DstPort(), u.Payload()}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
@@ -30,40 +31,18 @@ func newTCPPeer(t *testing.T, g *Gateway, port uint16) *tcpPeer {
 }
 
 func (p *tcpPeer) send(flags uint8, seq uint32, opts, data []byte) {
-	tl := header.TCPMinSize + len(opts) + len(data)
-	f := make([]byte, 14+20+tl)
-	header.Ethernet(f).Encode(&header.EthernetFields{Dst: testGWMAC, Src: guestMAC1, EtherType: header.EtherTypeIPv4})
-	header.IPv4(f[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(20 + tl), TTL: 64, Protocol: header.ProtoTCP, Src: p.ip, Dst: testGW})
-	s := header.TCP(f[34:])
-	hl := s.Encode(&header.TCPFields{SrcPort: p.port, DstPort: p.dport, Seq: seq, Ack: p.ack, Flags: flags, Window: p.window, Options: opts})
-	copy(s[hl:], data)
-	s.SetChecksum(^header.Checksum(s, header.PseudoHeaderChecksum(header.ProtoTCP, p.ip, testGW, uint16(tl))))
+	f := headertest.Frame{Dst: testGWMAC, Src: guestMAC1, IPv4: &headertest.IPv4Header{Src: p.ip, Dst: testGW},
+		TCP:     &headertest.TCPHeader{SrcPort: p.port, DstPort: p.dport, Seq: seq, Ack: p.ack, Flags: flags, Window: p.window, Options: opts},
+		Payload: data}.Build()
 	p.g.HandleFrame(f, p.out.reply)
 }
 
 // recv takes the next segment and checks its framing and checksums.
 func (p *tcpPeer) recv() header.TCP {
 	p.t.Helper()
-	f := p.out.next(p.t)
-	eth := header.Ethernet(f)
-	require.Equal(p.t, guestMAC1, eth.Dst())
-	require.Equal(p.t, testGWMAC, eth.Src())
-	ip := header.IPv4(eth.Payload())
-	require.True(p.t, ip.IsValid())
-	require.True(p.t, ip.IsChecksumValid())
-	require.Equal(p.t, header.ProtoTCP, ip.Protocol())
-	require.Equal(p.t, testGW, ip.Src())
-	require.Equal(p.t, p.ip, ip.Dst())
-	s := header.TCP(ip.Payload())
-	require.True(p.t, s.IsValid())
-	require.Equal(p.t, refChecksum(cat(pseudo(testGW, p.ip, len(s)), s)), uint16(0), "tcp checksum")
-	require.Equal(p.t, p.port, s.DstPort())
-	return s
-}
-
-func pseudo(src, dst netip.Addr, n int) []byte {
-	a, b := src.As4(), dst.As4()
-	return cat(a[:], b[:], []byte{0, header.ProtoTCP, byte(n >> 8), byte(n)})
+	ip := headertest.CheckIPv4(p.t, p.out.next(p.t), headertest.EthDst(guestMAC1), headertest.EthSrc(testGWMAC),
+		headertest.Src(testGW), headertest.Dst(p.ip), headertest.TCP(headertest.DstPort(p.port)))
+	return header.TCP(ip.Payload())
 }
 
 func (p *tcpPeer) handshake() uint32 {

@@ -3,11 +3,12 @@ package router
 import (
 	"encoding/binary"
 	"net/netip"
-	"sync"
 	"testing"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
+	"github.com/arcnet/vhost-arcnet/datapath/datapathtest"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/datapath/header/headertest"
 	"github.com/arcnet/vhost-arcnet/nat"
 	"github.com/arcnet/vhost-arcnet/virtio"
 	"github.com/stretchr/testify/require"
@@ -29,68 +30,26 @@ var (
 	otherMAC = header.MAC{0x02, 0, 0, 0, 0, 0x99}
 )
 
-// capture is a port that keeps a copy of every frame it is sent.
-type capture struct {
-	name   string
-	mu     sync.Mutex
-	frames [][]byte
-	hdrs   []virtio.NetHdr
-	segs   []int // segment count of each frame as sent
-	tails  [][]byte
-	stats  datapath.Stats
-	keep   bool // copy frames (tests) or only count (benchmarks)
-	n      int
-
-	lastSegs  []int // segs and tails of the frames take returned
-	lastTails [][]byte
-}
-
-func (c *capture) Name() string           { return c.name }
-func (c *capture) Stats() *datapath.Stats { return &c.stats }
-func (c *capture) Send(frames []datapath.Frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n += len(frames)
-	if !c.keep {
-		return
-	}
-	for _, f := range frames {
-		var b []byte
-		for _, s := range f.Segs {
-			b = append(b, s...)
-		}
-		if len(b) != f.Len {
-			panic("frame length does not match its segments")
-		}
-		c.frames = append(c.frames, b)
-		c.hdrs = append(c.hdrs, f.Hdr)
-		c.segs = append(c.segs, len(f.Segs))
-		c.tails = append(c.tails, f.Segs[len(f.Segs)-1])
-	}
-}
-
-func (c *capture) take() [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f := c.frames
-	c.lastSegs, c.lastTails = c.segs, c.tails
-	c.frames, c.hdrs, c.segs, c.tails = nil, nil, nil, nil
-	return f
-}
-
 type rig struct {
 	r     *Router
 	eng   *nat.Engine
-	lan   *capture // what the router sends into the switch
-	local *capture // the gateway's services
-	up    *capture // the uplink
+	lan   *datapathtest.Capture // what the router sends into the switch
+	local *datapathtest.Capture // the gateway's services
+	up    *datapathtest.Capture // the uplink
+}
+
+// countOnly is a capture port that only counts (benchmarks, alloc tests).
+func countOnly(name string) *datapathtest.Capture {
+	c := datapathtest.NewCapture(name)
+	c.CountOnly = true
+	return c
 }
 
 func newRig(t testing.TB, mut func(*Options)) *rig {
 	eng, err := nat.New(nat.Config{External: extAddr, GuestPrefix: subnet, Router: gwAddr, Refusal: nat.RefuseICMP})
 	require.NoError(t, err)
-	g := &rig{eng: eng, lan: &capture{name: "lan", keep: true}, local: &capture{name: "local", keep: true},
-		up: &capture{name: "up", keep: true}}
+	g := &rig{eng: eng, lan: datapathtest.NewCapture("lan"), local: datapathtest.NewCapture("local"),
+		up: datapathtest.NewCapture("up")}
 	opt := Options{Subnet: subnet, GatewayAddr: gwAddr, GatewayMAC: gwMAC, Local: g.local, NAT: eng,
 		ExternalAddr: extAddr, UplinkMAC: upMAC, NextHop: hopAddr, NextHopMAC: hopMAC, MTU: 1500,
 		Neighbour: func(a netip.Addr) (header.MAC, bool) {
@@ -127,49 +86,25 @@ type pkt struct {
 
 // build makes an Ethernet + IPv4 + TCP/UDP/ICMP frame with valid checksums.
 func (p pkt) build() []byte {
-	if p.ttl == 0 {
-		p.ttl = 64
-	}
-	var l4 []byte
-	switch p.proto {
-	case header.ProtoTCP:
-		l4 = make([]byte, 20+p.payload)
-		binary.BigEndian.PutUint16(l4[0:], p.sport)
-		binary.BigEndian.PutUint16(l4[2:], p.dport)
-		l4[12] = 5 << 4
-		l4[13] = p.tcpFlags
-	case header.ProtoUDP:
-		l4 = make([]byte, 8+p.payload)
-		binary.BigEndian.PutUint16(l4[0:], p.sport)
-		binary.BigEndian.PutUint16(l4[2:], p.dport)
-		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-	case header.ProtoICMP:
-		l4 = make([]byte, 8+p.payload)
-		l4[0] = p.icmpType
-		binary.BigEndian.PutUint16(l4[4:], p.sport)
-	}
-	for i := range p.payload {
-		l4[len(l4)-p.payload+i] = byte(i)
-	}
-	f := make([]byte, 14+20+len(l4))
-	header.Ethernet(f).Encode(&header.EthernetFields{Dst: p.dstMAC, Src: p.srcMAC, EtherType: header.EtherTypeIPv4})
-	var flags uint16
+	f := headertest.Frame{Dst: p.dstMAC, Src: p.srcMAC, Payload: make([]byte, p.payload),
+		IPv4: &headertest.IPv4Header{ID: 1, TTL: p.ttl, Src: p.src, Dst: p.dst}}
 	if p.df {
-		flags = header.IPv4FlagDF
+		f.IPv4.Flags = header.IPv4FlagDF
 	}
-	header.IPv4(f[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(20 + len(l4)), TTL: p.ttl, Protocol: p.proto,
-		Src: p.src, Dst: p.dst, Flags: flags, ID: 1})
-	copy(f[34:], l4)
-	l := f[34:]
+	for i := range f.Payload {
+		f.Payload[i] = byte(i)
+	}
 	switch p.proto {
 	case header.ProtoTCP:
-		binary.BigEndian.PutUint16(l[16:], ^header.Checksum(l, header.PseudoHeaderChecksum(6, p.src, p.dst, uint16(len(l)))))
+		f.TCP = &headertest.TCPHeader{SrcPort: p.sport, DstPort: p.dport, Flags: p.tcpFlags}
 	case header.ProtoUDP:
-		binary.BigEndian.PutUint16(l[6:], ^header.Checksum(l, header.PseudoHeaderChecksum(17, p.src, p.dst, uint16(len(l)))))
+		f.UDP = &headertest.UDPHeader{SrcPort: p.sport, DstPort: p.dport}
 	case header.ProtoICMP:
-		binary.BigEndian.PutUint16(l[2:], ^header.Checksum(l, 0))
+		f.ICMP = &headertest.ICMPHeader{Type: p.icmpType, Rest: uint32(p.sport) << 16}
+	default:
+		f.IPv4.Protocol = p.proto
 	}
-	return f
+	return f.Build()
 }
 
 // asSwitch splits a frame as the switch hands it on: a copy of its first
@@ -186,22 +121,6 @@ func asSwitch(f []byte) datapath.Frame {
 
 func one(f []byte) datapath.Frame { return datapath.Frame{Segs: [][]byte{f}, Len: len(f)} }
 
-// checkIPv4 verifies the IPv4 header checksum and the transport checksum.
-func checkIPv4(t *testing.T, f []byte) header.IPv4 {
-	t.Helper()
-	ip := header.IPv4(f[14:])
-	require.True(t, ip.IsValid())
-	require.True(t, ip.IsChecksumValid(), "IPv4 header checksum")
-	l := ip[ip.HeaderLen():ip.TotalLength()]
-	switch ip.Protocol() {
-	case header.ProtoTCP, header.ProtoUDP:
-		require.Equal(t, uint16(0xffff), header.Checksum(l, header.PseudoHeaderChecksum(ip.Protocol(), ip.Src(), ip.Dst(), uint16(len(l)))), "transport checksum")
-	case header.ProtoICMP:
-		require.Equal(t, uint16(0xffff), header.Checksum(l, 0), "ICMP checksum")
-	}
-	return ip
-}
-
 func TestOutboundAndReply(t *testing.T) {
 	for _, proto := range []uint8{header.ProtoTCP, header.ProtoUDP, header.ProtoICMP} {
 		t.Run(nat.Proto(proto).String(), func(t *testing.T) {
@@ -212,17 +131,14 @@ func TestOutboundAndReply(t *testing.T) {
 			in := asSwitch(orig)
 			tail := in.Segs[1]
 			g.r.SwitchPort().Send([]datapath.Frame{in})
-			out := g.up.take()
+			out := g.up.Take()
 			require.Len(t, out, 1)
-			f := out[0]
+			f := out[0].Data
 			require.Equal(t, hopMAC, header.MAC(f[0:6]))
 			require.Equal(t, upMAC, header.MAC(f[6:12]))
-			ip := checkIPv4(t, f)
-			require.Equal(t, extAddr, ip.Src())
-			require.Equal(t, remote, ip.Dst())
-			require.Equal(t, uint8(63), ip.TTL())
-			require.Equal(t, 2, g.up.lastSegs[0], "head + payload in place")
-			require.Same(t, &tail[0], &g.up.lastTails[0][0], "payload bytes go from the sender's buffer, not a copy")
+			ip := headertest.CheckIPv4(t, f, headertest.Src(extAddr), headertest.Dst(remote), headertest.TTL(63))
+			require.Equal(t, 2, out[0].Segs, "head + payload in place")
+			require.Same(t, &tail[0], &out[0].Tail[0], "payload bytes go from the sender's buffer, not a copy")
 			require.Equal(t, orig[128:], f[128:])
 			require.Equal(t, uint64(1), g.r.Stats().Translated[Out].Load())
 
@@ -239,13 +155,11 @@ func TestOutboundAndReply(t *testing.T) {
 				rp.sport = sport
 			}
 			g.r.UplinkPort().Send([]datapath.Frame{one(rp.build())})
-			back := g.lan.take()
+			back := g.lan.TakeFrames()
 			require.Len(t, back, 1)
 			require.Equal(t, macA, header.MAC(back[0][0:6]))
 			require.Equal(t, gwMAC, header.MAC(back[0][6:12]))
-			bip := checkIPv4(t, back[0])
-			require.Equal(t, guestA, bip.Dst())
-			require.Equal(t, remote, bip.Src())
+			headertest.CheckIPv4(t, back[0], headertest.Dst(guestA), headertest.Src(remote))
 			require.Equal(t, uint64(1), g.r.Stats().Translated[In].Load())
 		})
 	}
@@ -265,8 +179,8 @@ func TestLocalFramesGoToTheGateway(t *testing.T) {
 		in = append(in, asSwitch(f))
 	}
 	g.r.SwitchPort().Send(in)
-	require.Len(t, g.local.take(), len(frames))
-	require.Empty(t, g.up.take())
+	require.Len(t, g.local.TakeFrames(), len(frames))
+	require.Empty(t, g.up.TakeFrames())
 	require.Zero(t, g.r.Stats().Packets[Out].Load())
 }
 
@@ -276,7 +190,7 @@ func TestNoLoopback(t *testing.T) {
 		p := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: netip.MustParseAddr(dst), proto: header.ProtoTCP, sport: 1, dport: 22, tcpFlags: 2}
 		g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
 	}
-	require.Empty(t, g.up.take())
+	require.Empty(t, g.up.TakeFrames())
 	require.Equal(t, uint64(3), g.r.Stats().Drops(Out, DropReason(nat.ReasonAddress)))
 }
 
@@ -284,14 +198,12 @@ func TestTTLExpired(t *testing.T) {
 	g := newRig(t, nil)
 	orig := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP, sport: 33434, dport: 33434, ttl: 1, payload: 32}.build()
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(orig)})
-	require.Empty(t, g.up.take())
-	out := g.lan.take()
+	require.Empty(t, g.up.TakeFrames())
+	out := g.lan.TakeFrames()
 	require.Len(t, out, 1)
 	require.Equal(t, macA, header.MAC(out[0][0:6]))
 	require.Equal(t, gwMAC, header.MAC(out[0][6:12]))
-	ip := checkIPv4(t, out[0])
-	require.Equal(t, gwAddr, ip.Src())
-	require.Equal(t, guestA, ip.Dst())
+	ip := headertest.CheckIPv4(t, out[0], headertest.Src(gwAddr), headertest.Dst(guestA))
 	ic := header.ICMPv4(ip.Payload())
 	require.Equal(t, header.ICMPv4TimeExceeded, ic.Type())
 	require.Equal(t, orig[14:], []byte(ic.Payload()), "the whole datagram is quoted")
@@ -301,23 +213,23 @@ func TestTTLExpired(t *testing.T) {
 	// Inbound: dropped, nothing sent.
 	in := pkt{dstMAC: upMAC, srcMAC: hopMAC, src: remote, dst: extAddr, proto: header.ProtoUDP, sport: 1, dport: 2, ttl: 1}.build()
 	g.r.UplinkPort().Send([]datapath.Frame{one(in)})
-	require.Empty(t, g.lan.take())
+	require.Empty(t, g.lan.TakeFrames())
 	require.Equal(t, uint64(1), g.r.Stats().Drops(In, DropTTL))
 
 	// No error about an ICMP error.
 	icmpErr := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoICMP, icmpType: header.ICMPv4DstUnreachable, ttl: 1}.build()
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(icmpErr)})
-	require.Empty(t, g.lan.take())
+	require.Empty(t, g.lan.TakeFrames())
 }
 
 func TestMTU(t *testing.T) {
 	g := newRig(t, func(o *Options) { o.MTU = 1000 })
 	big := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoTCP, sport: 1234, dport: 80, df: true, tcpFlags: 0x10, payload: 1200}
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(big.build())})
-	require.Empty(t, g.up.take())
-	out := g.lan.take()
+	require.Empty(t, g.up.TakeFrames())
+	out := g.lan.TakeFrames()
 	require.Len(t, out, 1)
-	ip := checkIPv4(t, out[0])
+	ip := headertest.CheckIPv4(t, out[0])
 	ic := header.ICMPv4(ip.Payload())
 	require.Equal(t, header.ICMPv4DstUnreachable, ic.Type())
 	require.Equal(t, header.ICMPv4FragNeeded, ic.Code())
@@ -327,7 +239,7 @@ func TestMTU(t *testing.T) {
 	// Without DF: dropped silently (counted).
 	big.df = false
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(big.build())})
-	require.Empty(t, g.lan.take())
+	require.Empty(t, g.lan.TakeFrames())
 	require.Equal(t, uint64(2), g.r.Stats().Drops(Out, DropMTU))
 
 	// A TSO frame is judged by its segment size, not its length.
@@ -336,11 +248,11 @@ func TestMTU(t *testing.T) {
 	f := asSwitch(tso.build())
 	f.Hdr = virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, GSOType: virtio.NetHdrGSOTCPv4, GSOSize: 900, CsumStart: 34, CsumOffset: 16, HdrLen: 54}
 	g.r.SwitchPort().Send([]datapath.Frame{f})
-	require.Len(t, g.up.take(), 1, "40+900 bytes per segment fit 1000")
+	require.Len(t, g.up.TakeFrames(), 1, "40+900 bytes per segment fit 1000")
 	f.Hdr.GSOSize = 1400
 	g.r.SwitchPort().Send([]datapath.Frame{f})
-	require.Empty(t, g.up.take())
-	require.Len(t, g.lan.take(), 1)
+	require.Empty(t, g.up.TakeFrames())
+	require.Len(t, g.lan.TakeFrames(), 1)
 }
 
 func TestARPOnTheUplink(t *testing.T) {
@@ -348,7 +260,7 @@ func TestARPOnTheUplink(t *testing.T) {
 	// Without the next hop's MAC the packet is dropped and an ARP request goes out.
 	p := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP, sport: 1000, dport: 53}
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
-	out := g.up.take()
+	out := g.up.TakeFrames()
 	require.Len(t, out, 1)
 	require.Equal(t, header.BroadcastMAC, header.MAC(out[0][0:6]))
 	req := header.ARP(out[0][14:])
@@ -358,11 +270,10 @@ func TestARPOnTheUplink(t *testing.T) {
 	require.Equal(t, uint64(1), g.r.Stats().Drops(Out, DropNoNeighbour))
 
 	// The host asks for the NAT address: answered, and its MAC learned.
-	a := make([]byte, 14+header.ARPSize)
-	header.Ethernet(a).Encode(&header.EthernetFields{Dst: header.BroadcastMAC, Src: hopMAC, EtherType: header.EtherTypeARP})
-	header.ARP(a[14:]).Encode(&header.ARPFields{Op: header.ARPRequest, SenderMAC: hopMAC, SenderIP: hopAddr, TargetIP: extAddr})
+	a := headertest.Frame{Dst: header.BroadcastMAC, Src: hopMAC,
+		ARP: &header.ARPFields{Op: header.ARPRequest, SenderMAC: hopMAC, SenderIP: hopAddr, TargetIP: extAddr}}.Build()
 	g.r.UplinkPort().Send([]datapath.Frame{one(a)})
-	out = g.up.take()
+	out = g.up.TakeFrames()
 	require.Len(t, out, 1)
 	rep := header.ARP(out[0][14:])
 	require.Equal(t, header.ARPReply, rep.Op())
@@ -371,7 +282,7 @@ func TestARPOnTheUplink(t *testing.T) {
 	require.Equal(t, hopMAC, header.MAC(out[0][0:6]))
 
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
-	out = g.up.take()
+	out = g.up.TakeFrames()
 	require.Len(t, out, 1)
 	require.Equal(t, hopMAC, header.MAC(out[0][0:6]))
 }
@@ -381,21 +292,19 @@ func TestHairpinThroughAForward(t *testing.T) {
 	require.NoError(t, g.eng.AddForward(nat.Forward{Proto: nat.TCP, Port: 8080, Guest: netip.AddrPortFrom(guestA, 80)}))
 	syn := pkt{dstMAC: gwMAC, srcMAC: macB, src: guestB, dst: extAddr, proto: header.ProtoTCP, sport: 5555, dport: 8080, tcpFlags: 0x02}
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(syn.build())})
-	require.Empty(t, g.up.take())
-	out := g.lan.take()
+	require.Empty(t, g.up.TakeFrames())
+	out := g.lan.TakeFrames()
 	require.Len(t, out, 1)
 	require.Equal(t, macA, header.MAC(out[0][0:6]))
-	ip := checkIPv4(t, out[0])
-	require.Equal(t, guestA, ip.Dst())
-	require.Equal(t, uint16(80), binary.BigEndian.Uint16(ip[22:]))
+	headertest.CheckIPv4(t, out[0], headertest.Dst(guestA), headertest.TCP(headertest.DstPort(80)))
 	require.Equal(t, uint64(1), g.r.Stats().Hairpin.Load())
 
 	// A forward from the uplink side (the host's forwarder) reaches the guest too.
 	in := pkt{dstMAC: upMAC, srcMAC: hopMAC, src: hopAddr, dst: extAddr, proto: header.ProtoTCP, sport: 44444, dport: 8080, tcpFlags: 0x02}
 	g.r.UplinkPort().Send([]datapath.Frame{one(in.build())})
-	out = g.lan.take()
+	out = g.lan.TakeFrames()
 	require.Len(t, out, 1)
-	require.Equal(t, guestA, checkIPv4(t, out[0]).Dst())
+	require.Equal(t, guestA, headertest.CheckIPv4(t, out[0]).Dst())
 }
 
 func TestInboundUnknownGuestAndForeignFrames(t *testing.T) {
@@ -403,13 +312,13 @@ func TestInboundUnknownGuestAndForeignFrames(t *testing.T) {
 	require.NoError(t, g.eng.AddForward(nat.Forward{Proto: nat.UDP, Port: 5353, Guest: netip.AddrPortFrom(guestA, 53)}))
 	in := pkt{dstMAC: upMAC, srcMAC: hopMAC, src: remote, dst: extAddr, proto: header.ProtoUDP, sport: 1, dport: 5353}.build()
 	g.r.UplinkPort().Send([]datapath.Frame{one(in)})
-	require.Empty(t, g.lan.take())
+	require.Empty(t, g.lan.TakeFrames())
 	require.Equal(t, uint64(1), g.r.Stats().Drops(In, DropNoNeighbour))
 
 	other := pkt{dstMAC: otherMAC, srcMAC: hopMAC, src: remote, dst: extAddr, proto: header.ProtoUDP, sport: 1, dport: 5353}.build()
 	noFlow := pkt{dstMAC: upMAC, srcMAC: hopMAC, src: remote, dst: extAddr, proto: header.ProtoUDP, sport: 1, dport: 9}.build()
 	g.r.UplinkPort().Send([]datapath.Frame{one(other), one(noFlow), one([]byte{1, 2})})
-	require.Empty(t, g.lan.take())
+	require.Empty(t, g.lan.TakeFrames())
 	require.Equal(t, uint64(2), g.r.Stats().Drops(In, DropMalformed))
 	require.Equal(t, uint64(1), g.r.Stats().Drops(In, DropReason(nat.ReasonNoFlow)))
 }
@@ -418,20 +327,17 @@ func TestICMPErrorFromOutsideIsTranslated(t *testing.T) {
 	g := newRig(t, nil)
 	p := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP, sport: 33434, dport: 33435, ttl: 2, payload: 16}
 	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
-	out := g.up.take()
+	out := g.up.TakeFrames()
 	require.Len(t, out, 1)
 	sent := out[0]
 	// The host's router answers time exceeded about the translated packet.
 	quote := sent[14 : 14+28]
-	e := make([]byte, 14+20+8+len(quote))
-	header.Ethernet(e).Encode(&header.EthernetFields{Dst: upMAC, Src: hopMAC, EtherType: header.EtherTypeIPv4})
-	header.IPv4(e[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(len(e) - 14), TTL: 64, Protocol: 1, Src: hopAddr, Dst: extAddr})
-	header.ICMPv4(e[34:]).Encode(&header.ICMPv4Fields{Type: header.ICMPv4TimeExceeded}, quote)
+	e := headertest.Frame{Dst: upMAC, Src: hopMAC, IPv4: &headertest.IPv4Header{Src: hopAddr, Dst: extAddr},
+		ICMP: &headertest.ICMPHeader{Type: header.ICMPv4TimeExceeded}, Payload: quote}.Build()
 	g.r.UplinkPort().Send([]datapath.Frame{one(e)})
-	back := g.lan.take()
+	back := g.lan.TakeFrames()
 	require.Len(t, back, 1)
-	ip := checkIPv4(t, back[0])
-	require.Equal(t, guestA, ip.Dst())
+	ip := headertest.CheckIPv4(t, back[0], headertest.Dst(guestA))
 	emb := header.IPv4(header.ICMPv4(ip.Payload()).Payload())
 	require.Equal(t, guestA, emb.Src(), "the quoted packet is the guest's own again")
 	require.Equal(t, uint16(33434), binary.BigEndian.Uint16(emb[20:]))
@@ -441,17 +347,15 @@ func TestPingTheNATAddress(t *testing.T) {
 	g := newRig(t, nil)
 	req := pkt{dstMAC: upMAC, srcMAC: hopMAC, src: hopAddr, dst: extAddr, proto: header.ProtoICMP, icmpType: header.ICMPv4Echo, sport: 77, payload: 56}.build()
 	g.r.UplinkPort().Send([]datapath.Frame{one(req)})
-	out := g.up.take()
+	out := g.up.TakeFrames()
 	require.Len(t, out, 1)
 	require.Equal(t, hopMAC, header.MAC(out[0][0:6]))
-	ip := checkIPv4(t, out[0])
-	require.Equal(t, extAddr, ip.Src())
-	require.Equal(t, hopAddr, ip.Dst())
+	ip := headertest.CheckIPv4(t, out[0], headertest.Src(extAddr), headertest.Dst(hopAddr))
 	ic := header.ICMPv4(ip.Payload())
 	require.Equal(t, header.ICMPv4EchoReply, ic.Type())
 	require.Equal(t, uint16(77), ic.Ident())
 	require.Equal(t, req[42:], []byte(ic.Payload()))
-	require.Empty(t, g.lan.take())
+	require.Empty(t, g.lan.TakeFrames())
 	require.Equal(t, uint64(1), g.r.Stats().EchoReplies.Load())
 }
 
@@ -463,7 +367,7 @@ func TestRateLimit(t *testing.T) {
 		in = append(in, asSwitch(p))
 	}
 	g.r.SwitchPort().Send(in)
-	require.Len(t, g.lan.take(), 3)
+	require.Len(t, g.lan.TakeFrames(), 3)
 	require.Equal(t, uint64(7), g.r.Stats().ICMPRateLimited.Load())
 }
 
@@ -472,7 +376,7 @@ func TestZeroAllocs(t *testing.T) {
 		t.Skip("the race detector makes sync.Pool drop items")
 	}
 	g := newRig(t, nil)
-	g.lan.keep, g.up.keep = false, false
+	g.lan.CountOnly, g.up.CountOnly = true, true
 	out := make([]datapath.Frame, datapath.MaxBatch)
 	for i := range out {
 		out[i] = asSwitch(pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP,
@@ -480,7 +384,7 @@ func TestZeroAllocs(t *testing.T) {
 	}
 	sw := g.r.SwitchPort()
 	sw.Send(out)
-	require.Equal(t, datapath.MaxBatch, g.up.n)
+	require.Equal(t, datapath.MaxBatch, g.up.Count())
 	in := make([]datapath.Frame, datapath.MaxBatch)
 	for i := range in {
 		in[i] = one(pkt{dstMAC: upMAC, srcMAC: hopMAC, src: remote, dst: extAddr, proto: header.ProtoUDP,
@@ -488,7 +392,7 @@ func TestZeroAllocs(t *testing.T) {
 	}
 	upp := g.r.UplinkPort()
 	upp.Send(in)
-	require.Equal(t, datapath.MaxBatch, g.lan.n)
+	require.Equal(t, datapath.MaxBatch, g.lan.Count())
 	require.Zero(t, testing.AllocsPerRun(100, func() { sw.Send(out) }), "outbound")
 	require.Zero(t, testing.AllocsPerRun(100, func() { upp.Send(in) }), "inbound")
 }
@@ -497,7 +401,7 @@ func FuzzRouter(f *testing.F) {
 	f.Add(pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoTCP, sport: 1, dport: 2, tcpFlags: 2}.build(), false)
 	f.Add(pkt{dstMAC: upMAC, srcMAC: hopMAC, src: remote, dst: extAddr, proto: header.ProtoICMP, icmpType: 3, payload: 40}.build(), true)
 	g := newRig(f, nil)
-	g.lan.keep, g.up.keep, g.local.keep = false, false, false
+	g.lan.CountOnly, g.up.CountOnly, g.local.CountOnly = true, true, true
 	f.Fuzz(func(t *testing.T, b []byte, inbound bool) {
 		fr := asSwitch(b)
 		if len(b) > 2 {
