@@ -49,7 +49,7 @@ type leases struct{ gw *services.Gateway }
 func (l leases) LeasedIP(mac header.MAC) (netip.Addr, bool) { return l.gw.LookupMAC(mac[:]) }
 func (l leases) LeaseGeneration() uint64                    { return l.gw.LeaseGeneration() }
 
-func newNetwork(cfg *config, log *slog.Logger) (n *network, err error) {
+func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 	gw, err := services.NewGateway(services.Config{
 		Subnet:       cfg.subnet,
 		Domain:       cfg.domain,
@@ -63,7 +63,9 @@ func newNetwork(cfg *config, log *slog.Logger) (n *network, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n = &network{gw: gw}
+	// n is not the named result: "return nil, err" must not clear it
+	// before the deferred close releases what was opened.
+	n := &network{gw: gw}
 	defer func() {
 		if err != nil {
 			n.close()
