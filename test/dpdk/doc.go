@@ -4,15 +4,21 @@
 // on SOCK with a measurement uplink, and both sides count the frames.
 //
 // What it owns:
-//   - the harness (harness_linux_test.go): builds cmd/vhost-arcnet once per
-//     test binary (or uses ARCNET_BIN), starts it with --log-format json and
-//     waits for msg="listening"; starts dpdk-testpmd with --no-huge, --no-pci,
-//     a private --file-prefix, RUNTIME_DIRECTORY in a per-test temporary
+//   - the harness (proc_linux.go, shared with cmd/vs-dpdk; the tests' side in
+//     harness_linux_test.go): builds cmd/vhost-arcnet once per test binary
+//     (or uses ARCNET_BIN), starts it with --log-format json and waits for
+//     msg="listening"; starts dpdk-testpmd with --no-huge, --no-pci, a
+//     private --file-prefix, RUNTIME_DIRECTORY in a per-test temporary
 //     directory, --stats-period=1 (it has no terminal) and its lcores pinned
 //     to one CPU; stops both with SIGINT by PID and kills whatever is left in
 //     t.Cleanup;
-//   - the parsers (parse_test.go): testpmd's "Forward statistics" blocks and
-//     negotiated features, vhost-arcnet's msg="port stats" JSON records;
+//   - the parsers (parse.go): testpmd's "Forward statistics" blocks,
+//     negotiated features and periodic Rx-pps/Tx-pps rates, vhost-arcnet's
+//     msg="port stats" JSON records; and what cmd/vs-dpdk reads from /proc
+//     (procfs.go: a thread's schedstat, a CPU's steal time);
+//   - the measurement of the side-by-side comparison (measure.go): the
+//     CPU-share filter over testpmd's rates, a run's figure and a case's
+//     "case=... ratio=..." line; cmd/vs-dpdk runs it (make bench-dpdk);
 //   - the scenarios (dpdk_linux_test.go): DPDK's own net_vhost backend as a
 //     reference (it proves the harness and the machine), then vhost-arcnet
 //     with --uplink sink (virtio_user txonly: frontend -> backend), --uplink

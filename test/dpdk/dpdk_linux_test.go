@@ -43,7 +43,7 @@ func TestDPDKReference(t *testing.T) {
 		name: "be", vdev: "net_vhost0,iface=" + sock + ",queues=1", mode: "io", cpu: cs[0],
 	})
 	dumpOnFailure(t, be)
-	err := be.waitFor("vhost-user socket "+sock, startTimeout, func(string) bool {
+	err := be.WaitFor("vhost-user socket "+sock, startTimeout, func(string) bool {
 		fi, err := os.Stat(sock)
 		return err == nil && fi.Mode()&os.ModeSocket != 0
 	})
@@ -53,16 +53,16 @@ func TestDPDKReference(t *testing.T) {
 	})
 	dumpOnFailure(t, fe)
 	require.NoError(t, waitForwarding(fe))
-	require.True(t, portStarted(fe.log()), "virtio_user port 0 did not start with its link up")
+	require.True(t, PortStarted(fe.Log()), "virtio_user port 0 did not start with its link up")
 	time.Sleep(flowTime)
 
-	_, err = fe.stop(syscall.SIGINT)
+	_, err = fe.Stop(syscall.SIGINT)
 	require.NoError(t, err)
-	_, err = be.stop(syscall.SIGINT)
+	_, err = be.Stop(syscall.SIGINT)
 	require.NoError(t, err)
-	feSt, err := parseForwardStats(fe.log())
+	feSt, err := ParseForwardStats(fe.Log())
 	require.NoError(t, err)
-	beSt, err := parseForwardStats(be.log())
+	beSt, err := ParseForwardStats(be.Log())
 	require.NoError(t, err)
 	t.Logf("virtio_user: %+v; net_vhost: %+v", feSt.Total, beSt.Total)
 	require.NotZero(t, feSt.Total.TxPackets, "virtio_user sent nothing")
@@ -117,7 +117,7 @@ func TestVirtioUser(t *testing.T) {
 					args = append(args, "--queue-pairs", fmt.Sprint(v.queues))
 				}
 				be := startArcnet(t, dir, args...)
-				dumpOnFailure(t, be.proc)
+				dumpOnFailure(t, be.Proc)
 				fe := startTestpmd(t, dir, testpmdOpts{
 					name:    "fe",
 					vdev:    fmt.Sprintf("net_virtio_user0,path=%s,queues=%d%s", be.socket, v.queues, v.devargs),
@@ -139,12 +139,12 @@ func TestVirtioUser(t *testing.T) {
 
 // checkStart waits until testpmd forwards and checks that its port started
 // with the expected features; it returns the negotiated feature bits.
-func checkStart(t *testing.T, fe *proc, queues int, wantMrg bool) uint64 {
+func checkStart(t *testing.T, fe *Proc, queues int, wantMrg bool) uint64 {
 	t.Helper()
 	require.NoError(t, waitForwarding(fe))
-	log := fe.log()
-	require.True(t, portStarted(log), "virtio_user port 0 did not start with its link up")
-	feat, ok := parseNegotiated(log)
+	log := fe.Log()
+	require.True(t, PortStarted(log), "virtio_user port 0 did not start with its link up")
+	feat, ok := ParseNegotiated(log)
 	require.True(t, ok, "no \"features after negotiate\" in the testpmd log (needs --log-level=pmd.net.virtio.init:debug)")
 	t.Logf("negotiated features %#x (VIRTIO_F_IN_ORDER: %v)", feat, feat&featInOrder != 0)
 	require.NotZero(t, feat&featVersion1, "VIRTIO_F_VERSION_1 not negotiated")
@@ -155,18 +155,18 @@ func checkStart(t *testing.T, fe *proc, queues int, wantMrg bool) uint64 {
 
 // checkRun lets frames flow, stops both sides and checks both sides'
 // counters for direction dir (f2b, b2f or loopback).
-func checkRun(t *testing.T, be *arcnet, fe *proc, queues int, dir string) {
+func checkRun(t *testing.T, be *arcnet, fe *Proc, queues int, dir string) {
 	t.Helper()
 	time.Sleep(flowTime)
-	require.False(t, be.exited(), "vhost-arcnet exited while the frontend ran: %v", be.waitErr)
-	_, err := fe.stop(syscall.SIGINT)
+	require.False(t, be.Exited(), "vhost-arcnet exited while the frontend ran: %v", be.WaitErr())
+	_, err := fe.Stop(syscall.SIGINT)
 	require.NoError(t, err)
-	fs, err := parseForwardStats(fe.log())
+	fs, err := ParseForwardStats(fe.Log())
 	require.NoError(t, err)
 	// The frontend went away: vhost-arcnet must still be there, and exit
 	// cleanly (status 0) on SIGINT, with its counters in the log.
-	require.False(t, be.exited(), "vhost-arcnet exited when the frontend disconnected: %v", be.waitErr)
-	exitErr, err := be.stop(syscall.SIGINT)
+	require.False(t, be.Exited(), "vhost-arcnet exited when the frontend disconnected: %v", be.WaitErr())
+	exitErr, err := be.Stop(syscall.SIGINT)
 	require.NoError(t, err)
 	require.NoError(t, exitErr, "vhost-arcnet exit status after SIGINT")
 	ps, err := be.lastPortStats("guest0")

@@ -1,0 +1,61 @@
+//go:build linux
+
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseFlags(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+	c, err := parseFlags(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 5, c.dur)
+	require.Equal(t, 15, c.maxsec)
+	require.Equal(t, []string{"f2b-64", "f2b-1518", "b2f-64", "b2f-1518"}, c.cases)
+	require.Equal(t, []string{"event", "poll"}, c.modes)
+	require.True(t, c.filter)
+	require.True(t, c.keep)
+	require.Equal(t, "nohuge", c.mem)
+	require.Equal(t, 0, c.beCPU)
+	require.Equal(t, 1, c.feCPU)
+
+	// the shell script's environment knobs are the defaults; flags win
+	c, err = parseFlags([]string{"-rounds", "2", "3"}, env(map[string]string{
+		"CASES": "b2f-9000", "MODES": "poll", "ROUNDS": "7", "FILTER": "0", "KEEP": "0",
+		"EAL_FE": "--log-level=pmd.net.virtio.*:debug --in-memory", "VIRTIO_ARGS": ",mrg_rxbuf=0",
+	}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 3, c.dur)
+	require.Equal(t, 9, c.maxsec)
+	require.Equal(t, 2, c.rounds)
+	require.Equal(t, []string{"b2f-9000"}, c.cases)
+	require.Equal(t, []string{"poll"}, c.modes)
+	require.False(t, c.filter)
+	require.False(t, c.keep)
+	require.Equal(t, []string{"--log-level=pmd.net.virtio.*:debug", "--in-memory"}, c.ealFE)
+	require.Equal(t, ",mrg_rxbuf=0", c.virtioArgs)
+
+	for _, bad := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{args: []string{"0"}},
+		{args: []string{"x"}},
+		{args: []string{"1", "2"}},
+		{args: []string{"-cases", "f2b"}},
+		{args: []string{"-cases", "x2y-64"}},
+		{args: []string{"-cases", "f2b--64"}},
+		{args: []string{"-modes", "spin"}},
+		{args: []string{"-mem", "big"}},
+		{env: map[string]string{"ROUNDS": "three"}},
+		{env: map[string]string{"FILTER": "yes"}},
+	} {
+		_, err := parseFlags(bad.args, env(bad.env), io.Discard)
+		require.Error(t, err, "%v %v", bad.args, bad.env)
+	}
+}
