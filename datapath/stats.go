@@ -35,6 +35,10 @@ const (
 	numDropReasons
 )
 
+// NumDropReasons is the number of drop reasons: 0..NumDropReasons-1 are
+// every DropReason, for callers that export them all (the metrics).
+const NumDropReasons = numDropReasons
+
 var dropNames = [numDropReasons]string{
 	DropNoBuffer:    "no_buffer",
 	DropTooBig:      "too_big",

@@ -46,6 +46,10 @@ const (
 	numCounters
 )
 
+// NumCounters is the number of counters: 0..NumCounters-1 are every
+// Counter, for callers that export them all (the metrics).
+const NumCounters = numCounters
+
 var counterNames = [numCounters]string{
 	FramesIn:          "frames_in",
 	FramesOut:         "frames_out",
@@ -108,6 +112,10 @@ const (
 	DropClosed                          // frame after Close
 	numDropReasons
 )
+
+// NumDropReasons is the number of drop reasons: 0..NumDropReasons-1 are
+// every DropReason.
+const NumDropReasons = numDropReasons
 
 var dropNames = [numDropReasons]string{
 	DropMalformed:     "malformed",

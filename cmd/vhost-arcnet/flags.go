@@ -17,7 +17,8 @@ import (
 	"github.com/arcnet/vhost-arcnet/services"
 )
 
-// config is the parsed command line (the contract in the README).
+// config is the parsed command line and config file (the contract in the
+// README).
 type config struct {
 	sockets    []string
 	socketMode fs.FileMode
@@ -50,7 +51,8 @@ type config struct {
 	natMaxFlows int
 	natGuestMax int
 
-	pcapFile string // --pcap
+	pcapFile    string // --pcap
+	metricsAddr string // --metrics
 }
 
 // routed reports whether the guest network has an uplink (NAT and router).
@@ -63,72 +65,217 @@ func (c *config) guestNetwork() bool { return c.uplink == "none" || c.routed() }
 // errVersion is parseFlags' answer to --version: print the version, exit 0.
 var errVersion = errors.New("version requested")
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (s *stringList) String() string { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error {
-	if v == "" {
-		return errors.New("empty path")
-	}
-	*s = append(*s, v)
-	return nil
-}
-
 // uplinkKinds are the --uplink values this build implements.
 var uplinkKinds = []string{"none", "tap", "tap:NAME", "sink", "source", "loopback"}
 
 // plannedUplinks are documented uplinks that this build does not have yet.
 var plannedUplinks = []string{"xdp", "vmnet"}
 
-// parseFlags parses args (without the program name). Errors name the flag
-// and say what is accepted.
+// commandLineOnly are the flags a config file cannot set.
+var commandLineOnly = map[string]bool{"config": true, "version": true}
+
+// flags are the flags of the command line and, under the same names, the
+// keys of the config file. Each value checks itself in Set, whichever of
+// the two it comes from; build checks the values against each other. The
+// flag definitions are the one place where defaults are written down (-h,
+// config print and the README's command line show them).
+type flags struct {
+	fset   *flag.FlagSet
+	failed *setFailure       // the last value a Set refused
+	origin map[string]string // key -> "config file F:L" for values the config file set
+
+	config  *scalar[string]
+	version *boolScalar
+
+	sockets, connects        *list[string]
+	socketMode               *scalar[fs.FileMode]
+	uplink                   *scalar[string]
+	sourceSize, queuePairs   *scalar[int]
+	mtu, linkSpeed           *scalar[int]
+	poll                     *boolScalar
+	subnet, uplinkNet        *scalar[netip.Prefix]
+	domain, leaseFile        *scalar[string]
+	upstreams                *list[string]
+	leaseTime                *scalar[time.Duration]
+	reserve                  *list[services.Reservation]
+	masquerade               *boolScalar
+	forwards                 *list[hostif.ForwardSpec]
+	natMaxFlows, natGuestMax *scalar[int]
+	allowSpoofing            *boolScalar
+	macs                     *list[portMAC]
+	pcap, cpuProfile         *scalar[string]
+	metrics                  *scalar[string]
+	logLevel                 *scalar[slog.Level]
+	logFormat                *scalar[string]
+}
+
+// portMAC is one --mac PATH=MAC.
+type portMAC struct {
+	path string
+	mac  [6]byte
+}
+
+func addScalar[T any](f *flags, name string, def T, usage string, parse func(string) (T, error), format func(T) string) *scalar[T] {
+	s := &scalar[T]{name: name, failed: &f.failed, v: def, parse: parse, format: format}
+	f.fset.Var(s, name, usage)
+	return s
+}
+
+func addString(f *flags, name, def, usage string, parse func(string) (string, error)) *scalar[string] {
+	return addScalar(f, name, def, usage, parse, func(s string) string { return s })
+}
+
+func addInt(f *flags, name string, def, lo, hi int, usage string) *scalar[int] {
+	return addScalar(f, name, def, usage, intIn(lo, hi), formatInt)
+}
+
+func addBool(f *flags, name, usage string) *boolScalar {
+	b := &boolScalar{scalar[bool]{name: name, failed: &f.failed, parse: parseBool, format: strconv.FormatBool}}
+	f.fset.Var(b, name, usage)
+	return b
+}
+
+func addList[T any](f *flags, name, usage string, parse func(string) (T, error)) *list[T] {
+	l := &list[T]{name: name, failed: &f.failed, parse: parse}
+	f.fset.Var(l, name, usage)
+	return l
+}
+
+// newFlags defines every flag with its default, its check and its help.
+func newFlags() *flags {
+	f := &flags{fset: flag.NewFlagSet("vhost-arcnet", flag.ContinueOnError), origin: map[string]string{}}
+	f.config = addString(f, "config", "", "read flags from this TOML `FILE` (keys are the flag names; flags given here override it)", nonEmpty)
+	f.version = addBool(f, "version", "print the version (module version, VCS revision, Go version) and exit")
+	f.sockets = addList(f, "socket", "listen for vhost-user frontends on this unix socket `PATH` (repeatable)", nonEmpty)
+	f.connects = addList(f, "connect", "connect to a frontend's vhost-user server socket `PATH`, reconnecting on loss (repeatable)", nonEmpty)
+	f.socketMode = addScalar(f, "socket-mode", fs.FileMode(0o600), "file `MODE` (octal) of listening sockets", parseMode,
+		func(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m)) })
+	f.uplink = addString(f, "uplink", "none", "uplink `KIND`: "+strings.Join(uplinkKinds, " | "), checkUplink)
+	f.sourceSize = addInt(f, "source-size", 64, 60, 65535, "frame size in `BYTES` generated by --uplink source (60..65535)")
+	f.queuePairs = addInt(f, "queue-pairs", 1, 1, 16, "queue pairs offered with VIRTIO_NET_F_MQ (1..16)")
+	f.mtu = addInt(f, "mtu", 1500, 68, 65535, "MTU offered with VIRTIO_NET_F_MTU (68..65535)")
+	f.poll = addBool(f, "poll", "busy-poll the virtqueues instead of sleeping on kicks (benchmarks)")
+	f.subnet = addScalar(f, "subnet", services.DefaultSubnet, "guest `CIDR`; the gateway is its first address",
+		prefixParser(services.DefaultSubnet), netip.Prefix.String)
+	f.domain = addString(f, "domain", services.DefaultDomain, "DNS domain `NAME` of the guests", checkDomain)
+	f.upstreams = addList(f, "dns-upstream", "upstream resolver `ADDR[:PORT]` (repeatable); default: the host's /etc/resolv.conf", checkUpstream)
+	f.leaseFile = addString(f, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: the first --socket or --connect path + \".leases\"; \"none\": memory only)", parseString)
+	f.leaseTime = addScalar(f, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION` (at least 1m)", parseLeaseTime, time.Duration.String)
+	f.reserve = addList(f, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)", services.ParseReservation)
+	f.uplinkNet = addScalar(f, "uplink-net", hostif.DefaultLinkNet, "`CIDR` of the link network between the host and vhost-arcnet (--uplink tap): the host's end is its first address, vhost-arcnet's NAT address the second",
+		prefixParser(hostif.DefaultLinkNet), netip.Prefix.String)
+	f.masquerade = addBool(f, "masquerade", "masquerade the link network out of the host's default route (nftables table vhost_arcnet, net.ipv4.ip_forward=1; removed at exit)")
+	f.forwards = addList(f, "forward", "port forward `"+hostif.ForwardSyntax+"` (repeatable): a host client connecting to HOSTADDR:HOSTPORT (default 127.0.0.1) reaches GUEST (address or DHCP host name) on GUESTPORT", hostif.ParseForward)
+	f.natMaxFlows = addInt(f, "nat-max-flows", 65536, 16, 1<<24, "NAT connection-tracking table size in `FLOWS`")
+	f.natGuestMax = addInt(f, "nat-max-flows-per-guest", 0, 0, 1<<24, "each guest's share of the NAT table in `FLOWS` (0: a quarter of --nat-max-flows)")
+	f.allowSpoofing = addBool(f, "allow-spoofing", "let guests send from any MAC/IPv4 source (guests that route)")
+	f.macs = addList(f, "mac", "MAC address `PATH=MAC` of the guest ports of a --socket/--connect path (repeatable); guest k gets MAC+k; default: 02:... derived from the path", parsePortMAC)
+	f.linkSpeed = addInt(f, "link-speed", 0, 0, 1<<31, "link speed in `MBPS` reported in the virtio-net config space (0: unknown)")
+	f.pcap = addString(f, "pcap", "", "write every frame the switch forwards to this pcap `FILE` (tcpdump -r, Wireshark)", parseString)
+	f.cpuProfile = addString(f, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)", parseString)
+	f.metrics = addString(f, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. 127.0.0.1:9100 (no authentication: anyone who can reach ADDR can read them; empty: off)", checkMetricsAddr)
+	f.logLevel = addScalar(f, "log-level", slog.LevelInfo, "log `LEVEL`: debug | info | warn | error", parseLevel,
+		func(l slog.Level) string { return strings.ToLower(l.String()) })
+	f.logFormat = addString(f, "log-format", "text", "log `FORMAT`: text | json", func(s string) (string, error) {
+		if s != "text" && s != "json" {
+			return "", errors.New("want text or json")
+		}
+		return s, nil
+	})
+	f.fset.Usage = func() {
+		w := f.fset.Output()
+		fmt.Fprintf(w, "Usage:\n  vhost-arcnet [--config FILE] [flags]\n  vhost-arcnet config print [--config FILE] [flags]\n\nFlags (config file keys without the dashes):\n")
+		f.fset.PrintDefaults()
+	}
+	return f
+}
+
+// parseFlags parses args (without the program name) and the config file
+// they name. Errors name the flag, or the config file's key and line, and
+// say what is accepted.
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	fset := flag.NewFlagSet("vhost-arcnet", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	var sockets, connects stringList
-	fset.Var(&sockets, "socket", "listen for vhost-user frontends on this unix socket `PATH` (repeatable)")
-	fset.Var(&connects, "connect", "connect to a frontend's vhost-user server socket `PATH`, reconnecting on loss (repeatable)")
-	mode := fset.String("socket-mode", "0600", "file `MODE` (octal) of listening sockets")
-	fset.StringVar(&c.uplink, "uplink", "none", "uplink `KIND`: "+strings.Join(uplinkKinds, " | "))
-	fset.IntVar(&c.sourceSize, "source-size", 64, "frame size in `BYTES` generated by --uplink source (60..65535)")
-	fset.IntVar(&c.queuePairs, "queue-pairs", 1, "queue pairs offered with VIRTIO_NET_F_MQ (1..16)")
-	fset.IntVar(&c.mtu, "mtu", 1500, "MTU offered with VIRTIO_NET_F_MTU (68..65535)")
-	fset.BoolVar(&c.poll, "poll", false, "busy-poll the virtqueues instead of sleeping on kicks (benchmarks)")
-	subnet := fset.String("subnet", "192.168.127.0/24", "guest `CIDR`; the gateway is its first address")
-	fset.StringVar(&c.domain, "domain", services.DefaultDomain, "DNS domain `NAME` of the guests")
-	var upstreams, reserve stringList
-	fset.Var(&upstreams, "dns-upstream", "upstream resolver `ADDR[:PORT]` (repeatable); default: the host's /etc/resolv.conf")
-	fset.StringVar(&c.leaseFile, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: the first --socket or --connect path + \".leases\"; \"none\": memory only)")
-	fset.DurationVar(&c.leaseTime, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION`")
-	fset.Var(&reserve, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)")
-	uplinkNet := fset.String("uplink-net", hostif.DefaultLinkNet.String(), "`CIDR` of the link network between the host and vhost-arcnet (--uplink tap): the host's end is its first address, vhost-arcnet's NAT address the second")
-	fset.BoolVar(&c.masquerade, "masquerade", false, "masquerade the link network out of the host's default route (nftables table vhost_arcnet, net.ipv4.ip_forward=1; removed at exit)")
-	var forwards stringList
-	fset.Var(&forwards, "forward", "port forward `"+hostif.ForwardSyntax+"` (repeatable): a host client connecting to HOSTADDR:HOSTPORT (default 127.0.0.1) reaches GUEST (address or DHCP host name) on GUESTPORT")
-	fset.IntVar(&c.natMaxFlows, "nat-max-flows", 65536, "NAT connection-tracking table size in `FLOWS`")
-	fset.IntVar(&c.natGuestMax, "nat-max-flows-per-guest", 0, "each guest's share of the NAT table in `FLOWS` (default: a quarter of --nat-max-flows)")
-	fset.BoolVar(&c.allowSpoofing, "allow-spoofing", false, "let guests send from any MAC/IPv4 source (guests that route)")
-	var macs stringList
-	fset.Var(&macs, "mac", "MAC address `PATH=MAC` of the guest ports of a --socket/--connect path (repeatable); guest k gets MAC+k; default: 02:... derived from the path")
-	fset.UintVar(&c.linkSpeed, "link-speed", 0, "link speed in `MBPS` reported in the virtio-net config space (0: unknown)")
-	fset.StringVar(&c.pcapFile, "pcap", "", "write every frame the switch forwards to this pcap `FILE` (tcpdump -r, Wireshark)")
-	fset.StringVar(&c.cpuProfile, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)")
-	level := fset.String("log-level", "info", "log `LEVEL`: debug | info | warn | error")
-	format := fset.String("log-format", "text", "log `FORMAT`: text | json")
-	showVersion := fset.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
-	if err := fset.Parse(args); err != nil {
-		return nil, err
+	c, _, err := parseConfig(args, stderr, false)
+	return c, err
+}
+
+// parseConfig is parseFlags; for config print (template) a configuration
+// without a socket is not an error.
+func parseConfig(args []string, stderr io.Writer, template bool) (*config, *flags, error) {
+	f := newFlags()
+	if err := f.parse(args, stderr); err != nil {
+		return nil, nil, err
 	}
-	if *showVersion {
-		return nil, errVersion
+	if f.version.v {
+		return nil, nil, errVersion
 	}
-	if fset.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (all options are flags)", fset.Arg(0))
+	if path := f.config.v; path != "" {
+		given := map[string]bool{}
+		f.fset.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+		if err := f.readFile(path, given); err != nil {
+			return nil, nil, err
+		}
 	}
-	c.sockets, c.connects = sockets, connects
-	if len(c.sockets)+len(c.connects) == 0 {
+	c, err := f.build(template)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, f, nil
+}
+
+// parse parses the command line. The flag package's own report (with the
+// whole usage after it) is replaced by one line naming the flag.
+func (f *flags) parse(args []string, stderr io.Writer) error {
+	f.fset.SetOutput(io.Discard)
+	err := f.fset.Parse(args)
+	f.fset.SetOutput(stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		f.fset.Usage()
+		return err
+	case err != nil && f.failed != nil:
+		return fmt.Errorf("--%s %q: %w", f.failed.name, f.failed.value, f.failed.err)
+	case err != nil:
+		return fmt.Errorf("%w (vhost-arcnet -h lists the flags)", err)
+	case f.fset.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q (all options are flags)", f.fset.Arg(0))
+	}
+	return nil
+}
+
+// at returns where key's value came from as an error prefix: "config file
+// F:L: " for a value the config file set, "" otherwise.
+func (f *flags) at(key string) string {
+	if o := f.origin[key]; o != "" {
+		return o + ": "
+	}
+	return ""
+}
+
+// errf returns an error about key's value, named as where it came from:
+// "--forward ..." or "config file vm.toml:3: forward ...".
+func (f *flags) errf(key, format string, args ...any) error {
+	name := "--" + key
+	if o := f.origin[key]; o != "" {
+		name = o + ": " + key
+	}
+	return fmt.Errorf(name+" "+format, args...)
+}
+
+// build checks the values against each other and makes the config.
+func (f *flags) build(template bool) (*config, error) {
+	c := &config{
+		sockets: f.sockets.vals, connects: f.connects.vals, socketMode: f.socketMode.v,
+		uplink: f.uplink.v, sourceSize: f.sourceSize.v, queuePairs: f.queuePairs.v, mtu: f.mtu.v,
+		poll: f.poll.v, logLevel: f.logLevel.v, logJSON: f.logFormat.v == "json", cpuProfile: f.cpuProfile.v,
+		linkSpeed: uint(f.linkSpeed.v),
+		subnet:    f.subnet.v, domain: f.domain.v, dnsUpstreams: f.upstreams.vals, leaseFile: f.leaseFile.v,
+		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, allowSpoofing: f.allowSpoofing.v,
+		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
+		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v,
+		pcapFile: f.pcap.v, metricsAddr: f.metrics.v,
+	}
+	paths := append(append([]string{}, c.sockets...), c.connects...)
+	if len(paths) == 0 && !template {
 		return nil, errors.New("nothing to serve: give at least one --socket PATH or --connect PATH")
 	}
 	switch c.leaseFile {
@@ -137,170 +284,178 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		// and its forwards keep pointing at it): next to the first socket,
 		// a directory vhost-arcnet can write to and that belongs to this
 		// instance.
-		c.leaseFile = append(append([]string{}, c.sockets...), c.connects...)[0] + ".leases"
+		if len(paths) > 0 {
+			c.leaseFile = paths[0] + ".leases"
+		}
 	case "none":
 		c.leaseFile = ""
-	}
-	m, err := strconv.ParseUint(*mode, 8, 32)
-	if err != nil || m > 0o777 {
-		return nil, fmt.Errorf("--socket-mode %q: want an octal file mode such as 0600", *mode)
-	}
-	c.socketMode = fs.FileMode(m)
-	if err := checkUplink(c.uplink); err != nil {
-		return nil, err
 	}
 	if name, ok := strings.CutPrefix(c.uplink, "tap:"); ok {
 		c.uplink, c.tapName = "tap", name
 	}
-	ln, err := netip.ParsePrefix(*uplinkNet)
-	if err != nil || !ln.Addr().Is4() || ln.Bits() > 30 || ln.Bits() < 8 {
-		return nil, fmt.Errorf("--uplink-net %q: want an IPv4 CIDR from /8 to /30, such as %v", *uplinkNet, hostif.DefaultLinkNet)
-	}
-	c.uplinkNet = ln.Masked()
-	for _, f := range forwards {
-		spec, err := hostif.ParseForward(f)
-		if err != nil {
-			return nil, fmt.Errorf("--forward %q: %w", f, err)
-		}
-		c.forwards = append(c.forwards, spec)
-	}
 	if !c.routed() && (c.masquerade || len(c.forwards) > 0) {
-		return nil, fmt.Errorf("--masquerade and --forward need an uplink that leaves the host: --uplink tap (now %s)", c.uplink)
+		key := "forward"
+		if c.masquerade {
+			key = "masquerade"
+		}
+		return nil, fmt.Errorf("%s--masquerade and --forward need an uplink that leaves the host: --uplink tap (now %s)", f.at(key), c.uplink)
 	}
 	if c.pcapFile != "" && !c.guestNetwork() {
-		return nil, fmt.Errorf("--pcap captures the switch, which --uplink %s bypasses: use --uplink none or tap", c.uplink)
+		return nil, f.errf("pcap", "captures the switch, which --uplink %s bypasses: use --uplink none or tap", c.uplink)
 	}
-	if c.natMaxFlows < 16 || c.natMaxFlows > 1<<24 {
-		return nil, fmt.Errorf("--nat-max-flows %d: want 16..%d", c.natMaxFlows, 1<<24)
+	if c.natGuestMax > c.natMaxFlows {
+		return nil, f.errf("nat-max-flows-per-guest", "%d: want 0..--nat-max-flows (%d)", c.natGuestMax, c.natMaxFlows)
 	}
-	if c.natGuestMax < 0 || c.natGuestMax > c.natMaxFlows {
-		return nil, fmt.Errorf("--nat-max-flows-per-guest %d: want 0..--nat-max-flows", c.natGuestMax)
-	}
-	if c.sourceSize < 60 || c.sourceSize > 65535 {
-		return nil, fmt.Errorf("--source-size %d: want 60..65535 bytes", c.sourceSize)
-	}
-	if c.queuePairs < 1 || c.queuePairs > 16 {
-		return nil, fmt.Errorf("--queue-pairs %d: want 1..16", c.queuePairs)
-	}
-	p, err := netip.ParsePrefix(*subnet)
-	if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
-		return nil, fmt.Errorf("--subnet %q: want an IPv4 CIDR from /8 to /30, such as 192.168.127.0/24", *subnet)
-	}
-	c.subnet = p.Masked()
 	if c.routed() && c.subnet.Overlaps(c.uplinkNet) {
-		return nil, fmt.Errorf("--uplink-net %v overlaps --subnet %v: choose another link network", c.uplinkNet, c.subnet)
+		return nil, f.errf("uplink-net", "%v overlaps --subnet %v: choose another link network", c.uplinkNet, c.subnet)
 	}
 	seen := map[string]string{}
-	for _, f := range c.forwards {
-		k := f.Proto + " " + f.HostAddrPort().String()
+	for _, fw := range c.forwards {
+		k := fw.Proto + " " + fw.HostAddrPort().String()
 		if prev, dup := seen[k]; dup {
-			return nil, fmt.Errorf("--forward %q and %q listen on the same %s port", prev, f.String(), f.Proto)
+			return nil, f.errf("forward", "%q and %q listen on the same %s port", prev, fw.String(), fw.Proto)
 		}
-		seen[k] = f.String()
+		seen[k] = fw.String()
 	}
-	if c.domain == "" || strings.ContainsAny(c.domain, " /") {
-		return nil, fmt.Errorf("--domain %q: want a DNS name such as arcnet.internal", c.domain)
-	}
-	for _, u := range upstreams {
-		if err := checkUpstream(u); err != nil {
-			return nil, err
+	for i, r := range c.reservations {
+		if !c.subnet.Contains(r.Addr) {
+			return nil, f.errf("reserve", "%q: %v is outside --subnet %v", f.reserve.raw[i], r.Addr, c.subnet)
 		}
 	}
-	c.dnsUpstreams = upstreams
-	if c.leaseTime < time.Minute {
-		return nil, fmt.Errorf("--lease-time %v: want at least 1m", c.leaseTime)
+	known := map[string]bool{}
+	for _, p := range paths {
+		known[p] = true
 	}
-	for _, r := range reserve {
-		res, err := services.ParseReservation(r)
-		if err != nil {
-			return nil, fmt.Errorf("--reserve %q: %w", r, err)
-		}
-		if !c.subnet.Contains(res.Addr) {
-			return nil, fmt.Errorf("--reserve %q: %v is outside --subnet %v", r, res.Addr, c.subnet)
-		}
-		c.reservations = append(c.reservations, res)
-	}
-	if err := c.parseMACs(macs); err != nil {
-		return nil, err
-	}
-	if c.linkSpeed > 1<<31 {
-		return nil, fmt.Errorf("--link-speed %d: want at most %d Mbit/s", c.linkSpeed, uint(1<<31))
-	}
-	if c.mtu < 68 || c.mtu > 65535 {
-		return nil, fmt.Errorf("--mtu %d: want 68..65535", c.mtu)
-	}
-	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
-	}
-	switch *format {
-	case "text":
-	case "json":
-		c.logJSON = true
-	default:
-		return nil, fmt.Errorf("--log-format %q: want text or json", *format)
-	}
-	return c, nil
-}
-
-// parseMACs fills c.macs from --mac PATH=MAC values; PATH must be one of
-// the --socket or --connect paths.
-func (c *config) parseMACs(vals []string) error {
-	paths := map[string]bool{}
-	for _, p := range append(append([]string{}, c.sockets...), c.connects...) {
-		paths[p] = true
-	}
-	for _, v := range vals {
-		path, addr, ok := strings.Cut(v, "=")
-		if !ok {
-			return fmt.Errorf("--mac %q: want PATH=MAC", v)
-		}
-		if !paths[path] {
-			return fmt.Errorf("--mac %q: %s is not a --socket or --connect path", v, path)
-		}
-		hw, err := net.ParseMAC(addr)
-		if err != nil || len(hw) != 6 {
-			return fmt.Errorf("--mac %q: want a 48-bit MAC such as 52:54:00:12:34:56", v)
-		}
-		if hw[0]&1 != 0 {
-			return fmt.Errorf("--mac %q: a guest needs a unicast MAC (first octet even)", v)
+	for i, m := range f.macs.vals {
+		if !known[m.path] {
+			return nil, f.errf("mac", "%q: %s is not a --socket or --connect path", f.macs.raw[i], m.path)
 		}
 		if c.macs == nil {
 			c.macs = map[string][6]byte{}
 		}
-		c.macs[path] = [6]byte(hw)
+		c.macs[m.path] = m.mac
 	}
-	return nil
+	return c, nil
+}
+
+// The checks of single values, used by Set: their errors say what is
+// accepted; Set's caller names the flag or key.
+
+func parseMode(s string) (fs.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, errors.New("want an octal file mode such as 0600")
+	}
+	return fs.FileMode(m), nil
+}
+
+// prefixParser parses an IPv4 CIDR from /8 to /30 (example in errors).
+func prefixParser(example netip.Prefix) func(string) (netip.Prefix, error) {
+	return func(s string) (netip.Prefix, error) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
+			return netip.Prefix{}, fmt.Errorf("want an IPv4 CIDR from /8 to /30, such as %v", example)
+		}
+		return p.Masked(), nil
+	}
+}
+
+func checkDomain(s string) (string, error) {
+	if s == "" || strings.ContainsAny(s, " /") {
+		return "", errors.New("want a DNS name such as arcnet.internal")
+	}
+	return s, nil
+}
+
+func parseLeaseTime(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errors.New("want a duration such as 1h or 30m")
+	}
+	if d < time.Minute {
+		return 0, errors.New("want at least 1m")
+	}
+	return d, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, errors.New("want debug, info, warn or error")
+	}
+	return l, nil
+}
+
+// parsePortMAC parses --mac PATH=MAC; whether PATH is a --socket or
+// --connect path is build's check.
+func parsePortMAC(v string) (portMAC, error) {
+	path, addr, ok := strings.Cut(v, "=")
+	if !ok || path == "" {
+		return portMAC{}, errors.New("want PATH=MAC")
+	}
+	hw, err := net.ParseMAC(addr)
+	if err != nil || len(hw) != 6 {
+		return portMAC{}, errors.New("want a 48-bit MAC such as 52:54:00:12:34:56")
+	}
+	if hw[0]&1 != 0 {
+		return portMAC{}, errors.New("a guest needs a unicast MAC (first octet even)")
+	}
+	return portMAC{path, [6]byte(hw)}, nil
 }
 
 // checkUpstream accepts ADDR or ADDR:PORT with an IP address.
-func checkUpstream(u string) error {
+func checkUpstream(u string) (string, error) {
 	if _, err := netip.ParseAddr(u); err == nil {
-		return nil
+		return u, nil
 	}
 	if _, err := netip.ParseAddrPort(u); err == nil {
-		return nil
+		return u, nil
 	}
-	return fmt.Errorf("--dns-upstream %q: want an IP address, optionally with :PORT", u)
+	return "", errors.New("want an IP address, optionally with :PORT")
 }
 
-func checkUplink(kind string) error {
+// checkMetricsAddr accepts HOST:PORT where HOST is an IP address or
+// localhost. An empty HOST (":9100", every interface) is refused: the
+// endpoint has no authentication, so listening beyond the host must be
+// asked for by its address (0.0.0.0:9100). "" is off.
+func checkMetricsAddr(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", errors.New("want HOST:PORT such as 127.0.0.1:9100")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", errors.New("want HOST:PORT with a port number, such as 127.0.0.1:9100")
+	}
+	if host == "" {
+		return "", errors.New("give the address to listen on, such as 127.0.0.1:9100 (0.0.0.0:9100 for every interface: the metrics have no authentication)")
+	}
+	if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+		return "", errors.New("want an IP address or localhost, such as 127.0.0.1:9100")
+	}
+	return s, nil
+}
+
+func checkUplink(kind string) (string, error) {
 	for _, k := range uplinkKinds {
-		if kind == k {
-			return nil
+		if kind == k && k != "tap:NAME" {
+			return kind, nil
 		}
 	}
 	if name, ok := strings.CutPrefix(kind, "tap:"); ok {
 		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t:%") {
-			return fmt.Errorf("--uplink %q: want tap:NAME with an interface name of 1..15 characters", kind)
+			return "", errors.New("want tap:NAME with an interface name of 1..15 characters")
 		}
-		return nil
+		return kind, nil
 	}
 	name, _, _ := strings.Cut(kind, ":")
 	for _, k := range plannedUplinks {
 		if name == k {
-			return fmt.Errorf("--uplink %q: the %s uplink is not in this build yet; available: %s",
-				kind, k, strings.Join(uplinkKinds, ", "))
+			return "", fmt.Errorf("the %s uplink is not in this build yet; available: %s",
+				k, strings.Join(uplinkKinds, ", "))
 		}
 	}
-	return fmt.Errorf("--uplink %q: unknown kind; available: %s", kind, strings.Join(uplinkKinds, ", "))
+	return "", fmt.Errorf("unknown kind; available: %s", strings.Join(uplinkKinds, ", "))
 }

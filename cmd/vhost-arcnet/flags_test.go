@@ -94,55 +94,68 @@ func TestParseFlags(t *testing.T) {
 		})
 	}
 
-	bad := []struct {
-		name string
-		args []string
-		msg  string
-	}{
-		{"nothing", nil, "nothing to serve"},
-		{"empty socket", []string{"--socket", ""}, "empty path"},
-		{"stray arg", []string{"--socket", "a", "extra"}, "unexpected argument"},
-		{"mode", []string{"--socket", "a", "--socket-mode", "999"}, "--socket-mode"},
-		{"mode big", []string{"--socket", "a", "--socket-mode", "7777"}, "--socket-mode"},
-		{"uplink", []string{"--socket", "a", "--uplink", "carrier-pigeon"}, "unknown kind"},
-		{"planned uplink", []string{"--socket", "a", "--uplink", "xdp:eth0"}, "not in this build yet"},
-		{"tap name", []string{"--socket", "a", "--uplink", "tap:a/b"}, "interface name"},
-		{"tap name long", []string{"--socket", "a", "--uplink", "tap:abcdefghijklmnopq"}, "interface name"},
-		{"uplink net", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "10.0.0.0/31"}, "--uplink-net"},
-		{"uplink net v6", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "fd00::/126"}, "--uplink-net"},
-		{"uplink net overlap", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "192.168.127.252/30"}, "overlaps --subnet"},
-		{"forward syntax", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:80"}, "--forward"},
-		{"forward proto", []string{"--socket", "a", "--uplink", "tap", "--forward", "sctp:80:g:80"}, "--forward"},
-		{"forward port", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:70000:g:80"}, "--forward"},
-		{"forward twice", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:8080:g:80", "--forward", "tcp:127.0.0.1:8080:h:22"}, "same tcp port"},
-		{"forward without uplink", []string{"--socket", "a", "--forward", "tcp:8080:g:80"}, "--uplink tap"},
-		{"masquerade without uplink", []string{"--socket", "a", "--masquerade"}, "--uplink tap"},
-		{"nat flows", []string{"--socket", "a", "--uplink", "tap", "--nat-max-flows", "1"}, "--nat-max-flows"},
-		{"pcap without switch", []string{"--socket", "a", "--uplink", "sink", "--pcap", "x.pcap"}, "--pcap"},
-		{"source size", []string{"--socket", "a", "--source-size", "10"}, "--source-size"},
-		{"pairs", []string{"--socket", "a", "--queue-pairs", "0"}, "--queue-pairs"},
-		{"pairs big", []string{"--socket", "a", "--queue-pairs", "17"}, "--queue-pairs"},
-		{"mtu", []string{"--socket", "a", "--mtu", "20"}, "--mtu"},
-		{"level", []string{"--socket", "a", "--log-level", "loud"}, "--log-level"},
-		{"format", []string{"--socket", "a", "--log-format", "xml"}, "--log-format"},
-		{"subnet", []string{"--socket", "a", "--subnet", "10.0.0.0/31"}, "--subnet"},
-		{"subnet v6", []string{"--socket", "a", "--subnet", "fd00::/64"}, "--subnet"},
-		{"domain", []string{"--socket", "a", "--domain", ""}, "--domain"},
-		{"upstream", []string{"--socket", "a", "--dns-upstream", "dns.example"}, "--dns-upstream"},
-		{"reserve", []string{"--socket", "a", "--reserve", "nonsense"}, "--reserve"},
-		{"reserve outside", []string{"--socket", "a", "--reserve", "52:54:00:00:00:07=10.9.9.9"}, "outside"},
-		{"lease time", []string{"--socket", "a", "--lease-time", "5s"}, "--lease-time"},
-		{"mac form", []string{"--socket", "/s", "--mac", "52:54:00:00:00:10"}, "PATH=MAC"},
-		{"mac path", []string{"--socket", "/s", "--mac", "/t=52:54:00:00:00:10"}, "not a --socket"},
-		{"mac multicast", []string{"--socket", "/s", "--mac", "/s=01:00:5e:00:00:01"}, "unicast"},
-		{"mac bad", []string{"--socket", "/s", "--mac", "/s=zz"}, "48-bit"},
-		{"unknown flag", []string{"--sockets", "a"}, "not defined"},
-	}
-	for _, tc := range bad {
+	for _, tc := range badFlagCases {
 		t.Run("bad "+tc.name, func(t *testing.T) {
 			_, err := parseFlags(tc.args, io.Discard)
 			require.Error(t, err)
 			require.True(t, strings.Contains(err.Error(), tc.msg), "error %q lacks %q", err, tc.msg)
 		})
 	}
+}
+
+// badFlagCases are command lines parseFlags refuses, with a part of the
+// error; TestConfigFileSameChecksAsFlags runs them as config files too.
+var badFlagCases = []struct {
+	name string
+	args []string
+	msg  string
+}{
+	{"nothing", nil, "nothing to serve"},
+	{"empty socket", []string{"--socket", ""}, "empty path"},
+	{"stray arg", []string{"--socket", "a", "extra"}, "unexpected argument"},
+	{"mode", []string{"--socket", "a", "--socket-mode", "999"}, "--socket-mode"},
+	{"mode big", []string{"--socket", "a", "--socket-mode", "7777"}, "--socket-mode"},
+	{"uplink", []string{"--socket", "a", "--uplink", "carrier-pigeon"}, "unknown kind"},
+	{"planned uplink", []string{"--socket", "a", "--uplink", "xdp:eth0"}, "not in this build yet"},
+	{"tap name", []string{"--socket", "a", "--uplink", "tap:a/b"}, "interface name"},
+	{"tap name long", []string{"--socket", "a", "--uplink", "tap:abcdefghijklmnopq"}, "interface name"},
+	{"uplink net", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "10.0.0.0/31"}, "--uplink-net"},
+	{"uplink net v6", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "fd00::/126"}, "--uplink-net"},
+	{"uplink net overlap", []string{"--socket", "a", "--uplink", "tap", "--uplink-net", "192.168.127.252/30"}, "overlaps --subnet"},
+	{"forward syntax", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:80"}, "--forward"},
+	{"forward proto", []string{"--socket", "a", "--uplink", "tap", "--forward", "sctp:80:g:80"}, "--forward"},
+	{"forward port", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:70000:g:80"}, "--forward"},
+	{"forward twice", []string{"--socket", "a", "--uplink", "tap", "--forward", "tcp:8080:g:80", "--forward", "tcp:127.0.0.1:8080:h:22"}, "same tcp port"},
+	{"forward without uplink", []string{"--socket", "a", "--forward", "tcp:8080:g:80"}, "--uplink tap"},
+	{"masquerade without uplink", []string{"--socket", "a", "--masquerade"}, "--uplink tap"},
+	{"nat flows", []string{"--socket", "a", "--uplink", "tap", "--nat-max-flows", "1"}, "--nat-max-flows"},
+	{"pcap without switch", []string{"--socket", "a", "--uplink", "sink", "--pcap", "x.pcap"}, "--pcap"},
+	{"source size", []string{"--socket", "a", "--source-size", "10"}, "--source-size"},
+	{"pairs", []string{"--socket", "a", "--queue-pairs", "0"}, "--queue-pairs"},
+	{"pairs big", []string{"--socket", "a", "--queue-pairs", "17"}, "--queue-pairs"},
+	{"mtu", []string{"--socket", "a", "--mtu", "20"}, "--mtu"},
+	{"link speed", []string{"--socket", "a", "--link-speed", "4294967296"}, "--link-speed"},
+	{"lease time syntax", []string{"--socket", "a", "--lease-time", "soon"}, "--lease-time"},
+	{"nat flows per guest", []string{"--socket", "a", "--uplink", "tap", "--nat-max-flows", "100", "--nat-max-flows-per-guest", "200"}, "--nat-max-flows-per-guest"},
+	{"metrics no host", []string{"--socket", "a", "--metrics", ":9100"}, "--metrics"},
+	{"metrics no port", []string{"--socket", "a", "--metrics", "127.0.0.1"}, "--metrics"},
+	{"metrics port", []string{"--socket", "a", "--metrics", "127.0.0.1:http"}, "--metrics"},
+	{"metrics host name", []string{"--socket", "a", "--metrics", "metrics.example:9100"}, "--metrics"},
+	{"empty connect", []string{"--connect", ""}, "empty path"},
+	{"bool", []string{"--socket", "a", "--poll=maybe"}, "--poll"},
+	{"queue pairs syntax", []string{"--socket", "a", "--queue-pairs", "two"}, "--queue-pairs"},
+	{"level", []string{"--socket", "a", "--log-level", "loud"}, "--log-level"},
+	{"format", []string{"--socket", "a", "--log-format", "xml"}, "--log-format"},
+	{"subnet", []string{"--socket", "a", "--subnet", "10.0.0.0/31"}, "--subnet"},
+	{"subnet v6", []string{"--socket", "a", "--subnet", "fd00::/64"}, "--subnet"},
+	{"domain", []string{"--socket", "a", "--domain", ""}, "--domain"},
+	{"upstream", []string{"--socket", "a", "--dns-upstream", "dns.example"}, "--dns-upstream"},
+	{"reserve", []string{"--socket", "a", "--reserve", "nonsense"}, "--reserve"},
+	{"reserve outside", []string{"--socket", "a", "--reserve", "52:54:00:00:00:07=10.9.9.9"}, "outside"},
+	{"lease time", []string{"--socket", "a", "--lease-time", "5s"}, "--lease-time"},
+	{"mac form", []string{"--socket", "/s", "--mac", "52:54:00:00:00:10"}, "PATH=MAC"},
+	{"mac path", []string{"--socket", "/s", "--mac", "/t=52:54:00:00:00:10"}, "not a --socket"},
+	{"mac multicast", []string{"--socket", "/s", "--mac", "/s=01:00:5e:00:00:01"}, "unicast"},
+	{"mac bad", []string{"--socket", "/s", "--mac", "/s=zz"}, "48-bit"},
+	{"unknown flag", []string{"--sockets", "a"}, "not defined"},
 }

@@ -1,6 +1,7 @@
 // Command vhost-arcnet is a network backend for virtual machines: it serves
 // guests' virtio-net devices over vhost-user and moves their frames to an
-// uplink. See the README for the command line.
+// uplink. See the README for the command line, the config file and the
+// metrics.
 package main
 
 import (
@@ -16,8 +17,18 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "config" {
+		os.Exit(configCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	exit := 0
-	defer func() { os.Exit(exit) }()
+	defer func() {
+		// A panic must not leave through os.Exit(0), which would hide it:
+		// re-raise it (exit status 2 and its stack on stderr).
+		if r := recover(); r != nil {
+			panic(r)
+		}
+		os.Exit(exit)
+	}()
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

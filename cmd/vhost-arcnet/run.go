@@ -19,7 +19,8 @@ import (
 // process).
 const retainedPorts = 256
 
-// ports is the registry of guest ports, for the stats records.
+// ports is the registry of guest ports, for the stats records and the
+// metrics.
 type ports struct {
 	mu    sync.Mutex
 	next  int
@@ -70,6 +71,17 @@ func (r *ports) end(id uint64) *guest {
 		r.ended = r.ended[1:]
 	}
 	return g
+}
+
+// snapshot returns the live guest ports and the ended ones still kept.
+func (r *ports) snapshot() (live, ended []*guest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	live = make([]*guest, 0, len(r.live))
+	for _, g := range r.live {
+		live = append(live, g)
+	}
+	return live, append([]*guest(nil), r.ended...)
 }
 
 func (r *ports) all() []datapath.Port {
@@ -157,6 +169,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.metricsAddr != "" {
+		m, err := startMetrics(cfg.metricsAddr, &collector{ports: reg, net: gnet, srv: srv, natMaxFlows: cfg.natMaxFlows}, log)
+		if err != nil {
+			return err
+		}
+		defer m.close()
 	}
 	for _, path := range cfg.sockets {
 		if err := srv.Listen(path); err != nil {

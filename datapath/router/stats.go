@@ -49,6 +49,11 @@ const (
 	numDropReasons
 )
 
+// NumDropReasons is the number of drop reasons: 0..NumDropReasons-1 are
+// every DropReason (nat.ReasonNone, 0, is never counted), for callers that
+// export them all (the metrics).
+const NumDropReasons = numDropReasons
+
 var extraNames = [...]string{"ttl", "mtu", "no_neighbour", "malformed", "no_uplink"}
 
 // String names the reason as in the counter names.
