@@ -136,6 +136,26 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	require.NoError(t, f.Negotiate(0))
 	require.NoError(t, f.SetupQueues(1, 256))
 	g := &testGuest{t: t, f: f}
+
+	// Scrapes run while the guest's traffic flows (go test -race checks
+	// that they only read what the datapath publishes).
+	stopScraping, scraping := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(scraping)
+		for {
+			select {
+			case <-stopScraping:
+				return
+			case <-ctx.Done(): // the test failed before stopping it
+				return
+			default:
+			}
+			if resp, err := http.Get(url); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
 	gwMAC := header.MAC(services.DefaultMAC)
 	gwIP := netip.MustParseAddr("192.168.127.1")
 	bcast, any4 := netip.AddrFrom4([4]byte{255, 255, 255, 255}), netip.IPv4Unspecified()
@@ -178,6 +198,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	for !f.TxDone(0) {
 		time.Sleep(time.Millisecond)
 	}
+	close(stopScraping)
+	<-scraping
 
 	s := scrapeURL(t, url)
 	port := func(dir string) []string { return []string{"port", "guest0", "direction", dir} }
