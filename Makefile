@@ -18,7 +18,7 @@ setup:                ## install what the build and the tests need (apt, Go modu
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN) ./cmd/vhost-arcnet
 
-test: setup lint cross race arm64 e2e   ## the whole test suite (CI runs this)
+test: setup lint cross race arm64 e2e demo   ## the whole test suite (CI runs this), the demo included
 
 unit:
 	$(GO) test -count=1 $(UNIT)
