@@ -27,8 +27,6 @@ func (r *Router) routable(head []byte) bool {
 
 // outbound routes one batch (at most MaxBatch frames) from the switch.
 func (r *Router) outbound(b *batch, frames []datapath.Frame) {
-	b.reset()
-	r.neigh.checkGen(r.opt.NeighbourGen)
 	var bytes uint64
 	k := 0
 	for i := range frames {
@@ -154,8 +152,6 @@ func (r *Router) segmentSize(ip header.IPv4, f *datapath.Frame) int {
 
 // inbound routes one batch (at most MaxBatch frames) from the uplink.
 func (r *Router) inbound(b *batch, frames []datapath.Frame) {
-	b.reset()
-	r.neigh.checkGen(r.opt.NeighbourGen)
 	var bytes uint64
 	k := 0
 	for i := range frames {

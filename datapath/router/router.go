@@ -217,6 +217,8 @@ func (r *Router) route(frames []datapath.Frame, d Direction) {
 	b := r.pool.Get().(*batch)
 	for len(frames) > 0 {
 		n := min(len(frames), datapath.MaxBatch)
+		b.reset()
+		r.neigh.checkGen(r.opt.NeighbourGen)
 		if d == Out {
 			r.outbound(b, frames[:n])
 		} else {
