@@ -74,9 +74,7 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 			r.neigh.learn(src, header.MAC(h[6:12]))
 		}
 		decTTL(ip)
-		b.hls[k] = hl
-		b.orig[k] = i
-		b.pkts[k] = nat.Packet{Buf: h[header.EthernetMinSize:hl], Flags: natFlags(&f.Hdr)}
+		b.add(k, i, hl, f)
 		k++
 	}
 	r.lan.stats.TxPackets.Add(uint64(len(frames)))
@@ -84,10 +82,7 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 	if len(b.local) > 0 {
 		r.opt.Local.Send(b.local)
 	}
-	if k > 0 {
-		r.stats.Packets[Out].Add(uint64(k))
-		r.opt.NAT.Translate(nat.Guest, b.pkts[:k])
-	}
+	r.translate(b, k, Out)
 	var hop header.MAC
 	hopOK := false
 	if v := r.nextHopMAC.Load(); v != 0 {
@@ -194,17 +189,12 @@ func (r *Router) inbound(b *batch, frames []datapath.Frame) {
 			continue
 		}
 		decTTL(ip)
-		b.hls[k] = hl
-		b.orig[k] = i
-		b.pkts[k] = nat.Packet{Buf: h[header.EthernetMinSize:hl], Flags: natFlags(&f.Hdr)}
+		b.add(k, i, hl, f)
 		k++
 	}
 	r.up.stats.TxPackets.Add(uint64(len(frames)))
 	r.up.stats.TxBytes.Add(bytes)
-	if k > 0 {
-		r.stats.Packets[In].Add(uint64(k))
-		r.opt.NAT.Translate(nat.Uplink, b.pkts[:k])
-	}
+	r.translate(b, k, In)
 	var translated, routedBytes uint64
 	for j := range k {
 		p := &b.pkts[j]
@@ -251,6 +241,28 @@ func (r *Router) toGuest(b *batch, j int, f *datapath.Frame, d Direction, replac
 	copy(h[6:12], r.opt.GatewayMAC[:])
 	b.lan = b.emitFrame(b.lan, j, header.EthernetMinSize+len(p.Buf), f, replaced)
 	return true
+}
+
+// add queues frame i (whose first hl bytes are in head buffer k) as packet
+// k for the NAT engine.
+func (b *batch) add(k, i, hl int, f *datapath.Frame) {
+	b.hls[k] = hl
+	b.orig[k] = i
+	b.pkts[k] = nat.Packet{Buf: b.heads[k][header.EthernetMinSize:hl], Flags: natFlags(&f.Hdr)}
+}
+
+// translate runs the batch's first k packets through the NAT engine, from
+// the guests (Out) or the uplink (In).
+func (r *Router) translate(b *batch, k int, d Direction) {
+	if k == 0 {
+		return
+	}
+	r.stats.Packets[d].Add(uint64(k))
+	side := nat.Guest
+	if d == In {
+		side = nat.Uplink
+	}
+	r.opt.NAT.Translate(side, b.pkts[:k])
 }
 
 // guestMAC returns the MAC of guest address a (big-endian), from the
