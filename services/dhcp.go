@@ -167,7 +167,7 @@ func (d *dhcpServer) request(req *dhcpv4.DHCPv4, mac [6]byte, now time.Time) (dh
 		d.stats.drop(DropDHCPMalformed)
 		return dhcpReply{}, false
 	}
-	if res, ok := d.s.reservations[mac]; ok && addr != res {
+	if res, ok := d.db.reservation(mac); ok && addr != res {
 		// Make the client start over and learn its reserved address.
 		return d.nak(req, "address reserved elsewhere for this client"), true
 	}

@@ -33,6 +33,7 @@ type dnsServer struct {
 	fwd   *forwarder
 
 	hostAddr atomic.Pointer[netip.Addr]
+	records  recordSet // added at run time (runtime.go)
 	soa      *dns.SOA
 	ns       *dns.NS
 }
@@ -176,7 +177,10 @@ func (d *dnsServer) local(req *dns.Msg, name string) *dns.Msg {
 	case label == nameHost:
 		addr = *d.hostAddr.Load()
 	default:
-		addr, _ = d.db.lookupName(label, d.s.clock())
+		var ok bool
+		if addr, ok = d.records.lookup(label); !ok {
+			addr, _ = d.db.lookupName(label, d.s.clock())
+		}
 	}
 	if !addr.IsValid() {
 		d.stats.inc(DNSNXDomain)
@@ -213,6 +217,8 @@ func (d *dnsServer) reverse(req *dns.Msg, a netip.Addr) *dns.Msg {
 		target = nameHost + "." + d.s.domain
 	default:
 		if n, ok := d.db.nameOf(a, d.s.clock()); ok {
+			target = n + "." + d.s.domain
+		} else if n, ok := d.records.nameOf(a); ok {
 			target = n + "." + d.s.domain
 		}
 	}

@@ -101,7 +101,7 @@ func (db *leaseDB) loadRecord(r leaseFileRecord) bool {
 	if db.byMAC[mac] != nil || !db.assignable(addr, mac) {
 		return false
 	}
-	if res, ok := db.s.reservations[mac]; ok && res != addr {
+	if res, ok := db.res[mac]; ok && res != addr {
 		return false
 	}
 	l := &lease{mac: mac, addr: addr, hostname: sanitizeHostname(r.Hostname), state: st, expires: r.Expires}

@@ -2,6 +2,7 @@ package services
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -105,6 +106,10 @@ type leaseDB struct {
 	byIP   map[netip.Addr]*lease
 	byName map[string]*lease // the most recent bound record per host name
 	cursor uint32            // next pool address to try for a never-used address
+	// res and resAddrs are the static leases (Config.Reservations, then
+	// AddReservation and RemoveReservation at run time), both ways.
+	res      map[[6]byte]netip.Addr
+	resAddrs map[netip.Addr][6]byte
 
 	// gen counts ownership changes (an address bound to another MAC, a
 	// release, a decline): the switch caches LookupMAC answers per port and
@@ -121,8 +126,10 @@ func newLeaseDB(s *settings) *leaseDB {
 		byMAC:   make(map[[6]byte]*lease),
 		byIP:    make(map[netip.Addr]*lease),
 		byName:  make(map[string]*lease),
-		cursor:  addrU32(s.poolStart),
-		changed: func() {},
+		cursor:   addrU32(s.poolStart),
+		res:      maps.Clone(s.reservations),
+		resAddrs: maps.Clone(s.reservedAddrs),
+		changed:  func() {},
 	}
 }
 
@@ -133,7 +140,7 @@ func (db *leaseDB) assignable(addr netip.Addr, mac [6]byte) bool {
 	if !addr.Is4() {
 		return false
 	}
-	if owner, ok := db.s.reservedAddrs[addr]; ok {
+	if owner, ok := db.resAddrs[addr]; ok {
 		return owner == mac
 	}
 	if addr == db.s.gw || addr == db.s.hostAddr {
@@ -158,7 +165,7 @@ func (db *leaseDB) free(addr netip.Addr, mac [6]byte, now time.Time) bool {
 // the client's reservation, its current or previous binding, the address it
 // asked for, a never-used pool address, the least recently expired one.
 func (db *leaseDB) choose(mac [6]byte, requested netip.Addr, now time.Time) (netip.Addr, error) {
-	if a, ok := db.s.reservations[mac]; ok {
+	if a, ok := db.res[mac]; ok {
 		return a, nil
 	}
 	if l := db.byMAC[mac]; l != nil && db.assignable(l.addr, mac) {
@@ -173,7 +180,7 @@ func (db *leaseDB) choose(mac [6]byte, requested netip.Addr, now time.Time) (net
 	// size, not the pool size.
 	start, end := addrU32(db.s.poolStart), addrU32(db.s.poolEnd)
 	size := uint64(end-start) + 1
-	tries := min(size, uint64(len(db.byIP)+len(db.s.reservedAddrs)+3))
+	tries := min(size, uint64(len(db.byIP)+len(db.resAddrs)+3))
 	c := db.cursor
 	for range tries {
 		if c < start || c > end {
