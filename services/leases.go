@@ -122,10 +122,10 @@ type leaseDB struct {
 
 func newLeaseDB(s *settings) *leaseDB {
 	return &leaseDB{
-		s:       s,
-		byMAC:   make(map[[6]byte]*lease),
-		byIP:    make(map[netip.Addr]*lease),
-		byName:  make(map[string]*lease),
+		s:        s,
+		byMAC:    make(map[[6]byte]*lease),
+		byIP:     make(map[netip.Addr]*lease),
+		byName:   make(map[string]*lease),
 		cursor:   addrU32(s.poolStart),
 		res:      maps.Clone(s.reservations),
 		resAddrs: maps.Clone(s.reservedAddrs),
