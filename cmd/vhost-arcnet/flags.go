@@ -53,6 +53,7 @@ type config struct {
 
 	pcapFile    string // --pcap
 	metricsAddr string // --metrics
+	controlPath string // --control
 }
 
 // routed reports whether the guest network has an uplink (NAT and router).
@@ -104,7 +105,7 @@ type flags struct {
 	allowSpoofing            *boolScalar
 	macs                     *list[portMAC]
 	pcap, cpuProfile         *scalar[string]
-	metrics                  *scalar[string]
+	metrics, control         *scalar[string]
 	logLevel                 *scalar[slog.Level]
 	logFormat                *scalar[string]
 }
@@ -174,6 +175,7 @@ func newFlags() *flags {
 	f.pcap = addString(f, "pcap", "", "write every frame the switch forwards to this pcap `FILE` (tcpdump -r, Wireshark)", parseString)
 	f.cpuProfile = addString(f, "cpuprofile", "", "write a Go CPU profile to `FILE` until exit (performance work)", parseString)
 	f.metrics = addString(f, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. 127.0.0.1:9100 (no authentication: anyone who can reach ADDR can read them; empty: off)", checkMetricsAddr)
+	f.control = addString(f, "control", "", "serve the control API (HTTP+JSON, vhost-arcnet ctl) on this unix socket `PATH`, mode 0600 (no authentication beyond the socket's mode; empty: off)", parseString)
 	f.logLevel = addScalar(f, "log-level", slog.LevelInfo, "log `LEVEL`: debug | info | warn | error", parseLevel,
 		func(l slog.Level) string { return strings.ToLower(l.String()) })
 	f.logFormat = addString(f, "log-format", "text", "log `FORMAT`: text | json", func(s string) (string, error) {
@@ -184,7 +186,7 @@ func newFlags() *flags {
 	})
 	f.fset.Usage = func() {
 		w := f.fset.Output()
-		fmt.Fprintf(w, "Usage:\n  vhost-arcnet [--config FILE] [flags]\n  vhost-arcnet config print [--config FILE] [flags]\n\nFlags (config file keys without the dashes):\n")
+		fmt.Fprintf(w, "Usage:\n  vhost-arcnet [--config FILE] [flags]\n  vhost-arcnet config print [--config FILE] [flags]\n  vhost-arcnet ctl [--control PATH] [--json] COMMAND (vhost-arcnet ctl -h)\n\nFlags (config file keys without the dashes):\n")
 		f.fset.PrintDefaults()
 	}
 	return f
@@ -272,7 +274,7 @@ func (f *flags) build(template bool) (*config, error) {
 		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, allowSpoofing: f.allowSpoofing.v,
 		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
 		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v,
-		pcapFile: f.pcap.v, metricsAddr: f.metrics.v,
+		pcapFile: f.pcap.v, metricsAddr: f.metrics.v, controlPath: f.control.v,
 	}
 	paths := append(append([]string{}, c.sockets...), c.connects...)
 	if len(paths) == 0 && !template {

@@ -20,6 +20,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "config" {
 		os.Exit(configCommand(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "ctl" {
+		os.Exit(ctlCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	exit := 0
 	defer func() {
 		// A panic must not leave through os.Exit(0), which would hide it:

@@ -240,7 +240,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if n.eng != nil {
 		c.collectNAT(ch, n.eng)
 	}
-	for _, f := range n.fwds {
+	for _, f := range n.forwarders() {
 		name := f.Spec().String()
 		st := f.Stats()
 		counter(descFwdAccepted, st.Accepted, name)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,15 +29,23 @@ type network struct {
 	hp *datapath.HandlerPort
 
 	// With an uplink.
-	rt       *router.Router
-	eng      *nat.Engine
-	tap      *hostif.TAP
-	masq     *hostif.Masquerade
-	fwds     []*hostif.Forwarder
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
-	fwdMu    sync.Mutex // serialises forward (re)programming
-	fwdSpecs []hostif.ForwardSpec
+	rt      *router.Router
+	eng     *nat.Engine
+	tap     *hostif.TAP
+	natAddr netip.Addr // where forwards relay to: the NAT address
+	masq    *hostif.Masquerade
+	ctx     context.Context // ends at close: the forwards' Serve
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	log     *slog.Logger
+
+	// fwdMu guards fwds, fwdAdded and fwdClosed, and serialises forward
+	// (re)programming in the NAT engine: a forward removed at run time
+	// (control.go) is never programmed again.
+	fwdMu     sync.Mutex
+	fwds      []*hostif.Forwarder
+	fwdAdded  map[hostif.ForwardSpec]bool // added at run time, not by --forward
+	fwdClosed bool
 
 	pcap    *datapath.PcapWriter // --pcap
 	pcapErr bool                 // its failure was logged (tick's goroutine only)
@@ -65,7 +74,7 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 	}
 	// n is not the named result: "return nil, err" must not clear it
 	// before the deferred close releases what was opened.
-	n := &network{gw: gw}
+	n := &network{gw: gw, log: log}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -100,22 +109,34 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 	log.Info("guest network", "subnet", gw.Subnet(), "gateway", gw.Addr(), "domain", cfg.domain,
 		"gateway_mac", gw.MAC().String())
 	ctx, stop := context.WithCancel(context.Background())
-	n.stop = stop
+	n.ctx, n.stop = ctx, stop
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.tick(ctx) }()
 	if n.tap != nil {
 		n.tap.Start()
 		for _, f := range n.fwds {
-			n.wg.Add(1)
-			go func() {
-				defer n.wg.Done()
-				if err := f.Serve(ctx); err != nil && ctx.Err() == nil {
-					log.Error("port forward stopped", "listen", f.Addr().String(), "err", err)
-				}
-			}()
+			n.serveForward(f)
 		}
 	}
 	return n, nil
+}
+
+// serveForward relays f until close (or its own Close).
+func (n *network) serveForward(f *hostif.Forwarder) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := f.Serve(n.ctx); err != nil && n.ctx.Err() == nil {
+			n.log.Error("port forward stopped", "listen", f.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// forwarders returns the port forwards now.
+func (n *network) forwarders() []*hostif.Forwarder {
+	n.fwdMu.Lock()
+	defer n.fwdMu.Unlock()
+	return slices.Clone(n.fwds)
 }
 
 // openUplink opens the TAP and sets up the NAT engine, the router, the
@@ -128,7 +149,7 @@ func (n *network) openUplink(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	n.tap = tap
+	n.tap, n.natAddr = tap, tap.NATAddr()
 	if tap.Prefix().Overlaps(cfg.subnet) {
 		return fmt.Errorf("the link network %v of %s overlaps --subnet %v: choose another subnet", tap.Prefix(), tap.Name(), cfg.subnet)
 	}
@@ -204,9 +225,8 @@ func uplinkMAC(gw header.MAC) header.MAC {
 // without a host client ever using it) and at each new connection.
 func (n *network) newForwarder(spec hostif.ForwardSpec, log *slog.Logger) (*hostif.Forwarder, error) {
 	prepare := func(context.Context) error { return n.programForward(spec) }
-	n.fwdSpecs = append(n.fwdSpecs, spec)
 	return hostif.NewForwarder(spec, hostif.ForwarderOptions{
-		Target:  netip.AddrPortFrom(n.tap.NATAddr(), spec.HostPort),
+		Target:  netip.AddrPortFrom(n.natAddr, spec.HostPort),
 		Prepare: prepare,
 		Logger:  log,
 	})
@@ -225,6 +245,9 @@ func (n *network) programForward(spec hostif.ForwardSpec) error {
 	}
 	n.fwdMu.Lock()
 	defer n.fwdMu.Unlock()
+	if !slices.ContainsFunc(n.fwds, func(f *hostif.Forwarder) bool { return f.Spec() == spec }) {
+		return fmt.Errorf("forward %s was removed", spec)
+	}
 	want := nat.Forward{Proto: proto, Port: spec.HostPort, Guest: netip.AddrPortFrom(a, spec.GuestPort)}
 	for _, f := range n.eng.Forwards() {
 		if f == want {
@@ -237,8 +260,8 @@ func (n *network) programForward(spec hostif.ForwardSpec) error {
 // syncForwards programs every forward whose guest can be resolved now; a
 // guest without a lease yet is tried again at the next tick.
 func (n *network) syncForwards() {
-	for _, spec := range n.fwdSpecs {
-		_ = n.programForward(spec)
+	for _, f := range n.forwarders() {
+		_ = n.programForward(f.Spec())
 	}
 }
 
@@ -302,7 +325,7 @@ func (n *network) logStats(log *slog.Logger) {
 			slog.Uint64("nat_flows_icmp", st.FlowsICMP), slog.Uint64("nat_created", st.Created),
 			slog.Uint64("nat_expired", st.Expired), slog.Uint64("nat_icmp_errors", st.ICMPErrors),
 			slog.Uint64("nat_refusal_replies", st.RefusalReplies))
-		for _, f := range n.fwds {
+		for _, f := range n.forwarders() {
 			fs := f.Stats()
 			log.Info("forward stats", "listen", f.Addr().String(), "accepted", fs.Accepted, "active", fs.Active,
 				"failed_prepare", fs.FailedPrepare, "failed_dial", fs.FailedDial,
@@ -321,7 +344,11 @@ func (n *network) close() {
 		n.stop()
 	}
 	var errs []error
-	for _, f := range n.fwds {
+	n.fwdMu.Lock()
+	n.fwdClosed = true
+	fwds := n.fwds
+	n.fwdMu.Unlock()
+	for _, f := range fwds {
 		errs = append(errs, f.Close())
 	}
 	n.wg.Wait()

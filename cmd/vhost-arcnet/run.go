@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/vhostuser"
@@ -34,6 +35,8 @@ type guest struct {
 	port   *datapath.GuestPort
 	sw     *datapath.SwitchPort
 	uplink datapath.Port // the sink or loopback port of a measurement uplink
+	info   vhostuser.SessionInfo
+	rings  ringState // what the control API shows of its rings
 }
 
 // ports returns the guest port and its measurement uplink, if any.
@@ -124,7 +127,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		if err != nil {
 			return nil, err
 		}
-		g := &guest{port: p}
+		g := &guest{port: p, info: info}
 		switch cfg.uplink {
 		case "sink", "source":
 			g.uplink = datapath.NewSink(name + "-sink")
@@ -144,7 +147,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		// assuming this one.
 		log.Info("guest port attached", "port", name, "session", info.ID, "role", info.Role.String(),
 			"path", info.Path, "slot", info.Slot, "mac", net.HardwareAddr(info.MAC[:]).String())
-		return p, nil
+		return g.device(), nil
 	}
 	srv, err := vhostuser.NewServer(vhostuser.Options{
 		Features:   vhostuser.DefaultFeatures,
@@ -176,6 +179,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return err
 		}
 		defer m.close()
+	}
+	if cfg.controlPath != "" {
+		c, err := startControl(cfg.controlPath, &controlAPI{ports: reg, net: gnet, uplink: cfg.uplink,
+			queuePairs: cfg.queuePairs, log: log, now: time.Now}, log)
+		if err != nil {
+			return err
+		}
+		defer c.close()
 	}
 	for _, path := range cfg.sockets {
 		if err := srv.Listen(path); err != nil {
