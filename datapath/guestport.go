@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -50,6 +51,8 @@ type GuestPort struct {
 	// mu serialises StartQueue/StopQueue/Close.
 	mu     sync.Mutex
 	closed bool
+
+	faultLogged atomic.Bool // a guest memory fault was logged (once per port)
 }
 
 type pair struct {
@@ -60,6 +63,7 @@ type pair struct {
 // rxQueue is a receive queue: everything in it is guarded by mu.
 type rxQueue struct {
 	mu      sync.Mutex
+	idx     int // the virtqueue index (2*queue pair)
 	q       *virtio.Queue
 	nrx     *virtio.NetRX
 	kick    virtio.Doorbell
@@ -134,7 +138,7 @@ func (p *GuestPort) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, c
 	}
 	r := &pr.rx
 	r.mu.Lock()
-	r.q, r.kick, r.call, r.broken = q, kick, call, false
+	r.idx, r.q, r.kick, r.call, r.broken = idx, q, kick, call, false
 	r.nrx = virtio.NewNetRX(q)
 	r.offload = offloadsOf(q.Features())
 	r.mu.Unlock()
@@ -222,6 +226,11 @@ type txBatch struct {
 }
 
 func (p *GuestPort) runTX(qp uint16, q *virtio.Queue, kick virtio.Doorbell, call virtio.Notifier, w *worker) {
+	// Guest memory can fault under the worker (virtio/fault.go): a fault
+	// becomes a panic, recovered by faultTX. The goroutine is the worker's
+	// own, so the setting is not restored.
+	debug.SetPanicOnFault(true)
+	defer p.faultTX(int(qp)*2+1, q)
 	b := newTxBatch(q)
 	q.DisableNotify()
 	for !w.stop.Load() {
@@ -235,6 +244,30 @@ func (p *GuestPort) runTX(qp uint16, q *virtio.Queue, kick virtio.Doorbell, call
 		} else if !p.wait(q, w) {
 			return
 		}
+	}
+}
+
+// faultTX is the deferred end of a transmit worker: a fault in the guest's
+// memory (the frontend shrank the file behind it), hit by the worker or by
+// what it handed its frames to on the way out (the switch, the router, the
+// gateway), breaks the queue; the session that mapped the memory was told
+// by virtio.HandleFault and ends. Faults in a receiving guest's memory do
+// not get here: Send contains them (deliverGuarded). Any other panic goes
+// on.
+func (p *GuestPort) faultTX(idx int, q *virtio.Queue) {
+	if f := virtio.HandleFault(recover()); f != nil {
+		p.faulted("transmit", idx, q, f)
+	}
+}
+
+// faulted breaks q after a fault in guest memory and counts it; the first
+// fault of the port is logged.
+func (p *GuestPort) faulted(dir string, idx int, q *virtio.Queue, f *virtio.Fault) {
+	_ = q.Break(f) // signals the ring's error fd (SET_VRING_ERR)
+	p.stats.Drop(DropQueueBroken, 1)
+	if !p.faultLogged.Swap(true) {
+		p.log.Warn("guest memory fault: the frontend shrank its guest memory; queue stopped",
+			"direction", dir, "queue", idx, "err", f)
 	}
 }
 
@@ -344,9 +377,47 @@ func (p *GuestPort) Send(frames []Frame) {
 		p.stats.Drop(DropNoQueue, uint64(len(frames)))
 		return
 	}
-	n, reason := p.deliver(r, frames)
+	n, reason := p.deliverGuarded(r, frames)
 	r.mu.Unlock()
 	p.stats.Drop(reason, uint64(len(frames)-n))
+}
+
+// deliverGuarded is deliver with faults contained. It runs on whatever
+// goroutine sends to the port: another guest's transmit worker, a TAP
+// reader, the gateway. The frames it copies are in the sender's memory
+// (another guest's, for a frame between guests) and it writes into this
+// guest's: a fault in either (a frontend that shrank its memory file,
+// virtio/fault.go) becomes a panic here, for this call only, and is
+// recovered before it reaches the caller:
+//   - in this guest's memory (or dirty log): the receive queue is broken
+//     and every frame dropped (drop_queue_broken);
+//   - in the sender's memory: the queue is rewound to where it was (a
+//     half-written frame is never published), and the frames are dropped
+//     (drop_malformed). The sender's session was told by
+//     virtio.HandleFault and ends; its own worker finds out on its next
+//     access.
+func (p *GuestPort) deliverGuarded(r *rxQueue, frames []Frame) (n int, reason DropReason) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	mark := r.q.Mark()
+	defer func() {
+		if f := virtio.HandleFault(recover()); f != nil {
+			n, reason = p.rxFault(r, mark, f)
+		}
+	}()
+	return p.deliver(r, frames)
+}
+
+// rxFault puts r (locked) straight after a fault in deliver; see
+// deliverGuarded. A fault in memory nobody watches (not a vhost-user
+// mapping) is taken as this guest's: the queue is broken, the safe side.
+func (p *GuestPort) rxFault(r *rxQueue, mark virtio.Mark, f *virtio.Fault) (int, DropReason) {
+	if f.Owned && !r.q.Owns(f.Addr) {
+		r.q.Rewind(mark)
+		return 0, DropMalformed
+	}
+	r.broken = true
+	p.faulted("receive", r.idx, r.q, f)
+	return 0, DropQueueBroken
 }
 
 // rxFor returns the running receive queue for queue pair qp, locked, or
@@ -431,6 +502,9 @@ func (p *GuestPort) broken(dir string, idx int, err error) {
 // runSource feeds receive queue pair qp from the port's FrameSource as fast
 // as the guest gives buffers.
 func (p *GuestPort) runSource(qp uint16, r *rxQueue, w *worker) {
+	// Faults in guest memory are recovered by deliverGuarded and
+	// waitLocked.
+	debug.SetPanicOnFault(true)
 	var frames [MaxBatch]Frame
 	for !w.stop.Load() {
 		n := p.opt.Source.Fill(qp, frames[:])
@@ -441,7 +515,7 @@ func (p *GuestPort) runSource(qp uint16, r *rxQueue, w *worker) {
 				r.mu.Unlock()
 				return
 			}
-			k, _ := p.deliver(r, pending)
+			k, _ := p.deliverGuarded(r, pending)
 			if k > 0 {
 				w.idle.Busy()
 			}
@@ -461,7 +535,19 @@ func (p *GuestPort) runSource(qp uint16, r *rxQueue, w *worker) {
 // waitLocked runs the worker's idle step on r's queue (virtio.Idle), with r
 // locked on entry and unlocked on return. It reports false when the worker
 // must end.
-func (p *GuestPort) waitLocked(r *rxQueue, w *worker) bool {
+//
+// Idle.Wait touches guest memory (re-arming notifications) only with r.mu
+// held, so a fault there, recovered here, leaves r locked: the queue is
+// broken, r unlocked, and the worker ends.
+func (p *GuestPort) waitLocked(r *rxQueue, w *worker) (more bool) {
+	defer func() {
+		if f := virtio.HandleFault(recover()); f != nil {
+			r.broken = true
+			p.faulted("receive", r.idx, r.q, f)
+			r.mu.Unlock()
+			more = false
+		}
+	}()
 	err := w.idle.Wait(r.q, w.kick, &r.mu)
 	r.mu.Unlock()
 	return p.kickResult(err, w)

@@ -45,7 +45,7 @@ func (s *Session) applyLog() {
 // started rings are paused around the swap and only then is the old area
 // unmapped.
 func (s *Session) setLogBase(p *payload, fds *fdSet) ([]byte, error) {
-	l, err := mapLog(fds.fds[0], p.Log)
+	l, err := mapLog(fds.fds[0], p.Log, s.onFault)
 	if err != nil {
 		return nil, err
 	}
@@ -55,11 +55,13 @@ func (s *Session) setLogBase(p *payload, fds *fdSet) ([]byte, error) {
 		paused = s.pauseAll()
 	}
 	s.logArea = l
+	s.retiringLog = old // unmapped by teardown if resume faults
 	s.applyLog()
 	err = s.resume(paused)
 	if old != nil {
 		old.unmap()
 	}
+	s.retiringLog = nil
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,6 +78,14 @@ func (d *echoDevice) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, 
 	p.tx = w
 	go func() {
 		defer close(w.done)
+		// A frontend that shrinks its memory file makes the worker's
+		// accesses fault: the fault ends the session (virtio/fault.go).
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if f := virtio.HandleFault(recover()); f != nil {
+				d.fail(f)
+			}
+		}()
 		d.runTX(p, q, call, w)
 	}()
 }

@@ -29,6 +29,11 @@ var (
 	// ErrBadMemory: a memory table or log area that cannot be used
 	// (overlapping or empty regions, overflowing offsets, unmappable fds).
 	ErrBadMemory = errors.New("bad memory region")
+	// ErrMemoryLimit: a SET_MEM_TABLE or ADD_MEM_REG that would take the
+	// guest memory of all sessions above Options.MaxMemory. Unlike the
+	// others it does not end the session: the request is refused (a
+	// non-zero ack with REPLY_ACK) and the memory stays as it was.
+	ErrMemoryLimit = errors.New("server guest memory limit reached")
 	// ErrBadRing: ring addresses that are not inside guest memory or break
 	// the virtqueue layout rules.
 	ErrBadRing = errors.New("bad vring")

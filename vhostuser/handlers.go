@@ -54,6 +54,7 @@ func (s *Session) resetOwner(*payload, *fdSet) ([]byte, error) {
 	for i := range s.rings {
 		s.stopRing(i)
 		s.rings[i].release()
+		s.ringErr[i].set(nil)
 		s.rings[i].init()
 	}
 	s.owner = false

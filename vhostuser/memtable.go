@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"fmt"
 	"math/bits"
+	"sync/atomic"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
@@ -25,7 +26,15 @@ const DefaultMaxMemSlots = 509
 // Options.MaxGuestMemory is zero: 1 TiB.
 const DefaultMaxGuestMemory = 1 << 40
 
-// checkTotal refuses memory that would take the session above its limit.
+// DefaultMaxMemory is the guest memory all sessions of a Server together
+// may map when Options.MaxMemory is zero: 64 GiB.
+const DefaultMaxMemory = 64 << 30
+
+// checkTotal refuses memory that would take the session above its limit,
+// or the server above its own (Options.MaxMemory), and otherwise counts
+// it against the server's: sizes are the sizes of every region the
+// session will map once the change is made. The change must end with
+// settle.
 func (s *Session) checkTotal(sizes ...uint64) error {
 	var total uint64
 	for _, sz := range sizes {
@@ -35,8 +44,59 @@ func (s *Session) checkTotal(sizes ...uint64) error {
 		}
 		total = t
 	}
+	if total <= s.reserved {
+		return nil // what is released goes in settle
+	}
+	b := s.cfg.budget
+	if !b.grow(total - s.reserved) {
+		// Not the frontend's fault: refused, the session goes on.
+		return reject(fmt.Errorf("%w: the session would map %d bytes of guest memory, and with the %d bytes other sessions map now that is above the server's limit of %d bytes (Options.MaxMemory, vhost-arcnet --max-memory)",
+			ErrMemoryLimit, total, b.used.Load()-s.reserved, b.limit))
+	}
+	s.reserved = total
 	return nil
 }
+
+// settle makes the session's share of the server's memory budget what it
+// maps now (its regions, and regions being retired).
+func (s *Session) settle() {
+	var total uint64
+	for _, m := range s.regions {
+		total += m.Size
+	}
+	for _, m := range s.retiring {
+		if m.full != nil {
+			total += m.Size
+		}
+	}
+	if total < s.reserved {
+		s.cfg.budget.release(s.reserved - total)
+	} else {
+		s.cfg.budget.used.Add(total - s.reserved) // cannot happen: checkTotal counted it
+	}
+	s.reserved = total
+}
+
+// memBudget is the guest memory the sessions of a Server may map together.
+type memBudget struct {
+	limit uint64
+	used  atomic.Uint64
+}
+
+// grow counts n more bytes, if they fit under the limit.
+func (b *memBudget) grow(n uint64) bool {
+	for {
+		u := b.used.Load()
+		if n > b.limit || u > b.limit-n {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+func (b *memBudget) release(n uint64) { b.used.Add(-n) }
 
 // SET_MEM_TABLE: one fd per region, in order ("The size and ordering of the
 // fds matches the number and ordering of memory regions").
@@ -45,6 +105,7 @@ func (s *Session) setMemTable(p *payload, fds *fdSet) ([]byte, error) {
 	if fds.len() != t.N {
 		return nil, fmt.Errorf("%w: %d fds for %d regions", ErrBadFDs, fds.len(), t.N)
 	}
+	defer s.settle()
 	var sizes [maxTableRegions]uint64
 	for i := 0; i < t.N; i++ {
 		sizes[i] = t.Regions[i].Size
@@ -54,7 +115,7 @@ func (s *Session) setMemTable(p *payload, fds *fdSet) ([]byte, error) {
 	}
 	mapped := make([]*mappedRegion, 0, t.N)
 	for i := 0; i < t.N; i++ {
-		m, err := mapRegion(fds.fds[i], t.Regions[i])
+		m, err := mapRegion(fds.fds[i], t.Regions[i], s.onFault)
 		if err != nil {
 			unmapAll(mapped)
 			return nil, fmt.Errorf("region %d: %w", i, err)
@@ -63,15 +124,18 @@ func (s *Session) setMemTable(p *payload, fds *fdSet) ([]byte, error) {
 	}
 	// The fds are closed by the dispatcher: the mappings outlive them.
 	old := s.regions
-	if swapped, err := s.setRegions(mapped); !swapped {
+	s.retiring = old // unmapped by teardown if setRegions faults
+	swapped, err := s.setRegions(mapped)
+	s.retiring = nil
+	if !swapped {
 		unmapAll(mapped)
-		return nil, err
-	} else if err != nil {
-		unmapAll(old)
 		return nil, err
 	}
 	unmapAll(old)
-	s.log.Info("memory table set", "regions", t.N)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("memory table set", "regions", t.N, "sealed", sealedCount(mapped))
 	return nil, nil
 }
 
@@ -95,6 +159,7 @@ func (s *Session) addMemReg(p *payload, fds *fdSet) ([]byte, error) {
 	if len(s.regions) >= s.cfg.maxMemSlots {
 		return nil, fmt.Errorf("%w: all %d memory slots are in use", ErrBadMemory, s.cfg.maxMemSlots)
 	}
+	defer s.settle()
 	sizes := make([]uint64, 0, len(s.regions)+1)
 	for _, m := range s.regions {
 		sizes = append(sizes, m.Size)
@@ -102,7 +167,7 @@ func (s *Session) addMemReg(p *payload, fds *fdSet) ([]byte, error) {
 	if err := s.checkTotal(append(sizes, p.Region.Size)...); err != nil {
 		return nil, err
 	}
-	m, err := mapRegion(fds.fds[0], p.Region)
+	m, err := mapRegion(fds.fds[0], p.Region, s.onFault)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +179,7 @@ func (s *Session) addMemReg(p *payload, fds *fdSet) ([]byte, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	s.log.Debug("memory region added", "gpa", p.Region.GPA, "size", p.Region.Size, "regions", len(regions))
+	s.log.Debug("memory region added", "gpa", p.Region.GPA, "size", p.Region.Size, "regions", len(regions), "sealed", m.sealed)
 	return nil, nil
 }
 
@@ -153,10 +218,13 @@ func (s *Session) remMemReg(p *payload, _ *fdSet) ([]byte, error) {
 		s.log.Debug("memory region removed once", "gpa", r.GPA, "size", r.Size, "refs", m.refs)
 		return nil, nil
 	}
+	defer s.settle()
 	removed := s.regions[at]
 	regions := make([]*mappedRegion, 0, len(s.regions)-1)
 	regions = append(append(regions, s.regions[:at]...), s.regions[at+1:]...)
+	s.retiring = []*mappedRegion{removed} // unmapped by teardown if setRegions faults
 	swapped, err := s.setRegions(regions)
+	s.retiring = nil
 	if swapped {
 		removed.unmap()
 	}
@@ -190,6 +258,17 @@ func (s *Session) setRegions(regions []*mappedRegion) (swapped bool, err error) 
 	paused := s.pauseAll()
 	s.regions, s.mem = regions, mem
 	return true, s.resume(paused)
+}
+
+// sealedCount returns how many of regions cannot shrink (F_SEAL_SHRINK).
+func sealedCount(regions []*mappedRegion) int {
+	n := 0
+	for _, m := range regions {
+		if m.sealed {
+			n++
+		}
+	}
+	return n
 }
 
 func unmapAll(regions []*mappedRegion) {

@@ -67,6 +67,12 @@ type mappedRegion struct {
 	// memtable.go addMemReg).
 	dev, ino, offset uint64
 	refs             int
+	// sealed: the file carries F_SEAL_SHRINK, so the frontend cannot
+	// truncate it under the mapping (mmap_linux.go shrinkSealed).
+	sealed bool
+	// watch reports a fault in the mapping to the session
+	// (virtio.WatchFaults); stopped before the munmap.
+	watch *virtio.FaultWatch
 }
 
 // fileID returns the device and inode of the file fd refers to.
@@ -79,8 +85,9 @@ func fileID(fd int) (dev, ino uint64, err error) {
 }
 
 // mapRegion validates r and maps it from fd. The fd may be closed after: the
-// mapping stays.
-func mapRegion(fd int, r memRegion) (*mappedRegion, error) {
+// mapping stays. A fault inside the mapping (the frontend truncated the
+// file) is reported to onFault (virtio.WatchFaults).
+func mapRegion(fd int, r memRegion, onFault func(*virtio.Fault)) (*mappedRegion, error) {
 	if r.Size == 0 {
 		return nil, fmt.Errorf("%w: region at guest %#x has size 0", ErrBadMemory, r.GPA)
 	}
@@ -102,11 +109,15 @@ func mapRegion(fd int, r memRegion) (*mappedRegion, error) {
 		Region: virtio.Region{GuestPhysAddr: r.GPA, Size: r.Size, UserAddr: r.UVA, Data: data},
 		full:   full,
 		dev:    dev, ino: ino, offset: r.MmapOffset, refs: 1,
+		sealed: shrinkSealed(fd),
+		watch:  virtio.WatchFaults(full, onFault),
 	}, nil
 }
 
 func (m *mappedRegion) unmap() {
 	if m.full != nil {
+		m.watch.Stop()
+		m.watch = nil
 		_ = unix.Munmap(m.full)
 		m.full, m.Data = nil, nil
 	}
@@ -114,16 +125,17 @@ func (m *mappedRegion) unmap() {
 
 // mappedLog is the dirty log area of SET_LOG_BASE.
 type mappedLog struct {
-	full []byte
-	log  *virtio.DirtyLog
-	size uint64
+	full  []byte
+	log   *virtio.DirtyLog
+	size  uint64
+	watch *virtio.FaultWatch
 }
 
 // maxLogSize bounds the dirty log: 4 GiB of bitmap covers guest physical
 // addresses up to 2^47, the whole user address space.
 const maxLogSize = 1 << 32
 
-func mapLog(fd int, a logArea) (*mappedLog, error) {
+func mapLog(fd int, a logArea, onFault func(*virtio.Fault)) (*mappedLog, error) {
 	if a.Size > maxLogSize {
 		return nil, fmt.Errorf("%w: log of %d bytes exceeds %d", ErrBadMemory, a.Size, uint64(maxLogSize))
 	}
@@ -131,7 +143,7 @@ func mapLog(fd int, a logArea) (*mappedLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("log area: %w", err)
 	}
-	return &mappedLog{full: full, log: virtio.NewDirtyLog(data), size: a.Size}, nil
+	return &mappedLog{full: full, log: virtio.NewDirtyLog(data), size: a.Size, watch: virtio.WatchFaults(full, onFault)}, nil
 }
 
 // covers reports whether the log has a bit for every page of [gpa, gpa+n).
@@ -148,6 +160,8 @@ func (l *mappedLog) covers(gpa, n uint64) bool {
 
 func (l *mappedLog) unmap() {
 	if l.full != nil {
+		l.watch.Stop()
+		l.watch = nil
 		_ = unix.Munmap(l.full)
 		l.full = nil
 	}

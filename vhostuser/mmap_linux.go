@@ -23,3 +23,14 @@ func checkMapFile(fd int, end uint64) (align uint64, err error) {
 	}
 	return mapAlign(int64(st.Blksize)), nil
 }
+
+// shrinkSealed reports whether the file fd refers to carries F_SEAL_SHRINK
+// (memfd_create(2), fcntl(2) "File Sealing"): then it cannot become
+// shorter than the mapping, and no access to it can fault. QEMU seals its
+// memfds so (memory-backend-memfd seal=on, the default); files that cannot
+// be sealed (hugetlbfs, /dev/shm, memfds made without MFD_ALLOW_SEALING)
+// report false, and a fault in them is contained (virtio/fault.go).
+func shrinkSealed(fd int) bool {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	return err == nil && seals&unix.F_SEAL_SHRINK != 0
+}

@@ -51,6 +51,14 @@ type Options struct {
 	// its region sizes), so that a frontend cannot exhaust the process's
 	// address space; zero means DefaultMaxGuestMemory.
 	MaxGuestMemory uint64
+	// MaxMemory bounds the guest memory all sessions of the server map
+	// together (the sum of every session's region sizes): a SET_MEM_TABLE
+	// or ADD_MEM_REG that would go above it is refused (a non-zero ack
+	// with REPLY_ACK, one log line naming the limit; the session goes on
+	// with the memory it had). It keeps many frontends from exhausting the
+	// process's address space, which MaxGuestMemory alone does not. Zero
+	// means DefaultMaxMemory (64 GiB); at most 128 TiB.
+	MaxMemory uint64
 	// SocketMode is the permission of sockets made by Listen; zero means
 	// 0600.
 	SocketMode fs.FileMode
@@ -79,7 +87,8 @@ type config struct {
 	macs         map[string][6]byte // keyed by macPath
 	linkSpeed    uint32
 	maxMemSlots  int
-	maxMemory    uint64
+	maxMemory    uint64     // per session
+	budget       *memBudget // all sessions
 	socketMode   fs.FileMode
 	reconnectMin time.Duration
 	reconnectMax time.Duration
@@ -137,6 +146,10 @@ func (o Options) config() (config, error) {
 	if c.maxMemory == 0 {
 		c.maxMemory = DefaultMaxGuestMemory
 	}
+	c.budget = &memBudget{limit: o.MaxMemory}
+	if c.budget.limit == 0 {
+		c.budget.limit = DefaultMaxMemory
+	}
 	if c.socketMode == 0 {
 		c.socketMode = 0o600
 	}
@@ -165,6 +178,8 @@ func (o Options) config() (config, error) {
 		return c, fmt.Errorf("vhostuser: %d memory slots (%d..512)", c.maxMemSlots, maxTableRegions)
 	case c.maxMemory > maxMapSize:
 		return c, fmt.Errorf("vhostuser: guest memory limit %#x above %#x", c.maxMemory, uint64(maxMapSize))
+	case c.budget.limit > maxMapSize:
+		return c, fmt.Errorf("vhostuser: server guest memory limit %#x above %#x", c.budget.limit, uint64(maxMapSize))
 	case c.socketMode&^fs.ModePerm != 0:
 		return c, fmt.Errorf("vhostuser: socket mode %v has more than permission bits", c.socketMode)
 	}
@@ -180,6 +195,12 @@ type Stats struct {
 	Disconnects  uint64 // sessions ended by the frontend closing the connection
 	Refused      uint64 // connections refused because NewDevice failed
 	DialFailures uint64 // client role: connection attempts that failed
+	// Faults counts sessions ended by a fault in their guest memory (the
+	// frontend shrank the file behind it; counted in Errors too).
+	Faults uint64
+	// Memory is the guest memory all sessions map now, in bytes, and
+	// MemoryLimit the most they may (Options.MaxMemory).
+	Memory, MemoryLimit uint64
 }
 
 // Server serves vhost-user frontends: on sockets it listens on (Listen), on
@@ -204,6 +225,7 @@ type Server struct {
 	disconnects  atomic.Uint64
 	refused      atomic.Uint64
 	dialFailures atomic.Uint64
+	faults       atomic.Uint64
 }
 
 // NewServer validates opts and returns a Server that serves nothing yet.
@@ -309,6 +331,9 @@ func (s *Server) Stats() Stats {
 		Disconnects:  s.disconnects.Load(),
 		Refused:      s.refused.Load(),
 		DialFailures: s.dialFailures.Load(),
+		Faults:       s.faults.Load(),
+		Memory:       s.cfg.budget.used.Load(),
+		MemoryLimit:  s.cfg.budget.limit,
 	}
 	s.mu.Lock()
 	for sess := range s.sessions {
@@ -471,6 +496,9 @@ func (s *Server) runSession(ctx context.Context, c *net.UnixConn, role Role, pat
 	s.mu.Unlock()
 	if err != nil {
 		s.errors.Add(1)
+		if errors.Is(err, virtio.ErrFault) {
+			s.faults.Add(1)
+		}
 		sess.log.Warn("vhost-user session failed", "path", path, "messages", sess.messages.Load(), "err", err)
 	} else {
 		if ctx.Err() == nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -135,6 +136,22 @@ type Session struct {
 	logFD   int
 
 	rings []ring
+	// ringErr are the rings' error fds (SET_VRING_ERR), signalled when a
+	// ring breaks, from the goroutine that found it broken. Allocated once:
+	// the notifiers are safe from anywhere.
+	ringErr []notifier
+
+	// The session's share of the server's memory budget (memtable.go
+	// checkTotal, settle), and mappings on their way out of the table,
+	// which teardown unmaps if a fault interrupted their removal.
+	reserved    uint64
+	retiring    []*mappedRegion
+	retiringLog *mappedLog
+
+	// A fault in the session's guest memory (or log): the first one, and
+	// the handler given to every mapping (memFault, bound once).
+	faulted atomic.Pointer[virtio.Fault]
+	onFault func(*virtio.Fault)
 
 	// released, if set, is called by teardown once the device is closed
 	// and before the socket is (the Server frees the connection slot).
@@ -155,16 +172,18 @@ type Session struct {
 
 func newSession(cfg *config, info SessionInfo, dev Device, conn transport) *Session {
 	s := &Session{
-		cfg:   cfg,
-		info:  info,
-		dev:   dev,
-		conn:  conn,
-		log:   cfg.log.With("session", info.ID, "role", info.Role.String()),
-		logFD: -1,
-		mac:   info.MAC,
-		rings: make([]ring, 2*cfg.queuePairs),
-		oob:   make([]byte, oobSize),
+		cfg:     cfg,
+		info:    info,
+		dev:     dev,
+		conn:    conn,
+		log:     cfg.log.With("session", info.ID, "role", info.Role.String()),
+		logFD:   -1,
+		mac:     info.MAC,
+		rings:   make([]ring, 2*cfg.queuePairs),
+		ringErr: make([]notifier, 2*cfg.queuePairs),
+		oob:     make([]byte, oobSize),
 	}
+	s.onFault = s.memFault
 	for i := range s.rings {
 		s.rings[i].init()
 	}
@@ -190,10 +209,16 @@ func (s *Session) Err() error {
 // clean disconnect.
 func (s *Session) serve() error {
 	s.log.Debug("vhost-user session started")
+	// The session's goroutine reads guest memory too (a ring's used index
+	// when it starts): a fault there ends the session (handleGuarded).
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	err := s.loop()
 	s.teardown()
 	if errors.Is(err, errCleanEOF) || isDisconnect(err) {
 		err = nil
+	}
+	if f := s.faulted.Load(); f != nil {
+		err = fmt.Errorf("%w: %w", ErrBadMemory, f)
 	}
 	s.errMu.Lock()
 	s.err = err
@@ -207,12 +232,47 @@ func (s *Session) loop() error {
 			s.fds.closeRest()
 			return err
 		}
-		err := s.handleMessage()
+		err := s.handleGuarded()
 		s.fds.closeRest()
 		if err != nil {
 			return err
 		}
 		s.messages.Add(1)
+	}
+}
+
+// handleGuarded is handleMessage with a fault in guest memory (the file
+// behind it shrank) turned into the session's error.
+func (s *Session) handleGuarded() (err error) {
+	defer func() {
+		if f := virtio.HandleFault(recover()); f != nil {
+			s.memFault(f) // if the mapping was not watched (Owned false)
+			err = fmt.Errorf("%w: %w", ErrBadMemory, f)
+		}
+	}()
+	return s.handleMessage()
+}
+
+// memFault is told of a fault in the session's guest memory or log, by
+// whichever goroutine hit it (a device worker, another guest's worker
+// delivering a frame, the session's own): the frontend shrank the file
+// behind it. The first one is logged and counted; every ring's error fd is
+// signalled (every ring lives in that memory) and the session is made to
+// end: its read of the socket returns, teardown stops the device's queues
+// and unmaps the memory, and serve returns the fault. It does not block.
+func (s *Session) memFault(f *virtio.Fault) {
+	if !s.faulted.CompareAndSwap(nil, f) {
+		return
+	}
+	s.log.Error("guest memory fault: the frontend shrank the file behind its guest memory; session ended (other sessions are not affected)",
+		"addr", fmt.Sprintf("%#x", f.Addr))
+	for i := range s.ringErr {
+		_ = s.ringErr[i].Notify()
+	}
+	if c, ok := s.conn.(interface{ CloseRead() error }); ok {
+		_ = c.CloseRead()
+	} else {
+		_ = s.conn.Close()
 	}
 }
 
@@ -343,15 +403,18 @@ func (s *Session) teardown() {
 	}
 	for i := range s.rings {
 		s.rings[i].release()
+		s.ringErr[i].set(nil)
 	}
-	for _, r := range s.regions {
-		r.unmap()
+	unmapAll(s.regions)
+	unmapAll(s.retiring)
+	s.regions, s.mem, s.retiring = nil, nil, nil
+	s.settle()
+	for _, l := range []*mappedLog{s.logArea, s.retiringLog} {
+		if l != nil {
+			l.unmap()
+		}
 	}
-	s.regions, s.mem = nil, nil
-	if s.logArea != nil {
-		s.logArea.unmap()
-		s.logArea = nil
-	}
+	s.logArea, s.retiringLog = nil, nil
 	closeFD(&s.logFD)
 	if s.released != nil {
 		s.released()

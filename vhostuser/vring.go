@@ -27,7 +27,6 @@ type ring struct {
 	base    uint16 // SET_VRING_BASE, or the avail index the ring stopped at
 	kick    *doorbell
 	call    *notifier
-	errFD   int
 	enable  bool
 
 	q       *virtio.Queue
@@ -35,15 +34,15 @@ type ring struct {
 }
 
 func (r *ring) init() {
-	*r = ring{call: new(notifier), errFD: -1}
+	*r = ring{call: new(notifier)}
 }
 
-// release closes the ring's fds; the ring must be stopped.
+// release closes the ring's kick and call fds; the ring must be stopped.
+// (Its error fd is Session.ringErr's.)
 func (r *ring) release() {
 	r.kick.close()
 	r.kick = nil
 	r.call.set(nil)
-	closeFD(&r.errFD)
 }
 
 // ringIndex checks a ring index from the frontend.
@@ -134,6 +133,8 @@ func (s *Session) start(i int, strict bool) error {
 			return fmt.Errorf("ring %d: %w: %w", i, ErrBadRing, err)
 		}
 		q.SetLog(s.effectiveLog())
+		errN := &s.ringErr[i]
+		q.OnBroken(func(error) { _ = errN.Notify() })
 		r.q = q
 		s.log.Debug("vring started", "ring", i, "size", r.num, "base", r.base)
 	}
@@ -358,18 +359,26 @@ func (s *Session) setVringCall(p *payload, fds *fdSet) ([]byte, error) {
 	return nil, nil
 }
 
-// SET_VRING_ERR: the fd is kept (and closed with the ring); the device
-// reports a broken queue in the log rather than through it.
+// SET_VRING_ERR: "Set the event file descriptor to signal when error
+// occurs" (spec "Front-end message types", VHOST_USER_SET_VRING_ERR; the
+// kernel's vhost signals its VHOST_SET_VRING_ERR eventfd the same way, on a
+// bad ring access). It is signalled when the ring breaks: a guest error
+// the queue finds (virtio.ErrBroken: an avail index that jumps, a bad
+// descriptor chain, ...) or a fault in the ring's memory (memFault), from
+// the goroutine that found it, by writing 1 to it as to a call fd. It may
+// be replaced or removed (NOFD) at any time, also on a running ring.
 func (s *Session) setVringErr(p *payload, fds *fdSet) ([]byte, error) {
 	i, a, err := s.vringFDArg(p, fds)
 	if err != nil {
 		return nil, err
 	}
-	r := &s.rings[i]
-	closeFD(&r.errFD)
+	var c *callFD
 	if !a.NoFD {
-		r.errFD = fds.take(0)
+		if c, err = newCallFD(fds.take(0)); err != nil {
+			return nil, err
+		}
 	}
+	s.ringErr[i].set(c)
 	return nil, nil
 }
 

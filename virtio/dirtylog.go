@@ -70,11 +70,18 @@ func (l *DirtyLog) Mark(gpa, n uint64) {
 // markBytes sets the bits of pages first..last that lie past the last
 // whole aligned word (or in a misaligned bitmap) with plain byte writes,
 // under l.mu. Racing with the frontend's fetch-and-clear can only leave a
-// page marked that it had cleared: a spurious copy, never a lost page.
+// page marked that it had cleared: a spurious copy, never a lost page. The
+// unlock is deferred: a fault in the log's mapping (fault.go) must not
+// leave l.mu held.
 func (l *DirtyLog) markBytes(first, last uint64) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	for p := first; p <= last; p++ {
 		l.bitmap[p/8] |= 1 << (p % 8)
 	}
-	l.mu.Unlock()
+}
+
+// contains reports whether host address addr is inside the log's bitmap.
+func (l *DirtyLog) contains(addr uintptr) bool {
+	return ring.Contains(l.bitmap, addr)
 }

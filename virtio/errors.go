@@ -14,6 +14,9 @@ var (
 	// ErrBroken is wrapped by every error of a queue the guest has broken;
 	// the error is sticky: every later call returns it.
 	ErrBroken = errors.New("virtqueue broken")
+	// ErrFault means an access to guest memory faulted: the frontend
+	// shrank the file behind it (fault.go). *Fault wraps it.
+	ErrFault = errors.New("guest memory fault")
 	// ErrInterrupted is returned by Doorbell.Wait after Interrupt.
 	ErrInterrupted = errors.New("wait interrupted")
 )

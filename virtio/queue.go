@@ -64,6 +64,7 @@ type Queue struct {
 	notifyOff  bool
 	err        error
 	log        atomic.Pointer[DirtyLog]
+	onBroken   func(error) // OnBroken
 
 	availFlags    []byte // avail->flags
 	usedEvent     []byte // avail->used_event (EVENT_IDX only)
@@ -194,6 +195,9 @@ func (q *Queue) SetLog(l *DirtyLog) { q.log.Store(l) }
 func (q *Queue) brk(err error) error {
 	if q.err == nil {
 		q.err = fmt.Errorf("%w: %w", ErrBroken, err)
+		if q.onBroken != nil {
+			q.onBroken(q.err)
+		}
 	}
 	return q.err
 }

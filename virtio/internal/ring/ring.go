@@ -73,3 +73,10 @@ func Aligned(b []byte, align uintptr) bool {
 	// SAFETY: only the address is inspected, never dereferenced.
 	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))&(align-1) == 0
 }
+
+// Contains reports whether host address addr lies inside b (fault.go:
+// which mapping a memory fault hit).
+func Contains(b []byte, addr uintptr) bool {
+	// SAFETY: only the address is inspected, never dereferenced.
+	return addr-uintptr(unsafe.Pointer(unsafe.SliceData(b))) < uintptr(len(b))
+}

@@ -1,0 +1,172 @@
+//go:build linux
+
+package datapath_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/arcnet/vhost-arcnet/datapath"
+	"github.com/arcnet/vhost-arcnet/vhostuser"
+	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// faultServer is a vhost-user server whose sessions are GuestPorts on one
+// switch, wired as the command wires them (a port leaves the switch when
+// its session ends).
+type faultServer struct {
+	srv   *vhostuser.Server
+	path  string
+	ended chan error
+	mu    sync.Mutex
+	ports map[uint64]*datapath.GuestPort
+}
+
+func newFaultServer(t *testing.T) *faultServer {
+	t.Helper()
+	sw, err := datapath.NewSwitch(datapath.SwitchOptions{Logger: testLog(t)})
+	require.NoError(t, err)
+	fs := &faultServer{ended: make(chan error, 8), ports: map[uint64]*datapath.GuestPort{}}
+	attached := map[uint64]*datapath.SwitchPort{}
+	fs.srv, err = vhostuser.NewServer(vhostuser.Options{
+		Logger: testLog(t),
+		NewDevice: func(info vhostuser.SessionInfo) (vhostuser.Device, error) {
+			gp, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: fmt.Sprint("guest", info.ID), QueuePairs: 1, Logger: testLog(t)})
+			if err != nil {
+				return nil, err
+			}
+			sp, err := sw.Attach(gp, datapath.PortOptions{})
+			if err != nil {
+				return nil, err
+			}
+			fs.mu.Lock()
+			fs.ports[info.ID], attached[info.ID] = gp, sp
+			fs.mu.Unlock()
+			return gp, nil
+		},
+		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
+			fs.mu.Lock()
+			sp := attached[info.ID]
+			fs.mu.Unlock()
+			sw.Detach(sp)
+			fs.ended <- err
+		},
+	})
+	require.NoError(t, err)
+	fs.path = filepath.Join(t.TempDir(), "s")
+	require.NoError(t, fs.srv.Listen(fs.path))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = fs.srv.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return fs
+}
+
+// guest connects a Go frontend with one running queue pair.
+func (fs *faultServer) guest(t *testing.T) *vhostusertest.Frontend {
+	t.Helper()
+	f := vhostusertest.New(t, vhostusertest.Options{Timeout: 10 * time.Second})
+	require.NoError(t, f.Dial(fs.path))
+	require.NoError(t, f.Negotiate(0))
+	require.NoError(t, f.SetupQueues(1, 256))
+	return f
+}
+
+// bcast is a broadcast frame from the locally administered MAC
+// 02:00:00:00:00:id: the switch floods it to every other port.
+func bcast(id, seq byte) []byte {
+	b := make([]byte, 100)
+	copy(b, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, id, 0x88, 0xb5})
+	b[14], b[15] = id, seq
+	return b
+}
+
+// exchange has b and c send each other n broadcast frames and checks that
+// each arrives.
+func exchange(t *testing.T, b, c *vhostusertest.Frontend, n int) {
+	t.Helper()
+	for i := range n {
+		for _, p := range [][2]*vhostusertest.Frontend{{b, c}, {c, b}} {
+			id := byte(1)
+			if p[0] == c {
+				id = 2
+			}
+			require.NoError(t, p[0].Send(bcast(id, byte(i))))
+			got, err := p[1].WaitRecv()
+			require.NoError(t, err)
+			require.Equal(t, bcast(id, byte(i)), got)
+		}
+	}
+}
+
+// TestGuestShrinksMemory: a frontend truncates its guest memory (a memfd
+// it did not seal) to 0 bytes while its queues run and two other guests
+// exchange broadcasts through the switch, which floods them into the
+// shrunk guest's receive buffers from the other guests' transmit workers.
+// Without containment the first access would kill the process (SIGBUS);
+// with it the shrunk guest's session ends with a fault error, its error
+// fds are signalled, and the other guests go on.
+func TestGuestShrinksMemory(t *testing.T) {
+	fs := newFaultServer(t)
+	b, c := fs.guest(t), fs.guest(t)
+	exchange(t, b, c, 10)
+
+	a := fs.guest(t)
+	errRX, err := a.SetVringErr(0)
+	require.NoError(t, err)
+	errTX, err := a.SetVringErr(1)
+	require.NoError(t, err)
+	require.NoError(t, a.Send(bcast(3, 0))) // a claims its MAC; b and c receive it
+	_, err = b.WaitRecv()
+	require.NoError(t, err)
+	_, err = c.WaitRecv()
+	require.NoError(t, err)
+	exchange(t, b, c, 10)
+
+	require.NoError(t, a.ShrinkMemory())
+	// Wake a's transmit worker too: it faults on the ring.
+	require.NoError(t, a.Kick(1))
+	exchange(t, b, c, 50) // floods into a's receive queue fault, on b's and c's workers
+
+	select {
+	case err := <-fs.ended:
+		require.ErrorIs(t, err, virtio.ErrFault)
+		require.ErrorIs(t, err, vhostuser.ErrBadMemory)
+		var f *virtio.Fault
+		require.True(t, errors.As(err, &f))
+		require.True(t, f.Owned)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session of the shrunk guest did not end")
+	}
+	require.NoError(t, a.WaitClosed())
+	require.NoError(t, a.WaitErr(errRX))
+	require.NoError(t, a.WaitErr(errTX))
+
+	exchange(t, b, c, 100)
+	st := fs.srv.Stats()
+	require.Equal(t, uint64(1), st.Faults)
+	require.Equal(t, uint64(1), st.Errors)
+	require.Equal(t, uint64(2), st.Active)
+	t.Logf("server stats after the fault: %+v", st)
+}
+
+// testLog logs through t (seen with -v or on failure).
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}

@@ -1,0 +1,4 @@
+package vhostuser
+
+// ShrinkSealed exports shrinkSealed for tests.
+var ShrinkSealed = shrinkSealed

@@ -1,0 +1,68 @@
+package vhostusertest
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/vhostuser"
+)
+
+// A hostile frontend's tools: an error fd per ring, and guest memory that
+// shrinks under the backend.
+
+// SetVringErr gives ring idx an error fd (SET_VRING_ERR): an eventfd, or a
+// pipe with Options.Pipes. It returns the fd to watch (WaitErr); the
+// frontend closes it with Close.
+func (f *Frontend) SetVringErr(idx int) (int, error) {
+	mk := newEventFD
+	if f.opts.Pipes {
+		mk = newPipe
+	}
+	r, w, err := mk()
+	if err != nil {
+		return -1, err
+	}
+	f.extraFDs = append(f.extraFDs, r)
+	if w != r {
+		f.extraFDs = append(f.extraFDs, w)
+	}
+	if _, err := f.Request(vhostuser.ReqSetVringErr, false, u64(uint64(idx)), w); err != nil {
+		return -1, err
+	}
+	return r, nil
+}
+
+// WaitErr waits (up to Timeout) until the error fd fd, from SetVringErr, is
+// signalled, and drains it.
+func (f *Frontend) WaitErr(fd int) error {
+	ok, err := waitReadable(fd, f.opts.Timeout)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("vhostusertest: error fd not signalled: %w", os.ErrDeadlineExceeded)
+	}
+	_, err = drain(fd, true)
+	return err
+}
+
+// ErrSignalled reports whether the error fd fd is readable now.
+func ErrSignalled(fd int) bool {
+	ok, err := waitReadable(fd, 0)
+	return err == nil && ok
+}
+
+// ShrinkMemory truncates the file behind every guest memory region to 0
+// bytes, as a hostile (or broken) frontend may after SET_MEM_TABLE: every
+// later access to the memory, the backend's and the frontend's own, faults
+// (SIGBUS). The frontend must not touch its rings or buffers after it.
+func (f *Frontend) ShrinkMemory() error {
+	for _, r := range f.regions {
+		if err := unix.Ftruncate(r.fd, 0); err != nil {
+			return fmt.Errorf("vhostusertest: ftruncate region at %#x: %w", r.GPA, err)
+		}
+	}
+	return nil
+}

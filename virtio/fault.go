@@ -1,0 +1,183 @@
+package virtio
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/arcnet/vhost-arcnet/virtio/internal/ring"
+)
+
+// Guest memory faults.
+//
+// Guest memory is a MAP_SHARED mapping of a file the frontend owns. A
+// frontend that truncates that file (ftruncate of a memfd it did not seal
+// with F_SEAL_SHRINK) makes every later access to the pages past the new
+// end raise SIGBUS, which by default kills the whole process, every other
+// guest with it. No check made before an access can rule this out: the
+// frontend can truncate between the check and the access.
+//
+// So the goroutines that touch guest memory run with
+// debug.SetPanicOnFault(true), which turns such a fault into a panic whose
+// value is a runtime.Error with an Addr method, and recover it where they
+// can put things straight: the device's workers (datapath.GuestPort), the
+// receive path of a port wherever it runs (another guest's worker
+// delivering a frame), and the vhost-user session's goroutine. HandleFault
+// turns the recovered value into a *Fault and tells the owner of the
+// faulting mapping (WatchFaults: the vhost-user session that mapped it),
+// which ends that session. The goroutine that caught it goes on: a fault
+// in another guest's memory costs only that guest.
+
+// Fault is the error of a recovered guest memory fault: ErrFault, the
+// faulting host address, and whether a watched mapping holds it.
+type Fault struct {
+	Addr  uintptr // host address of the access that faulted
+	Owned bool    // the address is in a mapping given to WatchFaults
+}
+
+func (f *Fault) Error() string {
+	return fmt.Sprintf("%v at host address %#x (the frontend shrank or unmapped the file behind guest memory)", ErrFault, f.Addr)
+}
+
+// Unwrap makes errors.Is(err, ErrFault) true.
+func (f *Fault) Unwrap() error { return ErrFault }
+
+// FaultWatch is one watched mapping; see WatchFaults.
+type FaultWatch struct {
+	b       []byte
+	onFault func(*Fault)
+	fired   atomic.Bool
+}
+
+var watches struct {
+	sync.Mutex
+	list []*FaultWatch
+}
+
+// WatchFaults registers b, a mapping of guest memory (or of a dirty log) a
+// frontend shared, so that a fault inside it, recovered by HandleFault on
+// any goroutine, is reported to onFault, once. onFault runs on the
+// goroutine that faulted, which may hold locks of the datapath: it must
+// not block. Stop the watch before unmapping b.
+func WatchFaults(b []byte, onFault func(*Fault)) *FaultWatch {
+	if len(b) == 0 {
+		return nil
+	}
+	w := &FaultWatch{b: b, onFault: onFault}
+	watches.Lock()
+	watches.list = append(watches.list, w)
+	watches.Unlock()
+	return w
+}
+
+// Stop ends the watch; a nil watch is stopped already.
+func (w *FaultWatch) Stop() {
+	if w == nil {
+		return
+	}
+	watches.Lock()
+	defer watches.Unlock()
+	for i, x := range watches.list {
+		if x == w {
+			last := len(watches.list) - 1
+			watches.list[i] = watches.list[last]
+			watches.list[last] = nil
+			watches.list = watches.list[:last]
+			return
+		}
+	}
+}
+
+// Contains reports whether host address addr is inside the watched
+// mapping.
+func (w *FaultWatch) Contains(addr uintptr) bool {
+	return w != nil && ring.Contains(w.b, addr)
+}
+
+// HandleFault is called with the value of recover() by a goroutine that
+// touches guest memory with debug.SetPanicOnFault(true). It returns nil
+// for nil (no panic). A memory fault (a runtime.Error with an Addr method)
+// is reported to the watch holding its address, if any, and returned. Any
+// other panic is not a guest's doing: HandleFault panics again with it.
+func HandleFault(r any) *Fault {
+	if r == nil {
+		return nil
+	}
+	re, ok := r.(runtime.Error)
+	if !ok {
+		panic(r)
+	}
+	a, ok := re.(interface{ Addr() uintptr })
+	if !ok {
+		panic(r) // a nil dereference: a bug, not a fault in guest memory
+	}
+	f := &Fault{Addr: a.Addr()}
+	var owner *FaultWatch
+	watches.Lock()
+	for _, w := range watches.list {
+		if w.Contains(f.Addr) {
+			owner = w
+			break
+		}
+	}
+	watches.Unlock()
+	if owner != nil {
+		f.Owned = true
+		if owner.onFault != nil && !owner.fired.Swap(true) {
+			owner.onFault(f)
+		}
+	}
+	return f
+}
+
+// Contains reports whether host address addr is inside m's regions.
+func (m *Memory) Contains(addr uintptr) bool {
+	if m == nil {
+		return false
+	}
+	for i := range m.regions {
+		if ring.Contains(m.regions[i].data, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Owns reports whether a fault at host address addr is the queue's: in its
+// guest memory or in the dirty log it writes to.
+func (q *Queue) Owns(addr uintptr) bool {
+	if q.mem.Contains(addr) {
+		return true
+	}
+	if l := q.log.Load(); l != nil {
+		return l.contains(addr)
+	}
+	return false
+}
+
+// Break breaks the queue with err (a device's verdict, such as a *Fault
+// of its guest memory), as a guest error found by the queue would: the
+// error wraps ErrBroken and err, is sticky, and the OnBroken function is
+// called. It returns the queue's error (an earlier one if it was broken
+// already).
+func (q *Queue) Break(err error) error { return q.brk(err) }
+
+// OnBroken sets fn to be called once, on the goroutine that breaks the
+// queue, with the queue's error when it breaks (vhost-user signals the
+// ring's error fd from it). Set it before the queue is used; fn must not
+// block.
+func (q *Queue) OnBroken(fn func(error)) { q.onBroken = fn }
+
+// Mark is a position of a queue's consumption: what Rewind goes back to.
+type Mark struct{ lastAvail, usedIdx uint16 }
+
+// Mark returns the queue's position now.
+func (q *Queue) Mark() Mark { return Mark{q.lastAvail, q.usedIdx} }
+
+// Rewind gives back every chain popped and every used element pushed
+// since m, which must be after the last Publish: a device that could not
+// finish what it was writing (a fault in the frame it was copying from)
+// leaves the queue as it was at m. The bytes it wrote into the buffers
+// stay, unseen: the driver reads only what used->idx publishes.
+func (q *Queue) Rewind(m Mark) { q.lastAvail, q.usedIdx = m.lastAvail, m.usedIdx }
