@@ -9,9 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // Bounds of the harness's waits (not timed assertions: each only stops a
@@ -24,18 +25,9 @@ const (
 // that the backend maps whole, so it is kept small.
 const testpmdMemMB = 128
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	binPath   string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	backend.Cleanup()
 	os.Exit(code)
 }
 
@@ -54,27 +46,6 @@ func requireDPDK(t *testing.T) {
 	if _, err := exec.LookPath("stdbuf"); err != nil {
 		t.Skip("stdbuf (coreutils) not found: needed to read testpmd's output as it runs")
 	}
-}
-
-// arcnetBinary returns the vhost-arcnet binary: ARCNET_BIN, or one built
-// from this module's cmd/vhost-arcnet once per test binary.
-func arcnetBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ARCNET_BIN"); p != "" {
-		return p
-	}
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "arcnet-dpdk-bin-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "vhost-arcnet")
-		buildErr = BuildArcnet(binPath)
-	})
-	if buildErr != nil {
-		t.Fatalf("cannot build vhost-arcnet: %v", buildErr)
-	}
-	return binPath
 }
 
 // workDir is a per-test directory for sockets, logs and DPDK's runtime
@@ -168,7 +139,7 @@ type arcnet struct {
 // waits for its msg="listening" record.
 func startArcnet(t *testing.T, dir string, args ...string) *arcnet {
 	t.Helper()
-	bin := arcnetBinary(t)
+	bin := backend.RequireBinary(t)
 	level := os.Getenv("ARCNET_LOG_LEVEL")
 	if level == "" {
 		level = "info"

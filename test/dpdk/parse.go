@@ -3,13 +3,14 @@ package dpdk
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // FwdCounters are one RX/TX pair of testpmd's forward statistics.
@@ -167,23 +168,7 @@ func ParseRates(log, key string) []uint64 {
 }
 
 // LogRecord is one JSON log record of vhost-arcnet (--log-format json).
-type LogRecord map[string]any
-
-// Str returns attribute k as a string ("" if absent).
-func (r LogRecord) Str(k string) string {
-	s, _ := r[k].(string)
-	return s
-}
-
-// Uint returns attribute k as an unsigned number (ok=false if absent or not one).
-func (r LogRecord) Uint(k string) (uint64, bool) {
-	n, ok := r[k].(json.Number)
-	if !ok {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(n.String(), 10, 64)
-	return v, err == nil
-}
+type LogRecord = backend.Record
 
 // ParseJSONLog splits a log into its JSON records; lines that are not JSON
 // objects (a panic, a Go runtime message) are returned separately.
@@ -195,10 +180,8 @@ func ParseJSONLog(data []byte) (recs []LogRecord, other []string) {
 		if len(line) == 0 {
 			continue
 		}
-		d := json.NewDecoder(bytes.NewReader(line))
-		d.UseNumber()
-		var r LogRecord
-		if line[0] != '{' || d.Decode(&r) != nil {
+		r, ok := backend.ParseRecord(string(line))
+		if !ok {
 			other = append(other, string(line))
 			continue
 		}
@@ -212,7 +195,7 @@ func ParseJSONLog(data []byte) (recs []LogRecord, other []string) {
 func Listening(log, sock string) bool {
 	recs, _ := ParseJSONLog([]byte(log))
 	for _, r := range recs {
-		if r.Str("msg") == "listening" && r.Str("path") == sock {
+		if r.Msg() == "listening" && r.String("path") == sock {
 			return true
 		}
 	}
@@ -241,7 +224,7 @@ func (p PortStats) Missing() []string { return p.missingCounterFields }
 func PortStatsRecords(recs []LogRecord, port string) []PortStats {
 	var out []PortStats
 	for _, r := range recs {
-		if r.Str("msg") != "port stats" || r.Str("port") != port {
+		if r.Msg() != "port stats" || r.String("port") != port {
 			continue
 		}
 		p := PortStats{Port: port, Drops: map[string]uint64{}}
@@ -277,7 +260,7 @@ func CounterMpps(log []byte, port string, tx bool, n int, dt time.Duration) floa
 		field = "tx_packets"
 	}
 	for _, r := range recs {
-		if r.Str("msg") != "port stats" || r.Str("port") != port {
+		if r.Msg() != "port stats" || r.String("port") != port {
 			continue
 		}
 		if v, ok := r.Uint(field); ok { // a record without the counter is skipped, as sed did

@@ -96,7 +96,7 @@ panic: not JSON
 	recs, other := ParseJSONLog([]byte(log))
 	require.Len(t, recs, 3)
 	require.Equal(t, []string{"panic: not JSON"}, other)
-	require.Equal(t, "listening", recs[0].Str("msg"))
+	require.Equal(t, "listening", recs[0].Msg())
 	ps := PortStatsRecords(recs, "guest0")
 	require.Len(t, ps, 1)
 	require.Equal(t, PortStats{

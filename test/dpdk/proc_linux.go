@@ -3,17 +3,17 @@
 package dpdk
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // Defaults of the waits (bounds, not timed assertions: each only stops a
@@ -228,38 +228,9 @@ func IsSocket(path string) bool {
 	return err == nil && fi.Mode()&os.ModeSocket != 0
 }
 
-// ModuleRoot finds the directory of go.mod above the working directory.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // BuildArcnet builds this module's cmd/vhost-arcnet into out; the error
 // carries go build's output.
-func BuildArcnet(out string) error {
-	root, err := ModuleRoot()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/vhost-arcnet")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/vhost-arcnet in %s: %w\n%s", root, err, b)
-	}
-	return nil
-}
+func BuildArcnet(out string) error { return backend.Build(out) }
 
 // CPUs returns the CPUs this process may run on, lowest first.
 func CPUs() ([]int, error) {

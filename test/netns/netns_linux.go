@@ -237,15 +237,7 @@ func (n *NS) Do(fn func() error) error {
 // namespace; the listener is closed when the test ends.
 func (n *NS) ListenTCP(t testing.TB, addr string) *net.TCPListener {
 	t.Helper()
-	var l net.Listener
-	err := n.Do(func() (err error) {
-		l, err = net.Listen("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("netns: %s: listen tcp %s: %v", n.Name, addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := listen(t, n, "tcp", addr, func() (net.Listener, error) { return net.Listen("tcp", addr) })
 	return l.(*net.TCPListener)
 }
 
@@ -253,16 +245,24 @@ func (n *NS) ListenTCP(t testing.TB, addr string) *net.TCPListener {
 // inside the namespace; it is closed when the test ends.
 func (n *NS) ListenUDP(t testing.TB, addr string) *net.UDPConn {
 	t.Helper()
-	var c net.PacketConn
+	c := listen(t, n, "udp", addr, func() (net.PacketConn, error) { return net.ListenPacket("udp", addr) })
+	return c.(*net.UDPConn)
+}
+
+// listen runs open inside the namespace, fails the test if it fails, and
+// closes what it opened when the test ends.
+func listen[C io.Closer](t testing.TB, n *NS, network, addr string, open func() (C, error)) C {
+	t.Helper()
+	var c C
 	err := n.Do(func() (err error) {
-		c, err = net.ListenPacket("udp", addr)
+		c, err = open()
 		return err
 	})
 	if err != nil {
-		t.Fatalf("netns: %s: listen udp %s: %v", n.Name, addr, err)
+		t.Fatalf("netns: %s: listen %s %s: %v", n.Name, network, addr, err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c.(*net.UDPConn)
+	return c
 }
 
 // DialTCP connects from inside the namespace to addr ("IP:PORT", an IP
@@ -511,6 +511,18 @@ func (i *Internet) TCPEcho(t testing.TB, port uint16) netip.AddrPort {
 
 // serveTCPEcho echoes on every connection l accepts until the test ends.
 func serveTCPEcho(t testing.TB, l *net.TCPListener) netip.AddrPort {
+	return ServeTCP(t, l, func(c *net.TCPConn) {
+		if _, err := io.Copy(c, c); err == nil {
+			_ = c.CloseWrite()
+		}
+	})
+}
+
+// ServeTCP runs serve on every connection l accepts, each in its own
+// goroutine, until the test ends, and returns l's address. A connection is
+// closed when serve returns; when the test ends, l and every connection
+// still open are closed and ServeTCP waits for the goroutines.
+func ServeTCP(t testing.TB, l *net.TCPListener, serve func(c *net.TCPConn)) netip.AddrPort {
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -538,9 +550,7 @@ func serveTCPEcho(t testing.TB, l *net.TCPListener) netip.AddrPort {
 					mu.Unlock()
 					c.Close()
 				}()
-				if _, err := io.Copy(c, c); err == nil {
-					_ = c.CloseWrite()
-				}
+				serve(c)
 			})
 		}
 	})

@@ -6,13 +6,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
-// Line is one line of a guest's serial console (or of QEMU's stderr).
-type Line struct {
-	At   time.Duration // since QEMU was started
-	Text string        // without the line end
-}
+// Line is one line of a guest's serial console (or of QEMU's stderr): At is
+// the time since QEMU was started, Text the line without its end.
+type Line = backend.Line
 
 // Record is one machine-readable line the guest's /init printed:
 // "GUEST-<Tag> key=value ... word ...".
@@ -172,16 +172,5 @@ func (c *Console) Stats(counter string) (uint64, error) {
 
 // Tail returns the last n console lines as text, for failure reports.
 func (c *Console) Tail(n int) string {
-	return tailLines(c.Lines, n)
-}
-
-func tailLines(lines []Line, n int) string {
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	var b strings.Builder
-	for _, l := range lines {
-		fmt.Fprintf(&b, "%7.3fs | %s\n", l.At.Seconds(), l.Text)
-	}
-	return b.String()
+	return backend.TailLines(c.Lines, n)
 }

@@ -52,7 +52,7 @@ func TestDemo(t *testing.T) {
 	tap := w.requireRunning(t)
 	say(t, "vhost-arcnet",
 		fmt.Sprintf("started (pid %d) inside %s: guest subnet %s, gateway %s (ARP, ICMP, DHCP, DNS, router)",
-			be.cmd.Process.Pid, w.Host.Name, netSubnet, netGateway),
+			be.Pid(), w.Host.Name, netSubnet, netGateway),
 		fmt.Sprintf("--uplink tap: TAP %s, the host's end %s/30 (host.%s), vhost-arcnet's NAT address %s",
 			tap, tapHostEnd, netDomain, tapNATAddr),
 		fmt.Sprintf("--masquerade: nftables table ip %s masquerades the link network out of %s's default route; ip_forward=1",

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // Guest files embedded in the harness; their bytes are part of the
@@ -477,7 +479,7 @@ func checkStatic(b []byte) error {
 // frame sender; ./udpprobe, the UDP echo client and server) for linux/amd64
 // without cgo and returns the binary.
 func buildGuestTool(ctx context.Context, cache, dir, name string) ([]byte, error) {
-	root, err := ModuleRoot()
+	root, err := backend.ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -488,42 +490,13 @@ func buildGuestTool(ctx context.Context, cache, dir, name string) ([]byte, error
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, name)
 	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-buildvcs=false", "-trimpath", "-ldflags=-s -w", "-o", bin, "./test/qemu/"+dir)
+	cmd := exec.CommandContext(ctx, backend.GoTool(), "build", "-buildvcs=false", "-trimpath", "-ldflags=-s -w", "-o", bin, "./test/qemu/"+dir)
 	cmd.Dir = root
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build %s: %w\n%s", dir, err, out)
 	}
 	return os.ReadFile(bin)
-}
-
-// ModuleRoot returns the directory of the module's go.mod.
-func ModuleRoot() (string, error) {
-	out, err := exec.Command(goTool(), "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	return filepath.Dir(mod), nil
-}
-
-// goTool returns the go command: the one of $GOROOT when set (go test sets
-// it for the test binary), else the one in $PATH.
-func goTool() string {
-	if r := os.Getenv("GOROOT"); r != "" {
-		if p := filepath.Join(r, "bin", "go"); fileExists(p) {
-			return p
-		}
-	}
-	return "go"
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // runCmd runs a command (in dir, with stdin) and returns its combined output.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // Helpers of the guest-network scenarios (network_linux_test.go) and the
@@ -192,6 +194,20 @@ func (e *Env) StartNetBackend(name string, up *upstreamDNS, args ...string) *Bac
 	return e.StartBackend(name, append([]string{"--uplink", "none", "--dns-upstream", up.Addr}, args...)...)
 }
 
+// startNetwork prepares a test of guests guests on the default guest
+// network: NewEnv, an upstream DNS server that answers zone (the names in
+// tcpOnly over TCP only), and vhost-arcnet "net" (StartNetBackend) on the
+// environment's vu.sock with args.
+func startNetwork(t *testing.T, guests int, zone map[string]string, tcpOnly []string, args ...string) (
+	env *Env, up *upstreamDNS, be *Backend, sock string) {
+	t.Helper()
+	env = NewEnv(t, guests)
+	up = startUpstreamDNS(t, zone, tcpOnly...)
+	sock = env.Path("vu.sock")
+	be = env.StartNetBackend("net", up, append([]string{"--socket", sock}, args...)...)
+	return env, up, be, sock
+}
+
 // netStats is what one SIGUSR1 makes a backend on the guest network print:
 // a msg="port stats" record per port (guest ports and "gateway") and the
 // gateway's msg="gateway stats" record, which comes last.
@@ -202,29 +218,20 @@ type netStats struct {
 
 // NetStats asks for the counters (SIGUSR1) and returns them.
 func (b *Backend) NetStats() (netStats, error) {
-	b.mu.Lock()
-	from := len(b.records)
-	b.mu.Unlock()
-	if err := b.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		return netStats{}, fmt.Errorf("backend %s: SIGUSR1: %w", b.Name, err)
-	}
-	gw, last, err := b.WaitRecord(func(r LogRecord) bool { return r.Msg() == "gateway stats" }, from, 5*time.Second)
+	c, err := b.Counters(5 * time.Second)
 	if err != nil {
-		return netStats{}, fmt.Errorf("no gateway stats: %w", err)
+		return netStats{}, err
 	}
 	st := netStats{Ports: map[string]PortStats{}, Gateway: map[string]uint64{}}
-	for _, r := range b.Records()[from:last] {
-		if r.Msg() != "port stats" {
-			continue
-		}
-		s, err := parsePortStats(r)
+	for _, r := range c.Ports {
+		s, err := backend.ParsePortStats(r)
 		if err != nil {
 			return st, err
 		}
 		st.Ports[s.Port] = s
 	}
-	for k := range gw {
-		if v, ok := gw.Uint(k); ok {
+	for k := range c.Gateway {
+		if v, ok := c.Gateway.Uint(k); ok {
 			st.Gateway[k] = v
 		}
 	}
@@ -234,21 +241,7 @@ func (b *Backend) NetStats() (netStats, error) {
 // WaitNetStats asks for the counters every 250 ms until ok accepts them and
 // returns the last ones (with an error at timeout).
 func (b *Backend) WaitNetStats(ok func(netStats) bool, timeout time.Duration) (netStats, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		s, err := b.NetStats()
-		if err != nil {
-			return s, err
-		}
-		if ok(s) {
-			return s, nil
-		}
-		if time.Now().After(deadline) {
-			return s, fmt.Errorf("backend %s: counters not as expected after %v: ports %+v gateway %v",
-				b.Name, timeout, s.Ports, s.Gateway)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	return waitCounters(b, b.NetStats, ok, timeout)
 }
 
 // WaitPortAttached waits for the msg="guest port attached" record of port

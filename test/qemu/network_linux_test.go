@@ -25,11 +25,8 @@ import (
 // gateway.
 func TestNetworkDHCP(t *testing.T) {
 	t.Parallel()
-	env := NewEnv(t, 1)
-	up := startUpstreamDNS(t, nil)
-	sock := env.Path("vu.sock")
 	// Not the defaults, so that the options are seen to carry the flags.
-	be := env.StartNetBackend("net", up, "--socket", sock, "--mtu", "1400", "--lease-time", "30m")
+	env, up, be, sock := startNetwork(t, 1, nil, nil, "--mtu", "1400", "--lease-time", "30m")
 	g := env.StartGuest(GuestConfig{
 		Name: "dhcp", Net: VhostUserNet{Socket: sock},
 		Test:    "dhcp,ping,stats,wait:done",
@@ -61,10 +58,7 @@ func TestNetworkDHCP(t *testing.T) {
 	require.NotZero(t, st.Ports[guest0].TxPackets)
 	require.Empty(t, up.Queries(), "nothing to forward upstream")
 
-	finishGuest(t, g)
-	_, err = be.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be)
+	finish(t, be, g)
 }
 
 // TestNetworkDNS (issue 3, test 2): the guest resolves the gateway's name
@@ -73,13 +67,10 @@ func TestNetworkDHCP(t *testing.T) {
 // a second lookup of a forwarded name is answered from the gateway's cache.
 func TestNetworkDNS(t *testing.T) {
 	t.Parallel()
-	env := NewEnv(t, 1)
-	up := startUpstreamDNS(t, map[string]string{
+	env, up, be, sock := startNetwork(t, 1, map[string]string{
 		"www.example.arcnet.test": "198.51.100.7",
 		"tcp.example.arcnet.test": "198.51.100.8",
-	}, "tcp.example.arcnet.test")
-	sock := env.Path("vu.sock")
-	be := env.StartNetBackend("net", up, "--socket", sock)
+	}, []string{"tcp.example.arcnet.test"})
 	g := env.StartGuest(GuestConfig{
 		Name: "dns", Net: VhostUserNet{Socket: sock},
 		Test: "dhcp,nslookup:gateway.arcnet.internal:" + netGateway +
@@ -114,10 +105,7 @@ func TestNetworkDNS(t *testing.T) {
 	require.Zero(t, st.Gateway["dns_servfail"])
 	require.Zero(t, st.Gateway["dns_formerr"])
 
-	finishGuest(t, g)
-	_, err = be.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be)
+	finish(t, be, g)
 }
 
 // TestNetworkTwoGuests (issue 3, test 3): two guests connect to one socket
@@ -126,10 +114,7 @@ func TestNetworkDNS(t *testing.T) {
 // <hostname>.arcnet.internal).
 func TestNetworkTwoGuests(t *testing.T) {
 	t.Parallel()
-	env := NewEnv(t, 2)
-	up := startUpstreamDNS(t, nil)
-	sock := env.Path("vu.sock")
-	be := env.StartNetBackend("net", up, "--socket", sock)
+	env, up, be, sock := startNetwork(t, 2, nil, nil)
 	steps := "dhcp,wait:peer,ping:@peer,nslookup:@peername:@peer,ping:@peername:2,stats,wait:done"
 	a := env.StartGuest(GuestConfig{Name: "alpha", Net: VhostUserNet{Socket: sock}, Test: steps,
 		Knobs: []string{"hostname=alpha"}, Timeout: guestTimeout})
@@ -167,11 +152,7 @@ func TestNetworkTwoGuests(t *testing.T) {
 	require.Zero(t, st.Gateway["icmp_echo_replies"], "the guests pinged each other, not the gateway")
 	require.Empty(t, up.Queries(), "hostnames are local names")
 
-	finishGuest(t, a)
-	finishGuest(t, b)
-	_, err = be.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be)
+	finish(t, be, a, b)
 }
 
 // TestNetworkAntiSpoofing (issue 3, test 4): a guest that sends from
@@ -181,10 +162,7 @@ func TestNetworkTwoGuests(t *testing.T) {
 // drop_spoof counter. The victim keeps working afterwards.
 func TestNetworkAntiSpoofing(t *testing.T) {
 	t.Parallel()
-	env := NewEnv(t, 2)
-	up := startUpstreamDNS(t, nil)
-	sock := env.Path("vu.sock")
-	be := env.StartNetBackend("net", up, "--socket", sock)
+	env, _, be, sock := startNetwork(t, 2, nil, nil)
 	// The victim connects first: it is guest0, the attacker guest1.
 	victim := env.StartGuest(GuestConfig{Name: "victim", Net: VhostUserNet{Socket: sock},
 		Test: "dhcp,wait:attacked,ping,stats,wait:done", Knobs: []string{"hostname=victim"}, Timeout: guestTimeout})
@@ -242,11 +220,7 @@ func TestNetworkAntiSpoofing(t *testing.T) {
 	require.NoError(t, victim.Wake("attacked"))
 	require.NoError(t, victim.AwaitWait("done", stepTimeout))
 	requirePingOK(t, victim.Console(), netGateway)
-	finishGuest(t, victim)
-	finishGuest(t, attacker)
-	_, err = be.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be)
+	finish(t, be, victim, attacker)
 }
 
 // TestNetworkRestartKeepsLease (issue 3, test 5): vhost-arcnet is stopped
@@ -273,9 +247,7 @@ func TestNetworkRestartKeepsLease(t *testing.T) {
 	be1 := env.StartNetBackend("first", up, "--socket", sock, "--lease-file", leases)
 	require.NoError(t, g.AwaitWait("stop", stepTimeout))
 	ip := requireLease(t, g.Console(), "1500", "3600")
-	_, err := be1.Stop()
-	require.NoError(t, err, "SIGTERM with a guest attached: clean exit")
-	requireNoErrorRecords(t, be1)
+	stopBackend(t, be1, "SIGTERM with a guest attached: clean exit")
 	requireLeaseFile(t, leases, g.MAC, ip.String(), "restart-guest")
 	require.NoError(t, g.Wake("stop"))
 
@@ -306,10 +278,7 @@ func TestNetworkRestartKeepsLease(t *testing.T) {
 	require.Zero(t, st.Gateway["dhcp_discovers"], "the guest had to start over")
 	require.Zero(t, st.Gateway["dhcp_naks"])
 	require.NotZero(t, st.Gateway["dhcp_acks"])
-	finishGuest(t, g)
-	_, err = be2.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be2)
+	finish(t, be2, g)
 }
 
 // requireLeaseFile checks that the lease file holds a bound lease of addr

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // qemuBinary is the system emulator the harness runs (Debian qemu-system-x86).
@@ -422,7 +424,7 @@ func (g *Guest) tail(n int) string {
 			j++
 		}
 	}
-	return tailLines(all, n)
+	return backend.TailLines(all, n)
 }
 
 // semaphore is a weighted semaphore: a test takes all the slots it needs at

@@ -86,9 +86,7 @@ func TestVhostUserSink(t *testing.T) {
 	require.NotZero(t, st[guest0].RxBytes)
 	require.Zero(t, st[guest0].TxPackets, "sink sends nothing to the guest")
 	finishGuest(t, g)
-	_, err = be.Stop()
-	require.NoError(t, err, "the backend outlives its frontend and exits 0 on SIGTERM")
-	requireNoErrorRecords(t, be)
+	stopBackend(t, be, "the backend outlives its frontend and exits 0 on SIGTERM")
 }
 
 // loopbackRun checks a guest on vhost-arcnet --uplink loopback: every frame
@@ -129,10 +127,7 @@ func TestVhostUserLoopback(t *testing.T) {
 	cfg.Name, cfg.Net = "loopback", VhostUserNet{Socket: sock}
 	g := env.StartGuest(cfg)
 	loopbackRun(t, g, be)
-	finishGuest(t, g)
-	_, err := be.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be)
+	finish(t, be, g)
 }
 
 // TestVhostUserQEMUServer: QEMU listens (server=on,wait=off) and
@@ -150,9 +145,7 @@ func TestVhostUserQEMUServer(t *testing.T) {
 	be := env.StartBackend("client", "--connect", sock, "--uplink", "loopback")
 	loopbackRun(t, g, be)
 	finishGuest(t, g)
-	_, err := be.Stop()
-	require.NoError(t, err, "the backend survives its server going away")
-	requireNoErrorRecords(t, be)
+	stopBackend(t, be, "the backend survives its server going away")
 }
 
 // TestVhostUserReconnect: QEMU (reconnect=1) starts before vhost-arcnet
@@ -184,9 +177,7 @@ func TestVhostUserReconnect(t *testing.T) {
 	st1, err := be1.WaitStats(func(s map[string]PortStats) bool { return s[guest0].RxPackets >= tx1 }, statsTimeout)
 	require.NoError(t, err, "guest sent %d frames", tx1)
 	t.Logf("before restart: guest tx_packets=%d; backend %+v", tx1, st1[guest0])
-	_, err = be1.Stop()
-	require.NoError(t, err, "SIGTERM with a guest attached: clean exit")
-	requireNoErrorRecords(t, be1)
+	stopBackend(t, be1, "SIGTERM with a guest attached: clean exit")
 	require.NoError(t, g.Wake("stop"))
 
 	require.NoError(t, g.AwaitWait("start", stepTimeout), "the guest's link did not go down")
@@ -207,9 +198,26 @@ func TestVhostUserReconnect(t *testing.T) {
 	for _, r := range c.All("CARRIER") {
 		t.Logf("guest link %s after %s ms", r.Get("state"), r.Get("waited_ms"))
 	}
-	_, err = be2.Stop()
-	require.NoError(t, err)
-	requireNoErrorRecords(t, be2)
+	stopBackend(t, be2)
+}
+
+// finish wakes the guests from wait:done and checks they passed
+// (finishGuest), then stops be (stopBackend).
+func finish(t *testing.T, be *Backend, guests ...*Guest) {
+	t.Helper()
+	for _, g := range guests {
+		finishGuest(t, g)
+	}
+	stopBackend(t, be)
+}
+
+// stopBackend stops be (SIGTERM): it must exit 0 (msgAndArgs describe a
+// failed exit) and have logged no level=ERROR record.
+func stopBackend(t *testing.T, be *Backend, msgAndArgs ...any) {
+	t.Helper()
+	_, err := be.Stop()
+	require.NoError(t, err, msgAndArgs...)
+	requireNoErrorRecords(t, be)
 }
 
 // requireNoErrorRecords checks that the backend logged no level=ERROR

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/test/backend"
 	"github.com/arcnet/vhost-arcnet/test/netns"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
@@ -56,25 +56,7 @@ func startTCPPeers(b *testing.B, in *netns.Internet) *tcpPeers {
 	p := &tcpPeers{}
 	ls := in.Inet.ListenTCP(b, netip.AddrPortFrom(in.InetAddr, sinkPort).String())
 	lw := in.Inet.ListenTCP(b, netip.AddrPortFrom(in.InetAddr, sourcePort).String())
-	p.sink, p.source = ls.Addr().(*net.TCPAddr).AddrPort(), lw.Addr().(*net.TCPAddr).AddrPort()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	serve := func(l *net.TCPListener, fn func(c *net.TCPConn)) {
-		wg.Go(func() {
-			for {
-				c, err := l.AcceptTCP()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-				wg.Go(func() { defer c.Close(); fn(c) })
-			}
-		})
-	}
-	serve(ls, func(c *net.TCPConn) {
+	p.sink = netns.ServeTCP(b, ls, func(c *net.TCPConn) {
 		buf := make([]byte, 256<<10)
 		for {
 			n, err := c.Read(buf)
@@ -84,23 +66,13 @@ func startTCPPeers(b *testing.B, in *netns.Internet) *tcpPeers {
 			}
 		}
 	})
-	serve(lw, func(c *net.TCPConn) {
+	p.source = netns.ServeTCP(b, lw, func(c *net.TCPConn) {
 		buf := make([]byte, 256<<10)
 		for {
 			if _, err := c.Write(buf); err != nil {
 				return
 			}
 		}
-	})
-	b.Cleanup(func() {
-		ls.Close()
-		lw.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
 	return p
 }
@@ -125,7 +97,7 @@ func kernelGuest(b *testing.B, in *netns.Internet) *netns.NS {
 // guest with buffers sized for 64 KiB frames, and the kernel reference.
 type benchWorld struct {
 	in    *netns.Internet
-	be    *backend
+	be    *arcnet
 	g     *guest
 	kg    *netns.NS
 	peers *tcpPeers
@@ -338,7 +310,7 @@ func (w *benchWorld) arcRecv(b *testing.B, lport uint16) float64 {
 	w.logCPU(b, "internet-to-guest", cpu0, m)
 	s1 := w.be.stats()
 	b.Logf("vhost-arcnet internet-to-guest round: %d GSO frames in order, %d out of order (loss or reordering before the guest); guest0 drop_no_buffer +%d, %s tx_dropped (kernel side) +%d",
-		c.gsoFrames, c.ooo, s1.ports["guest0"].num("drop_no_buffer")-s0.ports["guest0"].num("drop_no_buffer"),
+		c.gsoFrames, c.ooo, s1.Ports["guest0"].Num("drop_no_buffer")-s0.Ports["guest0"].Num("drop_no_buffer"),
 		tapName, w.tapTxDropped(b)-tapDrop0)
 	if d := dropDeltas(s0, s1); len(d) > 0 {
 		b.Logf("vhost-arcnet drop counters that moved: %v", d)
@@ -382,19 +354,19 @@ func (c *tcpConn) accept(seq uint32, n int) bool {
 
 // dropDeltas lists the drop counters (ports' drop_*, the router's
 // *_drop_*) that moved between s0 and s1.
-func dropDeltas(s0, s1 stats) []string {
+func dropDeltas(s0, s1 backend.Counters) []string {
 	var out []string
-	diff := func(name string, r0, r1 record) {
+	diff := func(name string, r0, r1 backend.Record) {
 		for k := range r1 {
-			if strings.Contains(k, "drop_") && r1.num(k) != r0.num(k) {
-				out = append(out, fmt.Sprintf("%s %s +%d", name, k, r1.num(k)-r0.num(k)))
+			if strings.Contains(k, "drop_") && r1.Num(k) != r0.Num(k) {
+				out = append(out, fmt.Sprintf("%s %s +%d", name, k, r1.Num(k)-r0.Num(k)))
 			}
 		}
 	}
-	for p, r1 := range s1.ports {
-		diff(p, s0.ports[p], r1)
+	for p, r1 := range s1.Ports {
+		diff(p, s0.Ports[p], r1)
 	}
-	diff("gateway", s0.gateway, s1.gateway)
+	diff("gateway", s0.Gateway, s1.Gateway)
 	slices.Sort(out)
 	return out
 }
@@ -469,7 +441,29 @@ func (g *guest) drainHeaders(fn func(h virtio.NetHdr, head []byte, n int)) int {
 // kernelSend: a kernel socket in the reference guest namespace writes
 // 256 KiB buffers to the sink.
 func (w *benchWorld) kernelSend(b *testing.B) float64 {
-	conn, err := w.kg.DialTCP(b, w.peers.sink.String(), 5*time.Second)
+	return w.kernelStream(b, w.peers.sink, w.peers.sunk.Load, func(conn net.Conn, buf []byte) error {
+		_, err := conn.Write(buf)
+		return err
+	})
+}
+
+// kernelRecv: a kernel socket in the reference guest namespace reads the
+// source's stream.
+func (w *benchWorld) kernelRecv(b *testing.B) float64 {
+	var got atomic.Int64
+	return w.kernelStream(b, w.peers.source, got.Load, func(conn net.Conn, buf []byte) error {
+		n, err := conn.Read(buf)
+		got.Add(int64(n))
+		return err
+	})
+}
+
+// kernelStream connects a kernel socket in the reference guest namespace to
+// peer and calls step with a 256 KiB buffer until it fails or the
+// measurement of the byte count counted has its figure; it returns the
+// figure (Gbit/s).
+func (w *benchWorld) kernelStream(b *testing.B, peer netip.AddrPort, counted func() int64, step func(conn net.Conn, buf []byte) error) float64 {
+	conn, err := w.kg.DialTCP(b, peer.String(), 5*time.Second)
 	if err != nil {
 		b.Fatalf("kernel path: %v", err)
 	}
@@ -479,45 +473,16 @@ func (w *benchWorld) kernelSend(b *testing.B) float64 {
 		defer close(done)
 		buf := make([]byte, 256<<10)
 		for !stop.Load() {
-			if _, err := conn.Write(buf); err != nil {
+			if step(conn, buf) != nil {
 				return
 			}
 		}
 	}()
 	m := &measure{start: time.Now()}
-	for !m.tick(w.peers.sunk.Load()) {
+	for !m.tick(counted()) {
 		time.Sleep(time.Millisecond)
 	}
 	stop.Store(true)
-	conn.Close()
-	<-done
-	return m.gbps
-}
-
-// kernelRecv: a kernel socket in the reference guest namespace reads the
-// source's stream.
-func (w *benchWorld) kernelRecv(b *testing.B) float64 {
-	conn, err := w.kg.DialTCP(b, w.peers.source.String(), 5*time.Second)
-	if err != nil {
-		b.Fatalf("kernel path: %v", err)
-	}
-	var got atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 256<<10)
-		for {
-			n, err := conn.Read(buf)
-			got.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
-	}()
-	m := &measure{start: time.Now()}
-	for !m.tick(got.Load()) {
-		time.Sleep(time.Millisecond)
-	}
 	conn.Close()
 	<-done
 	return m.gbps
@@ -588,7 +553,7 @@ func BenchmarkUDP64(b *testing.B) {
 			}
 			t1, cpu1, in1 := time.Now(), w.cpu(b), arrived()
 			s1 := w.be.stats()
-			tap := s1.ports[tapName].num("tx_packets") - s0.ports[tapName].num("tx_packets")
+			tap := s1.Ports[tapName].Num("tx_packets") - s0.Ports[tapName].Num("tx_packets")
 			mpps, ns := w.reportPPS(b, "vhost-arcnet guest-to-tap", sent, tap, in1-in0, t1.Sub(t0), cpu1-cpu0, s0, s1)
 			arcMpps, arcNs = append(arcMpps, mpps), append(arcNs, ns)
 
@@ -637,7 +602,7 @@ func BenchmarkUDP64(b *testing.B) {
 		stop.Store(true)
 		<-done
 		s1 := w.be.stats()
-		tap := s1.ports[tapName].num("rx_packets") - s0.ports[tapName].num("rx_packets")
+		tap := s1.Ports[tapName].Num("rx_packets") - s0.Ports[tapName].Num("rx_packets")
 		b.Logf("kernel sender in Inet: %.3f Mpps offered", float64(sent1-sent0)/t1.Sub(t0).Seconds()/1e6)
 		mpps, ns := w.reportPPS(b, "vhost-arcnet tap-to-guest", got, tap, uint64(got), t1.Sub(t0), cpu1-cpu0, s0, s1)
 		b.ReportMetric(mpps, "arcnet-Mpps")
@@ -700,7 +665,7 @@ func kernelUDPSend(b *testing.B, conn *net.UDPConn, d time.Duration, arrived fun
 }
 
 func (w *benchWorld) cpu(b *testing.B) uint64 {
-	v, err := cpuTicks(w.be.pid())
+	v, err := cpuTicks(w.be.Pid())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -710,16 +675,16 @@ func (w *benchWorld) cpu(b *testing.B) uint64 {
 // reportPPS logs frames through the TAP per second and vhost-arcnet's CPU
 // per TAP frame and returns both; guest counts what the guest sent or
 // received, arrived what reached the far end.
-func (w *benchWorld) reportPPS(b *testing.B, dir string, guest int, tap, arrived uint64, d time.Duration, ticks uint64, s0, s1 stats) (mpps, nsPer float64) {
+func (w *benchWorld) reportPPS(b *testing.B, dir string, guest int, tap, arrived uint64, d time.Duration, ticks uint64, s0, s1 backend.Counters) (mpps, nsPer float64) {
 	cpu := time.Duration(ticks) * clockTick
 	mpps = float64(tap) / d.Seconds() / 1e6
 	if tap > 0 {
 		nsPer = float64(cpu.Nanoseconds()) / float64(tap)
 	}
-	gp := func(k string) uint64 { return s1.ports["guest0"].num(k) - s0.ports["guest0"].num(k) }
+	gp := func(k string) uint64 { return s1.Ports["guest0"].Num(k) - s0.Ports["guest0"].Num(k) }
 	b.Logf("%s: %d frames at the TAP in %v = %.3f Mpps; guest %d frames, %d arrived (%.3f Mpps); vhost-arcnet CPU %v (%.0f%% of one core) = %.0f ns/frame; guest0 drop_no_buffer +%d, router translated out +%d in +%d",
 		dir, tap, d.Round(time.Millisecond), mpps, guest, arrived, float64(arrived)/d.Seconds()/1e6, cpu, 100*cpu.Seconds()/d.Seconds(), nsPer,
-		gp("drop_no_buffer"), s1.gateway.num("router_out_translated")-s0.gateway.num("router_out_translated"),
-		s1.gateway.num("router_in_translated")-s0.gateway.num("router_in_translated"))
+		gp("drop_no_buffer"), s1.Gateway.Num("router_out_translated")-s0.Gateway.Num("router_out_translated"),
+		s1.Gateway.Num("router_in_translated")-s0.Gateway.Num("router_in_translated"))
 	return mpps, nsPer
 }

@@ -3,18 +3,12 @@
 package uplink
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/test/backend"
 	"github.com/arcnet/vhost-arcnet/test/netns"
 )
 
@@ -36,255 +31,58 @@ var (
 // masqTable is the nftables table of --masquerade.
 const masqTable = "vhost_arcnet"
 
-var bin struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bin.dir != "" {
-		os.RemoveAll(bin.dir)
-	}
+	backend.Cleanup()
 	os.Exit(code)
 }
 
-// backendBinary returns $ARCNET_BIN or builds ./cmd/vhost-arcnet once.
-func backendBinary(t testing.TB) string {
-	t.Helper()
-	bin.once.Do(func() {
-		if p := os.Getenv("ARCNET_BIN"); p != "" {
-			bin.path = p
-			return
-		}
-		root, err := filepath.Abs("../..")
-		if err != nil {
-			bin.err = err
-			return
-		}
-		if bin.dir, bin.err = os.MkdirTemp("", "uplink-bin-"); bin.err != nil {
-			return
-		}
-		p := filepath.Join(bin.dir, "vhost-arcnet")
-		goBin := "go"
-		if r := os.Getenv("GOROOT"); r != "" {
-			if _, err := os.Stat(filepath.Join(r, "bin", "go")); err == nil {
-				goBin = filepath.Join(r, "bin", "go")
-			}
-		}
-		cmd := exec.Command(goBin, "build", "-buildvcs=false", "-o", p, "./cmd/vhost-arcnet")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			bin.err = fmt.Errorf("go build ./cmd/vhost-arcnet: %w\n%s", err, out)
-			return
-		}
-		bin.path = p
-	})
-	if bin.err != nil {
-		t.Fatalf("vhost-arcnet binary: %v", bin.err)
-	}
-	return bin.path
-}
-
-// record is one JSON log record of vhost-arcnet.
-type record map[string]any
-
-func (r record) msg() string { s, _ := r["msg"].(string); return s }
-
-func (r record) str(k string) string { s, _ := r[k].(string); return s }
-
-// num returns the integer value of key k (0 if absent).
-func (r record) num(k string) uint64 {
-	n, ok := r[k].(json.Number)
-	if !ok {
-		return 0
-	}
-	v, _ := strconv.ParseUint(n.String(), 10, 64)
-	return v
-}
-
-// backend is a vhost-arcnet process running in a namespace.
-type backend struct {
+// arcnet is a vhost-arcnet process running in a namespace.
+type arcnet struct {
+	*backend.Process
 	t    testing.TB
 	ns   *netns.NS
 	sock string
-	cmd  *exec.Cmd
-
-	mu      sync.Mutex
-	changed chan struct{}
-	records []record
-	lines   []string
-	exited  bool
-	exitErr error
-	done    chan struct{}
 }
 
 // startBackend runs vhost-arcnet --socket DIR/vm.sock --log-format json
 // --dns-upstream 127.0.0.1:9 ARGS in ns and waits until it listens. It is
 // stopped (SIGTERM, then SIGKILL by its PID) when the test ends if
 // stop was not called.
-func startBackend(t testing.TB, ns *netns.NS, args ...string) *backend {
+func startBackend(t testing.TB, ns *netns.NS, args ...string) *arcnet {
 	t.Helper()
-	path := backendBinary(t)
 	sock := filepath.Join(t.TempDir(), "vm.sock")
-	argv := append([]string{"--socket", sock, "--log-format", "json", "--dns-upstream", "127.0.0.1:9"}, args...)
-	b := &backend{t: t, ns: ns, sock: sock, changed: make(chan struct{}), done: make(chan struct{})}
-	b.cmd = ns.Command(path, argv...)
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := b.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.cmd.Start(); err != nil {
-		t.Fatalf("start vhost-arcnet: %v", err)
-	}
-	go func() {
-		b.read(stderr)
-		err := b.cmd.Wait()
-		b.mu.Lock()
-		b.exited, b.exitErr = true, err
-		b.broadcast()
-		b.mu.Unlock()
-		close(b.done)
-	}()
-	t.Cleanup(func() {
-		b.stop()
-		if t.Failed() {
-			b.mu.Lock()
-			lines := b.lines[max(0, len(b.lines)-30):]
-			b.mu.Unlock()
-			t.Logf("vhost-arcnet log (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
-		}
+	p := backend.Start(t, backend.Config{
+		Name: "vhost-arcnet",
+		Args: append([]string{"--socket", sock, "--dns-upstream", "127.0.0.1:9"}, args...),
+		Wrap: []string{"ip", "netns", "exec", ns.Name},
 	})
-	if _, _, err := b.wait(func(r record) bool { return r.msg() == "listening" }, 0, 15*time.Second); err != nil {
-		t.Fatalf("vhost-arcnet did not start: %v", err)
-	}
-	return b
-}
-
-func (b *backend) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		var rec record
-		dec := json.NewDecoder(strings.NewReader(line))
-		dec.UseNumber()
-		if dec.Decode(&rec) != nil {
-			rec = nil
-		}
-		b.mu.Lock()
-		b.lines = append(b.lines, line)
-		if rec != nil {
-			b.records = append(b.records, rec)
-		}
-		b.broadcast()
-		b.mu.Unlock()
-	}
-	_, _ = io.Copy(io.Discard, r)
-}
-
-func (b *backend) broadcast() {
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-// pid is the vhost-arcnet process's PID (ip netns exec execs it).
-func (b *backend) pid() int { return b.cmd.Process.Pid }
-
-// wait returns the first record at index from or later that match
-// accepts, and its index.
-func (b *backend) wait(match func(record) bool, from int, timeout time.Duration) (record, int, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		b.mu.Lock()
-		for i := from; i < len(b.records); i++ {
-			if match(b.records[i]) {
-				r := b.records[i]
-				b.mu.Unlock()
-				return r, i, nil
-			}
-		}
-		from = max(from, len(b.records))
-		exited, changed := b.exited, b.changed
-		b.mu.Unlock()
-		if exited {
-			return nil, 0, fmt.Errorf("vhost-arcnet exited: %v", b.exitErr)
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return nil, 0, fmt.Errorf("vhost-arcnet: no such log record within %v", timeout)
-		}
-	}
+	return &arcnet{Process: p, t: t, ns: ns, sock: sock}
 }
 
 // gatewayMAC reads the gateway's MAC from the "guest network" record.
-func (b *backend) gatewayMAC() header.MAC {
+func (b *arcnet) gatewayMAC() header.MAC {
 	b.t.Helper()
-	r, _, err := b.wait(func(r record) bool { return r.msg() == "guest network" }, 0, 5*time.Second)
+	r, _, err := b.WaitRecord(func(r backend.Record) bool { return r.Msg() == "guest network" }, 0, 5*time.Second)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	var m header.MAC
-	if _, err := fmt.Sscanf(r.str("gateway_mac"), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]); err != nil {
-		b.t.Fatalf("gateway_mac %q: %v", r.str("gateway_mac"), err)
+	if _, err := fmt.Sscanf(r.String("gateway_mac"), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]); err != nil {
+		b.t.Fatalf("gateway_mac %q: %v", r.String("gateway_mac"), err)
 	}
 	return m
 }
 
-// stats is one SIGUSR1 answer: the "port stats" records by port and the
-// "gateway stats" record.
-type stats struct {
-	ports   map[string]record
-	gateway record
-}
-
-// stats asks for the counters (SIGUSR1).
-func (b *backend) stats() stats {
+// stats asks for the counters (SIGUSR1): the "port stats" records by port
+// and the "gateway stats" record.
+func (b *arcnet) stats() backend.Counters {
 	b.t.Helper()
-	b.mu.Lock()
-	from := len(b.records)
-	b.mu.Unlock()
-	if err := b.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		b.t.Fatalf("SIGUSR1: %v", err)
-	}
-	gw, end, err := b.wait(func(r record) bool { return r.msg() == "gateway stats" }, from, 5*time.Second)
+	s, err := b.Counters(5 * time.Second)
 	if err != nil {
 		b.t.Fatalf("stats: %v", err)
 	}
-	s := stats{ports: map[string]record{}, gateway: gw}
-	b.mu.Lock()
-	for _, r := range b.records[from:end] {
-		if r.msg() == "port stats" {
-			s.ports[r.str("port")] = r
-		}
-	}
-	b.mu.Unlock()
 	return s
-}
-
-// stop sends SIGTERM and waits up to 10 s for the exit, then kills; it
-// returns the exit error.
-func (b *backend) stop() error {
-	b.mu.Lock()
-	exited := b.exited
-	b.mu.Unlock()
-	if !exited {
-		_ = b.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-b.done:
-		case <-time.After(10 * time.Second):
-			_ = b.cmd.Process.Kill()
-			<-b.done
-			return fmt.Errorf("vhost-arcnet did not exit 10 s after SIGTERM: killed")
-		}
-	}
-	<-b.done
-	return b.exitErr
 }
 
 // cpuTicks returns the process's user+system time in clock ticks
@@ -380,9 +178,9 @@ func leftovers(t testing.TB, ns *netns.NS) []string {
 
 // stopClean stops the backend (exit status 0 expected) and checks that it
 // left nothing in its namespace.
-func stopClean(t testing.TB, b *backend) {
+func stopClean(t testing.TB, b *arcnet) {
 	t.Helper()
-	if err := b.stop(); err != nil {
+	if err := b.Stop(10 * time.Second); err != nil {
 		t.Errorf("vhost-arcnet exit after SIGTERM: %v", err)
 	}
 	if l := leftovers(t, b.ns); len(l) > 0 {

@@ -35,13 +35,13 @@ var guestMAC = header.MAC{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 // newGuest connects a frontend with the given options and features (0:
 // everything offered) to b and gets an address by DHCP, sending hostname
 // (option 12) if not empty.
-func newGuest(t testing.TB, b *backend, opts vhostusertest.Options, features uint64, hostname string) *guest {
+func newGuest(t testing.TB, b *arcnet, opts vhostusertest.Options, features uint64, hostname string) *guest {
 	t.Helper()
 	return newGuestQ(t, b, opts, features, hostname, 256)
 }
 
 // newGuestQ is newGuest with queues of qsize entries.
-func newGuestQ(t testing.TB, b *backend, opts vhostusertest.Options, features uint64, hostname string, qsize uint16) *guest {
+func newGuestQ(t testing.TB, b *arcnet, opts vhostusertest.Options, features uint64, hostname string, qsize uint16) *guest {
 	t.Helper()
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second

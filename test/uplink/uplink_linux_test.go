@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/test/backend"
 	"github.com/arcnet/vhost-arcnet/test/netns"
 	"github.com/arcnet/vhost-arcnet/vhostuser"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
@@ -32,7 +33,7 @@ const tapName = "arcnet0"
 // --uplink tap --masquerade in Host, and the Go guest on it.
 type world struct {
 	in *netns.Internet
-	be *backend
+	be *arcnet
 	g  *guest
 }
 
@@ -41,10 +42,17 @@ type world struct {
 // namespaces must be gone.
 func setup(t *testing.T, hostname string, args ...string) *world {
 	t.Helper()
+	return setupFeatures(t, 0, hostname, args...)
+}
+
+// setupFeatures is setup with a guest that negotiates features (0:
+// everything offered).
+func setupFeatures(t *testing.T, features uint64, hostname string, args ...string) *world {
+	t.Helper()
 	in := newInternet(t)
 	be := startBackend(t, in.Host, append([]string{"--uplink", "tap", "--masquerade"}, args...)...)
 	t.Cleanup(func() { stopClean(t, be) })
-	g := newGuest(t, be, vhostusertest.Options{}, 0, hostname)
+	g := newGuest(t, be, vhostusertest.Options{}, features, hostname)
 	return &world{in: in, be: be, g: g}
 }
 
@@ -54,20 +62,43 @@ func echoServer(t *testing.T, in *netns.Internet, port uint16) (netip.AddrPort, 
 	t.Helper()
 	l := in.Inet.ListenTCP(t, netip.AddrPortFrom(in.InetAddr, port).String())
 	peers := make(chan netip.AddrPort, 4)
-	go func() {
-		for {
-			c, err := l.AcceptTCP()
-			if err != nil {
-				return
-			}
-			peers <- c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
+	srv := netns.ServeTCP(t, l, func(c *net.TCPConn) {
+		select {
+		case peers <- c.RemoteAddr().(*net.TCPAddr).AddrPort():
+		default: // nobody reads more than the first few
 		}
+		_, _ = io.Copy(c, c)
+	})
+	return srv, peers
+}
+
+// serveOne accepts one connection on l and runs serve on it with a 20 s
+// deadline, in a goroutine; the channel gets the accept's or serve's error.
+func serveOne(l *net.TCPListener, serve func(c *net.TCPConn) error) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		errc <- serve(c)
 	}()
-	return l.Addr().(*net.TCPAddr).AddrPort(), peers
+	return errc
+}
+
+// readAll reads want from the server over c and checks the server's end
+// (srvErr).
+func (c *tcpConn) readAll(t *testing.T, want []byte, srvErr <-chan error) {
+	t.Helper()
+	if got := c.read(len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("guest received other bytes than the server wrote")
+	}
+	if err := <-srvErr; err != nil {
+		t.Fatalf("server: %v", err)
+	}
 }
 
 // TestOutboundTCP: the guest's hand-made TCP connection to a kernel echo
@@ -92,10 +123,10 @@ func TestOutboundTCP(t *testing.T) {
 		t.Fatal("server never accepted")
 	}
 	c.rst()
-	gs := w.be.stats().gateway
-	if gs.num("router_out_translated") == 0 || gs.num("router_in_translated") == 0 || gs.num("nat_flows_tcp") == 0 {
+	gs := w.be.stats().Gateway
+	if gs.Num("router_out_translated") == 0 || gs.Num("router_in_translated") == 0 || gs.Num("nat_flows_tcp") == 0 {
 		t.Errorf("gateway stats: router_out_translated=%d router_in_translated=%d nat_flows_tcp=%d, want > 0",
-			gs.num("router_out_translated"), gs.num("router_in_translated"), gs.num("nat_flows_tcp"))
+			gs.Num("router_out_translated"), gs.Num("router_in_translated"), gs.Num("nat_flows_tcp"))
 	}
 }
 
@@ -179,11 +210,11 @@ func TestUDPPingTraceroute(t *testing.T) {
 			t.Errorf("TTL 2 probe: time exceeded from %v, want the host (%v or %v)", from, hostEnd, w.in.HostAddr)
 		}
 	})
-	gs := w.be.stats().gateway
+	gs := w.be.stats().Gateway
 	t.Logf("gateway stats: router_icmp_time_exceeded=%d router_out_drop_ttl=%d router_in_translated=%d nat_icmp_errors=%d nat_flows=%d",
-		gs.num("router_icmp_time_exceeded"), gs.num("router_out_drop_ttl"), gs.num("router_in_translated"),
-		gs.num("nat_icmp_errors"), gs.num("nat_flows"))
-	if gs.num("router_icmp_time_exceeded") == 0 {
+		gs.Num("router_icmp_time_exceeded"), gs.Num("router_out_drop_ttl"), gs.Num("router_in_translated"),
+		gs.Num("nat_icmp_errors"), gs.Num("nat_flows"))
+	if gs.Num("router_icmp_time_exceeded") == 0 {
 		t.Errorf("router_icmp_time_exceeded is 0 after a TTL 1 probe")
 	}
 }
@@ -274,35 +305,26 @@ func TestOffloads(t *testing.T) {
 	up := pattern(tsoPayload)
 	const downLen = 512 << 10
 	down := pattern(downLen)
-	srvErr := make(chan error, 1)
 	srvGot := make(chan []byte, 1)
 	goDown := make(chan struct{})
-	go func() {
-		c, err := l.AcceptTCP()
-		if err != nil {
-			srvErr <- err
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	srvErr := serveOne(l, func(c *net.TCPConn) error {
 		b := make([]byte, len(up))
 		if _, err := io.ReadFull(c, b); err != nil {
-			srvErr <- err
-			return
+			return err
 		}
 		srvGot <- b
 		select {
 		case <-goDown:
 		case <-time.After(15 * time.Second):
 		}
-		_, err = c.Write(down)
-		srvErr <- err
-	}()
+		_, err := c.Write(down)
+		return err
+	})
 	c := w.g.dial(l.Addr().(*net.TCPAddr).AddrPort(), 40002)
 
 	w.g.txSettled()
 	t1 := time.Now()
-	before := w.be.stats().ports[tapName]
+	before := w.be.stats().Ports[tapName]
 	c.write(up, true)
 	select {
 	case b := <-srvGot:
@@ -315,8 +337,8 @@ func TestOffloads(t *testing.T) {
 		t.Fatal("server did not receive the TSO frame's bytes")
 	}
 	w.g.txSettled()
-	after := w.be.stats().ports[tapName]
-	frames, nbytes := after.num("tx_packets")-before.num("tx_packets"), after.num("tx_bytes")-before.num("tx_bytes")
+	after := w.be.stats().Ports[tapName]
+	frames, nbytes := after.Num("tx_packets")-before.Num("tx_packets"), after.Num("tx_bytes")-before.Num("tx_bytes")
 	t.Logf("TAP %s: %d frames, %d bytes written for one %d-byte TSO payload (%v)", tapName, frames, nbytes, len(up),
 		time.Since(t1).Round(time.Millisecond))
 	if frames != 1 || nbytes < uint64(len(up)) {
@@ -327,15 +349,10 @@ func TestOffloads(t *testing.T) {
 	before = after
 	close(goDown)
 	t0 := time.Now()
-	if got := c.read(downLen); !bytes.Equal(got, down) {
-		t.Fatalf("guest received other bytes than the server wrote")
-	}
-	if err := <-srvErr; err != nil {
-		t.Fatalf("server: %v", err)
-	}
-	after = w.be.stats().ports[tapName]
+	c.readAll(t, down, srvErr)
+	after = w.be.stats().Ports[tapName]
 	t.Logf("guest received %d bytes in %d GSO frames (longest frame %d B, %d out of order) in %v; TAP %s read %d frames",
-		downLen, c.gsoFrames, c.maxFrame, c.ooo, time.Since(t0).Round(time.Millisecond), tapName, after.num("rx_packets")-before.num("rx_packets"))
+		downLen, c.gsoFrames, c.maxFrame, c.ooo, time.Since(t0).Round(time.Millisecond), tapName, after.Num("rx_packets")-before.Num("rx_packets"))
 	if c.gsoFrames == 0 || c.maxFrame <= 1514 {
 		t.Errorf("no GSO frame reached the guest (gso frames %d, longest %d B)", c.gsoFrames, c.maxFrame)
 	}
@@ -346,36 +363,21 @@ func TestOffloads(t *testing.T) {
 // GUEST_CSUM's other offloads) gets the server's large write as frames no
 // longer than the MTU, all of it in order.
 func TestOffloadsSegmented(t *testing.T) {
-	in := newInternet(t)
-	be := startBackend(t, in.Host, "--uplink", "tap", "--masquerade")
-	t.Cleanup(func() { stopClean(t, be) })
 	noGSO := ^(vhostuser.FLogAll | virtio.NetFGuestTSO4 | virtio.NetFGuestTSO6 | virtio.NetFGuestECN | virtio.NetFGuestUFO)
-	g := newGuest(t, be, vhostusertest.Options{}, noGSO, "")
+	w := setupFeatures(t, noGSO, "")
+	in, g := w.in, w.g
 	if g.f.Features()&virtio.NetFGuestTSO4 != 0 {
 		t.Fatalf("GUEST_TSO4 negotiated against the guest's will (features %#x)", g.f.Features())
 	}
 	l := in.Inet.ListenTCP(t, netip.AddrPortFrom(in.InetAddr, 7002).String())
 	const downLen = 256 << 10
 	down := pattern(downLen)
-	srvErr := make(chan error, 1)
-	go func() {
-		c, err := l.AcceptTCP()
-		if err != nil {
-			srvErr <- err
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		_, err = c.Write(down)
-		srvErr <- err
-	}()
+	srvErr := serveOne(l, func(c *net.TCPConn) error {
+		_, err := c.Write(down)
+		return err
+	})
 	c := g.dial(l.Addr().(*net.TCPAddr).AddrPort(), 40003)
-	if got := c.read(downLen); !bytes.Equal(got, down) {
-		t.Fatalf("guest received other bytes than the server wrote")
-	}
-	if err := <-srvErr; err != nil {
-		t.Fatalf("server: %v", err)
-	}
+	c.readAll(t, down, srvErr)
 	t.Logf("guest without GUEST_TSO4 received %d bytes, %d GSO frames, longest frame %d B, %d out of order",
 		downLen, c.gsoFrames, c.maxFrame, c.ooo)
 	if c.gsoFrames != 0 || c.maxFrame > 1514 {
@@ -406,7 +408,7 @@ func TestBadEnvironment(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "vm.sock")
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", in.Host.Name, backendBinary(t),
+			cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", in.Host.Name, backend.RequireBinary(t),
 				"--socket", sock, "--dns-upstream", "127.0.0.1:9"}, tc.args...)...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

@@ -1,0 +1,289 @@
+//go:build linux
+
+package backend
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Bounds of the waits (not timed assertions: each only stops a wait for
+// something that normally takes well under a second).
+const (
+	listenTimeout  = 15 * time.Second // start to msg="listening"
+	cleanupTimeout = 10 * time.Second // SIGTERM to exit when the test ends
+	tailOnFailure  = 40               // log lines a failed test shows
+)
+
+// Config describes one vhost-arcnet run.
+type Config struct {
+	// Name names the process in messages (and the test log).
+	Name string
+	// Args are vhost-arcnet's arguments; Start puts --log-format json in
+	// front of them.
+	Args []string
+	// Wrap, if set, is a command that execs its last argument with the
+	// rest, run around vhost-arcnet (so the PID stays vhost-arcnet's, which
+	// receives the signals): for example []string{"ip", "netns", "exec",
+	// NS} runs it inside the network namespace NS.
+	Wrap []string
+	// Log, if set, receives the command line, then the process's stdout and
+	// every line of its stderr.
+	Log io.Writer
+}
+
+// Process is a running vhost-arcnet.
+type Process struct {
+	Name  string
+	cmd   *exec.Cmd
+	start time.Time
+	log   io.Writer
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced at every line and at the exit
+	lines   []Line        // stderr, every line
+	records []Record      // the lines that are JSON records
+	exited  bool
+	exitErr error
+	done    chan struct{} // closed once the exit and every record are in
+}
+
+// Start starts vhost-arcnet (Binary) with c.Args and waits until it listens
+// on every --socket. It is stopped (SIGTERM, then SIGKILL by its PID) when
+// the test ends if it still runs, and a failed test logs the end of its log.
+func Start(t testing.TB, c Config) *Process {
+	t.Helper()
+	bin := RequireBinary(t)
+	var sockets []string
+	for i, a := range c.Args {
+		if a == "--socket" && i+1 < len(c.Args) {
+			sockets = append(sockets, c.Args[i+1])
+		} else if s, ok := strings.CutPrefix(a, "--socket="); ok {
+			sockets = append(sockets, s)
+		}
+	}
+	args := append([]string{"--log-format", "json"}, c.Args...)
+	argv := append(append(append([]string{}, c.Wrap...), bin), args...)
+	p := &Process{Name: c.Name, log: c.Log, changed: make(chan struct{}), done: make(chan struct{})}
+	if p.log == nil {
+		p.log = io.Discard
+	}
+	fmt.Fprintf(p.log, "# %s\n", strings.Join(argv, " "))
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.Stdout = c.Log
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.start = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start vhost-arcnet: %v", err)
+	}
+	go func() {
+		p.read(stderr)
+		err := p.cmd.Wait()
+		p.mu.Lock()
+		p.exited, p.exitErr = true, err
+		p.broadcastLocked()
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.Exited() {
+			p.Stop(cleanupTimeout) //nolint:errcheck // the test already decided
+		}
+		if t.Failed() {
+			t.Logf("backend %s (%s): log (last %d lines):\n%s", p.Name, p.State(), tailOnFailure, p.Tail(tailOnFailure))
+		}
+	})
+	t.Logf("backend %s: started vhost-arcnet (pid %d) %s", p.Name, p.Pid(), strings.Join(argv[len(c.Wrap):], " "))
+	for _, s := range sockets {
+		if _, _, err := p.WaitRecord(func(r Record) bool {
+			return r.Msg() == "listening" && r.String("path") == s
+		}, 0, listenTimeout); err != nil {
+			t.Fatalf("backend %s: no msg=listening path=%s: %v", p.Name, s, err)
+		}
+	}
+	return p
+}
+
+func (p *Process) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		text := sc.Text()
+		l := Line{At: time.Since(p.start), Text: text}
+		rec, isRecord := ParseRecord(text)
+		p.mu.Lock()
+		p.lines = append(p.lines, l)
+		if isRecord {
+			p.records = append(p.records, rec)
+		}
+		fmt.Fprintln(p.log, text)
+		p.broadcastLocked()
+		p.mu.Unlock()
+	}
+	_, _ = io.Copy(io.Discard, r) // drain after an overlong line
+}
+
+func (p *Process) broadcastLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// Pid is the vhost-arcnet process's PID (a Wrap command execs it).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
+// State is "running", "exited: 0" or "exited: " and the exit error.
+func (p *Process) State() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case !p.exited:
+		return "running"
+	case p.exitErr != nil:
+		return "exited: " + p.exitErr.Error()
+	default:
+		return "exited: 0"
+	}
+}
+
+// WaitRecord waits for a log record at index from or later that match
+// accepts; it returns the record and its index. It fails when the process
+// exits first or after timeout.
+func (p *Process) WaitRecord(match func(Record) bool, from int, timeout time.Duration) (Record, int, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		for i := from; i < len(p.records); i++ {
+			if match(p.records[i]) {
+				r := p.records[i]
+				p.mu.Unlock()
+				return r, i, nil
+			}
+		}
+		from = max(from, len(p.records))
+		exited, changed := p.exited, p.changed
+		p.mu.Unlock()
+		if exited {
+			return nil, 0, fmt.Errorf("backend %s exited (%s)", p.Name, p.State())
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return nil, 0, fmt.Errorf("backend %s: timed out after %v", p.Name, timeout)
+		}
+	}
+}
+
+// Records returns a copy of the log records so far.
+func (p *Process) Records() []Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Record(nil), p.records...)
+}
+
+// NumRecords returns the number of log records so far: the index of the
+// next one.
+func (p *Process) NumRecords() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.records)
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("backend %s: %v: %w", p.Name, sig, err)
+	}
+	return nil
+}
+
+// Counters is what one SIGUSR1 makes vhost-arcnet with a gateway print: a
+// msg="port stats" record per port and the msg="gateway stats" record,
+// which comes last.
+type Counters struct {
+	Ports   map[string]Record
+	Gateway Record
+}
+
+// Counters asks for the counters (SIGUSR1) and waits up to timeout for the
+// msg="gateway stats" record that ends the answer.
+func (p *Process) Counters(timeout time.Duration) (Counters, error) {
+	from := p.NumRecords()
+	if err := p.Signal(syscall.SIGUSR1); err != nil {
+		return Counters{}, err
+	}
+	gw, last, err := p.WaitRecord(func(r Record) bool { return r.Msg() == "gateway stats" }, from, timeout)
+	if err != nil {
+		return Counters{}, fmt.Errorf("no gateway stats: %w", err)
+	}
+	c := Counters{Ports: map[string]Record{}, Gateway: gw}
+	for _, r := range p.Records()[from:last] {
+		if r.Msg() == "port stats" {
+			c.Ports[r.String("port")] = r
+		}
+	}
+	return c, nil
+}
+
+// Stop sends SIGTERM and waits up to timeout for the exit, then kills the
+// process by its PID and fails. It returns the exit error otherwise: an exit
+// status other than 0 is an error, and so is a process that had already
+// exited.
+func (p *Process) Stop(timeout time.Duration) error {
+	if p.Exited() {
+		return fmt.Errorf("backend %s had already exited (%s)", p.Name, p.State())
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("backend %s: no exit %v after SIGTERM, killed", p.Name, timeout)
+	}
+	if p.exitErr != nil {
+		return fmt.Errorf("backend %s: exit after SIGTERM: %w", p.Name, p.exitErr)
+	}
+	return nil
+}
+
+// Tail returns the last n lines of the log.
+func (p *Process) Tail(n int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return TailLines(p.lines, n)
+}
+
+// Grep returns the log lines that contain s.
+func (p *Process) Grep(s string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, l := range p.lines {
+		if strings.Contains(l.Text, s) {
+			out = append(out, l.Text)
+		}
+	}
+	return out
+}
