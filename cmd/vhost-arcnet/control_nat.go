@@ -200,6 +200,11 @@ func (n *network) describeLocked(f *hostif.Forwarder) apiForward {
 			af.Target = nf.Guest.String()
 		}
 	}
+	if af.Target == "" {
+		if _, err := n.resolveGuest(spec.Guest); err != nil {
+			af.Pending = err.Error() + "; the forward reaches the guest once it does"
+		}
+	}
 	return af
 }
 

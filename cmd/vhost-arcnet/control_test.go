@@ -191,6 +191,8 @@ func TestCtlGolden(t *testing.T) {
 		{"forward_add_again", []string{"forward", "add", fwd}},
 		{"forward_add_same_port", []string{"forward", "add", "tcp:127.0.0.1:" + port + ":web:80"}},
 		{"forward_add_bad", []string{"forward", "add", "tcp:8080:web"}},
+		{"forward_add_pending", []string{"forward", "add", "udp:127.0.0.1:" + port + ":nobody:53"}},
+		{"forward_rm_pending", []string{"forward", "rm", "udp:127.0.0.1:" + port + ":nobody:53", "--json"}},
 		{"forwards", []string{"forwards"}},
 		{"forward_rm", []string{"forward", "rm", "tcp:" + port}},
 		{"forward_rm_missing", []string{"forward", "rm", fwd}},

@@ -95,6 +95,9 @@ type apiForward struct {
 	// Target is where the NAT engine sends it now (guest address:port), ""
 	// while the guest cannot be resolved (no lease yet).
 	Target string `json:"target"`
+	// Pending says why Target is "" (the guest holds no lease yet): the
+	// forward follows the guest once it can be resolved.
+	Pending string `json:"pending,omitempty"`
 	// Origin is "config" (--forward, kept across restarts) or "api" (added
 	// at run time, gone at exit).
 	Origin         string `json:"origin"`

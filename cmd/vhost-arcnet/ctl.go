@@ -141,7 +141,15 @@ func ctlCommand(args []string, stdout, stderr io.Writer) int {
 	if path == "" {
 		return usage("give the control socket: --control PATH (the --control of the running vhost-arcnet)")
 	}
-	rest := fs.Args()
+	// --json may follow the command too (vhost-arcnet ctl ports --json).
+	var rest []string
+	for _, w := range fs.Args() {
+		if w == "--json" || w == "-json" {
+			*asJSON = true
+			continue
+		}
+		rest = append(rest, w)
+	}
 	if len(rest) == 0 {
 		return usage("no command")
 	}
@@ -379,7 +387,14 @@ func printForwards1(w io.Writer, b []byte) error {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return err
 	}
-	return table(w, forwardHeader, [][]string{forwardRow(f)})
+	if err := table(w, forwardHeader, [][]string{forwardRow(f)}); err != nil {
+		return err
+	}
+	if f.Pending != "" {
+		_, err := fmt.Fprintf(w, "note: %s\n", f.Pending)
+		return err
+	}
+	return nil
 }
 
 func printReservations(w io.Writer, b []byte) error {
