@@ -408,10 +408,9 @@ func (p *GuestPort) deliverGuarded(r *rxQueue, frames []Frame) (n int, reason Dr
 }
 
 // rxFault puts r (locked) straight after a fault in deliver; see
-// deliverGuarded. A fault in memory nobody watches (not a vhost-user
-// mapping) is taken as this guest's: the queue is broken, the safe side.
+// deliverGuarded.
 func (p *GuestPort) rxFault(r *rxQueue, mark virtio.Mark, f *virtio.Fault) (int, DropReason) {
-	if f.Owned && !r.q.Owns(f.Addr) {
+	if !r.q.Faulted(f) {
 		r.q.Rewind(mark)
 		return 0, DropMalformed
 	}

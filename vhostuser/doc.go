@@ -47,11 +47,30 @@
 // session goes on. A GET_CONFIG outside the 256 bytes of a config space
 // message gets the spec's error reply (no bytes).
 //
-// The guest (through the rings) is handled by package virtio. One hazard
-// remains that no check can remove: a frontend that truncates a memory
-// file after it was mapped makes later accesses fault (SIGBUS). QEMU seals
-// its memfds against shrinking (memory-backend-memfd seal=on, the
-// default).
+// The guest (through the rings) is handled by package virtio. A ring the
+// guest breaks (an avail index that jumps past the ring size, a bad
+// descriptor chain) is stopped by the device and its SET_VRING_ERR fd, if
+// the frontend gave one, is written (as a call fd is) from the goroutine
+// that found it broken; the session goes on.
+//
+// No check at map time can stop a frontend from truncating a memory file
+// after it was mapped; every later access to the lost pages faults
+// (SIGBUS). A region beyond the end of its file is refused when it is
+// mapped (fstat), and a file sealed with F_SEAL_SHRINK (F_GET_SEALS; QEMU's
+// memory-backend-memfd seals so by default) cannot shrink at all. For the
+// others the fault is contained (virtio/fault.go): every goroutine that
+// touches guest memory runs with debug.SetPanicOnFault and recovers the
+// fault; the mapping's session (virtio.WatchFaults) logs it once, writes
+// every ring's error fd and ends with an error wrapping ErrBadMemory and
+// virtio.ErrFault (Stats.Faults). Other sessions, including those whose
+// workers were copying into or out of the shrunk memory, go on.
+//
+// Memory is bounded per session (Options.MaxGuestMemory, default 1 TiB:
+// beyond it the session ends) and for the whole server
+// (Options.MaxMemory, default 64 GiB, the sum over every session: beyond
+// it a SET_MEM_TABLE or ADD_MEM_REG is refused with a non-zero ack and one
+// log line naming the limit, ErrMemoryLimit, and the session keeps the
+// memory it had).
 //
 // # Concurrency
 //

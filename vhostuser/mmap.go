@@ -110,7 +110,7 @@ func mapRegion(fd int, r memRegion, onFault func(*virtio.Fault)) (*mappedRegion,
 		full:   full,
 		dev:    dev, ino: ino, offset: r.MmapOffset, refs: 1,
 		sealed: shrinkSealed(fd),
-		watch:  virtio.WatchFaults(full, onFault),
+		watch:  virtio.WatchFaults(data, onFault),
 	}, nil
 }
 
@@ -143,7 +143,7 @@ func mapLog(fd int, a logArea, onFault func(*virtio.Fault)) (*mappedLog, error) 
 	if err != nil {
 		return nil, fmt.Errorf("log area: %w", err)
 	}
-	return &mappedLog{full: full, log: virtio.NewDirtyLog(data), size: a.Size, watch: virtio.WatchFaults(full, onFault)}, nil
+	return &mappedLog{full: full, log: virtio.NewDirtyLog(data), size: a.Size, watch: virtio.WatchFaults(data, onFault)}, nil
 }
 
 // covers reports whether the log has a bit for every page of [gpa, gpa+n).

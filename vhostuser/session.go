@@ -246,7 +246,7 @@ func (s *Session) loop() error {
 func (s *Session) handleGuarded() (err error) {
 	defer func() {
 		if f := virtio.HandleFault(recover()); f != nil {
-			s.memFault(f) // if the mapping was not watched (Owned false)
+			s.memFault(f) // told already by HandleFault, unless another mapping faulted first
 			err = fmt.Errorf("%w: %w", ErrBadMemory, f)
 		}
 	}()

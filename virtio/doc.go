@@ -23,7 +23,12 @@
 //   - guest misbehaviour never panics: it breaks the queue with a sticky
 //     error wrapping ErrBroken (and ErrBadRing, ErrBadChain or
 //     ErrOutOfBounds), after which the queue touches guest memory no more;
-//   - the device never writes into device-readable buffers.
+//   - the device never writes into device-readable buffers;
+//   - a guest memory access that faults because the frontend shrank the
+//     file behind it (SIGBUS) is recovered by the goroutine that made it
+//     (debug.SetPanicOnFault, HandleFault in fault.go), breaks the queue
+//     (Queue.Break, OnBroken) and ends the session that mapped it
+//     (WatchFaults), not the process.
 //
 // Buffer bytes (Chain.Out/In segments) remain guest memory: a consumer that
 // parses them must copy what it parses first.
@@ -53,5 +58,6 @@
 // may be called from another goroutine. DirtyLog.Mark is safe for
 // concurrent use. Ordering against the guest's CPUs is done by the ring
 // index helpers in internal/ring (load-acquire, store-release, full fence),
-// the only unsafe code of the project.
+// the only unsafe code of the project (with ring.Aligned and
+// ring.Contains, which look at addresses without dereferencing them).
 package virtio

@@ -3,6 +3,7 @@ package virtio
 import (
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -29,11 +30,11 @@ import (
 // which ends that session. The goroutine that caught it goes on: a fault
 // in another guest's memory costs only that guest.
 
-// Fault is the error of a recovered guest memory fault: ErrFault, the
-// faulting host address, and whether a watched mapping holds it.
+// Fault is the error of a recovered guest memory fault: ErrFault and the
+// faulting host address, 0 where the platform does not tell it (qemu-user
+// reports none: then the mappings are probed, see HandleFault).
 type Fault struct {
-	Addr  uintptr // host address of the access that faulted
-	Owned bool    // the address is in a mapping given to WatchFaults
+	Addr uintptr
 }
 
 func (f *Fault) Error() string {
@@ -56,7 +57,8 @@ var watches struct {
 }
 
 // WatchFaults registers b, a mapping of guest memory (or of a dirty log) a
-// frontend shared, so that a fault inside it, recovered by HandleFault on
+// frontend shared (the bytes of the file it maps, which were all inside the
+// file when mapped: HandleFault may probe its last byte), so that a fault inside it, recovered by HandleFault on
 // any goroutine, is reported to onFault, once. onFault runs on the
 // goroutine that faulted, which may hold locks of the datapath: it must
 // not block. Stop the watch before unmapping b.
@@ -97,9 +99,16 @@ func (w *FaultWatch) Contains(addr uintptr) bool {
 
 // HandleFault is called with the value of recover() by a goroutine that
 // touches guest memory with debug.SetPanicOnFault(true). It returns nil
-// for nil (no panic). A memory fault (a runtime.Error with an Addr method)
-// is reported to the watch holding its address, if any, and returned. Any
-// other panic is not a guest's doing: HandleFault panics again with it.
+// for nil (no panic). A memory fault in a watched mapping is reported to
+// the mapping's watch and returned. Any other panic, a memory fault
+// outside every watched mapping included, is not a guest's doing:
+// HandleFault panics again with it.
+//
+// The runtime gives the faulting address (the runtime.Error's Addr
+// method) where the platform does; where it does not (qemu-user, or an
+// address below 4096 that the runtime takes for a nil dereference), every
+// watched mapping is probed at its last byte, and those that fault there
+// (their file ends before their mapping does) are the ones reported.
 func HandleFault(r any) *Fault {
 	if r == nil {
 		return nil
@@ -108,27 +117,65 @@ func HandleFault(r any) *Fault {
 	if !ok {
 		panic(r)
 	}
-	a, ok := re.(interface{ Addr() uintptr })
-	if !ok {
-		panic(r) // a nil dereference: a bug, not a fault in guest memory
+	f := &Fault{}
+	if a, ok := re.(interface{ Addr() uintptr }); ok && a.Addr() >= 4096 {
+		f.Addr = a.Addr()
 	}
-	f := &Fault{Addr: a.Addr()}
-	var owner *FaultWatch
 	watches.Lock()
-	for _, w := range watches.list {
-		if w.Contains(f.Addr) {
-			owner = w
+	list := append([]*FaultWatch(nil), watches.list...)
+	watches.Unlock()
+	found := false
+	for _, w := range list {
+		if f.Addr != 0 && !w.Contains(f.Addr) || f.Addr == 0 && !probe(w.b) {
+			continue
+		}
+		found = true
+		if w.onFault != nil && !w.fired.Swap(true) {
+			w.onFault(f)
+		}
+		if f.Addr != 0 {
 			break
 		}
 	}
-	watches.Unlock()
-	if owner != nil {
-		f.Owned = true
-		if owner.onFault != nil && !owner.fired.Swap(true) {
-			owner.onFault(f)
-		}
+	if !found {
+		panic(r)
 	}
 	return f
+}
+
+// probeSink keeps probe's load from being optimised away.
+var probeSink atomic.Uint32
+
+// probe reports whether reading the last byte of b faults.
+func probe(b []byte) (faulted bool) {
+	if len(b) == 0 {
+		return false
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			faulted = true
+		}
+	}()
+	probeSink.Store(uint32(b[len(b)-1]))
+	return false
+}
+
+// Faulted reports whether fault f is in the queue's guest memory or dirty
+// log: by its address, or when it has none by probing them (HandleFault).
+func (q *Queue) Faulted(f *Fault) bool {
+	if f.Addr != 0 {
+		return q.Owns(f.Addr)
+	}
+	for i := range q.mem.regions {
+		if probe(q.mem.regions[i].data) {
+			return true
+		}
+	}
+	if l := q.log.Load(); l != nil {
+		return probe(l.bitmap)
+	}
+	return false
 }
 
 // Contains reports whether host address addr is inside m's regions.

@@ -1,0 +1,63 @@
+//go:build linux
+
+package datapath
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// shrunkMapping maps a 64 KiB memfd, watches it (as vhostuser does), and
+// truncates it to 0: every access to it faults. It returns the mapping
+// and how often the watch was told.
+func shrunkMapping(t *testing.T) ([]byte, *int) {
+	t.Helper()
+	fd, err := unix.MemfdCreate("shrunk", unix.MFD_CLOEXEC)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	require.NoError(t, unix.Ftruncate(fd, 64<<10))
+	b, err := unix.Mmap(fd, 0, 64<<10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	require.NoError(t, err)
+	told := new(int)
+	w := virtio.WatchFaults(b, func(*virtio.Fault) { *told++ })
+	t.Cleanup(func() { w.Stop(); _ = unix.Munmap(b) })
+	require.NoError(t, unix.Ftruncate(fd, 0))
+	return b, told
+}
+
+// TestSendFromShrunkMemory: frames whose payload is in a sender's memory
+// that shrank (the switch copied their heads, then the file went) fault
+// while the receiving port copies them. The fault is contained in Send:
+// the receiving queue is rewound (nothing half-written is published) and
+// stays usable, the frames are dropped as malformed, the sender's mapping
+// is told once, and the caller goes on.
+func TestSendFromShrunkMemory(t *testing.T) {
+	r := newRig(t, baseFeatures, GuestPortOptions{}, 2048)
+	r.start()
+	for range 8 {
+		_, err := r.rx.AddIn(2048)
+		require.NoError(t, err)
+	}
+	r.rx.Publish()
+	shrunk, told := shrunkMapping(t)
+	good := testFrame(200, 1)
+	frames := []Frame{frameOf(good[:64], good[64:]), frameOf(good[:64], shrunk[:1000]), frameOf(good[:64], good[64:])}
+	r.port.Send(frames)
+	require.Equal(t, 1, *told)
+	require.EqualValues(t, 3, r.port.Stats().Drops(DropMalformed))
+	require.EqualValues(t, 0, r.port.Stats().Drops(DropQueueBroken))
+	_, ok := r.rx.Used()
+	require.False(t, ok, "a frame of the faulted batch was published")
+
+	r.port.Send([]Frame{frameOf(good[:64], good[64:])})
+	e, ok := r.rx.Used()
+	require.True(t, ok)
+	got := make([]byte, e.Len)
+	r.rx.ReadIn(uint16(e.ID), got)
+	require.Equal(t, good, got[virtio.NetHdrLen(r.features):])
+	require.NoError(t, r.rxq.Err())
+}
