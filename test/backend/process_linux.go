@@ -154,14 +154,10 @@ func (p *Process) Exited() bool {
 func (p *Process) State() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case !p.exited:
+	if !p.exited {
 		return "running"
-	case p.exitErr != nil:
-		return "exited: " + p.exitErr.Error()
-	default:
-		return "exited: 0"
 	}
+	return "exited: " + ExitString(p.exitErr)
 }
 
 // WaitRecord waits for a log record at index from or later that match

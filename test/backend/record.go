@@ -99,3 +99,11 @@ func TailLines(lines []Line, n int) string {
 	}
 	return b.String()
 }
+
+// ExitString is a process's exit error as text: "0" for nil.
+func ExitString(err error) string {
+	if err == nil {
+		return "0"
+	}
+	return err.Error()
+}

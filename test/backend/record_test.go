@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -46,4 +47,9 @@ func TestTailLines(t *testing.T) {
 	lines := []Line{{At: time.Second, Text: "a"}, {At: 1500 * time.Millisecond, Text: "b"}}
 	require.Equal(t, "  1.500s | b\n", TailLines(lines, 1))
 	require.Equal(t, 2, strings.Count(TailLines(lines, 5), "\n"))
+}
+
+func TestExitString(t *testing.T) {
+	require.Equal(t, "0", ExitString(nil))
+	require.Equal(t, "exit status 3", ExitString(errors.New("exit status 3")))
 }

@@ -53,18 +53,7 @@ func requireDPDK(t *testing.T) {
 // after the test unless ARCNET_DPDK_KEEP=1.
 func workDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "arcnet-dpdk-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if os.Getenv("ARCNET_DPDK_KEEP") == "1" {
-			t.Logf("kept logs in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	return dir
+	return backend.WorkDir(t, "arcnet-dpdk-", "ARCNET_DPDK_KEEP")
 }
 
 // cpus returns the CPUs this process may run on, lowest first.

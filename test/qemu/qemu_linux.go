@@ -54,18 +54,8 @@ func NewEnv(t *testing.T, guests int) *Env {
 	if err != nil {
 		t.Fatalf("guest image: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "arcnet-qemu-") // short: unix socket paths are limited to 107 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Registered first, so it runs last: after every process is gone.
-	t.Cleanup(func() {
-		if os.Getenv("ARCNET_QEMU_KEEP") == "1" {
-			t.Logf("kept %s (ARCNET_QEMU_KEEP=1)", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := backend.WorkDir(t, "arcnet-qemu-", "ARCNET_QEMU_KEEP")
 	slots.acquire(guests)
 	t.Cleanup(func() { slots.release(guests) })
 	return &Env{t: t, Dir: dir, Image: img}
@@ -384,15 +374,8 @@ func (g *Guest) Wait() *Console {
 		return "-"
 	}
 	g.t.Logf("guest %s: %s; userspace %s, eth0 %s, done %s, QEMU exit %v (times since QEMU start)",
-		g.Name, c.Result(), at("USERSPACE"), at("NIC"), at("DONE"), exitString(c.ExitErr))
+		g.Name, c.Result(), at("USERSPACE"), at("NIC"), at("DONE"), backend.ExitString(c.ExitErr))
 	return c
-}
-
-func exitString(err error) string {
-	if err == nil {
-		return "0"
-	}
-	return err.Error()
 }
 
 // Console returns a snapshot of what the guest printed so far.

@@ -566,6 +566,21 @@ type config struct {
 	filter, dpdkOnly, keep, verbose                  bool
 }
 
+// envValue returns environment variable name parsed by parse, or def when
+// it is unset or empty; a value parse rejects is recorded in errs ("NAME=value:
+// want") and reads as what parse returned.
+func envValue[T any](getenv func(string) string, errs *[]error, name string, def T, parse func(string) (T, error), want string) T {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: %s", name, v, want))
+	}
+	return x
+}
+
 // parseFlags reads the command line; getenv supplies the defaults.
 func parseFlags(args []string, getenv func(string) string, out io.Writer) (config, error) {
 	var c config
@@ -577,26 +592,10 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 		return def
 	}
 	num := func(name string, def int) int {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: not an integer", name, v))
-		}
-		return n
+		return envValue(getenv, &envErrs, name, def, strconv.Atoi, "not an integer")
 	}
 	boolean := func(name string, def bool) bool {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		x, err := strconv.ParseBool(v)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: want 1 or 0", name, v))
-		}
-		return x
+		return envValue(getenv, &envErrs, name, def, strconv.ParseBool, "want 1 or 0")
 	}
 	fs := flag.NewFlagSet("vs-dpdk", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -611,14 +610,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	fs.IntVar(&c.memMB, "mem-mb", num("MEM_MB", 512), "testpmd memory per process, `MiB` [MEM_MB]")
 	fs.StringVar(&c.hugedir, "hugedir", str("HUGEDIR", ""), "hugetlbfs mount point for -mem huge (default WORK/huge) [HUGEDIR]")
 	fs.IntVar(&c.warmup, "warmup", num("WARMUP", 2), "`seconds` of samples dropped after the first non-zero one [WARMUP]")
-	fs.Float64Var(&c.minshare, "minshare", func() float64 {
-		v := str("MINSHARE", "0.95")
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("MINSHARE=%q: not a number", v))
-		}
-		return f
-	}(), "CPU share of each forwarding thread for a clean sample [MINSHARE]")
+	parseFloat := func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }
+	fs.Float64Var(&c.minshare, "minshare", envValue(getenv, &envErrs, "MINSHARE", 0.95, parseFloat, "not a number"),
+		"CPU share of each forwarding thread for a clean sample [MINSHARE]")
 	fs.BoolVar(&c.filter, "filter", boolean("FILTER", true), "count only clean samples (false: every sample, shares still reported) [FILTER]")
 	fs.IntVar(&c.maxsec, "maxsec", num("MAXSEC", 0), "max `seconds` of samples per run after warm-up (default 3*SECONDS) [MAXSEC]")
 	fs.IntVar(&c.beCPU, "be-cpu", num("BE_CPU", 0), "backend's CPU [BE_CPU]")

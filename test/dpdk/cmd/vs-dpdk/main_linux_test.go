@@ -23,6 +23,7 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, "nohuge", c.mem)
 	require.Equal(t, 0, c.beCPU)
 	require.Equal(t, 1, c.feCPU)
+	require.Equal(t, 0.95, c.minshare)
 
 	// the shell script's environment knobs are the defaults; flags win
 	c, err = parseFlags([]string{"-rounds", "2", "3"}, env(map[string]string{
@@ -54,6 +55,7 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"-mem", "big"}},
 		{env: map[string]string{"ROUNDS": "three"}},
 		{env: map[string]string{"FILTER": "yes"}},
+		{env: map[string]string{"MINSHARE": "most"}},
 	} {
 		_, err := parseFlags(bad.args, env(bad.env), io.Discard)
 		require.Error(t, err, "%v %v", bad.args, bad.env)
