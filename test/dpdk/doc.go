@@ -6,7 +6,7 @@
 // What it owns:
 //   - the harness (proc_linux.go, shared with cmd/vs-dpdk; the tests' side in
 //     harness_linux_test.go): builds cmd/vhost-arcnet once per test binary
-//     (or uses ARCNET_BIN), starts it with --log-format json and waits for
+//     (or uses ARCNET_BIN; test/backend), starts it with --log-format json and waits for
 //     msg="listening"; starts dpdk-testpmd with --no-huge, --no-pci, a
 //     private --file-prefix, RUNTIME_DIRECTORY in a per-test temporary
 //     directory, --stats-period=1 (it has no terminal) and its lcores pinned

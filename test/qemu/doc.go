@@ -16,9 +16,10 @@
 //   - the runner (qemu_linux.go): QEMU 7.2 command lines for slirp and
 //     vhost-user (client, server and reconnect roles), the serial console
 //     reader and writer, bounded waits;
-//   - the backend helper (backend_linux.go): builds cmd/vhost-arcnet once per
-//     test binary, starts it, waits for msg="listening", reads the JSON log
-//     records, asks for and parses the msg="port stats" records;
+//   - the backend helper (backend_linux.go, on test/backend, which test/uplink
+//     and test/dpdk share): builds cmd/vhost-arcnet once per test binary,
+//     starts it, waits for msg="listening", reads the JSON log records, asks
+//     for and parses the msg="port stats" records;
 //   - the scenarios (*_test.go): the vhost-user roles and measurement
 //     uplinks (vhostuser_linux_test.go), the guest network of --uplink none
 //     with DHCP, DNS, two guests, anti-spoofing and a backend restart
