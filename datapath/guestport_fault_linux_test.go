@@ -169,3 +169,54 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
 }
+
+// TestSwitchReadsShrunkMemory: the shrunk guest's transmit worker hands
+// the switch a frame whose bytes are in the memory that shrank (its
+// transmit ring is in a region that did not): the fault happens in the
+// switch, copying the frame's head, and unwinds to the worker (faultTX).
+// The session ends; the port must still leave the switch (Detach).
+//
+// Skipped: SwitchPort.Send releases its scratch (mutex, and the sequence
+// number Detach waits on) without defer, so the unwinding fault leaves it
+// held and Detach waits forever. switch.go is not this change's; see the
+// report of issue 13.
+func TestSwitchReadsShrunkMemory(t *testing.T) {
+	t.Skip("needs SwitchPort.Send to release its scratch in a defer (datapath/switch.go)")
+	fs := newFaultServer(t)
+	b, c := fs.guest(t), fs.guest(t)
+	a := fs.guest(t)
+	require.NoError(t, a.Send(bcast(3, 0)))
+	_, err := b.WaitRecv()
+	require.NoError(t, err)
+	_, err = c.WaitRecv()
+	require.NoError(t, err)
+
+	tx := a.Ring(1).Driver
+	var lost *vhostusertest.Region
+	for _, r := range a.Regions() {
+		if tx.DescGPA()-r.GPA >= r.Size {
+			lost = r
+		}
+	}
+	require.NotNil(t, lost)
+	frame := bcast(3, 1)
+	at := lost.Size - 4096
+	copy(lost.Data[at:], frame)
+	head, err := tx.AddOut(make([]byte, virtio.NetHdrLen(a.Features())), frame)
+	require.NoError(t, err)
+	d := tx.ReadDesc(head)
+	next := tx.ReadDesc(d.Next)
+	next.Addr = lost.GPA + at
+	tx.WriteDesc(d.Next, next)
+	require.NoError(t, lost.Truncate(0))
+	tx.Publish()
+	require.NoError(t, a.Kick(1))
+
+	select {
+	case err := <-fs.ended:
+		require.ErrorIs(t, err, virtio.ErrFault)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session of the shrunk guest did not end (its port did not leave the switch)")
+	}
+	exchange(t, b, c, 20)
+}

@@ -66,3 +66,12 @@ func (f *Frontend) ShrinkMemory() error {
 	}
 	return nil
 }
+
+// Truncate cuts the file behind the region to size bytes (see
+// ShrinkMemory): accesses to the region's pages past size fault.
+func (r *Region) Truncate(size int64) error {
+	if err := unix.Ftruncate(r.fd, size); err != nil {
+		return fmt.Errorf("vhostusertest: ftruncate region at %#x: %w", r.GPA, err)
+	}
+	return nil
+}
