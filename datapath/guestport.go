@@ -260,14 +260,14 @@ func (p *GuestPort) faultTX(idx int, q *virtio.Queue) {
 	}
 }
 
-// faulted breaks q after a fault in guest memory and counts it; the first
-// fault of the port is logged.
+// faulted breaks q after a fault in guest memory and counts it. The
+// session that mapped the memory ends and logs the fault (one line); the
+// port's own record of its first fault is a debug one.
 func (p *GuestPort) faulted(dir string, idx int, q *virtio.Queue, f *virtio.Fault) {
 	_ = q.Break(f) // signals the ring's error fd (SET_VRING_ERR)
 	p.stats.Drop(DropQueueBroken, 1)
 	if !p.faultLogged.Swap(true) {
-		p.log.Warn("guest memory fault: the frontend shrank its guest memory; queue stopped",
-			"direction", dir, "queue", idx, "err", f)
+		p.log.Debug("guest memory fault; queue stopped", "direction", dir, "queue", idx, "err", f)
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +118,7 @@ func exchange(t *testing.T, b, c *vhostusertest.Frontend, n int) {
 // with it the shrunk guest's session ends with a fault error, its error
 // fds are signalled, and the other guests go on.
 func TestGuestShrinksMemory(t *testing.T) {
+	faultLines.Store(0)
 	fs := newFaultServer(t)
 	b, c := fs.guest(t), fs.guest(t)
 	exchange(t, b, c, 10)
@@ -155,18 +158,30 @@ func TestGuestShrinksMemory(t *testing.T) {
 	require.Equal(t, uint64(1), st.Faults)
 	require.Equal(t, uint64(1), st.Errors)
 	require.Equal(t, uint64(2), st.Active)
+	require.EqualValues(t, 1, faultLines.Load(), "log lines at warning level about the fault")
+	fs.mu.Lock()
+	portA := fs.ports[3]
+	fs.mu.Unlock()
+	require.NotZero(t, portA.Stats().Drops(datapath.DropQueueBroken), "the fault is counted on the port")
 	t.Logf("server stats after the fault: %+v", st)
 }
 
-// testLog logs through t (seen with -v or on failure).
+// testLog logs through t (seen with -v or on failure), and counts the
+// warnings and errors that mention a guest memory fault in faultLines.
 func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+var faultLines atomic.Int64
 
 type tlogWriter struct{ t *testing.T }
 
 func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p[:len(p)-1]))
+	line := string(p[:len(p)-1])
+	if strings.Contains(line, "guest memory fault") && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) {
+		faultLines.Add(1)
+	}
+	w.t.Log(line)
 	return len(p), nil
 }
 

@@ -256,16 +256,16 @@ func (s *Session) handleGuarded() (err error) {
 // memFault is told of a fault in the session's guest memory or log, by
 // whichever goroutine hit it (a device worker, another guest's worker
 // delivering a frame, the session's own): the frontend shrank the file
-// behind it. The first one is logged and counted; every ring's error fd is
-// signalled (every ring lives in that memory) and the session is made to
+// behind it. The first one counts; every ring's error fd is signalled (every ring lives in that memory) and the session is made to
 // end: its read of the socket returns, teardown stops the device's queues
 // and unmaps the memory, and serve returns the fault. It does not block.
 func (s *Session) memFault(f *virtio.Fault) {
 	if !s.faulted.CompareAndSwap(nil, f) {
 		return
 	}
-	s.log.Error("guest memory fault: the frontend shrank the file behind its guest memory; session ended (other sessions are not affected)",
-		"addr", fmt.Sprintf("%#x", f.Addr))
+	// One line says it all when the session ends ("vhost-user session
+	// failed", with the fault as its error).
+	s.log.Debug("guest memory fault; ending the session", "addr", fmt.Sprintf("%#x", f.Addr))
 	for i := range s.ringErr {
 		_ = s.ringErr[i].Notify()
 	}

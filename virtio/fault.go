@@ -38,7 +38,7 @@ type Fault struct {
 }
 
 func (f *Fault) Error() string {
-	return fmt.Sprintf("%v at host address %#x (the frontend shrank or unmapped the file behind guest memory)", ErrFault, f.Addr)
+	return fmt.Sprintf("%v at host address %#x: the frontend shrank the file behind its guest memory (or unmapped it)", ErrFault, f.Addr)
 }
 
 // Unwrap makes errors.Is(err, ErrFault) true.
