@@ -264,11 +264,20 @@ func removeStaleSocket(path string) error {
 	return nil
 }
 
-// startControl serves a's API on the unix socket path.
-func startControl(path string, a *controlAPI, log *slog.Logger) (*controlServer, error) {
-	ln, fi, err := listenControl(path)
-	if err != nil {
-		return nil, err
+// startControl serves a's API on the unix socket path: on inherited if
+// it is not nil (socket activation: the socket file is not ours, and is
+// left at exit), else on a socket it makes.
+func startControl(path string, a *controlAPI, log *slog.Logger, inherited *net.UnixListener) (*controlServer, error) {
+	var ln *net.UnixListener
+	var fi fs.FileInfo
+	if inherited != nil {
+		ln = inherited
+		ln.SetUnlinkOnClose(false)
+	} else {
+		var err error
+		if ln, fi, err = listenControl(path); err != nil {
+			return nil, err
+		}
 	}
 	c := &controlServer{
 		srv: &http.Server{
@@ -284,12 +293,13 @@ func startControl(path string, a *controlAPI, log *slog.Logger) (*controlServer,
 			log.Error("control server stopped", "err", err)
 		}
 	}()
-	log.Info("control API", "socket", path)
+	log.Info("control API", "socket", path, "inherited", inherited != nil)
 	return c, nil
 }
 
 // close stops the server, letting requests in progress finish (up to 2 s),
-// and removes the socket file if it is still ours.
+// and removes the socket file if it is still ours (never an inherited
+// one: fi is nil then).
 func (c *controlServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -227,7 +227,7 @@ func (a *controlAPI) addForward(r *http.Request) (any, error) {
 	if n.eng == nil {
 		return nil, errorf(http.StatusConflict, "forward %s: port forwards need an uplink that leaves the host: this vhost-arcnet runs with --uplink %s (use --uplink tap)", spec, a.uplink)
 	}
-	f, err := n.addForward(spec)
+	f, err := n.addForward(spec, byAPI)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +245,7 @@ func (a *controlAPI) removeForward(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, errorf(http.StatusBadRequest, "%v", err)
 	}
-	return n.removeForward(ref, match)
+	return n.removeForward(ref, match, byAPI)
 }
 
 // parseForwardRef parses what names a forward to remove: its whole spec,
@@ -275,10 +275,18 @@ func parseForwardRef(s string) (func(hostif.ForwardSpec) bool, error) {
 	return func(o hostif.ForwardSpec) bool { return o.Proto == proto && o.HostAddrPort() == want }, nil
 }
 
+// Who changes the forwards at run time, for the log and the forwards'
+// origin.
+const (
+	byAPI    = "control API"
+	byReload = "config reload"
+)
+
 // addForward starts a port forward at run time: it listens like a
 // --forward one (the host port must be free) and the NAT engine forwards
-// its port as soon as the guest can be resolved.
-func (n *network) addForward(spec hostif.ForwardSpec) (*hostif.Forwarder, error) {
+// its port as soon as the guest can be resolved. by is byAPI (the
+// forward's origin is "api": gone at exit) or byReload (origin "config").
+func (n *network) addForward(spec hostif.ForwardSpec, by string) (*hostif.Forwarder, error) {
 	check := func() error {
 		if n.fwdClosed {
 			return errorf(http.StatusConflict, "forward %s: vhost-arcnet is stopping", spec)
@@ -312,14 +320,16 @@ func (n *network) addForward(spec hostif.ForwardSpec) (*hostif.Forwarder, error)
 		return nil, err
 	}
 	n.fwds = append(n.fwds, f)
-	if n.fwdAdded == nil {
-		n.fwdAdded = map[hostif.ForwardSpec]bool{}
+	if by == byAPI {
+		if n.fwdAdded == nil {
+			n.fwdAdded = map[hostif.ForwardSpec]bool{}
+		}
+		n.fwdAdded[spec] = true
 	}
-	n.fwdAdded[spec] = true
 	n.serveForward(f)
 	n.fwdMu.Unlock()
 	err = n.programForward(spec)
-	n.log.Info("forward added", "forward", spec.String(), "listen", f.Addr().String(), "by", "control API",
+	n.log.Info("forward added", "forward", spec.String(), "listen", f.Addr().String(), "by", by,
 		"resolved", err == nil)
 	return f, nil
 }
@@ -327,8 +337,8 @@ func (n *network) addForward(spec hostif.ForwardSpec) (*hostif.Forwarder, error)
 // removeForward stops the forward match selects: its listener closes (new
 // connections are refused), its relayed connections end, and the NAT
 // engine forgets its port unless another forward uses it.
-// It returns the forward as it was.
-func (n *network) removeForward(ref string, match func(hostif.ForwardSpec) bool) (apiForward, error) {
+// It returns the forward as it was. by is byAPI or byReload, for the log.
+func (n *network) removeForward(ref string, match func(hostif.ForwardSpec) bool, by string) (apiForward, error) {
 	n.fwdMu.Lock()
 	i := -1
 	var specs []string
@@ -369,7 +379,7 @@ func (n *network) removeForward(ref string, match func(hostif.ForwardSpec) bool)
 	}
 	n.fwdMu.Unlock()
 	cerr := f.Close()
-	n.log.Info("forward removed", "forward", spec.String(), "by", "control API")
+	n.log.Info("forward removed", "forward", spec.String(), "by", by)
 	if err = errors.Join(err, cerr); err != nil {
 		return apiForward{}, errorf(http.StatusInternalServerError, "forward %s removed, with an error: %v", spec, err)
 	}

@@ -41,6 +41,7 @@ type config struct {
 	leaseFile     string
 	leaseTime     time.Duration
 	reservations  []services.Reservation
+	dnsRecords    []dnsRecord // --dns-record
 	allowSpoofing bool
 
 	// The TAP uplink (--uplink tap[:NAME]): NAT, masquerade, forwards.
@@ -54,7 +55,20 @@ type config struct {
 	pcapFile    string // --pcap
 	metricsAddr string // --metrics
 	controlPath string // --control
+
+	// What it was made from, for a reload (SIGHUP): the command line
+	// (without the program name) and the flags with their values.
+	args  []string
+	flags *flags
 }
+
+// dnsRecord is one --dns-record NAME=ADDR: an A record NAME.<domain>.
+type dnsRecord struct {
+	name string // one label, lower case
+	addr netip.Addr
+}
+
+func (r dnsRecord) String() string { return r.name + "=" + r.addr.String() }
 
 // routed reports whether the guest network has an uplink (NAT and router).
 func (c *config) routed() bool { return c.uplink == "tap" }
@@ -99,6 +113,7 @@ type flags struct {
 	upstreams                *list[string]
 	leaseTime                *scalar[time.Duration]
 	reserve                  *list[services.Reservation]
+	records                  *list[dnsRecord]
 	masquerade               *boolScalar
 	forwards                 *list[hostif.ForwardSpec]
 	natMaxFlows, natGuestMax *scalar[int]
@@ -163,6 +178,7 @@ func newFlags() *flags {
 	f.leaseFile = addString(f, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: the first --socket or --connect path + \".leases\"; \"none\": memory only)", parseString)
 	f.leaseTime = addScalar(f, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION` (at least 1m)", parseLeaseTime, time.Duration.String)
 	f.reserve = addList(f, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)", services.ParseReservation)
+	f.records = addList(f, "dns-record", "DNS A record `NAME=ADDR` answered by the gateway as NAME.<domain> (repeatable)", parseDNSRecord)
 	f.uplinkNet = addScalar(f, "uplink-net", hostif.DefaultLinkNet, "`CIDR` of the link network between the host and vhost-arcnet (--uplink tap): the host's end is its first address, vhost-arcnet's NAT address the second",
 		prefixParser(hostif.DefaultLinkNet), netip.Prefix.String)
 	f.masquerade = addBool(f, "masquerade", "masquerade the link network out of the host's default route (nftables table vhost_arcnet, net.ipv4.ip_forward=1; removed at exit)")
@@ -221,6 +237,7 @@ func parseConfig(args []string, stderr io.Writer, template bool) (*config, *flag
 	if err != nil {
 		return nil, nil, err
 	}
+	c.args, c.flags = args, f
 	return c, f, nil
 }
 
@@ -271,7 +288,7 @@ func (f *flags) build(template bool) (*config, error) {
 		poll: f.poll.v, logLevel: f.logLevel.v, logJSON: f.logFormat.v == "json", cpuProfile: f.cpuProfile.v,
 		linkSpeed: uint(f.linkSpeed.v),
 		subnet:    f.subnet.v, domain: f.domain.v, dnsUpstreams: f.upstreams.vals, leaseFile: f.leaseFile.v,
-		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, allowSpoofing: f.allowSpoofing.v,
+		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, dnsRecords: f.records.vals, allowSpoofing: f.allowSpoofing.v,
 		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
 		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v,
 		pcapFile: f.pcap.v, metricsAddr: f.metrics.v, controlPath: f.control.v,
@@ -304,6 +321,9 @@ func (f *flags) build(template bool) (*config, error) {
 	}
 	if c.pcapFile != "" && !c.guestNetwork() {
 		return nil, f.errf("pcap", "captures the switch, which --uplink %s bypasses: use --uplink none or tap", c.uplink)
+	}
+	if len(c.dnsRecords) > 0 && !c.guestNetwork() {
+		return nil, f.errf("dns-record", "needs the guest network's DNS, which --uplink %s bypasses: use --uplink none or tap", c.uplink)
 	}
 	if c.natGuestMax > c.natMaxFlows {
 		return nil, f.errf("nat-max-flows-per-guest", "%d: want 0..--nat-max-flows (%d)", c.natGuestMax, c.natMaxFlows)
@@ -386,6 +406,27 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, errors.New("want debug, info, warn or error")
 	}
 	return l, nil
+}
+
+// parseDNSRecord parses --dns-record NAME=ADDR: NAME one label (the
+// guests' domain is added), ADDR a unicast IPv4 address.
+func parseDNSRecord(v string) (dnsRecord, error) {
+	name, addr, ok := strings.Cut(v, "=")
+	if !ok {
+		return dnsRecord{}, errors.New("want NAME=ADDR such as db=192.168.127.20")
+	}
+	n := strings.ToLower(name)
+	if n == "" || len(n) > 63 || n[0] == '-' || n[len(n)-1] == '-' || strings.Trim(n, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return dnsRecord{}, fmt.Errorf("name %q: want one label of letters, digits and '-' such as db (the guests' domain is added)", name)
+	}
+	if n == "gateway" || n == "host" {
+		return dnsRecord{}, fmt.Errorf("name %q is the gateway's own", name)
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return dnsRecord{}, errors.New("want NAME=ADDR with a unicast IPv4 address such as 192.168.127.20")
+	}
+	return dnsRecord{n, a}, nil
 }
 
 // parsePortMAC parses --mac PATH=MAC; whether PATH is a --socket or

@@ -23,7 +23,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "ctl" {
 		os.Exit(ctlCommand(os.Args[2:], os.Stdout, os.Stderr))
 	}
-	exit := 0
+	exit := exitOK
 	defer func() {
 		// A panic must not leave through os.Exit(0), which would hide it:
 		// re-raise it (exit status 2 and its stack on stderr).
@@ -34,29 +34,29 @@ func main() {
 	}()
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
+		os.Exit(exitOK)
 	}
 	if errors.Is(err, errVersion) {
 		fmt.Println(version())
-		os.Exit(0)
+		os.Exit(exitOK)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vhost-arcnet: %v\n", err)
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
 	log := newLogger(cfg)
 	slog.SetDefault(log)
-	log.Info("starting", "version", version())
+	log.Info("starting", "version", version(), "pid", os.Getpid())
 
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "vhost-arcnet: --cpuprofile: %v\n", err)
-			os.Exit(2)
+			log.Error("vhost-arcnet stopped", "err", fmt.Errorf("--cpuprofile: %w", err))
+			os.Exit(exitFailure)
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(os.Stderr, "vhost-arcnet: --cpuprofile: %v\n", err)
-			os.Exit(2)
+			log.Error("vhost-arcnet stopped", "err", fmt.Errorf("--cpuprofile: %w", err))
+			os.Exit(exitFailure)
 		}
 		defer func() {
 			pprof.StopCPUProfile()
@@ -65,14 +65,33 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first SIGINT/SIGTERM stops cleanly; a second one, while
+		// that takes its time, kills the process (the default action).
+		<-ctx.Done()
+		log.Info("stopping", "cause", context.Cause(ctx).Error())
+		stop()
+	}()
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("vhost-arcnet stopped", "err", err)
-		exit = 1
+		exit = exitFailure
+		return
 	}
+	log.Info("stopped")
 }
 
+// The exit statuses (README "Exit status").
+const (
+	exitOK      = 0 // a clean stop (SIGINT, SIGTERM), -h, --version
+	exitFailure = 1 // it could not start (a socket, the TAP, a port ...) or failed while running
+	exitUsage   = 2 // the command line or the config file is wrong: nothing was started
+)
+
+// newLogger makes the logger of the process; its level is logLevel, which
+// a reload (SIGHUP) sets.
 func newLogger(cfg *config) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	logLevel.Set(cfg.logLevel)
+	opts := &slog.HandlerOptions{Level: logLevel}
 	if cfg.logJSON {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}

@@ -80,6 +80,11 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 			n.close()
 		}
 	}()
+	for _, r := range cfg.dnsRecords {
+		if _, err := gw.AddRecord(r.name, r.addr); err != nil {
+			return nil, fmt.Errorf("--dns-record %s: %w", r, err)
+		}
+	}
 	if n.sw, err = datapath.NewSwitch(datapath.SwitchOptions{Leases: leases{gw}, Logger: log}); err != nil {
 		return nil, err
 	}

@@ -100,12 +100,19 @@ func (r *ports) all() []datapath.Port {
 	return out
 }
 
-// run serves the configured sockets until ctx ends.
+// run serves the configured sockets until ctx ends. What it made (sockets,
+// TAP, nftables table, forwards' listeners) is gone when it returns, and
+// the lease file is written a last time; sockets inherited from the
+// service manager (socket activation) are closed but stay.
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
+	act, err := socketActivation()
+	if err != nil {
+		return err
+	}
+	defer act.close()
 	reg := &ports{live: map[uint64]*guest{}}
 	var gnet *network
 	if cfg.guestNetwork() {
-		var err error
 		if gnet, err = newNetwork(cfg, log); err != nil {
 			return err
 		}
@@ -180,18 +187,37 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		defer m.close()
 	}
+	// Until Serve runs, the server's listeners are released here on an
+	// error (Serve releases them itself).
+	defer srv.Close()
+	inherited := map[string]bool{}
+	for _, path := range cfg.sockets {
+		if l := act.take(path); l != nil {
+			if err := srv.ListenOn(l, path); err != nil {
+				l.Close()
+				return fmt.Errorf("listen on %s: %w", path, err)
+			}
+			inherited[path] = true
+			continue
+		}
+		if err := srv.Listen(path); err != nil {
+			return fmt.Errorf("listen on %s: %w", path, err)
+		}
+	}
 	if cfg.controlPath != "" {
+		ln := act.take(cfg.controlPath, "control")
 		c, err := startControl(cfg.controlPath, &controlAPI{ports: reg, net: gnet, uplink: cfg.uplink,
-			queuePairs: cfg.queuePairs, log: log, now: time.Now}, log)
+			queuePairs: cfg.queuePairs, log: log, now: time.Now}, log, ln)
 		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
 			return err
 		}
 		defer c.close()
 	}
-	for _, path := range cfg.sockets {
-		if err := srv.Listen(path); err != nil {
-			return fmt.Errorf("listen on %s: %w", path, err)
-		}
+	if err := act.unused(); err != nil {
+		return err
 	}
 	for _, path := range cfg.connects {
 		if err := srv.Connect(path); err != nil {
@@ -202,24 +228,40 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	go func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rl := &reloader{started: cfg.flags, applied: cfg, net: gnet, log: log}
+	// The signals' goroutine ends before the network closes: no reload
+	// into a closed network.
+	var sigWG sync.WaitGroup
+	sigStop := make(chan struct{})
+	defer sigWG.Wait()
+	defer close(sigStop)
+	sigWG.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-sigStop:
 				return
 			case <-usr1:
 				logAll(log, reg, srv)
 				if gnet != nil {
 					gnet.logStats(log)
 				}
+			case <-hup:
+				if ctx.Err() == nil {
+					rl.reload()
+				}
 			}
 		}
-	}()
+	})
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	for _, path := range cfg.sockets {
-		log.Info("listening", "path", path, "uplink", cfg.uplink)
+		log.Info("listening", "path", path, "uplink", cfg.uplink, "inherited", inherited[path])
 	}
 	for _, path := range cfg.connects {
 		log.Info("connecting", "path", path, "uplink", cfg.uplink)
