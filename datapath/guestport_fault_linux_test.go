@@ -196,7 +196,6 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 // held and Detach waits forever. switch.go is not this change's; see the
 // report of issue 13.
 func TestSwitchReadsShrunkMemory(t *testing.T) {
-	t.Skip("needs SwitchPort.Send to release its scratch in a defer (datapath/switch.go)")
 	fs := newFaultServer(t)
 	b, c := fs.guest(t), fs.guest(t)
 	a := fs.guest(t)

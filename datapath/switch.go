@@ -421,6 +421,10 @@ func (sp *SwitchPort) Send(frames []Frame) {
 	s := sp.sw
 	sc := sp.acquire(frames[0].Queue)
 	sc.seq.Add(1)
+	// Released in a defer: a guest-memory fault while a frame is copied
+	// (a frontend that shrank its memory, virtio/fault.go) unwinds through
+	// here, and Detach waits for every scratch to be idle.
+	defer sp.done(sc)
 	ports := *s.ports.Load()
 	if sp.idx >= len(ports) || ports[sp.idx] != sp {
 		sp.port.Stats().Drop(DropNoRoute, uint64(len(frames)))
@@ -432,6 +436,10 @@ func (sp *SwitchPort) Send(frames []Frame) {
 			frames = frames[n:]
 		}
 	}
+}
+
+// done ends a batch on scratch sc and releases it.
+func (sp *SwitchPort) done(sc *scratch) {
 	sc.seq.Add(1)
 	sp.release(sc)
 }
