@@ -53,7 +53,7 @@ func TestServerMemoryLimit(t *testing.T) {
 	err := second.SendMemory()
 	require.ErrorContains(t, err, "ADD_MEM_REG failed (ack 1)")
 	require.Equal(t, uint64(48*mib), h.srv.Stats().Memory)
-	require.Contains(t, logs.String(), "server's limit of 50331648 bytes (Options.MaxMemory, vhost-arcnet --max-memory)")
+	require.Contains(t, logs.String(), "server's limit of 50331648 bytes (Options.MaxMemory, vhost-arcnet --max-memory-gib)")
 	require.Contains(t, logs.String(), vhostuser.ErrMemoryLimit.Error())
 	_, err = second.GetFeatures() // the session goes on
 	require.NoError(t, err)

@@ -50,7 +50,7 @@ func (s *Session) checkTotal(sizes ...uint64) error {
 	b := s.cfg.budget
 	if !b.grow(total - s.reserved) {
 		// Not the frontend's fault: refused, the session goes on.
-		return reject(fmt.Errorf("%w: the session would map %d bytes of guest memory, and with the %d bytes other sessions map now that is above the server's limit of %d bytes (Options.MaxMemory, vhost-arcnet --max-memory)",
+		return reject(fmt.Errorf("%w: the session would map %d bytes of guest memory, and with the %d bytes other sessions map now that is above the server's limit of %d bytes (Options.MaxMemory, vhost-arcnet --max-memory-gib)",
 			ErrMemoryLimit, total, b.used.Load()-s.reserved, b.limit))
 	}
 	s.reserved = total

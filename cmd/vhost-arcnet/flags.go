@@ -15,6 +15,7 @@ import (
 
 	"github.com/arcnet/vhost-arcnet/hostif"
 	"github.com/arcnet/vhost-arcnet/services"
+	"github.com/arcnet/vhost-arcnet/vhostuser"
 )
 
 // config is the parsed command line and config file (the contract in the
@@ -50,6 +51,7 @@ type config struct {
 	masquerade  bool
 	forwards    []hostif.ForwardSpec
 	natMaxFlows int
+	maxMemory   uint64 // --max-memory-gib, in bytes
 	natGuestMax int
 
 	pcapFile    string // --pcap
@@ -117,6 +119,7 @@ type flags struct {
 	masquerade               *boolScalar
 	forwards                 *list[hostif.ForwardSpec]
 	natMaxFlows, natGuestMax *scalar[int]
+	maxMemGiB                *scalar[int]
 	allowSpoofing            *boolScalar
 	macs                     *list[portMAC]
 	pcap, cpuProfile         *scalar[string]
@@ -185,6 +188,7 @@ func newFlags() *flags {
 	f.forwards = addList(f, "forward", "port forward `"+hostif.ForwardSyntax+"` (repeatable): a host client connecting to HOSTADDR:HOSTPORT (default 127.0.0.1) reaches GUEST (address or DHCP host name) on GUESTPORT", hostif.ParseForward)
 	f.natMaxFlows = addInt(f, "nat-max-flows", 65536, 16, 1<<24, "NAT connection-tracking table size in `FLOWS`")
 	f.natGuestMax = addInt(f, "nat-max-flows-per-guest", 0, 0, 1<<24, "each guest's share of the NAT table in `FLOWS` (0: a quarter of --nat-max-flows)")
+	f.maxMemGiB = addInt(f, "max-memory-gib", vhostuser.DefaultMaxMemory>>30, 1, 128<<10, "guest memory in `GIB` all vhost-user sessions together may map; a SET_MEM_TABLE or ADD_MEM_REG beyond it is refused and the session keeps what it had")
 	f.allowSpoofing = addBool(f, "allow-spoofing", "let guests send from any MAC/IPv4 source (guests that route)")
 	f.macs = addList(f, "mac", "MAC address `PATH=MAC` of the guest ports of a --socket/--connect path (repeatable); guest k gets MAC+k; default: 02:... derived from the path", parsePortMAC)
 	f.linkSpeed = addInt(f, "link-speed", 0, 0, 1<<31, "link speed in `MBPS` reported in the virtio-net config space (0: unknown)")
@@ -290,7 +294,7 @@ func (f *flags) build(template bool) (*config, error) {
 		subnet:    f.subnet.v, domain: f.domain.v, dnsUpstreams: f.upstreams.vals, leaseFile: f.leaseFile.v,
 		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, dnsRecords: f.records.vals, allowSpoofing: f.allowSpoofing.v,
 		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
-		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v,
+		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v, maxMemory: uint64(f.maxMemGiB.v) << 30,
 		pcapFile: f.pcap.v, metricsAddr: f.metrics.v, controlPath: f.control.v,
 	}
 	paths := append(append([]string{}, c.sockets...), c.connects...)

@@ -163,6 +163,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		MACs:       cfg.macs,
 		LinkSpeed:  uint32(cfg.linkSpeed),
 		SocketMode: cfg.socketMode,
+		MaxMemory:  cfg.maxMemory,
 		Logger:     log,
 		NewDevice:  newDevice,
 		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
