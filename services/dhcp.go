@@ -1,6 +1,7 @@
 package services
 
 import (
+	"context"
 	"encoding/binary"
 	"log/slog"
 	"net"
@@ -171,7 +172,9 @@ func (d *dhcpServer) request(req *dhcpv4.DHCPv4, mac [6]byte, now time.Time) (dh
 		// Make the client start over and learn its reserved address.
 		return d.nak(req, "address reserved elsewhere for this client"), true
 	}
-	if !d.db.bind(mac, addr, sanitizeHostname(req.HostName()), now) {
+	prev, had := d.db.lookupMAC(mac, now)
+	host := sanitizeHostname(req.HostName())
+	if !d.db.bind(mac, addr, host, now) {
 		if d.db.assignableFree(mac, now) {
 			// There are addresses; just not this one.
 			return d.nak(req, "requested address not available"), true
@@ -180,6 +183,14 @@ func (d *dhcpServer) request(req *dhcpv4.DHCPv4, mac [6]byte, now time.Time) (dh
 		return d.nak(req, "no address available"), true
 	}
 	d.stats.inc(DHCPAcks)
+	// One line per binding a user cares about: a new or changed address,
+	// not every renewal.
+	lvl := slog.LevelDebug
+	if !had || prev != addr {
+		lvl = slog.LevelInfo
+	}
+	d.s.log.Log(context.Background(), lvl, "dhcp lease given", "mac", net.HardwareAddr(mac[:]).String(),
+		"addr", addr, "hostname", host, "lease_time", d.s.leaseTime)
 	return d.lease(req, dhcpv4.MessageTypeAck, addr, mac), true
 }
 

@@ -1,12 +1,15 @@
 package services
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -475,4 +478,21 @@ func TestSanitizeHostname(t *testing.T) {
 	} {
 		require.Equal(t, want, sanitizeHostname(in), in)
 	}
+}
+
+// TestDHCPLeaseGivenLogged: a new binding is one info line ("dhcp lease
+// given" with MAC, address and host name); the client's next DORA for the
+// same address (a renewal of its binding) logs nothing at info level.
+func TestDHCPLeaseGivenLogged(t *testing.T) {
+	var logs bytes.Buffer
+	g, _ := newTestGateway(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	c := newClient(t, g, header.MAC{0x52, 0x54, 0, 0, 0, 0x42})
+	a := c.dora()
+	require.Equal(t, 1, strings.Count(logs.String(), "dhcp lease given"), "%s", logs.String())
+	require.Contains(t, logs.String(), "addr="+a.String())
+	require.Contains(t, logs.String(), "mac=52:54:00:00:00:42")
+	require.Equal(t, a, c.dora())
+	require.Equal(t, 1, strings.Count(logs.String(), "dhcp lease given"), "the same binding again is not news")
 }
