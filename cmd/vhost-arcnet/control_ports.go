@@ -5,7 +5,9 @@ import (
 	"math/bits"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/services"
@@ -20,6 +22,52 @@ import (
 type ringState struct {
 	features atomic.Uint64
 	running  atomic.Uint32 // bit i: queue i runs (2k receiveq k, 2k+1 transmitq k)
+
+	// announce logs the port's features and queue pairs once its rings
+	// have settled: announceDelay after the last ring start of a burst
+	// (a driver starts its rings one after another). nil: no log.
+	announce func()
+	mu       sync.Mutex
+	timer    *time.Timer
+	ended    bool
+}
+
+// announceDelay is how long after a ring start the "guest port running"
+// line waits for the driver's other rings.
+const announceDelay = 200 * time.Millisecond
+
+// started notes a ring start for the announcement.
+func (r *ringState) started() {
+	if r.announce == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return
+	}
+	if r.timer == nil {
+		r.timer = time.AfterFunc(announceDelay, func() {
+			r.mu.Lock()
+			ended := r.ended
+			r.mu.Unlock()
+			if !ended {
+				r.announce()
+			}
+		})
+		return
+	}
+	r.timer.Reset(announceDelay)
+}
+
+// end stops the announcement of a port whose session ended.
+func (r *ringState) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ended = true
+	if r.timer != nil {
+		r.timer.Stop()
+	}
 }
 
 // trackedPort is the vhostuser.Device of a guest port: the GuestPort, with
@@ -38,6 +86,7 @@ func (t trackedPort) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, 
 		t.rings.running.Or(1 << idx)
 	}
 	t.GuestPort.StartQueue(idx, q, kick, call)
+	t.rings.started()
 }
 
 func (t trackedPort) StopQueue(idx int) {

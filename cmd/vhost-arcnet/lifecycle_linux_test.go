@@ -341,6 +341,12 @@ reserve = ["52:54:00:00:00:07=192.168.127.7"]
 	logs.wait(t, "listening") // SIGHUP is caught from here on
 	g := attach(t, sock)
 	ip := g.ip
+	// One line once the guest's rings run, with what it negotiated.
+	up := logs.wait(t, "guest port running")
+	require.Equal(t, "1", up["queue_pairs"])
+	require.NotEmpty(t, up["config_mac"])
+	require.Contains(t, strings.Split(up["feature_names"], ","), "VERSION_1")
+	require.Equal(t, 1, logs.count("guest port running"), "one line, not one per ring")
 
 	hup := func() map[string]string {
 		t.Helper()
@@ -409,6 +415,9 @@ reserve = ["52:54:00:00:00:07=192.168.127.7"]
 	require.Equal(t, dns.RcodeNameError, rc)
 	require.Equal(t, ip, g.dhcp(testGuestMAC, "vm1", ip))
 	require.Zero(t, logs.count("guest port detached"))
+
+	g.f.Disconnect()
+	require.Equal(t, testGuestMAC.String(), logs.wait(t, "guest port detached")["mac"], "the MAC the guest used")
 }
 
 // count returns how many records have message msg.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -147,6 +148,12 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 				return nil, err
 			}
 		}
+		g.rings.announce = func() {
+			f := g.rings.features.Load()
+			log.Info("guest port running", "port", name, "session", info.ID, "config_mac", net.HardwareAddr(info.MAC[:]).String(),
+				"queue_pairs", g.rings.pairs(), "queue_pairs_offered", cfg.queuePairs,
+				"features", fmt.Sprintf("%#x", f), "feature_names", strings.Join(featureList(f), ","))
+		}
 		reg.add(info.ID, g)
 		// The MAC in the config space is what crosvm and cloud-hypervisor
 		// show the guest; QEMU shows its own (-device ...,mac=). So the
@@ -168,10 +175,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		NewDevice:  newDevice,
 		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
 			if g := reg.end(info.ID); g != nil {
+				g.rings.end()
+				mac := info.MAC // the config space's, unless the switch learnt the guest's
 				if g.sw != nil {
+					if m, ok := g.sw.MAC(); ok {
+						mac = m
+					}
 					gnet.sw.Detach(g.sw)
 				}
-				log.Info("guest port detached", "port", g.port.Name(), "session", info.ID, "err", err)
+				log.Info("guest port detached", "port", g.port.Name(), "session", info.ID,
+					"mac", net.HardwareAddr(mac[:]).String(), "err", err)
 				for _, p := range g.ports() {
 					datapath.LogStats(log, p)
 				}
