@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net/http"
 	"net"
 	"net/netip"
 	"slices"
@@ -123,7 +124,7 @@ func (r *reloader) forwards(prev, next []hostif.ForwardSpec, st *reloadStats) []
 			continue
 		}
 		_, err := n.removeForward(spec.String(), func(o hostif.ForwardSpec) bool { return o == spec }, byReload)
-		if err != nil && statusOf(err) != 404 {
+		if err != nil && statusOf(err) != http.StatusNotFound {
 			r.log.Error("config reload: forward not removed", "forward", spec.String(), "err", err)
 			st.failed++
 			out = append(out, spec)
