@@ -65,14 +65,20 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	stopping := make(chan struct{})
 	go func() {
 		// The first SIGINT/SIGTERM stops cleanly; a second one, while
 		// that takes its time, kills the process (the default action).
+		defer close(stopping)
 		<-ctx.Done()
 		log.Info("stopping", "cause", context.Cause(ctx).Error())
 		stop()
 	}()
-	if err := run(ctx, cfg, log); err != nil {
+	err = run(ctx, cfg, log)
+	if ctx.Err() != nil {
+		<-stopping // its line comes before the last ones
+	}
+	if err != nil {
 		log.Error("vhost-arcnet stopped", "err", err)
 		exit = exitFailure
 		return
