@@ -151,10 +151,18 @@ func (f *forwarder) resolve(req *dns.Msg, done func(*dns.Msg)) bool {
 func (f *forwarder) exchange(q *dns.Msg) *dns.Msg {
 	for _, up := range f.ups.get() {
 		f.stats.inc(DNSForwarded)
-		r, _, err := f.udp.ExchangeContext(f.ctx, q, up)
+		// rtt runs from the query's send to the answer's arrival (not the
+		// dial); it is counted for every exchange that got an answer.
+		r, rtt, err := f.udp.ExchangeContext(f.ctx, q, up)
+		if err == nil {
+			f.stats.upstreamLatency.observe(rtt)
+		}
 		if err == nil && r.Truncated {
 			f.stats.inc(DNSTCPRetries)
-			r, _, err = f.tcp.ExchangeContext(f.ctx, q, up)
+			r, rtt, err = f.tcp.ExchangeContext(f.ctx, q, up)
+			if err == nil {
+				f.stats.upstreamLatency.observe(rtt)
+			}
 		}
 		if f.ctx.Err() != nil {
 			return nil

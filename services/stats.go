@@ -147,6 +147,9 @@ func (r DropReason) String() string {
 type Stats struct {
 	counters [numCounters]atomic.Uint64
 	drops    [numDropReasons]atomic.Uint64
+	// upstreamLatency is the latency of upstream DNS exchanges that got
+	// an answer (Gateway.UpstreamLatency).
+	upstreamLatency latencyHistogram
 }
 
 // Get returns counter c.

@@ -89,6 +89,7 @@ var (
 	descDNSUpstream   = newDesc("dns_upstream_queries_total", "Exchanges with an upstream resolver started.")
 	descDNSTCPRetries = newDesc("dns_upstream_tcp_retries_total", "Upstream answers that came back truncated and were asked again over TCP.")
 	descDNSUpErrors   = newDesc("dns_upstream_errors_total", "Upstream exchanges that failed or were answered SERVFAIL or REFUSED.")
+	descDNSUpLatency  = newDesc("dns_upstream_latency_seconds", "Latency of the exchanges with an upstream resolver that got an answer (UDP, and TCP after a truncated answer), from the query's send to the answer.")
 	descDNSErrorsSent = newDesc("dns_error_answers_total", "Error answers sent, by rcode.", "rcode")
 	descDNSTruncated  = newDesc("dns_truncated_total", "UDP answers truncated to the client's size (TC set).")
 	descDNSTCPConns   = newDesc("dns_tcp_connections_total", "TCP connections to the gateway's DNS accepted.")
@@ -289,6 +290,7 @@ func (c *collector) collectGateway(ch chan<- prometheus.Metric, gw *services.Gat
 	for r := services.DropReason(0); r < services.NumDropReasons; r++ {
 		ch <- prometheus.MustNewConstMetric(descGatewayDrops, prometheus.CounterValue, float64(st.Drops(r)), r.String())
 	}
+	collectLatency(ch, descDNSUpLatency, gw.UpstreamLatency())
 	counts := map[string]int{"offered": 0, "bound": 0, "expired": 0, "released": 0, "declined": 0}
 	now := time.Now()
 	for _, l := range gw.Leases() {
@@ -301,6 +303,18 @@ func (c *collector) collectGateway(ch chan<- prometheus.Metric, gw *services.Gat
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(n), s)
 	}
+}
+
+// collectLatency sends a services latency histogram as a Prometheus
+// histogram in seconds.
+func collectLatency(ch chan<- prometheus.Metric, d *prometheus.Desc, h services.LatencySnapshot) {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	var n uint64
+	for i, b := range h.Bounds {
+		n += h.Buckets[i]
+		buckets[b.Seconds()] = n
+	}
+	ch <- prometheus.MustNewConstHistogram(d, h.Count, h.Sum.Seconds(), buckets)
 }
 
 var directions = [...]router.Direction{router.Out, router.In}

@@ -3,11 +3,14 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
@@ -168,6 +171,72 @@ func TestCollectorRouted(t *testing.T) {
 	_, ok := s.value("vhost_arcnet_forward_udp_dropped_total", "forward", n.fwds[0].Spec().String())
 	require.False(t, ok, "UDP series only for UDP forwards")
 	require.Contains(t, s, "go_goroutines")
+}
+
+// A query the gateway forwards to an upstream on loopback shows in
+// vhost_arcnet_dns_upstream_latency_seconds, a histogram.
+func TestCollectorDNSUpstreamLatency(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	up := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+			A: net.IPv4(203, 0, 113, 7)})
+		_ = w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	up.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = up.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = up.Shutdown() })
+
+	gw, err := services.NewGateway(services.Config{Logger: slog.New(slog.DiscardHandler), DNSUpstreams: []string{pc.LocalAddr().String()}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = gw.Close() })
+	n := &network{gw: gw, hp: datapath.NewHandlerPort("gateway", gw)}
+	reg, err := newMetricsRegistry(&collector{ports: &ports{live: map[uint64]*guest{}}, net: n})
+	require.NoError(t, err)
+
+	const name = "vhost_arcnet_dns_upstream_latency_seconds"
+	hist := func() *dto.Histogram {
+		t.Helper()
+		mf := gather(t, reg)[name]
+		require.NotNil(t, mf, "no %s", name)
+		require.Equal(t, dto.MetricType_HISTOGRAM, mf.GetType())
+		require.Len(t, mf.GetMetric(), 1)
+		return mf.GetMetric()[0].GetHistogram()
+	}
+	require.Zero(t, hist().GetSampleCount())
+
+	q := new(dns.Msg)
+	q.SetQuestion("www.example.", dns.TypeA)
+	qb, err := q.Pack()
+	require.NoError(t, err)
+	replies := make(chan []byte, 1)
+	gw.HandleFrame(testUDPFrame(testGuestMAC, header.MAC(gw.MAC()), testGuestIP, gw.Addr(), 5353, 53, qb), func(f []byte) {
+		replies <- append([]byte(nil), f...)
+	})
+	select {
+	case f := <-replies:
+		var ans dns.Msg
+		require.NoError(t, ans.Unpack(header.UDP(header.IPv4(f[14:]).Payload()).Payload()))
+		require.Len(t, ans.Answer, 1)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DNS answer")
+	}
+
+	h := hist()
+	require.Equal(t, uint64(1), h.GetSampleCount())
+	require.Greater(t, h.GetSampleSum(), 0.0)
+	b := h.GetBucket()
+	require.Len(t, b, services.NumLatencyBounds)
+	require.Equal(t, 0.0005, b[0].GetUpperBound())
+	require.Equal(t, 2.5, b[len(b)-1].GetUpperBound())
+	require.Equal(t, uint64(1), b[len(b)-1].GetCumulativeCount(), "a loopback exchange under 2.5 s")
+	s := gather(t, reg)
+	s.requireValue(t, 1, "vhost_arcnet_dns_upstream_queries_total")
+	s.requireValue(t, 0, "vhost_arcnet_dns_upstream_errors_total")
 }
 
 // BenchmarkScrape measures one scrape with N guest ports live and N ended,
