@@ -23,10 +23,10 @@ import (
 
 // --metrics ADDR serves the Prometheus exposition at http://ADDR/metrics.
 //
-// Nothing is counted for the metrics: a scrape reads the counters the
-// datapath keeps anyway (datapath.Stats of every port, the gateway's,
-// router's and forwards' counters: atomic loads) and builds the series
-// from them then. The datapath's code is the same with and without
+// Nothing is counted for the metrics alone: a scrape reads the counters
+// the datapath keeps anyway (datapath.Stats of every port, the gateway's
+// counters and DNS upstream latency buckets, the router's and forwards'
+// counters: atomic loads) and builds the series from them then. The datapath's code is the same with and without
 // --metrics. What a scrape locks: the port registry of this command (a
 // copy of the port list), the vhost-user server's session map (to count
 // sessions), the lease database for reading (to count leases), and the NAT
