@@ -12,6 +12,12 @@
 // Threat model: none beyond a test's. Every wait is bounded; every process
 // started is stopped or killed by PID when the test ends.
 //
+// Interrupts: [Main], the end-to-end packages' TestMain, catches SIGINT
+// (Ctrl-C) and SIGTERM: the running test's waits fail with "interrupted",
+// so its t.Cleanup functions run (namespaces deleted, processes stopped,
+// directories removed); a second signal, or clean-ups that hang, run the
+// [LastResort] undos instead; the test binary exits non-zero.
+//
 // Concurrency: a Process's methods may be called from any goroutine; one
 // goroutine per process reads its stderr and wakes the waiters.
 package backend

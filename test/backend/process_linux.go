@@ -61,6 +61,7 @@ type Process struct {
 // the test ends if it still runs, and a failed test logs the end of its log.
 func Start(t testing.TB, c Config) *Process {
 	t.Helper()
+	SkipIfInterrupted(t)
 	bin := RequireBinary(t)
 	var sockets []string
 	for i, a := range c.Args {
@@ -88,6 +89,15 @@ func Start(t testing.TB, c Config) *Process {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start vhost-arcnet: %v", err)
 	}
+	// If the clean-ups after an interrupt do not finish, the process is
+	// killed by its PID (a no-op once it has been waited for) and reaped.
+	forget := LastResort(func() {
+		_ = p.cmd.Process.Kill()
+		select {
+		case <-p.done:
+		case <-time.After(reapTimeout):
+		}
+	})
 	go func() {
 		p.read(stderr)
 		err := p.cmd.Wait()
@@ -96,10 +106,19 @@ func Start(t testing.TB, c Config) *Process {
 		p.broadcastLocked()
 		p.mu.Unlock()
 		close(p.done)
+		forget()
 	}()
+	go p.stopOnInterrupt()
 	t.Cleanup(func() {
 		if !p.Exited() {
-			p.Stop(cleanupTimeout) //nolint:errcheck // the test already decided
+			if p.stopping() {
+				// Stopping on its own (a Ctrl-C reached it too): a
+				// SIGTERM now would kill it before it removes its TAP
+				// and nftables table.
+				p.waitExit(cleanupTimeout)
+			} else {
+				p.Stop(cleanupTimeout) //nolint:errcheck // the test already decided
+			}
 		}
 		if t.Failed() {
 			t.Logf("backend %s (%s): log (last %d lines):\n%s", p.Name, p.State(), tailOnFailure, p.Tail(tailOnFailure))
@@ -114,6 +133,51 @@ func Start(t testing.TB, c Config) *Process {
 		}
 	}
 	return p
+}
+
+// stopOnInterrupt stops the process (SIGTERM) at an interrupt unless it
+// stops by itself within interruptGrace: a Ctrl-C reaches it too, and then
+// a second signal would kill it before it removes what it made.
+func (p *Process) stopOnInterrupt() {
+	select {
+	case <-p.done:
+		return
+	case <-intr.ch:
+	}
+	if _, _, err := p.waitRecord(isStopping, 0, interruptGrace, false); err == nil || p.Exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// interruptGrace is how long a backend has, after an interrupt, to log
+// that it stops before it is sent SIGTERM.
+const interruptGrace = 2 * time.Second
+
+func isStopping(r Record) bool { return r.Msg() == "stopping" }
+
+// stopping reports whether the process logged msg=stopping: it got SIGINT
+// or SIGTERM and is on its way out.
+func (p *Process) stopping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.records {
+		if isStopping(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitExit waits up to timeout for the exit, then kills the process by its
+// PID.
+func (p *Process) waitExit(timeout time.Duration) {
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
 }
 
 func (p *Process) read(r io.Reader) {
@@ -162,8 +226,16 @@ func (p *Process) State() string {
 
 // WaitRecord waits for a log record at index from or later that match
 // accepts; it returns the record and its index. It fails when the process
-// exits first or after timeout.
+// exits first, after timeout, or at an interrupt (see Main).
 func (p *Process) WaitRecord(match func(Record) bool, from int, timeout time.Duration) (Record, int, error) {
+	return p.waitRecord(match, from, timeout, true)
+}
+
+func (p *Process) waitRecord(match func(Record) bool, from int, timeout time.Duration, interruptible bool) (Record, int, error) {
+	var interrupted <-chan struct{}
+	if interruptible {
+		interrupted = intr.ch
+	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -185,6 +257,8 @@ func (p *Process) WaitRecord(match func(Record) bool, from int, timeout time.Dur
 		case <-changed:
 		case <-deadline.C:
 			return nil, 0, fmt.Errorf("backend %s: timed out after %v", p.Name, timeout)
+		case <-interrupted:
+			return nil, 0, fmt.Errorf("backend %s: %w", p.Name, InterruptErr())
 		}
 	}
 }

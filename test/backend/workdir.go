@@ -17,7 +17,13 @@ func WorkDir(t testing.TB, prefix, keep string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	forget := LastResort(func() {
+		if os.Getenv(keep) != "1" {
+			os.RemoveAll(dir)
+		}
+	})
 	t.Cleanup(func() {
+		forget()
 		if os.Getenv(keep) == "1" {
 			t.Logf("kept %s (%s=1)", dir, keep)
 			return

@@ -19,7 +19,11 @@
 // them, the sockets and servers it opens and the processes started with
 // [NS.StartBackground]. Everything is released by t.Cleanup, also when the
 // test fails; processes are killed by the PID this package started, never
-// by name. A test that is not run as root is skipped.
+// by name. A test that is not run as root is skipped. Under backend.Main
+// (the packages' TestMain) a SIGINT or SIGTERM fails the running test so
+// that its clean-ups run, and if they do not finish the namespaces still
+// alive are deleted and the processes killed by PID (backend.LastResort);
+// New skips once the tests were interrupted.
 //
 // Threat model: none; only the test itself drives it. Network traffic
 // stays inside the namespaces a test created: nothing here opens a socket

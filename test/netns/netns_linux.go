@@ -23,6 +23,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
 // runDir is where `ip netns add` keeps the bind mounts that name
@@ -50,6 +52,7 @@ type NS struct {
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
 	skipUnlessRoot(t)
+	backend.SkipIfInterrupted(t)
 	var rnd [3]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		t.Fatalf("netns: random name: %v", err)
@@ -59,12 +62,17 @@ func New(t testing.TB, prefix string) *NS {
 		t.Fatalf("netns: ip netns add %s: %v: %s", name, err, out)
 	}
 	n := &NS{Name: name, handle: -1}
+	// If the clean-ups after an interrupt (SIGINT, SIGTERM: see
+	// backend.Main) do not finish, the namespace is deleted anyway.
+	forget := backend.LastResort(func() { _, _ = ip("netns", "del", name) })
 	t.Cleanup(func() {
 		if n.handle >= 0 {
 			n.handle.Close()
 		}
 		if out, err := ip("netns", "del", name); err != nil {
 			t.Errorf("netns: ip netns del %s: %v: %s", name, err, out)
+		} else {
+			forget()
 		}
 	})
 	h, err := vnetns.GetFromName(name)
@@ -155,9 +163,17 @@ func (n *NS) StartBackground(t testing.TB, name string, args ...string) *exec.Cm
 		t.Fatalf("netns: %s: start %s: %v", n.Name, name, err)
 	}
 	done := make(chan struct{})
+	forget := backend.LastResort(func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	})
 	go func() {
 		_ = cmd.Wait()
 		close(done)
+		forget()
 	}()
 	t.Cleanup(func() {
 		select {

@@ -48,7 +48,9 @@ func TestDemo(t *testing.T) {
 	inet := w.InetAddr.String()
 	say(t, "network namespaces (made by the demo, deleted at its end)",
 		fmt.Sprintf("%-12s vhost-arcnet runs here; veth %s %s, default route via %s", w.Host.Name, w.HostLink, w.HostAddr, inet),
-		fmt.Sprintf("%-12s plays the internet: veth %s %s, web server http://%s/, UDP echo %s", w.Inet.Name, w.InetLink, inet, inet, w.UDPEcho))
+		fmt.Sprintf("%-12s plays the internet: veth %s %s, web server http://%s/, UDP echo %s", w.Inet.Name, w.InetLink, inet, inet, w.UDPEcho),
+		"Ctrl-C at any point stops the demo and leaves nothing: the namespaces, the TAP, the nftables table, "+
+			"vhost-arcnet, QEMU and the temporary files all go")
 	tap := w.requireRunning(t)
 	say(t, "vhost-arcnet",
 		fmt.Sprintf("started (pid %d) inside %s: guest subnet %s, gateway %s (ARP, ICMP, DHCP, DNS, router)",

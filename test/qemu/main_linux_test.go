@@ -5,10 +5,13 @@ package qemu
 import (
 	"os"
 	"testing"
+
+	"github.com/arcnet/vhost-arcnet/test/backend"
 )
 
+// TestMain catches SIGINT and SIGTERM (Ctrl-C during `make demo`): the
+// running test stops and its clean-ups run, so the namespaces, processes
+// and directories it made go (see backend.Main).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	Cleanup()
-	os.Exit(code)
+	os.Exit(backend.Main(m))
 }

@@ -45,7 +45,10 @@ func NewEnv(t *testing.T, guests int) *Env {
 	if _, err := exec.LookPath(qemuBinary); err != nil {
 		t.Skipf("%s not found (apt-get install qemu-system-x86): %v", qemuBinary, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	backend.SkipIfInterrupted(t)
+	ictx, icancel := backend.InterruptContext()
+	defer icancel()
+	ctx, cancel := context.WithTimeout(ictx, 10*time.Minute)
 	defer cancel()
 	img, err := BuildImage(ctx, t.Logf)
 	if errors.Is(err, errNotDebian) {
@@ -58,6 +61,7 @@ func NewEnv(t *testing.T, guests int) *Env {
 	dir := backend.WorkDir(t, "arcnet-qemu-", "ARCNET_QEMU_KEEP")
 	slots.acquire(guests)
 	t.Cleanup(func() { slots.release(guests) })
+	backend.SkipIfInterrupted(t) // interrupted while it waited for slots
 	return &Env{t: t, Dir: dir, Image: img}
 }
 
@@ -249,6 +253,24 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 		g.mu.Unlock()
 		close(g.done)
 	}()
+	// At an interrupt (backend.Main) QEMU is killed, so the test's waits end
+	// and its clean-ups run; if those do not finish, it is killed by PID.
+	forget := backend.LastResort(func() {
+		_ = g.cmd.Process.Kill()
+		select {
+		case <-g.done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	go func() {
+		select {
+		case <-g.done:
+		case <-backend.Interrupted():
+			g.kill()
+		}
+		<-g.done
+		forget()
+	}()
 	timer := time.AfterFunc(cfg.Timeout, func() {
 		g.mu.Lock()
 		if !g.exited {
@@ -316,7 +338,7 @@ func (g *Guest) kill() {
 
 // WaitRecord waits until the guest printed a record that match accepts (any
 // since boot) and returns it. It fails when QEMU exits first or after
-// timeout.
+// timeout or at an interrupt (backend.Main).
 func (g *Guest) WaitRecord(match func(Record) bool, timeout time.Duration) (Record, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -337,6 +359,8 @@ func (g *Guest) WaitRecord(match func(Record) bool, timeout time.Duration) (Reco
 		case <-changed:
 		case <-deadline.C:
 			return Record{}, fmt.Errorf("guest %s: timed out after %v", g.Name, timeout)
+		case <-backend.Interrupted():
+			return Record{}, fmt.Errorf("guest %s: %w", g.Name, backend.InterruptErr())
 		}
 	}
 }

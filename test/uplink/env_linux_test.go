@@ -31,10 +31,11 @@ var (
 // masqTable is the nftables table of --masquerade.
 const masqTable = "vhost_arcnet"
 
+// TestMain catches SIGINT and SIGTERM: the running test stops and its
+// clean-ups run, so the namespaces, processes and directories it made go
+// (see backend.Main).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	backend.Cleanup()
-	os.Exit(code)
+	os.Exit(backend.Main(m))
 }
 
 // arcnet is a vhost-arcnet process running in a namespace.
@@ -51,7 +52,9 @@ type arcnet struct {
 // stop was not called.
 func startBackend(t testing.TB, ns *netns.NS, args ...string) *arcnet {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "vm.sock")
+	// A directory that also goes when the clean-ups after an interrupt
+	// do not finish (t.TempDir's would stay).
+	sock := filepath.Join(backend.WorkDir(t, "arcnet-uplink-", "ARCNET_UPLINK_KEEP"), "vm.sock")
 	p := backend.Start(t, backend.Config{
 		Name: "vhost-arcnet",
 		Args: append([]string{"--socket", sock, "--dns-upstream", "127.0.0.1:9"}, args...),
