@@ -5,6 +5,7 @@ package vhostuser
 import (
 	"bytes"
 	"errors"
+	"math/bits"
 	"net"
 	"testing"
 
@@ -215,6 +216,13 @@ func FuzzMemoryTable(f *testing.F) {
 		s, _ := testSession(t, Options{}, c)
 		err = s.loop()
 		switch {
+		case errors.Is(err, errCleanEOF) && tableTotal(tab) > DefaultMaxMemory:
+			// Above the server's limit (Options.MaxMemory): refused with
+			// ErrMemoryLimit, which does not end the session; nothing is
+			// mapped and nothing counted against the limit.
+			if s.mem != nil || len(s.regions) != 0 || s.cfg.budget.used.Load() != 0 {
+				t.Fatalf("table above the server's limit: %d regions mapped, %d bytes counted", len(s.regions), s.cfg.budget.used.Load())
+			}
 		case errors.Is(err, errCleanEOF):
 			// Accepted: every mapped byte must be backed by the file.
 			if s.mem == nil || len(s.regions) != tab.N {
@@ -232,8 +240,24 @@ func FuzzMemoryTable(f *testing.F) {
 			t.Fatalf("unexpected result: %v", err)
 		}
 		s.teardown()
+		if used := s.cfg.budget.used.Load(); used != 0 {
+			t.Fatalf("%d bytes of the server's memory limit still counted after teardown", used)
+		}
 		requireClosed(t, fds)
 	})
+}
+
+// tableTotal is the sum of the region sizes of tab (saturating).
+func tableTotal(tab memTable) uint64 {
+	var total uint64
+	for _, r := range tab.Regions[:tab.N] {
+		t, c := bits.Add64(total, r.Size, 0)
+		if c != 0 {
+			return ^uint64(0)
+		}
+		total = t
+	}
+	return total
 }
 
 // TestFuzzSeedSession checks that the fuzz seed really is a valid session
