@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -20,14 +22,16 @@ type listener struct {
 	fi   fs.FileInfo // the socket file we made, to remove only that one
 }
 
-// listen makes a listening unix socket at path with permissions mode.
+// listen makes a listening unix socket at path with permissions mode and,
+// if gid is not -1, group gid.
 //
 // A file already at path is replaced only if it is a socket that nobody
 // accepts on (connect gets ECONNREFUSED): the leftover of a backend that
 // crashed. The new socket is bound under a temporary name in the same
-// directory, given its mode, and renamed onto path, so no frontend can
-// connect while it still has the umask's permissions.
-func listen(path string, mode fs.FileMode) (*listener, error) {
+// directory, given its mode and group, and renamed onto path, so no
+// frontend can connect while it still has the umask's permissions or the
+// process's group.
+func listen(path string, mode fs.FileMode, gid int) (*listener, error) {
 	if len(path) == 0 || len(path) > maxSocketPath {
 		return nil, fmt.Errorf("vhostuser: socket path of %d bytes (1..%d)", len(path), maxSocketPath)
 	}
@@ -51,6 +55,13 @@ func listen(path string, mode fs.FileMode) (*listener, error) {
 		_ = os.Remove(bindAt)
 		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
 	}
+	if gid != -1 {
+		// The group before the mode: a mode such as 0660 never applies
+		// to the process's own group.
+		if err := os.Lchown(bindAt, -1, gid); err != nil {
+			return fail(fmt.Errorf("socket group %d: %w", gid, err))
+		}
+	}
 	if err := os.Chmod(bindAt, mode); err != nil {
 		return fail(err)
 	}
@@ -64,6 +75,23 @@ func listen(path string, mode fs.FileMode) (*listener, error) {
 		return fail(err)
 	}
 	return &listener{l: l, path: path, fi: fi}, nil
+}
+
+// LookupGroup returns the gid of group, a group name or a numeric gid
+// (Options.SocketGroup).
+func LookupGroup(group string) (int, error) {
+	if n, err := strconv.ParseUint(group, 10, 31); err == nil {
+		return int(n), nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("vhostuser: socket group %q: %w", group, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil || gid < 0 {
+		return 0, fmt.Errorf("vhostuser: socket group %q has gid %q, not a number", group, g.Gid)
+	}
+	return gid, nil
 }
 
 // removeStale removes a socket at path that nobody accepts on.

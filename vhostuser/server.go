@@ -62,6 +62,13 @@ type Options struct {
 	// SocketMode is the permission of sockets made by Listen; zero means
 	// 0600.
 	SocketMode fs.FileMode
+	// SocketGroup, if not empty, is the group (a name or a numeric gid)
+	// given to the sockets made by Listen, before frontends can connect
+	// to them: with a SocketMode such as 0660 the members of that group
+	// may connect. The process must be root or a member of the group.
+	// Sockets passed by the service manager (socket activation) are left
+	// as they are.
+	SocketGroup string
 	// ReconnectMin and ReconnectMax bound the client role's backoff between
 	// connection attempts: it starts at ReconnectMin and doubles up to
 	// ReconnectMax. Zero means 100 ms and 5 s.
@@ -90,6 +97,7 @@ type config struct {
 	maxMemory    uint64     // per session
 	budget       *memBudget // all sessions
 	socketMode   fs.FileMode
+	socketGID    int // -1: leave the group alone
 	reconnectMin time.Duration
 	reconnectMax time.Duration
 	log          *slog.Logger
@@ -152,6 +160,14 @@ func (o Options) config() (config, error) {
 	}
 	if c.socketMode == 0 {
 		c.socketMode = 0o600
+	}
+	c.socketGID = -1
+	if o.SocketGroup != "" {
+		gid, err := LookupGroup(o.SocketGroup)
+		if err != nil {
+			return c, err
+		}
+		c.socketGID = gid
 	}
 	if c.reconnectMin <= 0 {
 		c.reconnectMin = 100 * time.Millisecond
@@ -238,11 +254,12 @@ func NewServer(opts Options) (*Server, error) {
 }
 
 // Listen creates a listening socket at path now (so that errors surface
-// before Serve), with mode Options.SocketMode. A stale socket file (one
-// nobody accepts on) is replaced; any other file at path is an error.
-// Connections are accepted once Serve runs. Call Listen before Serve.
+// before Serve), with mode Options.SocketMode and group
+// Options.SocketGroup. A stale socket file (one nobody accepts on) is
+// replaced; any other file at path is an error. Connections are accepted
+// once Serve runs. Call Listen before Serve.
 func (s *Server) Listen(path string) error {
-	l, err := listen(path, s.cfg.socketMode)
+	l, err := listen(path, s.cfg.socketMode, s.cfg.socketGID)
 	if err != nil {
 		return err
 	}

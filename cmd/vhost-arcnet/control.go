@@ -194,12 +194,13 @@ type controlServer struct {
 // 108 bytes on Linux, 104 on the BSDs and macOS).
 var maxSocketPath = map[bool]int{true: 107, false: 103}[runtime.GOOS == "linux"]
 
-// listenControl makes the control socket at path with mode 0600, the way
-// vhostuser.Server makes its sockets: a file already at path is replaced
-// only if it is a socket nobody accepts on (the leftover of a crash), and
-// the socket is bound under a temporary name and renamed onto path once
-// its mode is set, so nobody can connect while it has the umask's mode.
-func listenControl(path string) (*net.UnixListener, fs.FileInfo, error) {
+// listenControl makes the control socket at path with mode 0600 and, if
+// gid is not -1, group gid (--socket-group), the way vhostuser.Server
+// makes its sockets: a file already at path is replaced only if it is a
+// socket nobody accepts on (the leftover of a crash), and the socket is
+// bound under a temporary name and renamed onto path once its group and
+// mode are set, so nobody can connect while it has the umask's mode.
+func listenControl(path string, gid int) (*net.UnixListener, fs.FileInfo, error) {
 	if len(path) > maxSocketPath {
 		return nil, nil, fmt.Errorf("--control %s: a unix socket path has at most %d bytes", path, maxSocketPath)
 	}
@@ -221,6 +222,11 @@ func listenControl(path string) (*net.UnixListener, fs.FileInfo, error) {
 		_ = ln.Close()
 		_ = os.Remove(bindAt)
 		return nil, nil, fmt.Errorf("--control %s: %w", path, err)
+	}
+	if gid != -1 {
+		if err := os.Lchown(bindAt, -1, gid); err != nil {
+			return fail(fmt.Errorf("--socket-group %d: %w", gid, err))
+		}
 	}
 	if err := os.Chmod(bindAt, 0o600); err != nil {
 		return fail(err)
@@ -266,8 +272,9 @@ func removeStaleSocket(path string) error {
 
 // startControl serves a's API on the unix socket path: on inherited if
 // it is not nil (socket activation: the socket file is not ours, and is
-// left at exit), else on a socket it makes.
-func startControl(path string, a *controlAPI, log *slog.Logger, inherited *net.UnixListener) (*controlServer, error) {
+// left at exit, its group and mode untouched), else on a socket it makes
+// with group gid (-1: the process's).
+func startControl(path string, gid int, a *controlAPI, log *slog.Logger, inherited *net.UnixListener) (*controlServer, error) {
 	var ln *net.UnixListener
 	var fi fs.FileInfo
 	if inherited != nil {
@@ -275,7 +282,7 @@ func startControl(path string, a *controlAPI, log *slog.Logger, inherited *net.U
 		ln.SetUnlinkOnClose(false)
 	} else {
 		var err error
-		if ln, fi, err = listenControl(path); err != nil {
+		if ln, fi, err = listenControl(path, gid); err != nil {
 			return nil, err
 		}
 	}

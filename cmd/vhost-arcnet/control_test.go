@@ -133,7 +133,7 @@ func serveControl(t testing.TB, a *controlAPI) string {
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	path := filepath.Join(dir, "control.sock")
-	c, err := startControl(path, a, a.log, nil)
+	c, err := startControl(path, -1, a, a.log, nil)
 	require.NoError(t, err)
 	t.Cleanup(c.close)
 	return path
@@ -354,14 +354,14 @@ func TestControlSocket(t *testing.T) {
 	require.NoError(t, err)
 	ln.SetUnlinkOnClose(false)
 	require.NoError(t, ln.Close())
-	c, err := startControl(path, a, log, nil)
+	c, err := startControl(path, -1, a, log, nil)
 	require.NoError(t, err)
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 
 	// A second one on the same path is refused while the first serves.
-	_, err = startControl(path, a, log, nil)
+	_, err = startControl(path, -1, a, log, nil)
 	require.ErrorContains(t, err, "in use by another process")
 	code, _ := call(t, path, "GET", "/v1/ports", "")
 	require.Equal(t, 200, code)
@@ -375,7 +375,7 @@ func TestControlSocket(t *testing.T) {
 
 	// A regular file is never replaced.
 	require.NoError(t, os.WriteFile(path, []byte("x"), 0o600))
-	_, err = startControl(path, a, log, nil)
+	_, err = startControl(path, -1, a, log, nil)
 	require.ErrorContains(t, err, "exists and is not a socket")
 
 	// The client says what to do when nobody answers.

@@ -202,8 +202,8 @@ func TestExitStatus(t *testing.T) {
 // LISTEN_PID (set by a shell that then execs vhost-arcnet, keeping its
 // pid) and LISTEN_FDNAMES. vhost-arcnet serves them: a Go frontend
 // attaches and gets a lease, the control API answers; it leaves the
-// sockets' files and modes alone and does not remove them at exit, and
-// the parent's listeners still work after it.
+// sockets' files, modes and groups alone (--socket-group too) and does
+// not remove them at exit, and the parent's listeners still work after it.
 func TestSocketActivation(t *testing.T) {
 	dir := shortDir(t)
 	sock, ctl := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "control.sock")
@@ -222,7 +222,8 @@ func TestSocketActivation(t *testing.T) {
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0"`, os.Args[0])
 	cmd.Env = append(mainCommand().Env, "LISTEN_FDS=2", "LISTEN_FDNAMES=vhost-arcnet.socket:control")
 	cmd.ExtraFiles = []*os.File{vmF, ctlF}
-	p := startMain(t, cmd, "--socket", sock, "--control", ctl, "--lease-file", "none", "--dns-upstream", "127.0.0.1:9")
+	p := startMain(t, cmd, "--socket", sock, "--control", ctl, "--lease-file", "none", "--dns-upstream", "127.0.0.1:9",
+		"--socket-group", "47113")
 	p.waitUp(ctl)
 	g := attach(t, sock)
 	var ps apiPorts
@@ -240,8 +241,10 @@ func TestSocketActivation(t *testing.T) {
 	fi, err := os.Lstat(sock)
 	require.NoError(t, err, "an inherited socket stays")
 	require.Equal(t, os.FileMode(0o660), fi.Mode().Perm(), "with the mode its maker gave it")
-	_, err = os.Lstat(ctl)
+	require.EqualValues(t, os.Getgid(), fi.Sys().(*syscall.Stat_t).Gid, "and its group (--socket-group is for sockets vhost-arcnet makes)")
+	fi, err = os.Lstat(ctl)
 	require.NoError(t, err, "an inherited control socket stays")
+	require.EqualValues(t, os.Getgid(), fi.Sys().(*syscall.Stat_t).Gid, "with its group")
 	// The parent's listener is still good: the next frontend's connection
 	// waits in it for the next vhost-arcnet.
 	c, err := net.Dial("unix", sock)

@@ -164,15 +164,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return g.device(), nil
 	}
 	srv, err := vhostuser.NewServer(vhostuser.Options{
-		Features:   vhostuser.DefaultFeatures,
-		QueuePairs: cfg.queuePairs,
-		MTU:        uint16(cfg.mtu),
-		MACs:       cfg.macs,
-		LinkSpeed:  uint32(cfg.linkSpeed),
-		SocketMode: cfg.socketMode,
-		MaxMemory:  cfg.maxMemory,
-		Logger:     log,
-		NewDevice:  newDevice,
+		Features:    vhostuser.DefaultFeatures,
+		QueuePairs:  cfg.queuePairs,
+		MTU:         uint16(cfg.mtu),
+		MACs:        cfg.macs,
+		LinkSpeed:   uint32(cfg.linkSpeed),
+		SocketMode:  cfg.socketMode,
+		SocketGroup: cfg.socketGroup,
+		MaxMemory:   cfg.maxMemory,
+		Logger:      log,
+		NewDevice:   newDevice,
 		OnSessionEnd: func(info vhostuser.SessionInfo, err error) {
 			if g := reg.end(info.ID); g != nil {
 				g.rings.end()
@@ -220,7 +221,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	if cfg.controlPath != "" {
 		ln := act.take(cfg.controlPath, "control")
-		c, err := startControl(cfg.controlPath, &controlAPI{ports: reg, net: gnet, uplink: cfg.uplink,
+		c, err := startControl(cfg.controlPath, cfg.socketGID, &controlAPI{ports: reg, net: gnet, uplink: cfg.uplink,
 			queuePairs: cfg.queuePairs, log: log, now: time.Now}, log, ln)
 		if err != nil {
 			if ln != nil {
