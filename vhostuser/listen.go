@@ -22,21 +22,32 @@ type listener struct {
 	fi   fs.FileInfo // the socket file we made, to remove only that one
 }
 
-// listen makes a listening unix socket at path with permissions mode and,
-// if gid is not -1, group gid.
+// listen makes a listening unix socket at path (ListenUnix) for the server.
+func listen(path string, mode fs.FileMode, gid int) (*listener, error) {
+	l, fi, err := ListenUnix(path, mode, gid)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{l: l, path: path, fi: fi}, nil
+}
+
+// ListenUnix makes a listening unix socket at path with permissions mode
+// and, if gid is not -1, group gid, and returns it with the socket file's
+// FileInfo (to remove only that file later). The vhost-user sockets and
+// the control socket of vhost-arcnet are made by it.
 //
 // A file already at path is replaced only if it is a socket that nobody
 // accepts on (connect gets ECONNREFUSED): the leftover of a backend that
 // crashed. The new socket is bound under a temporary name in the same
 // directory, given its mode and group, and renamed onto path, so no
-// frontend can connect while it still has the umask's permissions or the
-// process's group.
-func listen(path string, mode fs.FileMode, gid int) (*listener, error) {
+// client can connect while it still has the umask's permissions or the
+// process's group. The listener does not unlink the file on Close.
+func ListenUnix(path string, mode fs.FileMode, gid int) (*net.UnixListener, fs.FileInfo, error) {
 	if len(path) == 0 || len(path) > maxSocketPath {
-		return nil, fmt.Errorf("vhostuser: socket path of %d bytes (1..%d)", len(path), maxSocketPath)
+		return nil, nil, fmt.Errorf("vhostuser: socket path of %d bytes (1..%d)", len(path), maxSocketPath)
 	}
 	if err := removeStale(path); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
@@ -47,13 +58,13 @@ func listen(path string, mode fs.FileMode, gid int) (*listener, error) {
 	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindAt, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
+		return nil, nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
 	}
 	l.SetUnlinkOnClose(false)
-	fail := func(err error) (*listener, error) {
+	fail := func(err error) (*net.UnixListener, fs.FileInfo, error) {
 		_ = l.Close()
 		_ = os.Remove(bindAt)
-		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
+		return nil, nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
 	}
 	if gid != -1 {
 		// The group before the mode: a mode such as 0660 never applies
@@ -74,7 +85,7 @@ func listen(path string, mode fs.FileMode, gid int) (*listener, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return &listener{l: l, path: path, fi: fi}, nil
+	return l, fi, nil
 }
 
 // LookupGroup returns the gid of group, a group name or a numeric gid
@@ -104,12 +115,12 @@ func removeStale(path string) error {
 		return fmt.Errorf("vhostuser: %w", err)
 	}
 	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("vhostuser: %s exists and is not a socket", path)
+		return fmt.Errorf("vhostuser: %s exists and is not a socket: remove it or choose another path", path)
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		_ = c.Close()
-		return fmt.Errorf("vhostuser: %s is in use by another process", path)
+		return fmt.Errorf("vhostuser: %s is in use by another process (another vhost-arcnet?)", path)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		// EAGAIN (a full backlog), EACCES, a timeout: somebody may be

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,15 +11,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/services"
+	"github.com/arcnet/vhost-arcnet/vhostuser"
 )
 
 // --control PATH serves the control API: HTTP with JSON bodies on a unix
@@ -195,79 +192,19 @@ type controlServer struct {
 var maxSocketPath = map[bool]int{true: 107, false: 103}[runtime.GOOS == "linux"]
 
 // listenControl makes the control socket at path with mode 0600 and, if
-// gid is not -1, group gid (--socket-group), the way vhostuser.Server
-// makes its sockets: a file already at path is replaced only if it is a
-// socket nobody accepts on (the leftover of a crash), and the socket is
-// bound under a temporary name and renamed onto path once its group and
-// mode are set, so nobody can connect while it has the umask's mode.
+// gid is not -1, group gid (--socket-group), with vhostuser.ListenUnix,
+// as the vhost-user sockets are made: a stale socket is replaced, a live
+// one or another file refused, and nobody can connect before the mode and
+// group are set.
 func listenControl(path string, gid int) (*net.UnixListener, fs.FileInfo, error) {
 	if len(path) > maxSocketPath {
 		return nil, nil, fmt.Errorf("--control %s: a unix socket path has at most %d bytes", path, maxSocketPath)
 	}
-	if err := removeStaleSocket(path); err != nil {
-		return nil, nil, fmt.Errorf("--control: %w", err)
-	}
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	bindAt := filepath.Join(filepath.Dir(path), ".ctl-"+hex.EncodeToString(rnd[:]))
-	if len(bindAt) > maxSocketPath {
-		bindAt = path
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindAt, Net: "unix"})
+	ln, fi, err := vhostuser.ListenUnix(path, 0o600, gid)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--control: %w", err)
-	}
-	ln.SetUnlinkOnClose(false)
-	fail := func(err error) (*net.UnixListener, fs.FileInfo, error) {
-		_ = ln.Close()
-		_ = os.Remove(bindAt)
-		return nil, nil, fmt.Errorf("--control %s: %w", path, err)
-	}
-	if gid != -1 {
-		if err := os.Lchown(bindAt, -1, gid); err != nil {
-			return fail(fmt.Errorf("--socket-group %d: %w", gid, err))
-		}
-	}
-	if err := os.Chmod(bindAt, 0o600); err != nil {
-		return fail(err)
-	}
-	if bindAt != path {
-		if err := os.Rename(bindAt, path); err != nil {
-			return fail(err)
-		}
-	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fail(err)
 	}
 	return ln, fi, nil
-}
-
-// removeStaleSocket removes a socket at path that nobody accepts on; any
-// other file, or a socket in use, is an error.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		_ = c.Close()
-		return fmt.Errorf("%s is in use by another process (another vhost-arcnet?)", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("%s may be in use: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
 }
 
 // startControl serves a's API on the unix socket path: on inherited if
