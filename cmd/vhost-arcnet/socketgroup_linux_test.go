@@ -3,17 +3,14 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 
+	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -66,57 +63,14 @@ func TestSocketGroupUnknown(t *testing.T) {
 	require.Equal(t, -1, c.socketGID, "no --socket-group: the group is left alone")
 }
 
-// worldExecutable copies the test binary into dir, where other uids may
-// run it (the go command builds it in a directory of mode 0700).
-func worldExecutable(t *testing.T, dir string) string {
-	t.Helper()
-	self, err := os.Executable()
-	require.NoError(t, err)
-	in, err := os.Open(self)
-	require.NoError(t, err)
-	defer in.Close()
-	exe := filepath.Join(dir, "dialer.test")
-	out, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	require.NoError(t, err)
-	_, err = io.Copy(out, in)
-	require.NoError(t, err)
-	require.NoError(t, out.Close())
-	return exe
-}
+// worldExecutable and dialAs: vhostusertest's, with this package's child
+// test and environment.
+func worldExecutable(t *testing.T, dir string) string { return vhostusertest.WorldExecutable(t, dir) }
 
-// dialAs connects to the unix socket path from a child process (exe, a
-// copy of this test binary running TestDialHelper) with uid, gid and
-// supplementary groups; nil if it connected, else what it got.
 func dialAs(t *testing.T, exe, path string, uid, gid uint32, groups []uint32) error {
-	t.Helper()
-	cmd := exec.Command(exe, "-test.run", "^TestDialHelper$", "-test.count", "1")
-	cmd.Dir = filepath.Dir(exe)
-	cmd.Env = append(mainCommand().Env, "ARCNET_DIAL="+path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}}
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ee) && ee.ExitCode() == 3:
-		return fmt.Errorf("uid %d: %s", uid, out)
-	}
-	t.Fatalf("dial helper as uid %d: %v: %s", uid, err, out)
-	return nil
+	return vhostusertest.DialAs(t, exe, "TestDialHelper", path, mainCommand().Env, uid, gid, groups)
 }
 
 // TestDialHelper is the child of dialAs: it connects to $ARCNET_DIAL and
 // exits 0, or prints the error and exits 3.
-func TestDialHelper(t *testing.T) {
-	path := os.Getenv("ARCNET_DIAL")
-	if path == "" {
-		t.Skip("the child process of the socket permission tests")
-	}
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		fmt.Println(err)
-		os.Exit(3)
-	}
-	_ = c.Close()
-	os.Exit(0)
-}
+func TestDialHelper(t *testing.T) { vhostusertest.DialHelper(t) }
