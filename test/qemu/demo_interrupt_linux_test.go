@@ -3,8 +3,6 @@
 package qemu
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -42,35 +40,8 @@ func TestDemoInterrupted(t *testing.T) {
 	}
 	demoPreflight(t)
 	bin := backend.RequireBinary(t)
-	root, err := backend.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(backend.GoTool(), "test", "-count=1", "-v", "-run", "^TestDemo$", "./test/qemu/")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "ARCNET_DEMO=1", "ARCNET_BIN="+bin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var goStderr bytes.Buffer
-	cmd.Stderr = &goStderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines, goStderr := backend.StartGoTest(t, "./test/qemu/", "^TestDemo$", "ARCNET_DEMO=1", "ARCNET_BIN="+bin)
 	pgid := cmd.Process.Pid
-	forget := backend.LastResort(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
-	defer forget()
-	lines := make(chan string, 256)
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 
 	var all, namespaces []string
 	var backendPid, qemuPid int
@@ -137,7 +108,7 @@ func TestDemoInterrupted(t *testing.T) {
 			t.Fatal("the demo did not exit within 1m of SIGINT")
 		}
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		t.Errorf("the interrupted demo exited with %v, want a failure", err)

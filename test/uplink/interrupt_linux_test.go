@@ -3,8 +3,6 @@
 package uplink
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -58,39 +56,13 @@ func TestInterruptLeavesNothing(t *testing.T) {
 // that nothing it made is left.
 func interruptHelper(t *testing.T, sig syscall.Signal, group, twice bool) {
 	bin := backend.RequireBinary(t)
-	root, err := backend.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(backend.GoTool(), "test", "-count=1", "-v", "-run", "^TestInterruptHelper$", "./test/uplink/")
-	cmd.Dir = root
 	mode := "1"
 	if twice {
 		mode = "stall"
 	}
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "ARCNET_BIN="+bin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var goStderr bytes.Buffer // the go command's own messages (build errors)
-	cmd.Stderr = &goStderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines, goStderr := backend.StartGoTest(t, "./test/uplink/", "^TestInterruptHelper$", helperEnv+"="+mode, "ARCNET_BIN="+bin)
 	pgid := cmd.Process.Pid
-	forget := backend.LastResort(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
-	defer forget()
 
-	lines := make(chan string, 256)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	var all []string
 	ready := map[string]string{}
 	timeout := time.After(3 * time.Minute) // a build of the test binary, then a second
@@ -124,6 +96,7 @@ func interruptHelper(t *testing.T, sig syscall.Signal, group, twice bool) {
 
 	target := -pgid
 	if !group {
+		var err error
 		if target, err = strconv.Atoi(ready["pid"]); err != nil {
 			t.Fatalf("the helper's pid %q: %v", ready["pid"], err)
 		}
@@ -152,7 +125,7 @@ func interruptHelper(t *testing.T, sig syscall.Signal, group, twice bool) {
 			t.Fatalf("the helper did not exit within 1m of %v", sig)
 		}
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		t.Errorf("the interrupted go test exited with %v, want a failure", err)
