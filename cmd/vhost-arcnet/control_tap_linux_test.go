@@ -166,23 +166,6 @@ func TestControlForwardTAP(t *testing.T) {
 // waitSYN waits for a TCP SYN to the guest's port and returns its source.
 func (g *testGuest) waitSYN(port uint16) netip.AddrPort {
 	g.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		fr, err := g.f.WaitRecv()
-		require.NoError(g.t, err)
-		e := header.Ethernet(fr)
-		if !e.IsValid() || e.EtherType() != header.EtherTypeIPv4 {
-			continue
-		}
-		ip := header.IPv4(e.Payload())
-		if !ip.IsValid() || ip.Protocol() != header.ProtoTCP || ip.Dst() != g.ip {
-			continue
-		}
-		tcp := header.TCP(ip.Payload())
-		if tcp.IsValid() && tcp.DstPort() == port && tcp.Flags()&header.TCPFlagSYN != 0 {
-			return netip.AddrPortFrom(ip.Src(), tcp.SrcPort())
-		}
-	}
-	g.t.Fatalf("no SYN to port %d within 10 s", port)
-	return netip.AddrPort{}
+	ip, tcp := g.recvTCPWhere(port, func(t header.TCP) bool { return t.Flags()&header.TCPFlagSYN != 0 }, "SYN")
+	return netip.AddrPortFrom(ip.Src(), tcp.SrcPort())
 }

@@ -133,6 +133,13 @@ func (g *testGuest) acceptTCP(port uint16) *tcpPeer {
 // recvTCP waits for a TCP segment to the guest's port.
 func (g *testGuest) recvTCP(port uint16) (header.IPv4, header.TCP) {
 	g.t.Helper()
+	return g.recvTCPWhere(port, nil, "TCP segment")
+}
+
+// recvTCPWhere waits (10 s) for a TCP segment to the guest's port that want
+// accepts (nil: any), skipping other frames; what names it in the failure.
+func (g *testGuest) recvTCPWhere(port uint16, want func(header.TCP) bool, what string) (header.IPv4, header.TCP) {
+	g.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		fr, err := g.f.WaitRecv()
@@ -146,11 +153,11 @@ func (g *testGuest) recvTCP(port uint16) (header.IPv4, header.TCP) {
 			continue
 		}
 		tcp := header.TCP(ip.Payload())
-		if tcp.IsValid() && tcp.DstPort() == port {
+		if tcp.IsValid() && tcp.DstPort() == port && (want == nil || want(tcp)) {
 			return ip, tcp
 		}
 	}
-	g.t.Fatalf("no TCP segment to port %d within 10 s", port)
+	g.t.Fatalf("no %s to port %d within 10 s", what, port)
 	return nil, nil
 }
 
