@@ -16,17 +16,9 @@ import (
 // pipe with Options.Pipes. It returns the fd to watch (WaitErr); the
 // frontend closes it with Close.
 func (f *Frontend) SetVringErr(idx int) (int, error) {
-	mk := newEventFD
-	if f.opts.Pipes {
-		mk = newPipe
-	}
-	r, w, err := mk()
+	r, w, err := f.notifierPair()
 	if err != nil {
 		return -1, err
-	}
-	f.extraFDs = append(f.extraFDs, r)
-	if w != r {
-		f.extraFDs = append(f.extraFDs, w)
 	}
 	if _, err := f.Request(vhostuser.ReqSetVringErr, false, u64(uint64(idx)), w); err != nil {
 		return -1, err

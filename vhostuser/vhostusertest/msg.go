@@ -160,19 +160,25 @@ func (f *Frontend) addMemRegMsg(r *Region, flags uint32) error {
 // itself (vhost_virtqueue_init's masked and error notifiers): the write end
 // of an eventfd, or of a pipe with Options.Pipes. The frontend closes it.
 func (f *Frontend) notifierFD() (int, error) {
+	_, w, err := f.notifierPair()
+	return w, err
+}
+
+// notifierPair makes an eventfd (r == w), or a pipe with Options.Pipes,
+// that the frontend closes with Close.
+func (f *Frontend) notifierPair() (r, w int, err error) {
 	mk := newEventFD
 	if f.opts.Pipes {
 		mk = newPipe
 	}
-	r, w, err := mk()
-	if err != nil {
-		return -1, err
+	if r, w, err = mk(); err != nil {
+		return -1, -1, err
 	}
 	f.extraFDs = append(f.extraFDs, r)
 	if w != r {
 		f.extraFDs = append(f.extraFDs, w)
 	}
-	return w, nil
+	return r, w, nil
 }
 
 // Rings returns the number of rings PrepareRings laid out.
