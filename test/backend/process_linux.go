@@ -357,3 +357,17 @@ func (p *Process) Grep(s string) []string {
 	}
 	return out
 }
+
+// GatewayMAC reads the gateway's MAC from the "guest network" record
+// (the guest network's start), waiting up to timeout for it.
+func (p *Process) GatewayMAC(timeout time.Duration) ([6]byte, error) {
+	var m [6]byte
+	r, _, err := p.WaitRecord(func(r Record) bool { return r.Msg() == "guest network" }, 0, timeout)
+	if err != nil {
+		return m, err
+	}
+	if _, err := fmt.Sscanf(r.String("gateway_mac"), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]); err != nil {
+		return m, fmt.Errorf("gateway_mac %q: %w", r.String("gateway_mac"), err)
+	}
+	return m, nil
+}

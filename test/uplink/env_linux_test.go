@@ -66,13 +66,9 @@ func startBackend(t testing.TB, ns *netns.NS, args ...string) *arcnet {
 // gatewayMAC reads the gateway's MAC from the "guest network" record.
 func (b *arcnet) gatewayMAC() header.MAC {
 	b.t.Helper()
-	r, _, err := b.WaitRecord(func(r backend.Record) bool { return r.Msg() == "guest network" }, 0, 5*time.Second)
+	m, err := b.GatewayMAC(5 * time.Second)
 	if err != nil {
 		b.t.Fatal(err)
-	}
-	var m header.MAC
-	if _, err := fmt.Sscanf(r.String("gateway_mac"), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]); err != nil {
-		b.t.Fatalf("gateway_mac %q: %v", r.String("gateway_mac"), err)
 	}
 	return m
 }
