@@ -62,6 +62,8 @@ type natWorld struct {
 	Up        *upstreamDNS
 	Sock      string
 	Backend   *Backend
+	wrap      []string // how Backend was started: restartBackend starts another the same way
+	args      []string
 }
 
 // upload is one POST to natWorld.UploadURL.
@@ -164,8 +166,16 @@ func startNATWorld(t *testing.T, env *Env, blobSize int, extra ...string) *natWo
 	w.Sock = env.Path("vu.sock")
 	args := append([]string{"--socket", w.Sock, "--uplink", "tap", "--masquerade",
 		"--dns-upstream", w.Up.Addr}, extra...)
-	w.Backend = env.StartBackendWrapped("nat", []string{"ip", "netns", "exec", w.Host.Name}, args...)
+	w.wrap, w.args = []string{"ip", "netns", "exec", w.Host.Name}, args
+	w.Backend = env.StartBackendWrapped("nat", w.wrap, args...)
 	return w
+}
+
+// restartBackend starts another vhost-arcnet named name as startNATWorld
+// started the first (the previous one must be gone) and makes it Backend.
+func (w *natWorld) restartBackend(env *Env, name string) *Backend {
+	w.Backend = env.StartBackendWrapped(name, w.wrap, w.args...)
+	return w.Backend
 }
 
 // tapLinks returns the names of the TAP devices vhost-arcnet made in Host.

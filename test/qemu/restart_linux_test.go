@@ -1,0 +1,130 @@
+//go:build linux
+
+package qemu
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRestartAfterKill (issue 13, "Restart"): vhost-arcnet --uplink tap
+// --masquerade --lease-file is killed with SIGKILL while a QEMU guest
+// (chardev reconnect=1) pings a server of the internet namespace through
+// it ten times a second. Nothing of vhost-arcnet's own clean-up runs. A
+// second instance is started with the same flags: QEMU reconnects, the
+// guest's ping goes on from the same address (the lease was on disk before
+// the kill, and anti-spoofing lets the guest's frames through only for a
+// leased address), and new connections work: a ping of the gateway, a
+// 1 MiB download through the TAP uplink and NAT with its SHA-256, UDP echo.
+// The guest never asks for a new lease. Logged: how long the guest was cut
+// off, from the lost pings and from the kill to the new port's start.
+func TestRestartAfterKill(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t, 1)
+	const (
+		hostname = "crash-guest"
+		pings    = 200 // at 0.1 s: 20 s, the kill and the restart inside
+		interval = 100 * time.Millisecond
+	)
+	leases := env.Path("leases.json")
+	w := startNATWorld(t, env, 1<<20, "--lease-file", leases)
+	inet := w.InetAddr.String()
+	g := env.StartGuest(GuestConfig{
+		Name: "crash", Net: VhostUserNet{Socket: w.Sock, Reconnect: 1},
+		Test: "dhcp,wget:" + w.BlobURL + ":" + w.Blob.SHA256 + ",wait:go," +
+			"ping:" + inet + ":" + strconv.Itoa(pings) + ",ping:@gw,wget:" + w.BlobURL + ":" + w.Blob.SHA256 +
+			",udp:" + w.UDPEcho.String() + ":3,stats,wait:done",
+		Knobs:   []string{"hostname=" + hostname, "ping_i=0.1", "ping_w=5"},
+		Timeout: 3 * guestTimeout,
+	})
+	require.NoError(t, g.AwaitWait("go", stepTimeout))
+	ip := requireLease(t, g.Console(), "1500", "3600")
+	mark := len(g.Console().Records)
+	requireLeaseFile(t, leases, g.MAC, ip.String(), hostname)
+
+	// Traffic in flight: the guest's pings go through the router and the
+	// NAT (translated out, replies translated in) when the kill comes.
+	be1 := w.Backend
+	base, err := be1.NetStats()
+	require.NoError(t, err)
+	require.NoError(t, g.Wake("go"))
+	before, err := be1.WaitNetStats(func(s netStats) bool {
+		return s.Gateway["router_in_translated"] >= base.Gateway["router_in_translated"]+10
+	}, statsTimeout)
+	require.NoError(t, err, "the guest's pings did not flow before the kill")
+	killed, err := be1.Kill(10 * time.Second)
+	require.NoError(t, err)
+	answered := before.Gateway["router_in_translated"] - base.Gateway["router_in_translated"]
+	t.Logf("killed %s (pid %d) with SIGKILL after %d pings answered through the NAT", be1.Name, be1.Pid(), answered)
+	// What the killed process left on disk is the lease, whole.
+	requireLeaseFile(t, leases, g.MAC, ip.String(), hostname)
+
+	be2 := w.restartBackend(env, "after-kill")
+	listening := time.Since(killed)
+	_, _, err = be2.WaitRecord(func(r LogRecord) bool {
+		return r.Msg() == "guest port running" && r.String("port") == guest0
+	}, 0, 30*time.Second)
+	require.NoError(t, err, "QEMU did not reconnect")
+	running := time.Since(killed)
+	loaded, ok := firstRecord(be2, "dhcp leases loaded")
+	require.True(t, ok, "no msg=\"dhcp leases loaded\"")
+	require.EqualValues(t, 1, loaded.Num("leases"), "%v", loaded)
+	require.EqualValues(t, 0, loaded.Num("skipped"), "%v", loaded)
+
+	require.NoError(t, g.AwaitWait("done", stepTimeout), "after the restart")
+	c := g.Console()
+	ps := c.All("PING")
+	require.Len(t, ps, 2)
+	sent, err := ps[0].Uint("sent")
+	require.NoError(t, err)
+	recv, err := ps[0].Uint("received")
+	require.NoError(t, err)
+	require.EqualValues(t, pings, sent, "%s", ps[0])
+	require.Less(t, recv, sent, "no ping was lost: was the backend killed at all? %s", ps[0])
+	// Pings answered after the kill: the ping that was in flight through
+	// the killed process's NAT went on, from the same address, through the
+	// new one.
+	after, err := be2.WaitNetStats(func(s netStats) bool { return s.Gateway["router_in_translated"] > 0 }, statsTimeout)
+	require.NoError(t, err)
+	require.Greater(t, recv, answered, "no ping answered after the restart: %s", ps[0])
+	lost := time.Duration(sent-recv) * interval
+	t.Logf("guest cut off for about %v (%d of %d pings at %v lost); kill to listening %v, to the guest port running again %v",
+		lost, sent-recv, sent, interval, listening.Round(time.Millisecond), running.Round(time.Millisecond))
+	require.Equal(t, netGateway, ps[1].Get("target"))
+	require.NotEqual(t, "0", ps[1].Get("received"), "%s", ps[1])
+	wg := c.All("WGET")
+	require.Len(t, wg, 2)
+	for _, r := range wg {
+		require.Equal(t, "200", r.Get("status"), "%s", r)
+		require.Equal(t, w.Blob.SHA256, r.Get("sha256"), "%s", r)
+	}
+	udp, ok := c.First("UDP")
+	require.True(t, ok)
+	require.Equal(t, "3", udp.Get("received"), "%s", udp)
+	require.Empty(t, (&Console{Records: c.Records[mark:]}).All("DHCP"), "udhcpc events after the first lease: the guest asked again")
+
+	require.Zero(t, after.Ports[guest0].Drops["spoof"], "the leased address was not known after the restart")
+	require.Zero(t, after.Gateway["dhcp_discovers"], "the guest had to start over")
+	require.Zero(t, after.Gateway["dhcp_requests"], "the guest asked for its lease again")
+	finishGuest(t, g)
+	_, err = be2.Stop()
+	require.NoError(t, err)
+	requireNoErrorRecords(t, be2)
+	// The killed process left its nftables table (replaced by the second,
+	// which removed it at exit) and its TAP (gone with its fd).
+	require.Empty(t, w.tapLinks(t), "TAP left in %s", w.Host.Name)
+	require.NotContains(t, w.nftTables(t), masqTable, "nftables table left in %s", w.Host.Name)
+}
+
+// firstRecord returns be's first log record with message msg.
+func firstRecord(be *Backend, msg string) (LogRecord, bool) {
+	for _, r := range be.Records() {
+		if r.Msg() == msg {
+			return r, true
+		}
+	}
+	return LogRecord{}, false
+}
