@@ -89,7 +89,8 @@ func TestRestartAfterKill(t *testing.T) {
 	// new one.
 	after, err := be2.WaitNetStats(func(s netStats) bool { return s.Gateway["router_in_translated"] > 0 }, statsTimeout)
 	require.NoError(t, err)
-	require.Greater(t, recv, answered, "no ping answered after the restart: %s", ps[0])
+	// (A ping or two may be answered between the counters and the kill.)
+	require.Greater(t, recv, answered+pings/4, "few pings answered after the restart: %s", ps[0])
 	lost := time.Duration(sent-recv) * interval
 	t.Logf("guest cut off for about %v (%d of %d pings at %v lost); kill to listening %v, to the guest port running again %v",
 		lost, sent-recv, sent, interval, listening.Round(time.Millisecond), running.Round(time.Millisecond))
