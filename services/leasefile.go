@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -51,6 +52,7 @@ func (db *leaseDB) marshal() ([]byte, error) {
 // subnet, an address now reserved for another MAC, duplicates) are skipped
 // and counted in skipped.
 func (db *leaseDB) load(path string) (skipped int, err error) {
+	removeStaleTemps(path)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
@@ -115,13 +117,32 @@ func (db *leaseDB) loadRecord(r leaseFileRecord) bool {
 	return true
 }
 
+// leaseTempPrefix is how writeFileAtomic's temporary files for path begin.
+func leaseTempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+// removeStaleTemps removes the temporary files a writer killed between its
+// create and its rename left next to path (the lease file itself is whole:
+// writeFileAtomic). At start only: one process owns a lease file.
+func removeStaleTemps(path string) {
+	dir, prefix := filepath.Dir(path), leaseTempPrefix(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // writeFileAtomic replaces path with data so that a reader (or a restart
 // after a crash) sees either the old or the new contents, never a mix: the
 // data goes to a temporary file in the same directory, is fsynced, renamed
 // over path, and the directory is fsynced so the rename itself is durable.
 func writeFileAtomic(path string, data []byte) (err error) {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, leaseTempPrefix(path)+"*")
 	if err != nil {
 		return fmt.Errorf("create temporary lease file: %w", err)
 	}
