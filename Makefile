@@ -93,3 +93,14 @@ demo: setup build     ## a guest: DHCP, DNS, a page and a file fetched through N
 
 clean:
 	rm -rf bin
+
+# The XDP uplink's program (hostif/xdp/bpf/arcnet.c): its object and Go
+# bindings are committed, so build and test need no clang; `make bpf`
+# regenerates them after a change to the C source.
+.PHONY: bpf bpf-deps
+bpf-deps:             ## clang and llvm-strip for `make bpf` (apt)
+	@command -v clang >/dev/null && command -v llvm-strip >/dev/null || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends clang llvm >/dev/null; }
+
+bpf: bpf-deps         ## regenerate hostif/xdp's BPF object and bindings (bpf2go)
+	cd hostif/xdp && $(GO) generate .
