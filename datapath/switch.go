@@ -402,10 +402,11 @@ func (sp *SwitchPort) Stats() *Stats { return sp.port.Stats() }
 // Port returns the attached port.
 func (sp *SwitchPort) Port() Port { return sp.port }
 
-// MAC returns the port's own MAC address, once configured or learned.
+// MAC returns the port's own MAC address, once configured or learned
+// (and not moved to another port: TakeMAC).
 func (sp *SwitchPort) MAC() (header.MAC, bool) {
 	own := sp.own.Load()
-	return header.MAC(macBytes(own &^ ownValid)), own != 0
+	return header.MAC(macBytes(own &^ ownValid)), own != 0 && own&ownMoved == 0
 }
 
 func macBytes(k uint64) [6]byte {
