@@ -33,5 +33,35 @@ if ((${#missing[@]})); then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# QEMU 10.0 from bookworm-backports, unpacked beside the system's 7.2 (not
+# installed: apt would replace 7.2, which the other QEMU tests use). The
+# migration test (test/qemu/migrate_linux_test.go) runs on it: QEMU 7.2
+# corrupts a guest migrated under vhost-user RX traffic, 10.0 does not.
+qemu10=${ARCNET_CACHE:-/var/cache/vhost-arcnet}/qemu-10.0
+if ! "$qemu10/usr/bin/qemu-system-x86_64" --version 2>/dev/null | grep -q 'version 10\.0'; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: need root to fetch QEMU 10.0 into $qemu10 (run: sudo $0)" >&2
+    exit 1
+  fi
+  if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/vhost-arcnet-backports.list
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  dl=$(mktemp -d)
+  chmod 755 "$dl" # apt-get download runs as _apt
+  (cd "$dl" && apt-get download -q -o APT::Sandbox::User=root qemu-system-x86/bookworm-backports \
+    qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports >/dev/null)
+  rm -rf "$qemu10.new" && mkdir -p "$qemu10.new"
+  for deb in "$dl"/*.deb; do dpkg -x "$deb" "$qemu10.new"; done
+  rm -rf "$dl"
+  # Every library it links must be on this system (bookworm's are new enough).
+  if ldd "$qemu10.new/usr/bin/qemu-system-x86_64" | grep 'not found' >&2; then
+    echo "deps: QEMU 10.0 needs libraries this system lacks (above)" >&2
+    exit 1
+  fi
+  rm -rf "$qemu10" && mv "$qemu10.new" "$qemu10"
+  echo "deps: $("$qemu10/usr/bin/qemu-system-x86_64" --version | head -n 1) in $qemu10" >&2
+fi
 go mod download
 echo "deps: ok" >&2

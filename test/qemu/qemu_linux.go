@@ -128,6 +128,9 @@ type GuestConfig struct {
 	Trace bool
 	// Extra QEMU arguments.
 	Extra []string
+	// Emulator runs the guest; the zero value means ARCNET_QEMU's, else
+	// the system's QEMU (emulator_linux.go).
+	Emulator Emulator
 }
 
 var macSeq atomic.Uint32
@@ -167,6 +170,9 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 120 * time.Second
 	}
+	if cfg.Emulator.Binary == "" {
+		cfg.Emulator = defaultEmulator()
+	}
 	if cfg.MAC == "" {
 		n := macSeq.Add(1)
 		cfg.MAC = fmt.Sprintf("52:54:00:ac:%02x:%02x", byte(n>>8), byte(n))
@@ -191,6 +197,7 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 		machine += ",memory-backend=mem"
 		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+guestMemory+",share=on")
 	}
+	args = append(cfg.Emulator.args(), args...)
 	args = append([]string{
 		"-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", guestMemory,
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
@@ -215,12 +222,12 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(logf, "# %s %s\n", qemuBinary, strings.Join(args, " "))
+	fmt.Fprintf(logf, "# %s %s\n", cfg.Emulator.Binary, strings.Join(args, " "))
 	g := &Guest{
 		Name: cfg.Name, MAC: cfg.MAC, t: t, log: logf,
 		changed: make(chan struct{}), done: make(chan struct{}),
 	}
-	g.cmd = exec.Command(qemuBinary, args...)
+	g.cmd = exec.Command(cfg.Emulator.Binary, args...)
 	// If the test binary dies, QEMU dies with it.
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	g.stdin, err = g.cmd.StdinPipe()
@@ -238,7 +245,7 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 	g.start = time.Now()
 	if err := g.cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatalf("start %s: %v", qemuBinary, err)
+		t.Fatalf("start %s: %v", cfg.Emulator.Binary, err)
 	}
 	var readers sync.WaitGroup
 	readers.Add(2)
@@ -293,7 +300,7 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 		}
 		logf.Close()
 	})
-	t.Logf("guest %s: started %s (pid %d), net %T, mac %s", g.Name, qemuBinary, g.cmd.Process.Pid, cfg.Net, cfg.MAC)
+	t.Logf("guest %s: started %s (pid %d), net %T, mac %s", g.Name, cfg.Emulator.Binary, g.cmd.Process.Pid, cfg.Net, cfg.MAC)
 	return g
 }
 

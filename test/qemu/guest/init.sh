@@ -42,6 +42,10 @@
 #                        GUEST-POST url= status= bytes= secs= reply=FIRST,LINE,OF,THE,BODY
 #   udp:HOST:PORT[:N]    N (default 3) datagrams to a UDP echo server (arcnet-udp -c), FAIL
 #                        unless every one comes back unchanged, GUEST-UDP
+#   pingstream[:TARGET[:SECS[:MS]]]  ICMP echo requests every MS (default 10) ms for SECS
+#                        (default 10) s (arcnet-udp -ping), GUEST-PINGSTREAM start ... first,
+#                        then GUEST-PINGSTREAM target= sent= received= lost= dup= max_gap_ms=
+#                        lost_run= (the guest's own clock); FAIL if no reply came back
 #   udpserve:PORT        UDP echo server in the background (arcnet-udp -l), GUEST-UDPSERVE
 #   tcpserve:PORT        TCP server in the background (busybox nc -ll): it greets each
 #                        connection with "HELLO host=HOSTNAME peer=IP:PORT" (the client as
@@ -341,6 +345,16 @@ do_tcp() {
   [ $echoed = 1 ] || fail "tcp $1:$2"
 }
 
+do_pingstream() {
+  t=${1:-$LEASE_GW} secs=${2:-10} ms=${3:-10}
+  say "PINGSTREAM start target=$t secs=$secs ms=$ms uptime=$(up)"
+  out=$(arcnet-udp -ping "$t" -for "${secs}s" -every "${ms}ms" 2>&1)
+  rc=$?
+  echo "$out" | grep -v '^sent=' | sed 's/^/pingstream: /'
+  say "PINGSTREAM target=$t $(echo "$out" | grep '^sent=') rc=$rc uptime=$(up)"
+  [ $rc = 0 ] || fail "pingstream $t"
+}
+
 do_udpserve() {
   [ -n "$1" ] || fail "udpserve needs a port"
   arcnet-udp -l "$1" > /tmp/udpserve.log 2>&1 &
@@ -403,6 +417,7 @@ run_step() {
     post) do_post "$@" ;;
     udp) do_udp "$a1" "$a2" "$a3" ;;
     udpserve) do_udpserve "$a1" ;;
+    pingstream) do_pingstream "$a1" "$a2" "$a3" ;;
     tcpserve) do_tcpserve "$a1" ;;
     tcp) do_tcp "$a1" "$a2" ;;
     traceroute) do_traceroute "$a1" "$a2" "$a3" ;;

@@ -10,6 +10,7 @@
 //
 //	arcnet-udp -c HOST:PORT [-n COUNT] [-size BYTES] [-w TIMEOUT] [-tries N]
 //	arcnet-udp -l PORT
+//	arcnet-udp -ping HOST [-for DURATION] [-every INTERVAL]
 //
 // The client prints "sent=N received=M bytes=B rtt_ms=R from=ADDR:PORT" and
 // exits 1 unless every datagram's echo came back (each datagram is sent up
@@ -41,8 +42,13 @@ func run() error {
 	size := flag.Int("size", 64, "datagram payload `BYTES` (>= 16)")
 	wait := flag.Duration("w", 2*time.Second, "how long to wait for each echo")
 	tries := flag.Int("tries", 3, "sends of one datagram before it counts as lost")
+	ping := flag.String("ping", "", "send ICMP echo requests to `HOST` (pingstream.go)")
+	dur := flag.Duration("for", 10*time.Second, "how long -ping sends")
+	every := flag.Duration("every", 10*time.Millisecond, "interval of -ping's requests")
 	flag.Parse()
 	switch {
+	case *ping != "":
+		return pingStream(*ping, *dur, *every, *wait)
 	case *listen > 0 && *client == "":
 		return serve(*listen)
 	case *client != "" && *listen == 0:
