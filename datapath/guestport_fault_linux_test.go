@@ -31,18 +31,20 @@ type faultServer struct {
 	ended chan error
 	mu    sync.Mutex
 	ports map[uint64]*datapath.GuestPort
+	warn  warnLines // the log's lines at warning level and above
 }
 
 func newFaultServer(t *testing.T) *faultServer {
 	t.Helper()
-	sw, err := datapath.NewSwitch(datapath.SwitchOptions{Logger: testLog(t)})
+	fs := &faultServer{ended: make(chan error, 64), ports: map[uint64]*datapath.GuestPort{}}
+	log := slog.New(slog.NewTextHandler(tlogWriter{t, fs.warn.add}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sw, err := datapath.NewSwitch(datapath.SwitchOptions{Logger: log})
 	require.NoError(t, err)
-	fs := &faultServer{ended: make(chan error, 8), ports: map[uint64]*datapath.GuestPort{}}
 	attached := map[uint64]*datapath.SwitchPort{}
 	fs.srv, err = vhostuser.NewServer(vhostuser.Options{
-		Logger: testLog(t),
+		Logger: log,
 		NewDevice: func(info vhostuser.SessionInfo) (vhostuser.Device, error) {
-			gp, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: fmt.Sprint("guest", info.ID), QueuePairs: 1, Logger: testLog(t)})
+			gp, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: fmt.Sprint("guest", info.ID), QueuePairs: 1, Logger: log})
 			if err != nil {
 				return nil, err
 			}
@@ -169,17 +171,24 @@ func TestGuestShrinksMemory(t *testing.T) {
 // testLog logs through t (seen with -v or on failure), and counts the
 // warnings and errors that mention a guest memory fault in faultLines.
 func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(tlogWriter{t, nil}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 var faultLines atomic.Int64
 
-type tlogWriter struct{ t *testing.T }
+// tlogWriter writes to t's log; also, if set, sees every line.
+type tlogWriter struct {
+	t    *testing.T
+	also func(line string)
+}
 
 func (w tlogWriter) Write(p []byte) (int, error) {
 	line := string(p[:len(p)-1])
 	if strings.Contains(line, "guest memory fault") && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) {
 		faultLines.Add(1)
+	}
+	if w.also != nil {
+		w.also(line)
 	}
 	w.t.Log(line)
 	return len(p), nil
