@@ -168,12 +168,8 @@ func TestGuestShrinksMemory(t *testing.T) {
 	t.Logf("server stats after the fault: %+v", st)
 }
 
-// testLog logs through t (seen with -v or on failure), and counts the
-// warnings and errors that mention a guest memory fault in faultLines.
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t, nil}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
+// faultLines counts the warnings and errors logged through a tlogWriter
+// that mention a guest memory fault.
 var faultLines atomic.Int64
 
 // tlogWriter writes to t's log; also, if set, sees every line.
