@@ -420,6 +420,19 @@ func TestLauncherCrosvm(t *testing.T) {
 	require.NoError(t, c.Activate(1))
 	bothWays(t, f, 1, 2)
 
+	// Another reset, and the guest now acks no TSO: crosvm ORs the acks
+	// into acked_features (VhostUserFrontend::ack_features), so the set is
+	// unchanged and no SET_FEATURES is sent; the rings keep GUEST_TSO4.
+	acked := f.Features()
+	require.NotZero(t, acked&virtio.NetFGuestTSO4)
+	_, err = c.Sleep()
+	require.NoError(t, err)
+	f.ResetSent()
+	require.NoError(t, c.ActivateAcking(1, ^(virtio.NetFGuestTSO4|virtio.NetFGuestTSO6|virtio.NetFHostTSO4|virtio.NetFHostTSO6)))
+	require.Equal(t, cat([]string{"SET_MEM_TABLE+2fd"}, activateRings), names(f.Sent()), "no SET_FEATURES: the acked set only grows")
+	require.Equal(t, acked, f.Features())
+	bothWays(t, f, 1, 2)
+
 	// crosvm exits; a new crosvm process connects to the same socket and
 	// gets the same MAC (slot 0 again).
 	c.Exit()

@@ -47,8 +47,19 @@ const crosvmAllowFeatures = 0xfffc_0000_00ff_ffff | virtio.FVersion1 | virtio.FE
 	1<<42 /* VIRTIO_F_SUSPEND */ | vhostuser.FProtocolFeatures
 
 // crosvmAllowProtocol is VhostUserFrontend::new's allow_protocol_features.
+// Its bits are crosvm's own numbering (third_party/vmm_vhost/src/
+// message.rs VhostUserProtocolFeatures at f1e797a68): DEVICE_STATE is
+// 0x0008_0000 (bit 19) and SHMEM 0x0040_0000 (bit 22); QEMU's
+// vhost-user.rst has GET_VRING_BASE_INFLIGHT at bit 20, which crosvm
+// does not know.
 const crosvmAllowProtocol = vhostuser.ProtocolFConfig | vhostuser.ProtocolFMQ |
-	vhostuser.ProtocolFBackendReq | 1<<19 /* DEVICE_STATE */ | 1<<20 /* SHMEM */ | vhostuser.ProtocolFReplyAck
+	vhostuser.ProtocolFBackendReq | crosvmProtocolDeviceState | crosvmProtocolShmem | vhostuser.ProtocolFReplyAck
+
+// crosvm's protocol feature bits this backend does not offer.
+const (
+	crosvmProtocolDeviceState = 1 << 19 // VhostUserProtocolFeatures::DEVICE_STATE
+	crosvmProtocolShmem       = 1 << 22 // VhostUserProtocolFeatures::SHMEM
+)
 
 // Crosvm replays crosvm's vhost-user frontend for a net device.
 type Crosvm struct {
@@ -57,7 +68,12 @@ type Crosvm struct {
 	// max-queue-size, default 32768 clamped by the guest; Linux uses 256).
 	QueueSize uint16
 
-	avail     uint64 // avail_features
+	avail uint64 // avail_features
+	// acked is acked_features: it only ever grows, ack_features ORs what
+	// the guest acks into it (mod.rs VhostUserFrontend::ack_features:
+	// "self.acked_features |= features & self.avail_features"), so a
+	// guest that acks less after a reset still gets the earlier set.
+	acked     uint64
 	lastAcked uint64
 	numQueues int
 	sent      []int // queue indexes activated
@@ -84,12 +100,13 @@ func (c *Crosvm) Connect(path string) (int, error) {
 		return 0, err
 	}
 	c.avail = crosvmAllowFeatures & off
-	c.lastAcked = 0
+	c.acked, c.lastAcked = 0, 0
 	var proto uint64
 	if c.avail&vhostuser.FProtocolFeatures != 0 {
 		// "add it to acked_features so it will be included in any future
 		// set_features() calls".
-		c.lastAcked = vhostuser.FProtocolFeatures
+		c.acked = vhostuser.FProtocolFeatures
+		c.lastAcked = c.acked // last_acked_features: acked_features
 		p, err := f.getU64Flags(vhostuser.ReqGetProtocolFeatures, 0)
 		if err != nil {
 			return 0, err
@@ -197,6 +214,13 @@ func (c *Crosvm) GuestProbe() (NetConfig, error) {
 // changed, SET_MEM_TABLE, and per queue NUM, ADDR, BASE, CALL, KICK,
 // ENABLE. The rings are laid out afresh, receive buffers posted.
 func (c *Crosvm) Activate(pairs int) error {
+	return c.ActivateAcking(pairs, ^uint64(0))
+}
+
+// ActivateAcking is Activate with a guest that acks only the features of
+// guest (a driver loaded with fewer offloads after a reset): crosvm ORs
+// them into the features acked before and sends the union.
+func (c *Crosvm) ActivateAcking(pairs int, guest uint64) error {
 	f := c.F
 	if 2*pairs > c.numQueues {
 		return fmt.Errorf("vhostusertest: crosvm has %d queues for %d pairs", c.numQueues, pairs)
@@ -204,7 +228,8 @@ func (c *Crosvm) Activate(pairs int) error {
 	if err := linuxValidate(c.avail); err != nil {
 		return err
 	}
-	f.features = guestFeatures(c.avail, ^uint64(0)) | c.lastAcked&vhostuser.FProtocolFeatures
+	c.acked |= guestFeatures(c.avail, guest)
+	f.features = c.acked
 	if err := f.PrepareRings(pairs, c.QueueSize); err != nil {
 		return err
 	}
