@@ -21,7 +21,10 @@ import (
 //     VhostUserHandle::connect_vhost_user: vhost_mode=client connects to
 //     the backend's socket, retrying every 100 ms for 60 s;
 //     vhost_mode=server binds the socket itself and accepts one
-//     connection. Either way: SET_OWNER, GET_FEATURES.
+//     connection, then drops the listener (a local UnixListener: the
+//     socket file stays, and a backend that dials it gets ECONNREFUSED
+//     until cloud-hypervisor removes it and binds again on its next
+//     reconnect). Either way: SET_OWNER, GET_FEATURES.
 //   - VhostUserHandle::negotiate_features_vhost_user:
 //     GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES (MQ,
 //     CONFIGURE_MEM_SLOTS, REPLY_ACK, INFLIGHT_SHMFD, LOG_SHMFD,
@@ -43,8 +46,10 @@ import (
 //     (every region, memfds from --memory shared=on), SET_VRING_NUM for
 //     every queue, then per queue SET_VRING_ADDR, SET_VRING_BASE (the
 //     avail index the guest has published; with VIRTIO_F_IN_ORDER after a
-//     reconnect, the used index), SET_VRING_CALL, SET_VRING_KICK; then
-//     SET_VRING_ENABLE 1 for every queue.
+//     reconnect, the used index), SET_VRING_CALL (only when the queue has
+//     an interrupt notifier: virtio_interrupt.notifier returns None for a
+//     queue without an MSI-X vector, and then no call fd is sent at all),
+//     SET_VRING_KICK; then SET_VRING_ENABLE 1 for every queue.
 //   - VhostUserHandle::add_memory_region (memory hotplug, --memory
 //     hotplug_method=acpi + ch-remote resize): ADD_MEM_REG of the new
 //     region when CONFIGURE_MEM_SLOTS is acked, else SET_MEM_TABLE of all
@@ -93,6 +98,10 @@ type CloudHypervisor struct {
 	// MAC is --net mac=; zero means none, and the backend's config space
 	// MAC is used.
 	MAC [6]byte
+	// NoCall lists the queues the guest gave no MSI-X vector
+	// (VIRTIO_MSI_NO_VECTOR): setup_vhost_user sends them no
+	// SET_VRING_CALL, and the backend never has a call fd for them.
+	NoCall map[int]bool
 
 	listener      *net.UnixListener
 	features      uint64 // backend's GET_FEATURES
@@ -135,6 +144,10 @@ func (c *CloudHypervisor) Connect(unlink bool) error {
 		if err := f.Accept(c.listener); err != nil {
 			return err
 		}
+		// The listener goes out of scope after the accept; its file stays.
+		c.listener.SetUnlinkOnClose(false)
+		_ = c.listener.Close()
+		c.listener = nil
 	} else {
 		deadline := time.Now().Add(f.opts.Timeout)
 		for {
@@ -299,8 +312,10 @@ func (c *CloudHypervisor) setup(bases []uint16, kick bool) error {
 		if err := f.vringBase(i, bases[i], h); err != nil {
 			return err
 		}
-		if err := f.vringCall(i, h); err != nil {
-			return err
+		if !c.NoCall[i] {
+			if err := f.vringCall(i, h); err != nil {
+				return err
+			}
 		}
 		if err := f.vringKick(i, h); err != nil {
 			return err
