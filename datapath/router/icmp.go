@@ -60,6 +60,13 @@ func (r *Router) echoReply(b *batch, f *datapath.Frame, ip header.IPv4) bool {
 	if len(ip) < hl+header.ICMPv4MinSize || ip[hl] != header.ICMPv4Echo || ip.IsFragment() {
 		return false
 	}
+	// The head copy may hold more than the datagram (Ethernet padding):
+	// the reply is cut at the total length, which must leave room for
+	// the ICMP header (RFC 792: an echo message is at least 8 bytes).
+	if int(ip.TotalLength()) < hl+header.ICMPv4MinSize {
+		r.stats.Drop(In, DropMalformed, 1)
+		return true
+	}
 	n := header.EthernetMinSize + int(ip.TotalLength())
 	buf := b.genBuf()
 	if n > f.Len || n > genSize || buf == nil {
