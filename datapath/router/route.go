@@ -48,6 +48,11 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 			// never appear outside a host; the host's loopback is not the
 			// guests' to reach (ARCHITECTURE.md "Rules that hold everywhere").
 			r.stats.Drop(Out, DropReason(nat.ReasonAddress), 1)
+			if r.loopbackLog.allow() {
+				r.log.Warn("router: a guest's packet to a loopback or this-network address refused; "+
+					"the next are counted (router_out_drop_address) and logged at most once a minute",
+					"src", ip.Src(), "dst", ip.Dst(), "src_mac", header.MAC(h[6:12]).String())
+			}
 			continue
 		}
 		if ip.TTL() <= 1 {
@@ -108,6 +113,9 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 			translated++
 			routedBytes += uint64(b.up[len(b.up)-1].Len)
 		case nat.ToGuest:
+			if replaced {
+				r.logRefusal(p, true)
+			}
 			if !r.toGuest(b, j, f, Out, replaced) {
 				continue
 			}
@@ -117,6 +125,7 @@ func (r *Router) outbound(b *batch, frames []datapath.Frame) {
 			}
 		default:
 			r.stats.Drop(Out, DropReason(p.Reason), 1)
+			r.logRefusal(p, false)
 		}
 	}
 	r.stats.Translated[Out].Add(translated)

@@ -102,6 +102,8 @@ type Router struct {
 	neigh      neighbours
 	icmp       rateLimit
 
+	loopbackLog, flowLimitLog limitedLog // warnings about a guest's refused packets
+
 	stats Stats
 	pool  sync.Pool // *batch
 }
@@ -441,4 +443,43 @@ func (l *rateLimit) allow() bool {
 	}
 	l.tokens--
 	return true
+}
+
+// limitedLog lets a warning about a guest's refused packets through at most
+// once a refusalLogEvery: a guest that floods must not flood the log too
+// (each packet is counted in any case).
+type limitedLog struct{ last atomic.Int64 }
+
+// refusalLogEvery is the least time between two warnings of one kind.
+const refusalLogEvery = time.Minute
+
+// allow reports whether the warning may be logged now.
+func (l *limitedLog) allow() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if last != 0 && now-last < int64(refusalLogEvery) {
+		return false
+	}
+	return l.last.CompareAndSwap(last, now)
+}
+
+// logRefusal logs (rate-limited) that the NAT engine refused a guest's new
+// flow because of a flow limit. p is the packet after Translate: the
+// guest's own packet, or with replaced the ICMP error to the guest that
+// replaced it.
+func (r *Router) logRefusal(p *nat.Packet, replaced bool) {
+	if p.Reason != nat.ReasonQuota && p.Reason != nat.ReasonTableFull {
+		return
+	}
+	ip := header.IPv4(p.Buf)
+	if len(ip) < header.IPv4MinSize || !r.flowLimitLog.allow() {
+		return
+	}
+	guest := ip.Src()
+	if replaced {
+		guest = ip.Dst()
+	}
+	r.log.Warn("router: NAT flow limit reached, a guest's new flows refused; "+
+		"the next are counted (nat drops by reason) and logged at most once a minute",
+		"src", guest, "reason", p.Reason.String())
 }
