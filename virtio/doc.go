@@ -1,6 +1,7 @@
 // Package virtio is the device side of virtio for vhost-arcnet: feature
 // bits, the guest memory map (guest physical address -> backend bytes),
-// split virtqueues (virtio 1.2 §2.7) worked in place in guest memory,
+// split and packed virtqueues (virtio 1.2 §2.7, §2.8; packed.go) worked in
+// place in guest memory behind one Queue type,
 // descriptor chains, used-ring publication, notification suppression
 // (VIRTIO_F_EVENT_IDX and the flags variant), struct virtio_net_hdr_v1 and
 // the virtio-net receive path with mergeable buffers (§5.1.6), and the

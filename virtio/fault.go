@@ -227,4 +227,13 @@ func (q *Queue) Mark() Mark { return Mark{q.lastAvail, q.usedIdx} }
 // finish what it was writing (a fault in the frame it was copying from)
 // leaves the queue as it was at m. The bytes it wrote into the buffers
 // stay, unseen: the driver reads only what used->idx publishes.
-func (q *Queue) Rewind(m Mark) { q.lastAvail, q.usedIdx = m.lastAvail, m.usedIdx }
+//
+// Packed rings: Push only stages used descriptors in backend memory until
+// Publish, so the ring itself is as it was and the chains given back are
+// read again from their descriptors.
+func (q *Queue) Rewind(m Mark) {
+	q.lastAvail, q.usedIdx = m.lastAvail, m.usedIdx
+	if q.packed {
+		q.staged = q.staged[:0]
+	}
+}

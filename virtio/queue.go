@@ -27,13 +27,24 @@ const (
 	MaxQueueSize = 32768
 )
 
-// QueueConfig describes a split virtqueue as the driver set it up.
+// QueueConfig describes a virtqueue as the driver set it up: a split one
+// (virtio 1.2 §2.7), or a packed one when Features has FRingPacked (§2.8:
+// DescGPA is then the descriptor ring, AvailGPA the driver area (driver
+// event suppression) and UsedGPA the device area (device event
+// suppression)).
 type QueueConfig struct {
-	Size                       uint16 // power of two, 1..32768
+	Size                       uint16 // split: power of two, 1..32768; packed: 1..32768
 	DescGPA, AvailGPA, UsedGPA uint64 // guest physical addresses of the three parts
-	Features                   uint64 // negotiated feature bits (FEventIdx, FIndirectDesc, NetFMrgRxbuf, ...)
-	LastAvail                  uint16 // next avail index to consume (vhost-user SET_VRING_BASE)
-	UsedLogGPA                 uint64 // GPA to log used-ring writes at (vhost-user log_guest_addr); 0 = UsedGPA
+	Features                   uint64 // negotiated feature bits (FEventIdx, FIndirectDesc, NetFMrgRxbuf, FRingPacked, ...)
+	// LastAvail is the next avail index to consume (vhost-user
+	// SET_VRING_BASE); packed: the position, index | avail wrap counter<<15
+	// (0x8000 for a new ring, whose wrap counters start at 1, §2.8.1).
+	LastAvail uint16
+	// LastUsed is, for a packed ring only, the position (index | used wrap
+	// counter<<15) of the next used descriptor; a split ring reads used->idx
+	// from guest memory instead.
+	LastUsed   uint16
+	UsedLogGPA uint64 // GPA to log used-ring (packed: device area) writes at (vhost-user log_guest_addr); 0 = UsedGPA
 }
 
 // Queue is the device side of a split virtqueue (virtio 1.2 §2.7), worked
@@ -77,25 +88,35 @@ type Queue struct {
 	signalled     uint16 // used->idx at the last NeedNotify (or NewQueue)
 	signalledOK   bool   // a NeedNotify has run: signalled is a notified index
 	scratch       []byte // copy of an indirect table that crosses regions
+
+	// Packed rings only (packed.go).
+	packed   bool
+	drvEvent []byte       // driver event suppression (driver area)
+	devEvent []byte       // device event suppression (device area)
+	descGPA  uint64       // GPA of the descriptor ring (used writes are logged there)
+	pcount   []uint16     // ring descriptors of each buffer id in flight
+	phist    []uint16     // positions before the last pops (Unpop)
+	phmask   uint16       // len(phist)-1
+	nhist    uint16       // pops so far (index into phist)
+	staged   []stagedUsed // pushed, not yet published
 }
 
-// NewQueue validates cfg against mem and returns the queue. It checks the
-// size (a power of two, 1..32768), the alignment of the three parts (16, 2
+// NewQueue validates cfg against mem and returns the queue: a packed one
+// (virtio 1.2 §2.8, packed.go) when cfg.Features has FRingPacked, else a
+// split one. It checks the size (a power of two, 1..32768), the alignment of the three parts (16, 2
 // and 4, virtio 1.2 §2.7 table "Virtqueue Part Alignment"), that each part
 // lies wholly inside one region, and reads used->idx as the first used
 // index (vhost-user: the rings resume where they were).
 func NewQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 	n := uint64(cfg.Size)
-	if n == 0 || n > MaxQueueSize || n&(n-1) != 0 {
-		return nil, fmt.Errorf("queue size %d: not a power of two in 1..32768: %w", n, ErrBadRing)
-	}
 	if mem == nil {
 		return nil, fmt.Errorf("queue: no guest memory: %w", ErrOutOfBounds)
 	}
 	if cfg.Features&FRingPacked != 0 {
-		// Only the split layout is implemented; a packed ring read as a
-		// split one would be garbage.
-		return nil, fmt.Errorf("VIRTIO_F_RING_PACKED negotiated: packed virtqueues are not supported: %w", ErrBadRing)
+		return newPackedQueue(mem, cfg)
+	}
+	if n == 0 || n > MaxQueueSize || n&(n-1) != 0 {
+		return nil, fmt.Errorf("queue size %d: not a power of two in 1..32768: %w", n, ErrBadRing)
 	}
 	eventIdx := cfg.Features&FEventIdx != 0
 	var extra uint64 // used_event / avail_event
@@ -176,11 +197,15 @@ func (q *Queue) Features() uint64 { return q.features }
 func (q *Queue) Memory() *Memory { return q.mem }
 
 // LastAvail returns the next avail index the device will consume
-// (vhost-user GET_VRING_BASE).
+// (vhost-user GET_VRING_BASE); packed: its position, index | wrap<<15.
 func (q *Queue) LastAvail() uint16 { return q.lastAvail }
 
-// UsedIdx returns the used index the next Publish will store.
+// UsedIdx returns the used index the next Publish will store; packed: the
+// position, index | wrap<<15, after the last pushed used descriptor.
 func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
+
+// Packed reports whether the queue is a packed virtqueue (virtio 1.2 §2.8).
+func (q *Queue) Packed() bool { return q.packed }
 
 // Err returns the error that broke the queue, or nil.
 func (q *Queue) Err() error { return q.err }
@@ -209,6 +234,9 @@ func (q *Queue) brk(err error) error {
 func (q *Queue) Pop(c *Chain) (ok bool, err error) {
 	if q.err != nil {
 		return false, q.err
+	}
+	if q.packed {
+		return q.popPacked(c)
 	}
 	if q.lastAvail == q.availCache {
 		// Acquire: the ring entry and the descriptors it names are read
@@ -383,7 +411,13 @@ func (q *Queue) indirectTable(addr uint64, length uint32, flags uint16, nested b
 // Unpop gives back the last n popped chains, which must not have been
 // pushed (n is not checked: a device bug, not guest input): the next Pop
 // returns them again, re-read and re-validated from guest memory.
-func (q *Queue) Unpop(n uint16) { q.lastAvail -= n }
+func (q *Queue) Unpop(n uint16) {
+	if q.packed {
+		q.unpopPacked(n)
+		return
+	}
+	q.lastAvail -= n
+}
 
 // Push writes one used element (virtio 1.2 §2.7.8): the chain with head
 // descriptor head, of which the device wrote written bytes. The driver does
@@ -391,6 +425,9 @@ func (q *Queue) Unpop(n uint16) { q.lastAvail -= n }
 func (q *Queue) Push(head uint16, written uint32) error {
 	if q.err != nil {
 		return q.err
+	}
+	if q.packed {
+		return q.pushPacked(head, written)
 	}
 	if head >= q.size {
 		return fmt.Errorf("push head %d out of range (queue size %d): %w", head, q.size, ErrBadChain)
@@ -412,6 +449,10 @@ func (q *Queue) Publish() {
 	if q.err != nil || q.usedIdx == q.published {
 		return
 	}
+	if q.packed {
+		q.publishPacked()
+		return
+	}
 	// Release: the used elements and the bytes written into the buffers
 	// are visible before the new used->idx (virtio 1.2 §2.7.8.2).
 	ring.StoreRelease16(q.usedIdxB, q.usedIdx)
@@ -429,6 +470,9 @@ func (q *Queue) Publish() {
 func (q *Queue) NeedNotify() bool {
 	if q.err != nil {
 		return false
+	}
+	if q.packed {
+		return q.needNotifyPacked()
 	}
 	newIdx := q.published
 	if newIdx == q.signalled {
@@ -469,6 +513,12 @@ func (q *Queue) DisableNotify() {
 		return
 	}
 	q.notifyOff = true
+	if q.packed {
+		// §2.8.14: RING_EVENT_FLAGS_DISABLE in both modes (with EVENT_IDX
+		// too: one store stops every kick, not just those past an index).
+		q.setDeviceEvent(eventFlagsDisable, 0)
+		return
+	}
 	if !q.eventIdx {
 		q.setUsedFlags(usedFNoNotify)
 	}
@@ -484,6 +534,15 @@ func (q *Queue) EnableNotify() (pending bool) {
 		return true // let the caller Pop and see the error
 	}
 	q.notifyOff = false
+	if q.packed {
+		if q.eventIdx {
+			q.setDeviceEvent(eventFlagsDesc, q.lastAvail)
+		} else {
+			q.setDeviceEvent(eventFlagsEnable, 0)
+		}
+		ring.FullFence() // as below
+		return q.availPending()
+	}
 	if q.eventIdx {
 		q.setAvailEvent(q.lastAvail)
 	} else {

@@ -324,7 +324,6 @@ func TestNewQueueValidation(t *testing.T) {
 		{"avail overlaps end of memory", func(c *virtio.QueueConfig) { c.AvailGPA = 0x11000 - 0x200 }, virtio.ErrOutOfBounds},
 		{"used event word past end of memory", func(c *virtio.QueueConfig) { c.UsedGPA = 0x11000 - 4 - 8*256 }, virtio.ErrOutOfBounds},
 		{"used at top of address space", func(c *virtio.QueueConfig) { c.UsedGPA = math.MaxUint64 - 3 }, virtio.ErrOutOfBounds},
-		{"packed ring", func(c *virtio.QueueConfig) { c.Features |= virtio.FRingPacked }, virtio.ErrBadRing},
 		{"log address wraps", func(c *virtio.QueueConfig) { c.UsedLogGPA = math.MaxUint64 - 16 }, virtio.ErrBadRing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

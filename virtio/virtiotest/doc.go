@@ -12,6 +12,12 @@
 // Misaligned or out-of-memory rings need no driver support: shift the
 // addresses of the QueueConfig that Config returns.
 //
+// With DriverOptions.Packed the Driver plays a packed virtqueue (virtio
+// 1.2 §2.8, packed.go) behind the same methods: buffer ids stand for
+// heads, positions (index | wrap<<15) for indices, the event suppression
+// structures for the flags and event fields; WritePackedDesc and
+// SetDriverEvent are its raw writers for hostile tests.
+//
 // Ring indices are accessed with the same acquire/release helpers as the
 // device (virtio/internal/ring), so a driver and a device on two
 // goroutines are correctly ordered and race-detector clean.

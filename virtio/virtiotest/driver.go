@@ -54,11 +54,17 @@ type DriverOptions struct {
 	// slot. Default 2048.
 	SlotSize uint32
 	// UsedAlign aligns the used ring: 4 (default, virtio 1.x) or 4096 for
-	// the legacy layout.
+	// the legacy layout. Ignored for packed rings.
 	UsedAlign uint64
+	// Packed lays out a packed virtqueue (virtio 1.2 §2.8): descriptor
+	// ring, driver and device event suppression structures; the driver
+	// then behaves as a packed one (packed.go). Config's features must
+	// include virtio.FRingPacked.
+	Packed bool
 }
 
-// Driver is the driver side of one split virtqueue in mem.
+// Driver is the driver side of one split virtqueue in mem, or of a packed
+// one (DriverOptions.Packed).
 type Driver struct {
 	mem      []byte
 	gpa      uint64
@@ -81,15 +87,19 @@ type Driver struct {
 	lastUsed  uint16
 	intrOff   bool
 
-	freeDesc  []uint16
+	freeDesc  []uint16 // split: free descriptors; packed: free buffer ids
 	freeSlots []int32
-	heads     []headState // per head descriptor
+	heads     []headState // per head descriptor (packed: per buffer id)
+
+	packed bool
+	p      packedState
 }
 
 // headState is what the driver remembers about an added chain.
 type headState struct {
 	live  bool
-	descs []uint16 // descriptor table entries the chain holds
+	descs []uint16 // descriptor table entries the chain holds (packed: its buffer id)
+	n     uint16   // packed: ring descriptors the buffer takes
 	slots []int32  // buffer slots it holds
 	in    []Elem   // its device-writable buffers, for ReadIn
 }
@@ -100,8 +110,8 @@ type headState struct {
 // 16-byte aligned and mem must start at a host address aligned the same.
 func NewDriver(mem []byte, memGPA uint64, size uint16, opt DriverOptions) (*Driver, error) {
 	q := uint64(size)
-	if q == 0 || q > virtio.MaxQueueSize || q&(q-1) != 0 {
-		return nil, fmt.Errorf("virtiotest: queue size %d not a power of two", size)
+	if q == 0 || q > virtio.MaxQueueSize || q&(q-1) != 0 && !opt.Packed {
+		return nil, fmt.Errorf("virtiotest: queue size %d not a power of two (split) or not in 1..32768", size)
 	}
 	if memGPA%16 != 0 || !ring.Aligned(mem, 16) {
 		return nil, fmt.Errorf("virtiotest: memory at %#x not 16-byte aligned", memGPA)
@@ -121,6 +131,12 @@ func NewDriver(mem []byte, memGPA uint64, size uint16, opt DriverOptions) (*Driv
 	availOff := 16 * q
 	usedOff := alignUp(availOff+6+2*q, opt.UsedAlign)
 	usedEnd := usedOff + 6 + 8*q
+	if opt.Packed {
+		// Descriptor ring, then the driver and the device event
+		// suppression structures (4 bytes each, 4-byte aligned).
+		usedOff = availOff + 4
+		usedEnd = usedOff + 4
+	}
 	slotOff := alignUp(usedEnd, 64)
 	if slotOff > uint64(len(mem)) {
 		return nil, fmt.Errorf("virtiotest: %d bytes of memory hold no queue of size %d (%d needed)", len(mem), size, slotOff)
@@ -140,10 +156,16 @@ func NewDriver(mem []byte, memGPA uint64, size uint16, opt DriverOptions) (*Driv
 		heads:     make([]headState, size),
 		freeSlots: nil,
 	}
-	d.availRing = d.avail[4 : 4+2*q]
-	d.usedEvent = d.avail[4+2*q : 6+2*q]
-	d.usedRing = d.used[4 : 4+8*q]
-	d.availEvent = d.used[4+8*q : 6+8*q]
+	if opt.Packed {
+		d.packed = true
+		d.avail = mem[availOff : availOff+4 : availOff+4]
+		d.p.init(size)
+	} else {
+		d.availRing = d.avail[4 : 4+2*q]
+		d.usedEvent = d.avail[4+2*q : 6+2*q]
+		d.usedRing = d.used[4 : 4+8*q]
+		d.availEvent = d.used[4+8*q : 6+8*q]
+	}
 	clear(mem[:slotOff])
 	for i := int(size) - 1; i >= 0; i-- {
 		d.freeDesc = append(d.freeDesc, uint16(i))
@@ -162,6 +184,17 @@ func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
 // (VIRTIO_F_EVENT_IDX: used_event/avail_event instead of the flags).
 func (d *Driver) Config(features uint64) virtio.QueueConfig {
 	d.features = features
+	if d.packed {
+		return virtio.QueueConfig{
+			Size:      d.size,
+			DescGPA:   d.DescGPA(),
+			AvailGPA:  d.AvailGPA(),
+			UsedGPA:   d.UsedGPA(),
+			Features:  features,
+			LastAvail: d.p.published,
+			LastUsed:  d.p.used,
+		}
+	}
 	return virtio.QueueConfig{
 		Size:      d.size,
 		DescGPA:   d.DescGPA(),
@@ -190,10 +223,12 @@ func (d *Driver) MemGPA() uint64 { return d.gpa }
 // DescGPA returns the guest physical address of the descriptor table.
 func (d *Driver) DescGPA() uint64 { return d.gpa }
 
-// AvailGPA returns the guest physical address of the available ring.
+// AvailGPA returns the guest physical address of the available ring
+// (packed: of the driver event suppression structure).
 func (d *Driver) AvailGPA() uint64 { return d.gpa + uint64(16*int(d.size)) }
 
-// UsedGPA returns the guest physical address of the used ring.
+// UsedGPA returns the guest physical address of the used ring (packed: of
+// the device event suppression structure).
 func (d *Driver) UsedGPA() uint64 { return d.gpa + d.usedOff }
 
 // Slots returns the number of buffer slots and their size.
@@ -207,7 +242,12 @@ func (d *Driver) Slot(i int) (gpa uint64, b []byte) {
 }
 
 // FreeDescs returns the number of free descriptors.
-func (d *Driver) FreeDescs() int { return len(d.freeDesc) }
+func (d *Driver) FreeDescs() int {
+	if d.packed {
+		return d.p.free
+	}
+	return len(d.freeDesc)
+}
 
 // AddOut adds a direct chain of device-readable buffers, one descriptor per
 // element of bufs, copied into buffer slots. It returns the head.
@@ -282,6 +322,9 @@ func (d *Driver) add(elems []Elem, indirect bool, slots []int32) (head uint16, e
 	if len(elems) == 0 {
 		return 0, fmt.Errorf("virtiotest: empty chain")
 	}
+	if d.packed {
+		return d.addPacked(elems, indirect, slots)
+	}
 	ndesc := len(elems)
 	if indirect {
 		ndesc = 1
@@ -353,6 +396,9 @@ func (d *Driver) AddHead(head uint16) {
 // kick: with VIRTIO_F_EVENT_IDX when the index passed avail_event, else
 // unless VIRTQ_USED_F_NO_NOTIFY is set (§2.7.13.3).
 func (d *Driver) Publish() (kick bool) {
+	if d.packed {
+		return d.publishPacked()
+	}
 	old, cur := d.published, d.availIdx
 	ring.StoreRelease16(d.avail[2:4], cur)
 	d.published = cur
@@ -369,6 +415,9 @@ func (d *Driver) Publish() (kick bool) {
 // ReadIn until the next Add). With VIRTIO_F_EVENT_IDX and interrupts
 // enabled it moves used_event past the element, as Linux does.
 func (d *Driver) Used() (e UsedElem, ok bool) {
+	if d.packed {
+		return d.usedPacked()
+	}
 	idx := ring.LoadAcquire16(d.used[2:4])
 	if idx == d.lastUsed {
 		return UsedElem{}, false
@@ -399,6 +448,7 @@ func (d *Driver) free(head uint16) {
 		return
 	}
 	h.live = false
+	d.p.free += int(h.n)
 	d.freeDesc = append(d.freeDesc, h.descs...)
 	d.freeSlots = append(d.freeSlots, h.slots...)
 }
@@ -427,6 +477,9 @@ func (d *Driver) ReadIn(head uint16, dst []byte) int {
 // already pending.
 func (d *Driver) EnableInterrupts() (pending bool) {
 	d.intrOff = false
+	if d.packed {
+		return d.enableInterruptsPacked()
+	}
 	if d.features&virtio.FEventIdx != 0 {
 		ring.StoreRelease16(d.usedEvent, d.lastUsed)
 	} else {
@@ -441,6 +494,10 @@ func (d *Driver) EnableInterrupts() (pending bool) {
 // half the index space away.
 func (d *Driver) DisableInterrupts() {
 	d.intrOff = true
+	if d.packed {
+		d.setDriverEvent(0, EventFlagsDisable)
+		return
+	}
 	if d.features&virtio.FEventIdx != 0 {
 		ring.StoreRelease16(d.usedEvent, d.lastUsed+0x8000)
 	} else {
@@ -494,8 +551,14 @@ func (d *Driver) SetAvailIdx(idx uint16) {
 	ring.StoreRelease16(d.avail[2:4], idx)
 }
 
-// AvailIdx returns the driver's avail index, including unpublished entries.
-func (d *Driver) AvailIdx() uint16 { return d.availIdx }
+// AvailIdx returns the driver's avail index, including unpublished entries
+// (packed: its position, index | wrap<<15).
+func (d *Driver) AvailIdx() uint16 {
+	if d.packed {
+		return d.p.avail
+	}
+	return d.availIdx
+}
 
 // SetAvailFlags stores avail->flags.
 func (d *Driver) SetAvailFlags(f uint16) { ring.StoreRelease16(d.avail[0:2], f) }
@@ -512,11 +575,24 @@ func (d *Driver) AvailEvent() uint16 { return ring.LoadAcquire16(d.availEvent) }
 // UsedFlags returns used->flags.
 func (d *Driver) UsedFlags() uint16 { return ring.LoadAcquire16(d.used[0:2]) }
 
-// UsedIdx returns used->idx as the device last published it.
-func (d *Driver) UsedIdx() uint16 { return ring.LoadAcquire16(d.used[2:4]) }
+// UsedIdx returns used->idx as the device last published it (packed: the
+// position after the used descriptors the device published that the
+// driver read, which is all it can know).
+func (d *Driver) UsedIdx() uint16 {
+	if d.packed {
+		return d.p.used
+	}
+	return ring.LoadAcquire16(d.used[2:4])
+}
 
-// LastUsed returns the next used index the driver will read.
-func (d *Driver) LastUsed() uint16 { return d.lastUsed }
+// LastUsed returns the next used index the driver will read (packed: its
+// position, index | wrap<<15).
+func (d *Driver) LastUsed() uint16 {
+	if d.packed {
+		return d.p.used
+	}
+	return d.lastUsed
+}
 
 // SetUsedIdx stores used->idx, for a test that resumes a ring mid-way.
 func (d *Driver) SetUsedIdx(v uint16) {
