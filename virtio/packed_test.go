@@ -518,3 +518,26 @@ func TestAllocsPackedCycle(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// TestPackedPendingHeadNotUsed is the regression test of a driver mock
+// bug: a buffer added but not yet published must look neither available
+// to the device nor used to the driver, in rounds of either wrap counter
+// (zero flags read as "used" when the wrap counter is 0).
+func TestPackedPendingHeadNotUsed(t *testing.T) {
+	p := newPackedPair(t, 4, virtio.FVersion1)
+	var c virtio.Chain
+	for round := range 12 {
+		_, err := p.d.AddIn(64)
+		require.NoError(t, err)
+		_, ok := p.d.Used()
+		require.False(t, ok, "round %d: pending buffer read as used", round)
+		ok, err = p.q.Pop(&c)
+		require.NoError(t, err)
+		require.False(t, ok, "round %d: pending buffer popped", round)
+		p.d.Publish()
+		require.NoError(t, p.q.Push(mustPop(t, p.q).Head, 0))
+		p.q.Publish()
+		_, ok = p.d.Used()
+		require.True(t, ok)
+	}
+}

@@ -137,7 +137,7 @@ func (d *Driver) addPacked(elems []Elem, indirect bool, slots []int32) (id uint1
 			}
 			putPackedDesc(table[16*i:], PackedDesc{Addr: e.GPA, Len: e.Len, Flags: f})
 		}
-		putPackedDesc(d.desc[head.slot:], PackedDesc{Addr: tableGPA, Len: uint32(16 * len(elems)), ID: id})
+		putPackedDescBody(d.desc[head.slot:], PackedDesc{Addr: tableGPA, Len: uint32(16 * len(elems)), ID: id})
 		head.flags = DescFIndirect | availFlags(pos)
 	} else {
 		for i, e := range elems {
@@ -150,7 +150,10 @@ func (d *Driver) addPacked(elems []Elem, indirect bool, slots []int32) (id uint1
 			}
 			slot := uint32(pos&^PackedWrap) * 16
 			if i == 0 {
-				putPackedDesc(d.desc[slot:], PackedDesc{Addr: e.GPA, Len: e.Len, ID: id})
+				// The flags stay as they are (the previous round's)
+				// until Publish: zero flags would read as a used
+				// descriptor in a round whose wrap counter is 0.
+				putPackedDescBody(d.desc[slot:], PackedDesc{Addr: e.GPA, Len: e.Len, ID: id})
 				head.flags = f
 			} else {
 				putPackedDesc(d.desc[slot:], PackedDesc{Addr: e.GPA, Len: e.Len, ID: id, Flags: f})
@@ -248,10 +251,8 @@ func (d *Driver) setDriverEvent(offWrap, flags uint16) {
 // (release): with the right AVAIL/USED bits that makes it available.
 func (d *Driver) WritePackedDesc(i uint16, desc PackedDesc) {
 	b := d.desc[16*uint32(i):]
-	flags := desc.Flags
-	desc.Flags = 0
-	putPackedDesc(b, desc)
-	ring.StoreRelease16(b[14:16], flags)
+	putPackedDescBody(b, desc)
+	ring.StoreRelease16(b[14:16], desc.Flags)
 }
 
 // ReadPackedDesc reads descriptor i of the packed ring.
@@ -294,6 +295,13 @@ func (d *Driver) DeviceEvent() (offWrap, flags uint16) {
 
 // Packed reports whether the driver lays out a packed ring.
 func (d *Driver) Packed() bool { return d.packed }
+
+// putPackedDescBody writes addr, len and id, not the flags.
+func putPackedDescBody(b []byte, desc PackedDesc) {
+	binary.LittleEndian.PutUint64(b[0:], desc.Addr)
+	binary.LittleEndian.PutUint32(b[8:], desc.Len)
+	binary.LittleEndian.PutUint16(b[12:], desc.ID)
+}
 
 func putPackedDesc(b []byte, desc PackedDesc) {
 	binary.LittleEndian.PutUint64(b[0:], desc.Addr)
