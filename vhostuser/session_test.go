@@ -52,6 +52,10 @@ func TestSessionTraffic(t *testing.T) {
 		{"no-eventidx-no-indirect", base &^ (virtio.FEventIdx | virtio.FIndirectDesc), vhostusertest.Options{}, []int{60, 1514}, 200},
 		{"one-region", base, vhostusertest.Options{Regions: 1}, []int{60, 1514}, 200},
 		{"legacy-header", base &^ (virtio.FVersion1 | virtio.NetFMrgRxbuf), vhostusertest.Options{}, []int{60, 1514}, 200},
+		{"packed", base | virtio.FRingPacked, vhostusertest.Options{}, []int{60, 1514, 4000, 9000, 65000}, 200},
+		{"packed-eventidx-off", (base | virtio.FRingPacked) &^ virtio.FEventIdx, vhostusertest.Options{}, []int{60, 1514, 9000}, 200},
+		{"packed-plain-indirect-rx", (base | virtio.FRingPacked) &^ virtio.NetFMrgRxbuf, vhostusertest.Options{RxIndirect: true, RxBufLen: 8192}, []int{60, 1514, 8000}, 150},
+		{"packed-plain", (base | virtio.FRingPacked) &^ virtio.NetFMrgRxbuf, vhostusertest.Options{}, []int{60, 1514}, 200},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -24,7 +24,9 @@ type ring struct {
 	num     uint16 // SET_VRING_NUM; 0 until set
 	addr    vringAddr
 	hasAddr bool
-	base    uint16 // SET_VRING_BASE, or the avail index the ring stopped at
+	base    uint16 // SET_VRING_BASE, or the avail index the ring stopped at (packed: position, index | wrap<<15)
+	used    uint16 // packed rings: the used position the ring resumes at
+	hasBase bool   // base (and used) were set by SET_VRING_BASE or a stop
 	kick    *doorbell
 	call    *notifier
 	enable  bool
@@ -73,6 +75,11 @@ func (s *Session) enabled(r *ring) bool {
 // event fields when VIRTIO_F_EVENT_IDX is negotiated.
 func (s *Session) ringSizes(num uint16) (desc, avail, used uint64) {
 	n := uint64(num)
+	if s.packed() {
+		// virtio 1.2 §2.8.10: the descriptor ring, and the driver and
+		// device event suppression structures of 4 bytes each.
+		return 16 * n, 4, 4
+	}
 	desc, avail, used = 16*n, 4+2*n, 4+8*n
 	if s.features&virtio.FEventIdx != 0 {
 		avail += 2
@@ -98,6 +105,12 @@ func (s *Session) translate(r *ring) (cfg virtio.QueueConfig, err error) {
 	cfg.Size = r.num
 	cfg.Features = s.features &^ (FLogAll | FProtocolFeatures)
 	cfg.LastAvail = r.base
+	cfg.LastUsed = r.used
+	if s.packed() && !r.hasBase {
+		// A new packed ring: both wrap counters start at 1 (virtio 1.2
+		// §2.8.1), position 0x8000 (a split ring's 0 is just 0).
+		cfg.LastAvail, cfg.LastUsed = 0x8000, 0x8000
+	}
 	if r.addr.Flags&vringFLog != 0 {
 		// "log_guest_addr should be used to calculate the log offset: the
 		// write to first byte of the used ring is logged at this offset"
@@ -171,6 +184,8 @@ func (s *Session) pauseRing(i int) bool {
 		return false
 	}
 	r.base = r.q.LastAvail()
+	r.used = r.q.UsedIdx()
+	r.hasBase = true
 	r.q = nil
 	return true
 }
@@ -214,8 +229,9 @@ func (s *Session) setVringNum(p *payload, _ *fdSet) ([]byte, error) {
 	}
 	n := p.State.Num
 	// virtio 1.2 §2.7: "Queue Size value is always a power of 2. The
-	// maximum Queue Size value is 32768."
-	if n == 0 || n > virtio.MaxQueueSize || n&(n-1) != 0 {
+	// maximum Queue Size value is 32768." Packed rings (§2.8) need not be
+	// powers of two.
+	if n == 0 || n > virtio.MaxQueueSize || n&(n-1) != 0 && !s.packed() {
 		return nil, fmt.Errorf("%w: ring %d: size %d is not a power of 2 in 1..%d", ErrBadRing, i, n, virtio.MaxQueueSize)
 	}
 	r := &s.rings[i]
@@ -233,9 +249,10 @@ func (s *Session) setVringBase(p *payload, _ *fdSet) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.State.Num > 0xffff {
-		// Split rings only: the packed-ring wrap counter in bit 15 of a
-		// 32-bit value is never negotiated.
+	packed := s.packed()
+	if p.State.Num > 0xffff && !packed {
+		// Split rings: "Bits 16-31: Reserved" (vhost-user spec "A vring
+		// descriptor index for split virtqueues").
 		return nil, fmt.Errorf("%w: ring %d: base %d does not fit 16 bits", ErrInvalid, i, p.State.Num)
 	}
 	r := &s.rings[i]
@@ -243,8 +260,25 @@ func (s *Session) setVringBase(p *payload, _ *fdSet) ([]byte, error) {
 		return nil, fmt.Errorf("%w: ring %d is started", ErrInvalid, i)
 	}
 	r.base = uint16(p.State.Num)
+	r.used = r.base
+	r.hasBase = true
+	if packed && p.State.Num>>16 != 0 {
+		// vhost-user spec "Vring descriptor indices for packed
+		// virtqueues": bits 0-14 the last avail index, bit 15 the
+		// avail wrap counter, bits 16-30 the last used index, bit 31 the
+		// used wrap counter. DPDK's virtio-user sends the avail half
+		// only (0x8000 for a new ring): then used = avail, as in DPDK's
+		// backend. NewQueue checks both indices against the size.
+		r.used = uint16(p.State.Num >> 16)
+	}
 	return nil, nil
 }
+
+// packed reports whether the negotiated features make the rings packed
+// (VIRTIO_F_RING_PACKED, virtio 1.2 §2.8). SET_FEATURES comes before the
+// rings are configured (QEMU, DPDK, cloud-hypervisor) and may not change
+// while a ring is started.
+func (s *Session) packed() bool { return s.features&virtio.FRingPacked != 0 }
 
 // SET_VRING_ADDR. Allowed on a started ring ("the back-end must support
 // changing some configuration aspects on the fly", spec "Ring states"):
@@ -293,7 +327,15 @@ func (s *Session) getVringBase(p *payload, _ *fdSet) ([]byte, error) {
 	}
 	s.stopRing(i)
 	b := s.replyBody()[:sizeVringState]
-	vringState{Index: uint32(i), Num: uint32(s.rings[i].base)}.encode(b)
+	num := uint32(s.rings[i].base)
+	if s.packed() {
+		// vhost-user spec "Vring descriptor indices for packed
+		// virtqueues" (see setVringBase): avail position in bits 0-15,
+		// used position in bits 16-31. QEMU keeps both
+		// (virtio_queue_packed_set_last_avail_idx).
+		num |= uint32(s.rings[i].used) << 16
+	}
+	vringState{Index: uint32(i), Num: num}.encode(b)
 	return b, nil
 }
 

@@ -521,7 +521,13 @@ func (f *Frontend) StartRings(pairs int, size uint16) error {
 		return err
 	}
 	for _, r := range f.rings {
-		if err := f.startRing(r, 0); err != nil {
+		// A new ring: avail index 0; packed, position 0 with both wrap
+		// counters at 1 (virtio 1.2 §2.8.1).
+		base := uint32(0)
+		if r.Driver.Packed() {
+			base = 0x8000 | 0x8000<<16
+		}
+		if err := f.startRing(r, base); err != nil {
 			return err
 		}
 	}
@@ -580,7 +586,7 @@ func (f *Frontend) newRing(idx int, size uint16) (*Ring, error) {
 		return nil, fmt.Errorf("vhostusertest: region %#x has no room for ring %d (%d bytes)", reg.GPA, idx, need)
 	}
 	mem := reg.Data[reg.next : reg.next+need : reg.next+need]
-	d, err := virtiotest.NewDriver(mem, reg.GPA+reg.next, size, virtiotest.DriverOptions{SlotSize: f.opts.SlotSize})
+	d, err := virtiotest.NewDriver(mem, reg.GPA+reg.next, size, virtiotest.DriverOptions{SlotSize: f.opts.SlotSize, Packed: f.features&virtio.FRingPacked != 0})
 	if err != nil {
 		return nil, err
 	}
@@ -619,12 +625,24 @@ func (r *Ring) callFD() int {
 	return r.callW
 }
 
+// baseOf is the SET_VRING_BASE value for ring r resuming at avail index
+// (packed: position) base. Packed rings carry the used position too, in
+// bits 16-31, as QEMU sends them (vhost-user spec "Vring descriptor
+// indices for packed virtqueues"); the driver's used position is the
+// device's when nothing is in flight.
+func (f *Frontend) baseOf(r *Ring, base uint16) uint32 {
+	if r.Driver.Packed() {
+		return uint32(base) | uint32(r.Driver.LastUsed())<<16
+	}
+	return uint32(base)
+}
+
 // startRing sends NUM, BASE, ADDR, KICK and CALL for r.
-func (f *Frontend) startRing(r *Ring, base uint16) error {
+func (f *Frontend) startRing(r *Ring, base uint32) error {
 	if _, err := f.Request(vhostuser.ReqSetVringNum, false, vringState(r.Index, uint32(r.Driver.Size()))); err != nil {
 		return err
 	}
-	if _, err := f.Request(vhostuser.ReqSetVringBase, false, vringState(r.Index, uint32(base))); err != nil {
+	if _, err := f.Request(vhostuser.ReqSetVringBase, false, vringState(r.Index, base)); err != nil {
 		return err
 	}
 	if err := f.SetVringAddr(r.Index, false, 0); err != nil {
@@ -692,7 +710,7 @@ func (f *Frontend) GetVringBase(idx int) (uint16, error) {
 // base, on the same ring memory (QEMU's order: NUM, BASE, ADDR, KICK,
 // CALL).
 func (f *Frontend) RestartRing(idx int, base uint16) error {
-	return f.startRing(f.rings[idx], base)
+	return f.startRing(f.rings[idx], f.baseOf(f.rings[idx], base))
 }
 
 // ResetOwner sends RESET_OWNER.

@@ -144,8 +144,10 @@ func (f *Frontend) FillRx(qp int) error {
 	lens := f.rxl
 	added := 0
 	for {
-		// The avail ring holds at most Size entries outstanding.
-		if uint16(d.AvailIdx()-d.LastUsed()) >= d.Size() {
+		// The avail ring holds at most Size entries outstanding (a
+		// packed ring has no avail ring: AddChain says when its
+		// descriptors run out).
+		if !d.Packed() && uint16(d.AvailIdx()-d.LastUsed()) >= d.Size() {
 			break
 		}
 		var err error
