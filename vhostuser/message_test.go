@@ -120,7 +120,7 @@ func TestOptionsValidation(t *testing.T) {
 	nd := func(SessionInfo) (Device, error) { return nil, errors.New("x") }
 	bad := []Options{
 		{},
-		{NewDevice: nd, Features: virtio.FRingPacked},
+		{NewDevice: nd, Features: virtio.FAccessPlatform},
 		{NewDevice: nd, ProtocolFeatures: ProtocolFBackendReq},
 		{NewDevice: nd, MACs: map[string][6]byte{"/s": {0x03, 0, 0, 0, 0, 1}}},
 		{NewDevice: nd, MACs: map[string][6]byte{"/s": {}}},
