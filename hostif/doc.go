@@ -8,6 +8,16 @@
 // net.ipv4.ip_forward (google/nftables, never by running nft). It knows
 // nothing of virtqueues: frames cross it as datapath.Frame scatter lists.
 //
+// It also owns the vmnet uplink (VMNet, macOS): a client of vmnet-helper
+// (github.com/nirs/vmnet-helper), started as a child with one end of a unix
+// datagram socketpair as its fd 3; it describes its vmnet interface in one
+// line of JSON on stdout (ParseVMNetInfo) and then carries one Ethernet
+// frame per datagram. On that link VMNet is a DHCP client (RFC 2131,
+// vmnetdhcp.go) for the address the router NATs behind, renews the lease,
+// and restarts a helper that exits (backoff). Everything but the helper's
+// default location is platform-independent and tested on Linux against a
+// fake helper (hostif/vmnettest).
+//
 // # Threat model
 //
 // Frames written to the TAP come from the datapath, which validated them
@@ -21,7 +31,11 @@
 // non-zero size), since code after the TAP indexes frames with them. The
 // TAP, the link network and the nftables table are the host's
 // configuration: every error path removes what it made, and an existing
-// TAP (--uplink tap:NAME) is never changed beyond setting it up.
+// TAP (--uplink tap:NAME) is never changed beyond setting it up. Frames
+// and DHCP replies from vmnet come from other hosts (bridged mode: a LAN):
+// every DHCP reply is length- and checksum-checked and must be a
+// BOOTREPLY for our MAC and transaction; vmnet-helper's description line is
+// bounded (64 KiB) and every value in it checked.
 //
 // # Concurrency
 //
@@ -30,7 +44,11 @@
 // valid only during that Send. Send may be called from any goroutine: it
 // takes the lock of the queue it writes to once per batch. SetPeer may be
 // called at any time (atomic). Close stops the readers, waits for them and
-// closes the descriptors; Send after Close drops. Masquerade holds its own
+// closes the descriptors; Send after Close drops. VMNet has one reader
+// goroutine per helper, a supervisor (restarts) and a lease goroutine
+// (DHCP renewal, the only user of the DHCP client after OpenVMNet); Send
+// takes the link's write lock once per call; a restart swaps the link
+// atomically and frames sent meanwhile are dropped. Masquerade holds its own
 // netlink connection and /proc/sys file, both bound to the network
 // namespace SetupMasquerade ran in.
 package hostif
