@@ -277,7 +277,7 @@ func BenchmarkIndexVsMap(b *testing.B) {
 	keys := make([]flowKey, n)
 	for j := range keys {
 		a, p := benchGuest(j)
-		keys[j] = flowKey{Src: addr{0, 0xffff<<32 | uint64(a)}, Dst: addr{0, 0xffff<<32 | uint64(benchRemote(j))},
+		keys[j] = flowKey{Src: addr(a), Dst: addr(benchRemote(j)),
 			SrcPort: p, DstPort: 443, Proto: TCP}
 	}
 	order := make([]uint32, 1<<16)

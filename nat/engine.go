@@ -264,19 +264,20 @@ func (e *Engine) forwarded(p Proto, port uint16) bool {
 // and frees it.
 func (e *Engine) reclaim(i uint32) {
 	f := e.tab.flow(i)
+	c := e.tab.coldOf(i)
 	e.unschedule(i, f)
 	e.tab.remove(i)
 	e.countFlow(f, -1)
-	if o := &e.owners[f.owner]; f.owner != 0 {
+	if o := &e.owners[c.owner]; c.owner != 0 {
 		o.n--
 		if o.n == 0 {
 			delete(e.ownerIdx, o.addr)
 			o.next = e.ownerFree
-			e.ownerFree = f.owner
+			e.ownerFree = c.owner
 		}
 	}
-	if f.mapping != 0 {
-		e.unrefMapping(f.mapping)
+	if c.mapping != 0 {
+		e.unrefMapping(c.mapping)
 	}
 	e.tab.release(i)
 	e.gen++

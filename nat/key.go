@@ -7,12 +7,16 @@ import (
 )
 
 // flowKey identifies one direction of a flow as packets arrive at the engine,
-// before translation. Addresses are 16 bytes (IPv4 in the IPv4-mapped form
-// ::ffff:a.b.c.d, as netip.Addr.As16 gives), so IPv6 flows fit the same
-// table later. For ICMP echo the identifier is SrcPort of a request and
-// DstPort of a reply (the other port is 0), so that the key of a reply is
-// the reverse of the key of its request. Side is part of the key: a packet
-// from the uplink never matches a key of packets from guests.
+// before translation: 16 bytes, so that both directions of a flow and its
+// per-packet state share one 64-byte flow record (table.go). For ICMP echo
+// the identifier is SrcPort of a request and DstPort of a reply (the other
+// port is 0), so that the key of a reply is the reverse of the key of its
+// request. Side is part of the key: a packet from the uplink never matches a
+// key of packets from guests.
+//
+// The engine translates IPv4 only (RFC 3022 NAPT); an IPv6 translator
+// (NAT66/NPTv6) would get its own table with 16-byte addresses rather than
+// double the size of every IPv4 flow.
 type flowKey struct {
 	Src, Dst         addr
 	SrcPort, DstPort uint16
@@ -26,51 +30,48 @@ func (k *flowKey) reverse() flowKey {
 	return flowKey{Src: k.Dst, Dst: k.Src, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: k.Side}
 }
 
-// eq reports whether k and o are equal (the generated == calls memequal
-// for a 40-byte struct).
+// words returns the key as two 64-bit words (the padding excluded).
+func (k *flowKey) words() (uint64, uint64) {
+	return uint64(k.Src)<<32 | uint64(k.Dst),
+		uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Side)<<40
+}
+
+// eq reports whether k and o are equal.
 func (k *flowKey) eq(o *flowKey) bool {
-	return k.Src.lo == o.Src.lo && k.Dst.lo == o.Dst.lo &&
-		k.SrcPort == o.SrcPort && k.DstPort == o.DstPort && k.Proto == o.Proto && k.Side == o.Side &&
-		k.Src.hi == o.Src.hi && k.Dst.hi == o.Dst.hi
+	a0, a1 := k.words()
+	b0, b1 := o.words()
+	return a0 == b0 && a1 == b1
 }
 
-// addr is a 16-byte address as two big-endian halves (netip.Addr's
-// internal form): IPv4 is ::ffff:a.b.c.d, so lo holds 0xffff<<32 | v4.
-type addr struct{ hi, lo uint64 }
+// addr is an IPv4 address as a big-endian integer.
+type addr uint32
 
-// mapped returns the IPv4-mapped form of the 4 address bytes at b.
-func mapped(b []byte) addr { return addr{0, 0xffff<<32 | uint64(binary.BigEndian.Uint32(b))} }
+// mapped returns the IPv4 address at b.
+func mapped(b []byte) addr { return addr(binary.BigEndian.Uint32(b)) }
 
-// mapped4 returns the 16-byte form of a (IPv4-mapped for IPv4).
+// mapped4 returns the IPv4 address a (IPv4-mapped IPv6 addresses are
+// unmapped; the configuration accepts IPv4 only).
 func mapped4(a netip.Addr) addr {
-	b := a.Unmap().As16()
-	return addr{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+	b := a.Unmap().As4()
+	return addr(binary.BigEndian.Uint32(b[:]))
 }
 
-// v4 returns the IPv4 address of an IPv4-mapped addr.
-func (a addr) v4() uint32 { return uint32(a.lo) }
+// v4 returns a as an integer.
+func (a addr) v4() uint32 { return uint32(a) }
 
-// netip returns a as a netip.Addr (unmapped).
+// netip returns a as a netip.Addr.
 func (a addr) netip() netip.Addr {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], a.hi)
-	binary.BigEndian.PutUint64(b[8:], a.lo)
-	return netip.AddrFrom16(b).Unmap()
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(a))
+	return netip.AddrFrom4(b)
 }
 
 // hash mixes the key with the engine's random seed (wyhash-style 64x64->128
 // multiplies). The seed keeps an attacker who picks ports and addresses from
 // aiming at one probe chain of the index.
 func (k *flowKey) hash(s *[6]uint64) uint64 {
-	w1, w3 := k.Src.lo, k.Dst.lo
-	w4 := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Side)<<40
-	a := mum(w1^s[1], w3^s[3])
-	// The first 8 bytes of both addresses are zero for IPv4: skip a
-	// multiply (the hash stays a function of the whole key).
-	if w0, w2 := k.Src.hi, k.Dst.hi; w0|w2 != 0 {
-		a ^= mum(w0^s[0], w2^s[2])
-	}
-	return mum(a^s[4], w4^s[5])
+	w0, w1 := k.words()
+	return mum(mum(w0^s[0], w1^s[1])^s[2], s[3])
 }
 
 func mum(a, b uint64) uint64 {
@@ -95,12 +96,8 @@ func (k *flowKey) tuple() Tuple {
 // key from is rewritten to key to (RFC 1624 §3: the delta of a fixed rewrite
 // is computed once per flow direction and added per packet).
 func csumDelta(from, to *flowKey) (addr, port uint16) {
-	var s uint64
-	for _, w := range [4][2]uint64{{from.Src.hi, to.Src.hi}, {from.Src.lo, to.Src.lo}, {from.Dst.hi, to.Dst.hi}, {from.Dst.lo, to.Dst.lo}} {
-		for sh := 0; sh < 64; sh += 16 {
-			s += uint64(^uint16(w[0]>>sh)) + uint64(uint16(w[1]>>sh))
-		}
-	}
+	s := uint64(^uint16(from.Src>>16)) + uint64(^uint16(from.Src)) + uint64(uint16(to.Src>>16)) + uint64(uint16(to.Src)) +
+		uint64(^uint16(from.Dst>>16)) + uint64(^uint16(from.Dst)) + uint64(uint16(to.Dst>>16)) + uint64(uint16(to.Dst))
 	p := uint64(^from.SrcPort) + uint64(to.SrcPort) + uint64(^from.DstPort) + uint64(to.DstPort)
 	return fold(s), fold(p)
 }

@@ -80,13 +80,13 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 	}
 	if mapIdx != 0 {
 		e.mappings[mapIdx].refs++
-		f.mapping = mapIdx
+		e.tab.coldOf(i).mapping = mapIdx
 	}
 	if oi == 0 {
 		oi = e.newOwner(owner)
 	}
 	e.owners[oi].n++
-	f.owner = oi
+	e.tab.coldOf(i).owner = oi
 	e.tab.insert(i)
 	e.schedule(i, f)
 	e.countFlow(f, 1)

@@ -3,6 +3,7 @@ package nat
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -64,5 +65,16 @@ func TestTableModel(t *testing.T) {
 			}
 			require.Equal(t, len(model), tab.used)
 		}
+	}
+}
+
+// TestFlowLayout guards the sizes the cache-miss budget depends on: a flow
+// record is one cache line, a key is 16 bytes.
+func TestFlowLayout(t *testing.T) {
+	if s := unsafe.Sizeof(flow{}); s != 64 {
+		t.Errorf("flow is %d bytes, want 64", s)
+	}
+	if s := unsafe.Sizeof(flowKey{}); s != 16 {
+		t.Errorf("flowKey is %d bytes, want 16", s)
 	}
 }

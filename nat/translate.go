@@ -47,21 +47,35 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
 		m.kind = e.parse(from, &pkts[i], m)
 		m.hash = m.key.hash(&t.seed)
 	}
+	// Touch every packet's home slot: independent loads, many misses in
+	// flight.
 	var sink uint64
 	for i := range pkts {
 		sink += t.slots[sc[i].hash&t.mask]
 	}
-	for i := range pkts {
-		h := sc[i].hash
-		if s := t.slots[h&t.mask]; s>>32 == h&0xffffffff {
-			r := ref(s)
-			sink += uint64(t.flow(r >> 1).key[r&1].SrcPort)
-		}
-	}
+	// Find the first slot of each probe whose tag matches (usually the home
+	// slot or the next, in the line just touched), touch the flow record it
+	// names and keep that ref as the packet's candidate: the last pass
+	// checks the key before trusting it.
 	for i := range pkts {
 		m := &sc[i]
-		if m.kind == kindFlow {
-			m.ref = t.lookup(&m.key, m.hash)
+		m.ref = 0
+		if m.kind != kindFlow {
+			continue
+		}
+		h := m.hash
+		tag := h & 0xffffffff
+		for j := h & t.mask; ; j = (j + 1) & t.mask {
+			s := t.slots[j]
+			if s == 0 {
+				break
+			}
+			if s>>32 == tag {
+				r := ref(s)
+				sink += uint64(t.flow(r >> 1).deadline)
+				m.ref = r
+				break
+			}
 		}
 	}
 	e.sink = sink
@@ -71,8 +85,9 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
 		p := &pkts[i]
 		switch m.kind {
 		case kindFlow:
-			if e.gen != gen && m.ref != 0 {
-				// A flow was freed during this pass: the ref may be stale.
+			if m.ref != 0 && (e.gen != gen || !t.flow(m.ref >> 1).key[m.ref&1].eq(&m.key)) {
+				// Another key with the same tag, or a flow was freed during
+				// this pass (the ref may be stale).
 				m.ref = 0
 			}
 			e.translateFlow(from, p, m, now)
@@ -209,8 +224,8 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	t := &e.tab
 	r := m.ref
 	if r == 0 {
-		// Not found in pass 2, or stale: an earlier packet of this batch may
-		// have opened or closed it.
+		// Not found in its home slot, or stale: an earlier packet of this
+		// batch may have opened or closed it.
 		r = t.lookup(&m.key, m.hash)
 	}
 	if r != 0 {
