@@ -5,10 +5,13 @@ package nat
 // a flowKey to a flow direction, and a small direct-mapped cache in front of the
 // index.
 //
-// Why not a Go map: a map[flowKey]ref stores each 40-byte key a second time
-// (80 bytes more per flow) and cannot be probed ahead in a batch. The index
-// here holds 8-byte slots, half of them empty at most, and
-// BenchmarkIndexVsMap compares the two.
+// Why not a Go map: a map[flowKey]ref stores each key a second time and
+// cannot be probed ahead in a batch. The index here holds 8-byte slots, half
+// of them empty at most, and BenchmarkIndexVsMap compares the two.
+//
+// State per flow: the 64-byte record, 8 bytes of flowCold and two index
+// slots (16 to 32 bytes with the index between 3/8 and 3/4 full):
+// BenchmarkNewFlows reports 104 B/flow on a table of 1M flows.
 
 const (
 	chunkShift = 10

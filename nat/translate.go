@@ -30,8 +30,11 @@ func (e *Engine) sc() *batchScratch { return &e.scratch }
 
 // translateBatch handles at most maxBatch packets in passes so that the
 // cache misses of different packets overlap: parse and hash every packet;
-// touch every packet's index slot; touch every packet's flow record through
-// the first slot of its probe; then translate. Go has no prefetch
+// touch every packet's home index slot; walk every packet's probe to the
+// first slot with its tag and touch the flow record it names (or, for a
+// guest packet that matches nothing, the home slot of the reply key that
+// pickPort tries first); then translate, each packet with its two lines
+// already in cache. Go has no prefetch
 // instruction, but independent loads in a tight loop (results summed into a
 // sink) let the CPU keep many misses in flight; in a loop that also parses,
 // the reorder window holds only one or two packets.
@@ -76,6 +79,13 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
 				m.ref = r
 				break
 			}
+		}
+		if m.ref == 0 && from == Guest && m.key.Proto != UDP {
+			// Probably a new flow: pickPort will first try the guest's own
+			// port, so touch the slot of that reply key too.
+			k := &m.key
+			r := flowKey{Src: k.Dst, Dst: e.ext, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: Uplink}
+			sink += t.slots[r.hash(&t.seed)&t.mask]
 		}
 	}
 	e.sink = sink
