@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -43,11 +44,45 @@ func listen(path string, mode fs.FileMode, gid int) (*listener, error) {
 // client can connect while it still has the umask's permissions or the
 // process's group. The listener does not unlink the file on Close.
 func ListenUnix(path string, mode fs.FileMode, gid int) (*net.UnixListener, fs.FileInfo, error) {
-	if len(path) == 0 || len(path) > maxSocketPath {
-		return nil, nil, fmt.Errorf("vhostuser: socket path of %d bytes (1..%d)", len(path), maxSocketPath)
-	}
-	if err := removeStale(path); err != nil {
+	var l *net.UnixListener
+	fi, err := bindUnix("unix", path, mode, gid, func(at string) (io.Closer, error) {
+		var err error
+		l, err = net.ListenUnix("unix", &net.UnixAddr{Name: at, Net: "unix"})
+		if err == nil {
+			l.SetUnlinkOnClose(false)
+		}
+		return l, err
+	})
+	if err != nil {
 		return nil, nil, err
+	}
+	return l, fi, nil
+}
+
+// ListenUnixgram is ListenUnix for a unix datagram socket (the frame
+// sockets of --listen-dgram): the same stale-socket check, permissions and
+// rename. The file is not unlinked when the socket closes.
+func ListenUnixgram(path string, mode fs.FileMode, gid int) (*net.UnixConn, fs.FileInfo, error) {
+	var c *net.UnixConn
+	fi, err := bindUnix("unixgram", path, mode, gid, func(at string) (io.Closer, error) {
+		var err error
+		c, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: at, Net: "unixgram"})
+		return c, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, fi, nil
+}
+
+// bindUnix makes a unix socket of network ("unix", "unixgram") at path
+// with bind, which binds it at the address it is given; see ListenUnix.
+func bindUnix(network, path string, mode fs.FileMode, gid int, bind func(at string) (io.Closer, error)) (fs.FileInfo, error) {
+	if len(path) == 0 || len(path) > maxSocketPath {
+		return nil, fmt.Errorf("vhostuser: socket path of %d bytes (1..%d)", len(path), maxSocketPath)
+	}
+	if err := removeStale(network, path); err != nil {
+		return nil, err
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
@@ -56,15 +91,14 @@ func ListenUnix(path string, mode fs.FileMode, gid int) (*net.UnixListener, fs.F
 	if len(tmp) > maxSocketPath {
 		bindAt = path // no room for a temporary name: bind in place
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindAt, Net: "unix"})
+	l, err := bind(bindAt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
+		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
 	}
-	l.SetUnlinkOnClose(false)
-	fail := func(err error) (*net.UnixListener, fs.FileInfo, error) {
+	fail := func(err error) (fs.FileInfo, error) {
 		_ = l.Close()
 		_ = os.Remove(bindAt)
-		return nil, nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
+		return nil, fmt.Errorf("vhostuser: listen on %s: %w", path, err)
 	}
 	if gid != -1 {
 		// The group before the mode: a mode such as 0660 never applies
@@ -85,7 +119,7 @@ func ListenUnix(path string, mode fs.FileMode, gid int) (*net.UnixListener, fs.F
 	if err != nil {
 		return fail(err)
 	}
-	return l, fi, nil
+	return fi, nil
 }
 
 // LookupGroup returns the gid of group, a group name or a numeric gid
@@ -105,8 +139,8 @@ func LookupGroup(group string) (int, error) {
 	return gid, nil
 }
 
-// removeStale removes a socket at path that nobody accepts on.
-func removeStale(path string) error {
+// removeStale removes a socket of network at path that nobody accepts on.
+func removeStale(network, path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -117,7 +151,7 @@ func removeStale(path string) error {
 	if fi.Mode()&fs.ModeSocket == 0 {
 		return fmt.Errorf("vhostuser: %s exists and is not a socket: remove it or choose another path", path)
 	}
-	c, err := net.DialTimeout("unix", path, time.Second)
+	c, err := net.DialTimeout(network, path, time.Second)
 	if err == nil {
 		_ = c.Close()
 		return fmt.Errorf("vhostuser: %s is in use by another process (another vhost-arcnet?)", path)
