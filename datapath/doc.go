@@ -5,8 +5,10 @@
 // It owns the Port seam, the GuestPort (the virtio-net device side of one
 // vhost-user connection), the L2 Switch (MAC learning with ageing, flooding,
 // anti-spoofing, software GSO segmentation for receivers without the
-// offload), the measurement uplinks (Sink, Source, Loopback) and per-port
-// statistics.
+// offload), the frame-socket guest ports (FramePort on a StreamListener or
+// DgramListener: QEMU -netdev stream|dgram, vfkit, libkrun; framesock.go
+// has their threat model and concurrency), the measurement uplinks (Sink,
+// Source, Loopback) and per-port statistics.
 //
 // # Threat model
 //

@@ -93,12 +93,10 @@ type FramePort struct {
 	closed  bool
 	wake    chan struct{}
 	done    chan struct{} // closed when the writer has ended
+	ended   chan struct{} // closed when onEnd has returned
 	endOnce sync.Once
 	endErr  error
 	onEnd   func(*FramePort, error)
-
-	// Reader-side scratch (one reader per port).
-	hdrs [MaxBatch]virtio.NetHdr
 }
 
 // newFramePort returns a port writing through w and starts its writer.
@@ -110,7 +108,7 @@ func newFramePort(name string, log *slog.Logger, mtu int, stream bool, w frameWr
 	p := &FramePort{
 		name: name, log: log.With("port", name), mtu: mtu, stream: stream, w: w,
 		pend: make([]byte, 0, frameSockQueueBytes), ends: make([]int, 0, frameSockQueueFrames),
-		wake: make(chan struct{}, 1), done: make(chan struct{}), onEnd: onEnd,
+		wake: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{}), onEnd: onEnd,
 	}
 	go p.writer()
 	return p
@@ -265,16 +263,22 @@ func (p *FramePort) end(err error) {
 		case p.wake <- struct{}{}:
 		default:
 		}
-		if p.onEnd != nil {
-			go p.onEnd(p, err)
-		}
+		// onEnd runs on a goroutine of its own: end may be called from
+		// the writer, a reader, or a listener's Close.
+		go func() {
+			defer close(p.ended)
+			if p.onEnd != nil {
+				p.onEnd(p, err)
+			}
+		}()
 	})
 }
 
-// Close ends the port and waits for its writer.
+// Close ends the port and waits for its writer and its onEnd.
 func (p *FramePort) Close() {
 	p.end(errPortClosed)
 	<-p.done
+	<-p.ended
 }
 
 // Err returns why the port ended, nil while it runs.

@@ -173,9 +173,12 @@ func (a *controlAPI) listPorts(*http.Request) (any, error) {
 	add := func(gs []*guest, active bool) {
 		for _, g := range sortedBy(gs, func(g *guest) uint64 { return g.info.ID }) {
 			p := apiPort{
-				Name: g.port.Name(), Active: active, Socket: g.info.Path, Role: g.info.Role.String(),
+				Name: g.main().Name(), Active: active, Socket: g.info.Path, Role: g.info.Role.String(),
 				ConfigMAC: net.HardwareAddr(g.info.MAC[:]).String(),
-				MaxPairs:  a.queuePairs, Counters: counters(g.port.Stats()),
+				MaxPairs:  a.queuePairs, Counters: counters(g.main().Stats()),
+			}
+			if g.frame != nil {
+				p.Role, p.ConfigMAC, p.MaxPairs = g.kind, "", 1 // a frame socket: no config space, one queue
 			}
 			p.MAC = p.ConfigMAC
 			if g.sw != nil {
@@ -186,7 +189,9 @@ func (a *controlAPI) listPorts(*http.Request) (any, error) {
 			if l, ok := leases[p.MAC]; ok {
 				p.Address, p.Hostname = l.Addr.String(), l.Hostname
 			}
-			if active {
+			if active && g.frame != nil {
+				p.Features, p.FeatureBits, p.QueuePairs = []string{}, "0x0", 1
+			} else if active {
 				f := g.rings.features.Load()
 				p.Features, p.FeatureBits = featureList(f), fmt.Sprintf("%#x", f)
 				p.QueuePairs = g.rings.pairs()

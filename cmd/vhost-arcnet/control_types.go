@@ -25,7 +25,7 @@ type apiPort struct {
 	Name   string `json:"name"`
 	Active bool   `json:"active"` // false: ended, kept for its counters
 	Socket string `json:"socket"`
-	Role   string `json:"role"` // server (we listen) or client (we connect)
+	Role   string `json:"role"` // server (we listen) or client (we connect); stream or dgram for a frame socket
 	// MAC is the address the switch learnt from the guest's frames, else
 	// the one in the port's config space (ConfigMAC).
 	MAC       string `json:"mac"`

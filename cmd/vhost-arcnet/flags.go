@@ -26,6 +26,8 @@ type config struct {
 	socketGroup string // --socket-group as given ("": the process's group)
 	socketGID   int    // its gid; -1 for none
 	connects    []string
+	streams     []frameSockAddr // --listen-stream
+	dgrams      []string        // --listen-dgram
 	uplink      string
 	sourceSize  int
 	queuePairs  int
@@ -107,6 +109,8 @@ type flags struct {
 	version *boolScalar
 
 	sockets, connects        *list[string]
+	streams                  *list[frameSockAddr]
+	dgrams                   *list[string]
 	socketMode               *scalar[fs.FileMode]
 	socketGroup              *scalar[string]
 	uplink                   *scalar[string]
@@ -170,6 +174,8 @@ func newFlags() *flags {
 	f.version = addBool(f, "version", "print the version (module version, VCS revision, Go version) and exit")
 	f.sockets = addList(f, "socket", "listen for vhost-user frontends on this unix socket `PATH` (repeatable)", nonEmpty)
 	f.connects = addList(f, "connect", "connect to a frontend's vhost-user server socket `PATH`, reconnecting on loss (repeatable)", nonEmpty)
+	f.streams = addList(f, "listen-stream", "listen for frame-socket guests on this unix socket `PATH` or TCP HOST:PORT: each frame preceded by its 32-bit big-endian length (QEMU -netdev stream/socket, krunkit type=unixstream); each connection is one guest port (repeatable)", parseStreamAddr)
+	f.dgrams = addList(f, "listen-dgram", "listen for frame-socket guests on this unix datagram socket `PATH`: one frame per datagram (QEMU -netdev dgram, vfkit, krunkit type=unixgram); each peer address is one guest port (repeatable)", nonEmpty)
 	f.socketMode = addScalar(f, "socket-mode", fs.FileMode(0o600), "file `MODE` (octal) of listening sockets", parseMode,
 		func(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m)) })
 	f.socketGroup = addString(f, "socket-group", "", "`GROUP` (name or numeric gid) given to the sockets vhost-arcnet makes (--socket, --control; socket-activated ones are left alone): with --socket-mode 0660 its members may connect to the --socket sockets; the control socket stays 0600 (empty: the process's group)", parseGroup)
@@ -292,6 +298,7 @@ func (f *flags) errf(key, format string, args ...any) error {
 func (f *flags) build(template bool) (*config, error) {
 	c := &config{
 		sockets: f.sockets.vals, connects: f.connects.vals, socketMode: f.socketMode.v,
+		streams: f.streams.vals, dgrams: f.dgrams.vals,
 		socketGroup: f.socketGroup.v, socketGID: -1,
 		uplink: f.uplink.v, sourceSize: f.sourceSize.v, queuePairs: f.queuePairs.v, mtu: f.mtu.v,
 		poll: f.poll.v, logLevel: f.logLevel.v, logJSON: f.logFormat.v == "json", cpuProfile: f.cpuProfile.v,
@@ -310,8 +317,11 @@ func (f *flags) build(template bool) (*config, error) {
 		c.socketGID = gid
 	}
 	paths := append(append([]string{}, c.sockets...), c.connects...)
-	if len(paths) == 0 && !template {
-		return nil, errors.New("nothing to serve: give at least one --socket PATH or --connect PATH")
+	if err := c.checkFrameSockets(f); err != nil {
+		return nil, err
+	}
+	if len(paths)+len(c.streams)+len(c.dgrams) == 0 && !template {
+		return nil, errors.New("nothing to serve: give at least one --socket PATH, --connect PATH, --listen-stream PATH|ADDR or --listen-dgram PATH")
 	}
 	switch c.leaseFile {
 	case "":
@@ -321,6 +331,8 @@ func (f *flags) build(template bool) (*config, error) {
 		// instance.
 		if len(paths) > 0 {
 			c.leaseFile = paths[0] + ".leases"
+		} else if p := c.firstFrameSocketPath(); p != "" {
+			c.leaseFile = p + ".leases"
 		}
 	case "none":
 		c.leaseFile = ""

@@ -77,6 +77,16 @@ func TestParseFlags(t *testing.T) {
 		{"lease file none", []string{"--socket", "/s", "--lease-file", "none"}, func(t *testing.T, c *config) {
 			require.Empty(t, c.leaseFile)
 		}},
+		{"frame sockets", []string{"--listen-stream", "/run/s.sock", "--listen-stream", "127.0.0.1:7000",
+			"--listen-stream", "[::1]:7001", "--listen-dgram", "/run/d.sock", "--uplink", "tap:arc0"}, func(t *testing.T, c *config) {
+			require.Equal(t, []frameSockAddr{{addr: "/run/s.sock"}, {tcp: true, addr: "127.0.0.1:7000"}, {tcp: true, addr: "[::1]:7001"}}, c.streams)
+			require.Equal(t, []string{"/run/d.sock"}, c.dgrams)
+			require.Equal(t, "/run/s.sock.leases", c.leaseFile, "next to the first frame socket without --socket")
+		}},
+		{"frame socket relative path", []string{"--listen-stream", "vm.sock", "--listen-dgram", "d"}, func(t *testing.T, c *config) {
+			require.Equal(t, []frameSockAddr{{addr: "vm.sock"}}, c.streams)
+			require.Equal(t, "vm.sock.leases", c.leaseFile)
+		}},
 		{"tap existing", []string{"--socket", "a", "--uplink", "tap:arc0"}, func(t *testing.T, c *config) {
 			require.Equal(t, "tap", c.uplink)
 			require.Equal(t, "arc0", c.tapName)
@@ -164,4 +174,9 @@ var badFlagCases = []struct {
 	{"mac multicast", []string{"--socket", "/s", "--mac", "/s=01:00:5e:00:00:01"}, "unicast"},
 	{"mac bad", []string{"--socket", "/s", "--mac", "/s=zz"}, "48-bit"},
 	{"unknown flag", []string{"--sockets", "a"}, "not defined"},
+	{"empty stream", []string{"--listen-stream", ""}, "empty path"},
+	{"stream tcp host", []string{"--listen-stream", "example.org:80"}, "--listen-stream"},
+	{"empty dgram", []string{"--listen-dgram", ""}, "empty path"},
+	{"frame socket measurement uplink", []string{"--listen-dgram", "/d", "--uplink", "sink"}, "--listen-dgram attaches guests to the switch"},
+	{"frame socket twice", []string{"--socket", "/d", "--listen-dgram", "/d"}, "given twice"},
 }

@@ -79,10 +79,18 @@ func scrapeURL(t *testing.T, url string) scrape {
 // builds and waits for the answers it expects.
 type testGuest struct {
 	t  *testing.T
-	f  *vhostusertest.Frontend
+	f  guestLink
 	ip netip.Addr
 	// sent and received count the frames.
 	sent, received int
+}
+
+// guestLink is how a test guest's frames travel: a Go vhost-user frontend
+// (*vhostusertest.Frontend) or a frame socket (framesock_linux_test.go).
+type guestLink interface {
+	Send(frame []byte) error
+	WaitRecv() ([]byte, error)
+	Disconnect()
 }
 
 func (g *testGuest) send(fr []byte) {

@@ -33,19 +33,29 @@ type ports struct {
 // guest is one attached guest port and its place on the switch (nil with a
 // measurement uplink).
 type guest struct {
-	port   *datapath.GuestPort
+	port   *datapath.GuestPort // nil for a frame-socket port
+	frame  *datapath.FramePort // a frame-socket port (--listen-stream, --listen-dgram)
+	kind   string              // "stream" or "dgram" for a frame-socket port
 	sw     *datapath.SwitchPort
 	uplink datapath.Port // the sink or loopback port of a measurement uplink
 	info   vhostuser.SessionInfo
 	rings  ringState // what the control API shows of its rings
 }
 
+// main returns the guest's port: the vhost-user or the frame-socket one.
+func (g *guest) main() datapath.Port {
+	if g.frame != nil {
+		return g.frame
+	}
+	return g.port
+}
+
 // ports returns the guest port and its measurement uplink, if any.
 func (g *guest) ports() []datapath.Port {
 	if g.uplink != nil {
-		return []datapath.Port{g.port, g.uplink}
+		return []datapath.Port{g.main(), g.uplink}
 	}
-	return []datapath.Port{g.port}
+	return []datapath.Port{g.main()}
 }
 
 func (r *ports) add(id uint64, g *guest) {
@@ -118,6 +128,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return err
 		}
 		defer gnet.close()
+	}
+	if len(cfg.streams)+len(cfg.dgrams) > 0 {
+		fsocks, err := startFrameSockets(cfg, gnet, reg, log)
+		if err != nil {
+			return err
+		}
+		defer fsocks.close()
 	}
 	var source *datapath.Source
 	if cfg.uplink == "source" {
