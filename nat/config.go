@@ -88,6 +88,11 @@ type Config struct {
 	// PortMin and PortMax bound the external ports chosen when a guest's own
 	// port is taken. Default 1024..65535.
 	PortMin, PortMax uint16
+	// SharedAddress keeps every external TCP/UDP port and ICMP echo
+	// identifier inside PortMin..PortMax, the guest's own one too (port
+	// preservation only inside the range): for an External address the
+	// host also uses (the XDP uplink), whose other ports are the host's.
+	SharedAddress bool
 	// MaxFlows is the global flow limit. Default 65536.
 	MaxFlows int
 	// MaxFlowsPerGuest is each guest's flow quota. Default MaxFlows/4

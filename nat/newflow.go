@@ -196,11 +196,11 @@ func (e *Engine) pickPort(t *flowKey, side Side) bool {
 		return e.tab.lookup(&k, k.hash(&e.tab.seed)) == 0
 	}
 	want := t.SrcPort
-	if (want != 0 || t.Proto == ICMP) && free(want) {
+	if (want != 0 || t.Proto == ICMP) && e.allowed(want) && free(want) {
 		return true
 	}
 	lo, n := uint32(e.cfg.PortMin), uint32(e.cfg.PortMax)-uint32(e.cfg.PortMin)+1
-	if t.Proto == ICMP {
+	if t.Proto == ICMP && !e.cfg.SharedAddress {
 		lo, n = 0, 1<<16
 	}
 	start := rand.Uint32N(n)
@@ -210,6 +210,13 @@ func (e *Engine) pickPort(t *flowKey, side Side) bool {
 		}
 	}
 	return false
+}
+
+// allowed reports whether the guest's own port (echo identifier) may be
+// kept as the external one: always, unless the address is shared with the
+// host (Config.SharedAddress) and the port lies outside the range.
+func (e *Engine) allowed(port uint16) bool {
+	return !e.cfg.SharedAddress || (port >= e.cfg.PortMin && port <= e.cfg.PortMax)
 }
 
 // udpMapping returns the endpoint-independent mapping (RFC 4787 REQ-1) of
@@ -222,7 +229,7 @@ func (e *Engine) udpMapping(a addr, port uint16) uint32 {
 		return mi
 	}
 	ext := uint16(0)
-	if port != 0 && e.mapByExt[port] == 0 && !e.forwarded(UDP, port) {
+	if port != 0 && e.allowed(port) && e.mapByExt[port] == 0 && !e.forwarded(UDP, port) {
 		ext = port
 	} else {
 		lo, n := uint32(e.cfg.PortMin), uint32(e.cfg.PortMax)-uint32(e.cfg.PortMin)+1
