@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"time"
 
@@ -104,10 +105,10 @@ func (r *Router) handleARP(b *batch, f *datapath.Frame, head []byte) {
 		return
 	}
 	sender := a.SenderMAC()
-	if be32(head[header.EthernetMinSize+14:]) == r.hop4 && sender != (header.MAC{}) {
+	if hop := be32(head[header.EthernetMinSize+14:]); hop == r.hop4.Load() && sender != (header.MAC{}) {
 		if k := macKey(sender) | macValid; r.nextHopMAC.Load() != k {
 			r.nextHopMAC.Store(k)
-			r.log.Info("router: next hop resolved", "addr", r.opt.NextHop, "mac", sender.String())
+			r.log.Info("router: next hop resolved", "addr", a.SenderIP(), "mac", sender.String())
 		}
 	}
 	if a.Op() != header.ARPRequest || be32(head[header.EthernetMinSize+24:]) != r.ext4 {
@@ -126,13 +127,19 @@ func (r *Router) handleARP(b *batch, f *datapath.Frame, head []byte) {
 }
 
 // resolveNextHop asks for the next hop's MAC (an ARP request on the
-// uplink), at most once per arpInterval.
+// uplink, or Options.ResolveNextHop), at most once per arpInterval.
 func (r *Router) resolveNextHop(b *batch) {
 	now := time.Now().UnixNano()
 	last := r.lastARP.Load()
 	if now-last < int64(arpInterval) || !r.lastARP.CompareAndSwap(last, now) {
 		return
 	}
+	if r.opt.ResolveNextHop != nil {
+		r.opt.ResolveNextHop()
+		return
+	}
+	var hop [4]byte
+	binary.BigEndian.PutUint32(hop[:], r.hop4.Load())
 	buf := b.genBuf()
 	if buf == nil {
 		return
@@ -141,7 +148,7 @@ func (r *Router) resolveNextHop(b *batch) {
 	header.Ethernet(buf).Encode(&header.EthernetFields{Dst: header.BroadcastMAC, Src: r.opt.UplinkMAC,
 		EtherType: header.EtherTypeARP})
 	header.ARP(buf[header.EthernetMinSize:]).Encode(&header.ARPFields{Op: header.ARPRequest,
-		SenderMAC: r.opt.UplinkMAC, SenderIP: r.opt.ExternalAddr, TargetIP: r.opt.NextHop})
+		SenderMAC: r.opt.UplinkMAC, SenderIP: r.opt.ExternalAddr, TargetIP: addr4(hop)})
 	b.up = append(b.up, datapath.Frame{Segs: b.genSegs(buf[:n]), Len: n})
 	r.stats.ARPRequests.Add(1)
 }

@@ -64,6 +64,13 @@ type Options struct {
 	// NextHopMAC its MAC if known, else it is resolved by ARP.
 	NextHop    netip.Addr
 	NextHopMAC header.MAC
+	// ResolveNextHop, if set, is called instead of sending an ARP request
+	// when the next hop's MAC is unknown (at most once per 100 ms): the
+	// uplink learns it another way and calls SetNextHop (the XDP uplink
+	// asks the kernel's neighbour table, since the host shares its
+	// address and MAC). It runs on a datapath goroutine and must not
+	// block.
+	ResolveNextHop func()
 	// MTU is the uplink's MTU (the largest IPv4 packet it takes).
 	// Default 1500.
 	MTU int
@@ -95,7 +102,8 @@ type Router struct {
 	peer atomic.Pointer[datapath.Port] // the router's attachment to the switch
 	upl  atomic.Pointer[datapath.Port] // the uplink
 
-	gw4, net4, mask4, ext4, hop4 uint32
+	gw4, net4, mask4, ext4 uint32
+	hop4                   atomic.Uint32 // the next hop's address (SetNextHop)
 
 	nextHopMAC atomic.Uint64 // MAC key | macValid once known
 	lastARP    atomic.Int64  // unix ns of the last ARP request
@@ -150,7 +158,7 @@ func New(opt Options) (*Router, error) {
 		r.mask4 = 0
 	}
 	r.ext4 = be32(opt.ExternalAddr.AsSlice())
-	r.hop4 = be32(opt.NextHop.AsSlice())
+	r.hop4.Store(be32(opt.NextHop.AsSlice()))
 	if opt.NextHopMAC != (header.MAC{}) {
 		r.nextHopMAC.Store(macKey(opt.NextHopMAC) | macValid)
 	}
@@ -175,6 +183,27 @@ func (r *Router) SetUplink(p datapath.Port) {
 		return
 	}
 	r.upl.Store(&p)
+}
+
+// SetNextHop makes addr the uplink's next hop, at mac; a zero mac makes
+// its MAC unknown (resolved again before the next routed packet goes out).
+// It may be called at any time, from any goroutine.
+func (r *Router) SetNextHop(addr netip.Addr, mac header.MAC) error {
+	if !addr.Is4() {
+		return fmt.Errorf("router: next hop %v: want IPv4", addr)
+	}
+	if mac.IsMulticast() {
+		return fmt.Errorf("router: next hop MAC %v: want unicast", mac)
+	}
+	// Between the two stores a packet may go to the old address's MAC,
+	// which is what it would have done a moment earlier.
+	r.hop4.Store(be32(addr.AsSlice()))
+	if mac == (header.MAC{}) {
+		r.nextHopMAC.Store(0)
+	} else {
+		r.nextHopMAC.Store(macKey(mac) | macValid)
+	}
+	return nil
 }
 
 // Stats returns the router's counters.

@@ -436,3 +436,37 @@ func TestPingTheNATAddressTruncated(t *testing.T) {
 		require.Zero(t, g.r.Stats().EchoReplies.Load())
 	}
 }
+
+// TestSetNextHop: an uplink that learns its next hop elsewhere (the XDP
+// uplink: the kernel's tables) sets it; until then the router asks
+// ResolveNextHop instead of sending ARP.
+func TestSetNextHop(t *testing.T) {
+	asked := 0
+	g := newRig(t, func(o *Options) {
+		o.NextHopMAC = header.MAC{}
+		o.ResolveNextHop = func() { asked++ }
+	})
+	p := pkt{dstMAC: gwMAC, srcMAC: macA, src: guestA, dst: remote, proto: header.ProtoUDP, sport: 1000, dport: 53}
+	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
+	require.Empty(t, g.up.TakeFrames(), "no ARP request of its own")
+	require.Equal(t, 1, asked)
+	require.Equal(t, uint64(1), g.r.Stats().Drops(Out, DropNoNeighbour))
+
+	newHop := netip.MustParseAddr("198.19.255.1")
+	require.NoError(t, g.r.SetNextHop(newHop, otherMAC))
+	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
+	out := g.up.TakeFrames()
+	require.Len(t, out, 1)
+	require.Equal(t, otherMAC, header.MAC(out[0][0:6]))
+	require.Equal(t, upMAC, header.MAC(out[0][6:12]))
+
+	// Unknown again: dropped, asked again (after the rate limit's interval).
+	require.NoError(t, g.r.SetNextHop(newHop, header.MAC{}))
+	g.r.lastARP.Store(0)
+	g.r.SwitchPort().Send([]datapath.Frame{asSwitch(p.build())})
+	require.Empty(t, g.up.TakeFrames())
+	require.Equal(t, 2, asked)
+
+	require.Error(t, g.r.SetNextHop(netip.MustParseAddr("2001:db8::1"), otherMAC))
+	require.Error(t, g.r.SetNextHop(newHop, header.BroadcastMAC))
+}
