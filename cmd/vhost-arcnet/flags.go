@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/hostif"
+	"github.com/arcnet/vhost-arcnet/hostif/xdp"
 	"github.com/arcnet/vhost-arcnet/services"
 	"github.com/arcnet/vhost-arcnet/vhostuser"
 )
@@ -58,6 +59,10 @@ type config struct {
 	maxMemory   uint64 // --max-memory-gib, in bytes
 	natGuestMax int
 
+	// The XDP uplink (--uplink xdp:IFACE).
+	xdpIface string
+	xdpPorts portRange // --xdp-ports
+
 	pcapFile    string // --pcap
 	metricsAddr string // --metrics
 	controlPath string // --control
@@ -77,7 +82,7 @@ type dnsRecord struct {
 func (r dnsRecord) String() string { return r.name + "=" + r.addr.String() }
 
 // routed reports whether the guest network has an uplink (NAT and router).
-func (c *config) routed() bool { return c.uplink == "tap" }
+func (c *config) routed() bool { return c.uplink == "tap" || c.uplink == "xdp" }
 
 // guestNetwork reports whether guests are attached to the switch (rather
 // than to a measurement uplink).
@@ -87,10 +92,10 @@ func (c *config) guestNetwork() bool { return c.uplink == "none" || c.routed() }
 var errVersion = errors.New("version requested")
 
 // uplinkKinds are the --uplink values this build implements.
-var uplinkKinds = []string{"none", "tap", "tap:NAME", "sink", "source", "loopback"}
+var uplinkKinds = []string{"none", "tap", "tap:NAME", "xdp:IFACE", "sink", "source", "loopback"}
 
 // plannedUplinks are documented uplinks that this build does not have yet.
-var plannedUplinks = []string{"xdp", "vmnet"}
+var plannedUplinks = []string{"vmnet"}
 
 // commandLineOnly are the flags a config file cannot set.
 var commandLineOnly = map[string]bool{"config": true, "version": true}
@@ -126,6 +131,7 @@ type flags struct {
 	masquerade               *boolScalar
 	forwards                 *list[hostif.ForwardSpec]
 	natMaxFlows, natGuestMax *scalar[int]
+	xdpPorts                 *scalar[portRange]
 	maxMemGiB                *scalar[int]
 	allowSpoofing            *boolScalar
 	macs                     *list[portMAC]
@@ -196,6 +202,8 @@ func newFlags() *flags {
 		prefixParser(hostif.DefaultLinkNet), netip.Prefix.String)
 	f.masquerade = addBool(f, "masquerade", "masquerade the link network out of the host's default route (nftables table vhost_arcnet, net.ipv4.ip_forward=1; removed at exit)")
 	f.forwards = addList(f, "forward", "port forward `"+hostif.ForwardSyntax+"` (repeatable): a host client connecting to HOSTADDR:HOSTPORT (default 127.0.0.1) reaches GUEST (address or DHCP host name) on GUESTPORT", hostif.ParseForward)
+	f.xdpPorts = addScalar(f, "xdp-ports", portRange{xdp.DefaultPortMin, xdp.DefaultPortMax}, "NAT port range `LO-HI` on the NIC's own address (--uplink xdp): reserved on the host (net.ipv4.ip_local_reserved_ports) while vhost-arcnet runs",
+		parsePortRange, portRange.String)
 	f.natMaxFlows = addInt(f, "nat-max-flows", 65536, 16, 1<<24, "NAT connection-tracking table size in `FLOWS`")
 	f.natGuestMax = addInt(f, "nat-max-flows-per-guest", 0, 0, 1<<24, "each guest's share of the NAT table in `FLOWS` (0: a quarter of --nat-max-flows)")
 	f.maxMemGiB = addInt(f, "max-memory-gib", vhostuser.DefaultMaxMemory>>30, 1, 128<<10, "guest memory in `GIB` all vhost-user sessions together may map; a SET_MEM_TABLE or ADD_MEM_REG beyond it is refused and the session keeps what it had")
@@ -308,6 +316,7 @@ func (f *flags) build(template bool) (*config, error) {
 		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
 		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v, maxMemory: uint64(f.maxMemGiB.v) << 30,
 		pcapFile: f.pcap.v, metricsAddr: f.metrics.v, controlPath: f.control.v,
+		xdpPorts: f.xdpPorts.v,
 	}
 	if c.socketGroup != "" {
 		gid, err := vhostuser.LookupGroup(c.socketGroup)
@@ -340,7 +349,12 @@ func (f *flags) build(template bool) (*config, error) {
 	if name, ok := strings.CutPrefix(c.uplink, "tap:"); ok {
 		c.uplink, c.tapName = "tap", name
 	}
-	if !c.routed() && (c.masquerade || len(c.forwards) > 0) {
+	if name, ok := strings.CutPrefix(c.uplink, "xdp:"); ok {
+		c.uplink, c.xdpIface = "xdp", name
+	}
+	// The XDP uplink's NAT address is the host's own: a forward relayed to
+	// it would stay inside the host (loopback), never reach the NAT.
+	if c.uplink != "tap" && (c.masquerade || len(c.forwards) > 0) {
 		key := "forward"
 		if c.masquerade {
 			key = "masquerade"
@@ -356,7 +370,7 @@ func (f *flags) build(template bool) (*config, error) {
 	if c.natGuestMax > c.natMaxFlows {
 		return nil, f.errf("nat-max-flows-per-guest", "%d: want 0..--nat-max-flows (%d)", c.natGuestMax, c.natMaxFlows)
 	}
-	if c.routed() && c.subnet.Overlaps(c.uplinkNet) {
+	if c.uplink == "tap" && c.subnet.Overlaps(c.uplinkNet) {
 		return nil, f.errf("uplink-net", "%v overlaps --subnet %v: choose another link network", c.uplinkNet, c.subnet)
 	}
 	seen := map[string]string{}
@@ -527,11 +541,16 @@ func checkUplink(kind string) (string, error) {
 			return kind, nil
 		}
 	}
-	if name, ok := strings.CutPrefix(kind, "tap:"); ok {
-		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t:%") {
-			return "", errors.New("want tap:NAME with an interface name of 1..15 characters")
+	for _, k := range []string{"tap", "xdp"} {
+		if name, ok := strings.CutPrefix(kind, k+":"); ok {
+			if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t:%") {
+				return "", fmt.Errorf("want %s:NAME with an interface name of 1..15 characters", k)
+			}
+			return kind, nil
 		}
-		return kind, nil
+	}
+	if kind == "xdp" {
+		return "", errors.New("want xdp:IFACE, the host NIC to attach to")
 	}
 	name, _, _ := strings.Cut(kind, ":")
 	for _, k := range plannedUplinks {

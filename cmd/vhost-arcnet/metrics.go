@@ -231,8 +231,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		c.port(ch, seen, n.rt.SwitchPort(), true)
 		c.port(ch, seen, n.rt.UplinkPort(), true)
 	}
-	if n.tap != nil {
-		c.port(ch, seen, n.tap, true)
+	if n.uplink != nil {
+		c.port(ch, seen, n.uplink, true)
 	}
 	c.collectGateway(ch, n.gw)
 	if n.rt != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/arcnet/vhost-arcnet/datapath/header"
 	"github.com/arcnet/vhost-arcnet/datapath/router"
 	"github.com/arcnet/vhost-arcnet/hostif"
+	"github.com/arcnet/vhost-arcnet/hostif/xdp"
 	"github.com/arcnet/vhost-arcnet/nat"
 	"github.com/arcnet/vhost-arcnet/services"
 )
@@ -32,7 +33,9 @@ type network struct {
 	rt      *router.Router
 	eng     *nat.Engine
 	tap     *hostif.TAP
-	natAddr netip.Addr // where forwards relay to: the NAT address
+	xdp     *xdp.Uplink   // --uplink xdp:IFACE
+	uplink  datapath.Port // the TAP or the XDP uplink
+	natAddr netip.Addr    // where forwards relay to: the NAT address
 	masq    *hostif.Masquerade
 	ctx     context.Context // ends at close: the forwards' Serve
 	stop    context.CancelFunc
@@ -117,6 +120,13 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 	n.ctx, n.stop = ctx, stop
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.tick(ctx) }()
+	if n.xdp != nil {
+		n.xdp.Start(func(a netip.Addr, m header.MAC) {
+			if err := n.rt.SetNextHop(a, m); err != nil {
+				log.Warn("xdp uplink: next hop refused", "err", err)
+			}
+		})
+	}
 	if n.tap != nil {
 		n.tap.Start()
 		for _, f := range n.fwds {
@@ -147,6 +157,9 @@ func (n *network) forwarders() []*hostif.Forwarder {
 // openUplink opens the TAP and sets up the NAT engine, the router, the
 // masquerade and the forwards (ARCHITECTURE.md "A frame's path").
 func (n *network) openUplink(cfg *config, log *slog.Logger) error {
+	if cfg.uplink == "xdp" {
+		return n.openXDP(cfg, log)
+	}
 	tap, err := hostif.OpenTAP(hostif.TAPOptions{
 		Name: cfg.tapName, Existing: cfg.tapName != "", Queues: cfg.queuePairs,
 		LinkNet: cfg.uplinkNet, MTU: cfg.mtu, Logger: log,
@@ -154,7 +167,7 @@ func (n *network) openUplink(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	n.tap, n.natAddr = tap, tap.NATAddr()
+	n.tap, n.natAddr, n.uplink = tap, tap.NATAddr(), tap
 	if tap.Prefix().Overlaps(cfg.subnet) {
 		return fmt.Errorf("the link network %v of %s overlaps --subnet %v: choose another subnet", tap.Prefix(), tap.Name(), cfg.subnet)
 	}
@@ -321,7 +334,7 @@ func (n *network) logStats(log *slog.Logger) {
 	datapath.LogStats(log, n.hp)
 	attrs := append([]slog.Attr{slog.String("port", "gateway")}, n.gw.Stats().LogAttrs()...)
 	if n.rt != nil {
-		datapath.LogStats(log, n.tap)
+		datapath.LogStats(log, n.uplink)
 		attrs = append(attrs, n.rt.Stats().LogAttrs()...)
 		st := n.eng.Stats()
 		attrs = append(attrs,
@@ -359,6 +372,9 @@ func (n *network) close() {
 	n.wg.Wait()
 	if n.tap != nil {
 		errs = append(errs, n.tap.Close())
+	}
+	if n.xdp != nil {
+		errs = append(errs, n.xdp.Close())
 	}
 	if n.masq != nil {
 		errs = append(errs, n.masq.Close())

@@ -38,3 +38,24 @@ func (a Action) String() string {
 // nativeU32 returns the 4 bytes b read as a native-endian uint32: what the
 // program's 32-bit load of the same header bytes gives.
 func nativeU32(b [4]byte) uint32 { return binary.NativeEndian.Uint32(b[:]) }
+
+// Mode is how an XDP program is attached.
+type Mode int
+
+// The attach modes: the driver's own XDP hook, or the generic one after
+// the kernel has built an skb (every driver; slower).
+const (
+	ModeNative Mode = iota + 1
+	ModeGeneric
+)
+
+// String returns "native" or "generic".
+func (m Mode) String() string {
+	switch m {
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}

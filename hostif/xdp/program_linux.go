@@ -126,27 +126,6 @@ func (p *Program) Run(frame []byte) (Action, error) {
 	return Action(ret), nil
 }
 
-// Mode is how an XDP program is attached.
-type Mode int
-
-// The attach modes: the driver's own XDP hook, or the generic one after
-// the kernel has built an skb (every driver; slower).
-const (
-	ModeNative Mode = iota + 1
-	ModeGeneric
-)
-
-// String returns "native" or "generic".
-func (m Mode) String() string {
-	switch m {
-	case ModeNative:
-		return "native"
-	case ModeGeneric:
-		return "generic"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
-
 // Attach attaches the program to the interface ifindex through a BPF link
 // (the program is detached when the link is closed, or when the process
 // ends: nothing is left behind by a crash). It tries native mode first and

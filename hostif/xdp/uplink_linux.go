@@ -88,7 +88,7 @@ func Open(opt Options) (u *Uplink, err error) {
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return nil, fmt.Errorf("xdp uplink: interface %q does not exist", name)
+			return nil, fmt.Errorf("xdp uplink: interface %s does not exist", name)
 		}
 		return nil, fmt.Errorf("xdp uplink: interface %q: %w", name, err)
 	}
@@ -410,9 +410,15 @@ func (u *Uplink) release() error {
 // SocketStats are the kernel's counters of the uplink's AF_XDP sockets
 // (XDP_STATISTICS), summed over the queues.
 type SocketStats struct {
-	// RxDropped: frames dropped for want of room (Linux counts RX ring
-	// full and fill ring empty apart from 5.9 on, below).
-	RxDropped, RxInvalid, TxInvalid, RxRingFull, FillRingEmpty, TxRingEmpty uint64
+	// RxDropped counts frames the kernel dropped on receive for other
+	// reasons than the two below (too long for a chunk, among others).
+	RxDropped uint64
+	// RxInvalid and TxInvalid count descriptors the kernel found invalid.
+	RxInvalid, TxInvalid uint64
+	// RxRingFull counts frames dropped because the RX ring was full,
+	// FillRingEmpty those dropped for want of a fill ring entry, and
+	// TxRingEmpty the times the kernel found the TX ring empty.
+	RxRingFull, FillRingEmpty, TxRingEmpty uint64
 }
 
 // SocketStats returns the kernel's counters of the sockets.

@@ -36,6 +36,9 @@ func (u *Uplink) MAC() header.MAC { return header.MAC{} }
 // MTU returns 0.
 func (u *Uplink) MTU() int { return 0 }
 
+// Mode returns 0.
+func (u *Uplink) Mode() Mode { return 0 }
+
 // Queues returns 0.
 func (u *Uplink) Queues() int { return 0 }
 
