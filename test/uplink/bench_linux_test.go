@@ -101,6 +101,7 @@ type benchWorld struct {
 	g     *guest
 	kg    *netns.NS
 	peers *tcpPeers
+	up    string // the uplink's port in the stats records: the TAP or Host's veth
 }
 
 func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
@@ -108,15 +109,27 @@ func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
 }
 
 func newBenchWorldQ(b *testing.B, opts vhostusertest.Options, qsize uint16) *benchWorld {
+	return newBenchWorldUplink(b, opts, qsize, "tap")
+}
+
+// newBenchWorldUplink is newBenchWorldQ with --uplink tap --masquerade
+// (kind "tap") or --uplink xdp on Host's veth (kind "xdp"; Inet's veth
+// then sends complete checksums, see txChecksumOff).
+func newBenchWorldUplink(b *testing.B, opts vhostusertest.Options, qsize uint16, kind string) *benchWorld {
 	logLoad(b)
 	b.Cleanup(func() { logLoad(b) })
 	in := newInternet(b)
+	args, up := []string{"--uplink", "tap", "--masquerade"}, tapName
+	if kind == "xdp" {
+		txChecksumOff(b, in.Inet, in.InetLink)
+		args, up = []string{"--uplink", "xdp:" + in.HostLink, "--xdp-ports", xdpPorts}, in.HostLink
+	}
 	// UPLINK_BENCH_ARGS: more vhost-arcnet flags (--poll, --cpuprofile FILE).
-	args := append([]string{"--uplink", "tap", "--masquerade"}, strings.Fields(os.Getenv("UPLINK_BENCH_ARGS"))...)
+	args = append(args, strings.Fields(os.Getenv("UPLINK_BENCH_ARGS"))...)
 	be := startBackend(b, in.Host, args...)
 	b.Cleanup(func() { stopClean(b, be) })
 	g := newGuestQ(b, be, opts, 0, "", qsize)
-	return &benchWorld{in: in, be: be, g: g}
+	return &benchWorld{in: in, be: be, g: g, up: up}
 }
 
 // BenchmarkTCPThroughput: one TCP stream through --uplink tap, the Go
@@ -507,108 +520,122 @@ func (w *benchWorld) kernelStream(b *testing.B, peer netip.AddrPort, counted fun
 // the NAT and the router; the guest takes frames as its calls come.
 // Counted at the TAP (rx) and in the guest; vhost-arcnet's CPU per frame
 // read from the TAP. The sender in Inet shares the two cores.
+//
+// guest-to-xdp and xdp-to-guest: the same with --uplink xdp on Host's veth
+// (issue 10): frames go between the guest and Inet through AF_XDP, never
+// through Host's stack; counted at the uplink's port (Host's veth, its
+// AF_XDP sockets). Inet's veth has TX checksum offload off here (see
+// txChecksumOff), which its kernel sender pays for in the reference runs.
 func BenchmarkUDP64(b *testing.B) {
-	b.Run("guest-to-tap", func(b *testing.B) {
-		w := newBenchWorld(b, vhostusertest.Options{})
-		w.kg = kernelGuest(b, w.in)
-		// A socket that never reads: the kernel drops at its buffer,
-		// and sends no port unreachable.
-		sink := w.in.Inet.ListenUDP(b, netip.AddrPortFrom(w.in.InetAddr, 9000).String())
-		dst := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-		inetNL := w.in.Inet.Netlink(b)
-		arrived := func() uint64 {
-			l, err := inetNL.LinkByName(w.in.InetLink)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l.Attrs().Statistics.RxPackets
+	for _, kind := range []string{"tap", "xdp"} {
+		b.Run("guest-to-"+kind, func(b *testing.B) { udp64Out(b, kind) })
+		b.Run(kind+"-to-guest", func(b *testing.B) { udp64In(b, kind) })
+	}
+}
+
+// udp64Out is BenchmarkUDP64's guest-to-tap or guest-to-xdp.
+func udp64Out(b *testing.B, kind string) {
+	w := newBenchWorldUplink(b, vhostusertest.Options{}, 256, kind)
+	w.kg = kernelGuest(b, w.in)
+	// A socket that never reads: the kernel drops at its buffer,
+	// and sends no port unreachable.
+	sink := w.in.Inet.ListenUDP(b, netip.AddrPortFrom(w.in.InetAddr, 9000).String())
+	dst := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	inetNL := w.in.Inet.Netlink(b)
+	arrived := func() uint64 {
+		l, err := inetNL.LinkByName(w.in.InetLink)
+		if err != nil {
+			b.Fatal(err)
 		}
-		g := w.g
-		fr := g.out(dst.Addr(), header.ProtoUDP, 64, udp(netip.AddrPortFrom(g.ip, 6000), dst, make([]byte, 18)))
-		if len(fr) != 60 {
-			b.Fatalf("frame of %d bytes", len(fr))
-		}
-		kconn := w.kg.DialUDP(b, dst.String())
-		const roundTime = time.Second
-		var arcMpps, arcNs, kMpps, kNs []float64
-		for range 2 {
-			// A: vhost-arcnet.
-			g.txSettled()
-			s0, cpu0, in0, t0 := w.be.stats(), w.cpu(b), arrived(), time.Now()
-			sent := 0
-			for time.Since(t0) < roundTime {
-				for range 64 {
-					if err := g.f.AddFrame(0, virtio.NetHdr{}, fr, vhostusertest.LayoutSplit); err != nil {
-						b.Fatal(err)
-					}
-				}
-				sent += 64
-				if err := g.f.Flush(0); err != nil {
+		return l.Attrs().Statistics.RxPackets
+	}
+	g := w.g
+	fr := g.out(dst.Addr(), header.ProtoUDP, 64, udp(netip.AddrPortFrom(g.ip, 6000), dst, make([]byte, 18)))
+	if len(fr) != 60 {
+		b.Fatalf("frame of %d bytes", len(fr))
+	}
+	kconn := w.kg.DialUDP(b, dst.String())
+	const roundTime = time.Second
+	var arcMpps, arcNs, kMpps, kNs []float64
+	for range 2 {
+		// A: vhost-arcnet.
+		g.txSettled()
+		s0, cpu0, in0, t0 := w.be.stats(), w.cpu(b), arrived(), time.Now()
+		sent := 0
+		for time.Since(t0) < roundTime {
+			for range 64 {
+				if err := g.f.AddFrame(0, virtio.NetHdr{}, fr, vhostusertest.LayoutSplit); err != nil {
 					b.Fatal(err)
 				}
-				g.f.Drain() // ARP or ICMP, if any
 			}
-			for !g.f.TxDone(0) {
-				time.Sleep(100 * time.Microsecond)
+			sent += 64
+			if err := g.f.Flush(0); err != nil {
+				b.Fatal(err)
 			}
-			t1, cpu1, in1 := time.Now(), w.cpu(b), arrived()
-			s1 := w.be.stats()
-			tap := s1.Ports[tapName].Num("tx_packets") - s0.Ports[tapName].Num("tx_packets")
-			mpps, ns := w.reportPPS(b, "vhost-arcnet guest-to-tap", sent, tap, in1-in0, t1.Sub(t0), cpu1-cpu0, s0, s1)
-			arcMpps, arcNs = append(arcMpps, mpps), append(arcNs, ns)
-
-			// B: the kernel's path.
-			mpps, ns = kernelUDPSend(b, kconn, roundTime, arrived)
-			kMpps, kNs = append(kMpps, mpps), append(kNs, ns)
+			g.f.Drain() // ARP or ICMP, if any
 		}
-		b.Logf("guest-to-tap 64 B: vhost-arcnet %.3f Mpps (%v), %.0f ns CPU/frame (%v); kernel veth+forwarding sender %.3f Mpps (%v), %.0f ns CPU/frame (%v)",
-			median(arcMpps), arcMpps, median(arcNs), arcNs, median(kMpps), kMpps, median(kNs), kNs)
-		b.ReportMetric(median(arcMpps), "arcnet-Mpps")
-		b.ReportMetric(median(arcNs), "arcnet-cpu-ns/frame")
-		b.ReportMetric(median(kMpps), "kernel-Mpps")
-		b.ReportMetric(median(kNs), "kernel-cpu-ns/frame")
-	})
-	b.Run("tap-to-guest", func(b *testing.B) {
-		w := newBenchWorld(b, vhostusertest.Options{})
-		g := w.g
-		src := w.in.Inet.ListenUDP(b, netip.AddrPortFrom(w.in.InetAddr, 9001).String())
-		dst := src.LocalAddr().(*net.UDPAddr).AddrPort()
-		// The guest opens the flow; the source answers it with a stream.
-		g.send(g.out(dst.Addr(), header.ProtoUDP, 64, udp(netip.AddrPortFrom(g.ip, 6001), dst, make([]byte, 18))))
-		buf := make([]byte, 64)
-		_ = src.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, peer, err := src.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			b.Fatalf("the guest's first datagram: %v", err)
+		for !g.f.TxDone(0) {
+			time.Sleep(100 * time.Microsecond)
 		}
-		var stop atomic.Bool
-		var sent atomic.Int64
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			sendBatches(ipv4.NewPacketConn(src), net.UDPAddrFromAddrPort(peer), &stop, &sent)
-		}()
-		time.Sleep(200 * time.Millisecond) // warm up
-		got := 0
-		s0, cpu0, sent0, t0 := w.be.stats(), w.cpu(b), sent.Load(), time.Now()
-		for time.Since(t0) < 2*time.Second {
-			n, _ := g.f.Drain()
-			got += n
-			if n == 0 {
-				_, _ = g.f.WaitCall(0) // as a guest with interrupts on
-			}
-		}
-		t1, cpu1, sent1 := time.Now(), w.cpu(b), sent.Load()
-		stop.Store(true)
-		<-done
+		t1, cpu1, in1 := time.Now(), w.cpu(b), arrived()
 		s1 := w.be.stats()
-		tap := s1.Ports[tapName].Num("rx_packets") - s0.Ports[tapName].Num("rx_packets")
-		b.Logf("kernel sender in Inet: %.3f Mpps offered", float64(sent1-sent0)/t1.Sub(t0).Seconds()/1e6)
-		mpps, ns := w.reportPPS(b, "vhost-arcnet tap-to-guest", got, tap, uint64(got), t1.Sub(t0), cpu1-cpu0, s0, s1)
-		b.ReportMetric(mpps, "arcnet-Mpps")
-		b.ReportMetric(ns, "arcnet-cpu-ns/frame")
-		b.ReportMetric(float64(got)/t1.Sub(t0).Seconds()/1e6, "guest-Mpps")
-	})
+		tap := s1.Ports[w.up].Num("tx_packets") - s0.Ports[w.up].Num("tx_packets")
+		mpps, ns := w.reportPPS(b, "vhost-arcnet guest-to-"+kind, sent, tap, in1-in0, t1.Sub(t0), cpu1-cpu0, s0, s1)
+		arcMpps, arcNs = append(arcMpps, mpps), append(arcNs, ns)
+
+		// B: the kernel's path.
+		mpps, ns = kernelUDPSend(b, kconn, roundTime, arrived)
+		kMpps, kNs = append(kMpps, mpps), append(kNs, ns)
+	}
+	b.Logf("guest-to-%s 64 B: vhost-arcnet %.3f Mpps (%v), %.0f ns CPU/frame (%v); kernel veth+forwarding sender %.3f Mpps (%v), %.0f ns CPU/frame (%v)",
+		kind, median(arcMpps), arcMpps, median(arcNs), arcNs, median(kMpps), kMpps, median(kNs), kNs)
+	b.ReportMetric(median(arcMpps), "arcnet-Mpps")
+	b.ReportMetric(median(arcNs), "arcnet-cpu-ns/frame")
+	b.ReportMetric(median(kMpps), "kernel-Mpps")
+	b.ReportMetric(median(kNs), "kernel-cpu-ns/frame")
+}
+
+// udp64In is BenchmarkUDP64's tap-to-guest or xdp-to-guest.
+func udp64In(b *testing.B, kind string) {
+	w := newBenchWorldUplink(b, vhostusertest.Options{}, 256, kind)
+	g := w.g
+	src := w.in.Inet.ListenUDP(b, netip.AddrPortFrom(w.in.InetAddr, 9001).String())
+	dst := src.LocalAddr().(*net.UDPAddr).AddrPort()
+	// The guest opens the flow; the source answers it with a stream.
+	g.send(g.out(dst.Addr(), header.ProtoUDP, 64, udp(netip.AddrPortFrom(g.ip, 6001), dst, make([]byte, 18))))
+	buf := make([]byte, 64)
+	_ = src.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, peer, err := src.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		b.Fatalf("the guest's first datagram: %v", err)
+	}
+	var stop atomic.Bool
+	var sent atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sendBatches(ipv4.NewPacketConn(src), net.UDPAddrFromAddrPort(peer), &stop, &sent)
+	}()
+	time.Sleep(200 * time.Millisecond) // warm up
+	got := 0
+	s0, cpu0, sent0, t0 := w.be.stats(), w.cpu(b), sent.Load(), time.Now()
+	for time.Since(t0) < 2*time.Second {
+		n, _ := g.f.Drain()
+		got += n
+		if n == 0 {
+			_, _ = g.f.WaitCall(0) // as a guest with interrupts on
+		}
+	}
+	t1, cpu1, sent1 := time.Now(), w.cpu(b), sent.Load()
+	stop.Store(true)
+	<-done
+	s1 := w.be.stats()
+	tap := s1.Ports[w.up].Num("rx_packets") - s0.Ports[w.up].Num("rx_packets")
+	b.Logf("kernel sender in Inet: %.3f Mpps offered", float64(sent1-sent0)/t1.Sub(t0).Seconds()/1e6)
+	mpps, ns := w.reportPPS(b, "vhost-arcnet "+kind+"-to-guest", got, tap, uint64(got), t1.Sub(t0), cpu1-cpu0, s0, s1)
+	b.ReportMetric(mpps, "arcnet-Mpps")
+	b.ReportMetric(ns, "arcnet-cpu-ns/frame")
+	b.ReportMetric(float64(got)/t1.Sub(t0).Seconds()/1e6, "guest-Mpps")
 }
 
 // sendBatches sends 18-byte datagrams to to, 64 per sendmmsg, until stop.
@@ -672,8 +699,8 @@ func (w *benchWorld) cpu(b *testing.B) uint64 {
 	return v
 }
 
-// reportPPS logs frames through the TAP per second and vhost-arcnet's CPU
-// per TAP frame and returns both; guest counts what the guest sent or
+// reportPPS logs frames through the uplink (TAP or XDP) per second and
+// vhost-arcnet's CPU per uplink frame and returns both; guest counts what the guest sent or
 // received, arrived what reached the far end.
 func (w *benchWorld) reportPPS(b *testing.B, dir string, guest int, tap, arrived uint64, d time.Duration, ticks uint64, s0, s1 backend.Counters) (mpps, nsPer float64) {
 	cpu := time.Duration(ticks) * clockTick
@@ -682,7 +709,7 @@ func (w *benchWorld) reportPPS(b *testing.B, dir string, guest int, tap, arrived
 		nsPer = float64(cpu.Nanoseconds()) / float64(tap)
 	}
 	gp := func(k string) uint64 { return s1.Ports["guest0"].Num(k) - s0.Ports["guest0"].Num(k) }
-	b.Logf("%s: %d frames at the TAP in %v = %.3f Mpps; guest %d frames, %d arrived (%.3f Mpps); vhost-arcnet CPU %v (%.0f%% of one core) = %.0f ns/frame; guest0 drop_no_buffer +%d, router translated out +%d in +%d",
+	b.Logf("%s: %d frames at the uplink in %v = %.3f Mpps; guest %d frames, %d arrived (%.3f Mpps); vhost-arcnet CPU %v (%.0f%% of one core) = %.0f ns/frame; guest0 drop_no_buffer +%d, router translated out +%d in +%d",
 		dir, tap, d.Round(time.Millisecond), mpps, guest, arrived, float64(arrived)/d.Seconds()/1e6, cpu, 100*cpu.Seconds()/d.Seconds(), nsPer,
 		gp("drop_no_buffer"), s1.Gateway.Num("router_out_translated")-s0.Gateway.Num("router_out_translated"),
 		s1.Gateway.Num("router_in_translated")-s0.Gateway.Num("router_in_translated"))

@@ -23,7 +23,7 @@ import (
 // holds only the pseudo-header sum; the kernel's stack trusts the skb's
 // flag, but an XDP program (and an AF_XDP socket) sees the bytes alone.
 // Frames from a real NIC always carry complete checksums.
-func txChecksumOff(t *testing.T, ns *netns.NS, link string) {
+func txChecksumOff(t testing.TB, ns *netns.NS, link string) {
 	t.Helper()
 	const ethtoolSTXCSUM = 0x17
 	err := ns.Do(func() error {
