@@ -24,7 +24,11 @@
 // its leased IPv4 address), and delivers the copy followed by the rest of
 // the frame, so a guest cannot change a header between check and delivery.
 // A queue the guest breaks stops that queue (logged once, counted); it never
-// panics the process or touches another guest.
+// panics the process or touches another guest. A MAC moves to another port
+// only on the frontend's word after a live migration (SEND_RARP:
+// SwitchPort.TakeMAC, migration.go), and only from a port that runs no
+// queue: a guest cannot take another's address, nor a frontend a live
+// guest's.
 //
 // # Concurrency
 //
