@@ -1,4 +1,5 @@
-// Package load holds the bounded load and churn tests of issue 13 against a
+// Package load holds the bounded load and churn tests of issue 13 (and
+// TestMemory, issue 14: RSS idle, per guest port, per 100k NAT flows) against a
 // real vhost-arcnet process (test/backend, `--uplink none`: the switch with
 // the gateway's services) driven by the in-process Go vhost-user frontend
 // (vhostuser/vhostusertest) playing the guests:
