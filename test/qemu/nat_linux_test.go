@@ -100,6 +100,13 @@ const hostPage = "hello from the host side of the TAP\n"
 // namespace is left when the test ends.
 func startNATWorld(t *testing.T, env *Env, blobSize int, extra ...string) *natWorld {
 	t.Helper()
+	return startNATWorldUplink(t, env, blobSize, nil, extra...)
+}
+
+// startNATWorldUplink is startNATWorld with another uplink: uplink returns
+// the flags that replace --uplink tap --masquerade (nil: those).
+func startNATWorldUplink(t *testing.T, env *Env, blobSize int, uplink func(*netns.Internet) []string, extra ...string) *natWorld {
+	t.Helper()
 	env.RequireBackend()
 	w := &natWorld{}
 	t.Cleanup(func() {
@@ -164,8 +171,11 @@ func startNATWorld(t *testing.T, env *Env, blobSize int, extra ...string) *natWo
 	}, map[string]string{natInetName: w.InetAddr.String()})
 
 	w.Sock = env.Path("vu.sock")
-	args := append([]string{"--socket", w.Sock, "--uplink", "tap", "--masquerade",
-		"--dns-upstream", w.Up.Addr}, extra...)
+	up := []string{"--uplink", "tap", "--masquerade"}
+	if uplink != nil {
+		up = uplink(w.Internet)
+	}
+	args := append(append([]string{"--socket", w.Sock}, up...), append([]string{"--dns-upstream", w.Up.Addr}, extra...)...)
 	w.wrap, w.args = []string{"ip", "netns", "exec", w.Host.Name}, args
 	w.Backend = env.StartBackendWrapped("nat", w.wrap, args...)
 	return w

@@ -114,14 +114,14 @@ func newBenchWorldQ(b *testing.B, opts vhostusertest.Options, qsize uint16) *ben
 
 // newBenchWorldUplink is newBenchWorldQ with --uplink tap --masquerade
 // (kind "tap") or --uplink xdp on Host's veth (kind "xdp"; Inet's veth
-// then sends complete checksums, see txChecksumOff).
+// then sends complete checksums, see netns.NS.TxChecksumOff).
 func newBenchWorldUplink(b *testing.B, opts vhostusertest.Options, qsize uint16, kind string) *benchWorld {
 	logLoad(b)
 	b.Cleanup(func() { logLoad(b) })
 	in := newInternet(b)
 	args, up := []string{"--uplink", "tap", "--masquerade"}, tapName
 	if kind == "xdp" {
-		txChecksumOff(b, in.Inet, in.InetLink)
+		in.Inet.TxChecksumOff(b, in.InetLink)
 		args, up = []string{"--uplink", "xdp:" + in.HostLink, "--xdp-ports", xdpPorts}, in.HostLink
 	}
 	// UPLINK_BENCH_ARGS: more vhost-arcnet flags (--poll, --cpuprofile FILE).
@@ -525,7 +525,7 @@ func (w *benchWorld) kernelStream(b *testing.B, peer netip.AddrPort, counted fun
 // (issue 10): frames go between the guest and Inet through AF_XDP, never
 // through Host's stack; counted at the uplink's port (Host's veth, its
 // AF_XDP sockets). Inet's veth has TX checksum offload off here (see
-// txChecksumOff), which its kernel sender pays for in the reference runs.
+// netns.NS.TxChecksumOff), which its kernel sender pays for in the reference runs.
 func BenchmarkUDP64(b *testing.B) {
 	for _, kind := range []string{"tap", "xdp"} {
 		b.Run("guest-to-"+kind, func(b *testing.B) { udp64Out(b, kind) })

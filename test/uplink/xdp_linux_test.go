@@ -40,7 +40,7 @@ const (
 func setupXDP(t *testing.T) *world {
 	t.Helper()
 	in := newInternet(t)
-	txChecksumOff(t, in.Inet, in.InetLink)
+	in.Inet.TxChecksumOff(t, in.InetLink)
 	before := reservedPorts(t, in.Host)
 	be := startBackend(t, in.Host, "--uplink", "xdp:"+in.HostLink, "--xdp-ports", xdpPorts)
 	t.Cleanup(func() {

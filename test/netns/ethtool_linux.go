@@ -1,6 +1,4 @@
-//go:build linux
-
-package uplink
+package netns
 
 import (
 	"fmt"
@@ -9,24 +7,22 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/arcnet/vhost-arcnet/test/netns"
 )
 
-// txChecksumOff turns off TX checksum offload on link in ns (what
+// TxChecksumOff turns off TX checksum offload on link in n (what
 // `ethtool -K LINK tx off` does: the ETHTOOL_STXCSUM ioctl,
 // include/uapi/linux/ethtool.h), so that the frames it sends carry
 // complete TCP/UDP checksums.
 //
-// Why the XDP tests need it: a veth with checksum offload (the default)
+// Why the XDP uplink's tests need it on the peer of the NIC it attaches to: a veth with checksum offload (the default)
 // hands its peer CHECKSUM_PARTIAL skbs, whose transport checksum field
 // holds only the pseudo-header sum; the kernel's stack trusts the skb's
 // flag, but an XDP program (and an AF_XDP socket) sees the bytes alone.
 // Frames from a real NIC always carry complete checksums.
-func txChecksumOff(t testing.TB, ns *netns.NS, link string) {
+func (n *NS) TxChecksumOff(t testing.TB, link string) {
 	t.Helper()
 	const ethtoolSTXCSUM = 0x17
-	err := ns.Do(func() error {
+	err := n.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
@@ -48,6 +44,6 @@ func txChecksumOff(t testing.TB, ns *netns.NS, link string) {
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("netns: %s: %v", n.Name, err)
 	}
 }
