@@ -34,6 +34,7 @@ type config struct {
 	queuePairs  int
 	mtu         int
 	poll        bool
+	packed      bool
 	logLevel    slog.Level
 	logJSON     bool
 	cpuProfile  string
@@ -122,6 +123,7 @@ type flags struct {
 	sourceSize, queuePairs   *scalar[int]
 	mtu, linkSpeed           *scalar[int]
 	poll                     *boolScalar
+	packedRings              *boolScalar
 	subnet, uplinkNet        *scalar[netip.Prefix]
 	domain, leaseFile        *scalar[string]
 	upstreams                *list[string]
@@ -190,6 +192,7 @@ func newFlags() *flags {
 	f.queuePairs = addInt(f, "queue-pairs", 1, 1, 16, "queue pairs offered with VIRTIO_NET_F_MQ (1..16)")
 	f.mtu = addInt(f, "mtu", 1500, 68, 65535, "MTU offered with VIRTIO_NET_F_MTU (68..65535)")
 	f.poll = addBool(f, "poll", "busy-poll the virtqueues instead of sleeping on kicks (benchmarks)")
+	f.packedRings = addBool(f, "packed-rings", "also offer packed virtqueues (VIRTIO_F_RING_PACKED); off by default: slower than split rings here (README Performance)")
 	f.subnet = addScalar(f, "subnet", services.DefaultSubnet, "guest `CIDR`; the gateway is its first address",
 		prefixParser(services.DefaultSubnet), netip.Prefix.String)
 	f.domain = addString(f, "domain", services.DefaultDomain, "DNS domain `NAME` of the guests", checkDomain)
@@ -309,7 +312,7 @@ func (f *flags) build(template bool) (*config, error) {
 		streams: f.streams.vals, dgrams: f.dgrams.vals,
 		socketGroup: f.socketGroup.v, socketGID: -1,
 		uplink: f.uplink.v, sourceSize: f.sourceSize.v, queuePairs: f.queuePairs.v, mtu: f.mtu.v,
-		poll: f.poll.v, logLevel: f.logLevel.v, logJSON: f.logFormat.v == "json", cpuProfile: f.cpuProfile.v,
+		poll: f.poll.v, packed: f.packedRings.v, logLevel: f.logLevel.v, logJSON: f.logFormat.v == "json", cpuProfile: f.cpuProfile.v,
 		linkSpeed: uint(f.linkSpeed.v),
 		subnet:    f.subnet.v, domain: f.domain.v, dnsUpstreams: f.upstreams.vals, leaseFile: f.leaseFile.v,
 		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, dnsRecords: f.records.vals, allowSpoofing: f.allowSpoofing.v,

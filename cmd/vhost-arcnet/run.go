@@ -180,8 +180,12 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			"path", info.Path, "slot", info.Slot, "mac", net.HardwareAddr(info.MAC[:]).String())
 		return g.device(), nil
 	}
+	features := vhostuser.DefaultFeatures
+	if cfg.packed {
+		features = vhostuser.PackedFeatures
+	}
 	srv, err := vhostuser.NewServer(vhostuser.Options{
-		Features:    vhostuser.DefaultFeatures,
+		Features:    features,
 		QueuePairs:  cfg.queuePairs,
 		MTU:         uint16(cfg.mtu),
 		MACs:        cfg.macs,

@@ -25,7 +25,8 @@
 //     source (rxonly: backend -> frontend) and --uplink loopback (io with
 //     --tx-first: both ways), each with default devargs, mrg_rxbuf=0,
 //     in_order=1, in_order=0 (out-of-order completion, indirect
-//     descriptors) and queues=2 (--queue-pairs 2).
+//     descriptors), queues=2 (--queue-pairs 2), and packed virtqueues
+//     (packed_vq=1 against --packed-rings, in order and with in_order=0).
 //
 // The tests skip unless they run as root with dpdk-testpmd installed (Debian
 // 12: the dpdk-dev package; `make setup` installs it), and in -short mode.

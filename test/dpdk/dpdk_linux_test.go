@@ -89,6 +89,9 @@ func TestVirtioUser(t *testing.T) {
 		// noInOrder: VIRTIO_F_IN_ORDER must not be negotiated (otherwise it
 		// is whatever vhost-arcnet offers; virtio_user asks for it by default).
 		noInOrder bool
+		// packed: vhost-arcnet offers packed rings (--packed-rings) and
+		// VIRTIO_F_RING_PACKED must be negotiated.
+		packed bool
 	}{
 		{name: "default", wantMrg: true, queues: 1},
 		{name: "mrg_rxbuf=0", devargs: ",mrg_rxbuf=0", queues: 1},
@@ -97,6 +100,10 @@ func TestVirtioUser(t *testing.T) {
 		{name: "in_order=1", devargs: ",in_order=1", wantMrg: true, queues: 1},
 		{name: "in_order=0", devargs: ",in_order=0", wantMrg: true, queues: 1, noInOrder: true},
 		{name: "queues=2", wantMrg: true, queues: 2}, // queues=N is always in the devargs
+		// Packed virtqueues (issue 14), in order (virtio_user's default)
+		// and out of order with indirect descriptors.
+		{name: "packed_vq=1", devargs: ",packed_vq=1", wantMrg: true, queues: 1, packed: true},
+		{name: "packed_vq=1,in_order=0", devargs: ",packed_vq=1,in_order=0", wantMrg: true, queues: 1, noInOrder: true, packed: true},
 	}
 	directions := []struct {
 		name   string
@@ -116,6 +123,9 @@ func TestVirtioUser(t *testing.T) {
 				if v.queues > 1 {
 					args = append(args, "--queue-pairs", fmt.Sprint(v.queues))
 				}
+				if v.packed {
+					args = append(args, "--packed-rings")
+				}
 				be := startArcnet(t, dir, args...)
 				dumpOnFailure(t, be.Proc)
 				fe := startTestpmd(t, dir, testpmdOpts{
@@ -131,6 +141,7 @@ func TestVirtioUser(t *testing.T) {
 				if v.noInOrder {
 					require.Zero(t, feat&featInOrder, "VIRTIO_F_IN_ORDER negotiated with in_order=0")
 				}
+				require.Equal(t, v.packed, feat&featRingPacked != 0, "VIRTIO_F_RING_PACKED negotiated")
 				checkRun(t, be, fe, v.queues, d.name)
 			})
 		}

@@ -9,10 +9,11 @@ import (
 // Feature bits the tests look for in the features virtio_user negotiated
 // (virtio 1.2 §5.1.3 and §6).
 const (
-	featMrgRxbuf uint64 = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF
-	featMQ       uint64 = 1 << 22 // VIRTIO_NET_F_MQ
-	featInOrder  uint64 = 1 << 35 // VIRTIO_F_IN_ORDER
-	featVersion1 uint64 = 1 << 32 // VIRTIO_F_VERSION_1
+	featMrgRxbuf   uint64 = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF
+	featMQ         uint64 = 1 << 22 // VIRTIO_NET_F_MQ
+	featInOrder    uint64 = 1 << 35 // VIRTIO_F_IN_ORDER
+	featRingPacked uint64 = 1 << 34 // VIRTIO_F_RING_PACKED
+	featVersion1   uint64 = 1 << 32 // VIRTIO_F_VERSION_1
 )
 
 // A testpmd log as DPDK 22.11 prints it (trimmed), with two streams.
