@@ -157,15 +157,14 @@ func (b *bench) main() error {
 		time.Now().Format("2006-01-02T15:04:05"), strings.Join(c.cases, " "), strings.Join(kinds, " "),
 		c.rounds, c.dur, c.mem, c.virtioArgs)
 	for _, cs := range c.cases {
-		dir, sizeStr, _ := strings.Cut(cs, "-")
-		size, _ := strconv.Atoi(sizeStr) // checked by parseFlags
+		dir, size, packed := parseCase(cs) // checked by parseFlags
 		runs := map[string]dpdk.Runs{}
 		for r := 1; r <= c.rounds; r++ { // interleaved: dpdk event poll, dpdk event poll, ...
 			for _, k := range kinds {
 				if b.isStopping() {
 					return errors.New("interrupted")
 				}
-				runs[k] = append(runs[k], b.runOne(k, dir, size, r))
+				runs[k] = append(runs[k], b.runOne(k, dir, size, packed, r))
 			}
 		}
 		for _, m := range c.modes {
@@ -357,10 +356,17 @@ func (b *bench) result(format string, args ...any) {
 }
 
 // runOne measures one run: kind dpdk, event or poll; dir f2b or b2f.
-func (b *bench) runOne(kind, dir string, size, round int) dpdk.RunResult {
+func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.RunResult {
 	c := b.cfg
 	b.runSeq++
-	id := fmt.Sprintf("%s-%d-%s-r%d", dir, size, kind, round)
+	ringName, virtioArgs := "", c.virtioArgs
+	if packed {
+		// Packed virtqueues on both sides: virtio_user asks for them,
+		// net_vhost offers them by default, vhost-arcnet with
+		// --packed-rings.
+		ringName, virtioArgs = "-packed", virtioArgs+",packed_vq=1"
+	}
+	id := fmt.Sprintf("%s-%d%s-%s-r%d", dir, size, ringName, kind, round)
 	belog := filepath.Join(b.logDir, id+"-be.log")
 	felog := filepath.Join(b.logDir, id+"-fe.log")
 	tx, rx, big := dpdk.SizeArgs(size)
@@ -382,6 +388,9 @@ func (b *bench) runOne(kind, dir string, size, round int) dpdk.RunResult {
 		if kind == "poll" {
 			args = append(args, "--poll")
 		}
+		if packed {
+			args = append(args, "--packed-rings")
+		}
 		args = append(args, c.arcnetArgs...)
 		if dir == "b2f" {
 			args = append(args, "--source-size", strconv.Itoa(size))
@@ -389,7 +398,7 @@ func (b *bench) runOne(kind, dir string, size, round int) dpdk.RunResult {
 		beArgv = append([]string{"taskset", "-c", strconv.Itoa(c.beCPU)}, dpdk.ArcnetArgv(b.arcnet, b.sock, "info", args...)...)
 	}
 	feArgv := dpdk.TestpmdOpts{
-		Vdev: "net_virtio_user0,path=" + b.sock + ",queues=1" + c.virtioArgs, Mode: feMode, CPU: c.feCPU,
+		Vdev: "net_virtio_user0,path=" + b.sock + ",queues=1" + virtioArgs, Mode: feMode, CPU: c.feCPU,
 		FilePrefix: fmt.Sprintf("vsdpdk%dfe%d", b.tag, b.runSeq), Taskset: true,
 		Mem: b.memFlags, EAL: c.ealFE, Mbufs: 32768, App: append(append([]string{}, big...), feSz...),
 	}.Argv()
@@ -603,7 +612,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 		fmt.Fprintln(out, "usage: vs-dpdk [flags] [SECONDS]   (SECONDS: measured seconds per run, default 5; see go doc ./test/dpdk/cmd/vs-dpdk)")
 		fs.PrintDefaults()
 	}
-	cases := fs.String("cases", str("CASES", "f2b-64 f2b-1518 b2f-64 b2f-1518"), "`LIST` of cases: f2b-SIZE (frontend -> backend), b2f-SIZE (backend -> frontend) [CASES]")
+	cases := fs.String("cases", str("CASES", "f2b-64 f2b-1518 b2f-64 b2f-1518"), "`LIST` of cases: f2b-SIZE (frontend -> backend), b2f-SIZE (backend -> frontend); a -packed suffix (f2b-1518-packed) runs both backends with packed virtqueues [CASES]")
 	modes := fs.String("modes", str("MODES", "event poll"), "`LIST` of vhost-arcnet modes: event (default mode), poll (--poll) [MODES]")
 	fs.IntVar(&c.rounds, "rounds", num("ROUNDS", 3), "interleaved rounds per case [ROUNDS]")
 	fs.StringVar(&c.mem, "mem", str("MEM", "nohuge"), "frontend memory: nohuge (4 KiB pages, memfd) | huge (2 MiB hugetlbfs) [MEM]")
@@ -651,10 +660,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	c.cases, c.modes = strings.Fields(*cases), strings.Fields(*modes)
 	c.ealFE, c.ealBE, c.arcnetArgs = strings.Fields(*ealFE), strings.Fields(*ealBE), strings.Fields(*arcnetArgs)
 	for _, cs := range c.cases {
-		dir, size, _ := strings.Cut(cs, "-")
-		n, err := strconv.Atoi(size)
-		if (dir != "f2b" && dir != "b2f") || err != nil || n <= 0 || strings.ContainsAny(size, "+-") {
-			return c, fmt.Errorf("bad case %q (want f2b-SIZE or b2f-SIZE)", cs)
+		if dir, n, _ := parseCase(cs); dir == "" || n <= 0 {
+			return c, fmt.Errorf("bad case %q (want f2b-SIZE or b2f-SIZE, optionally -packed)", cs)
 		}
 	}
 	for _, m := range c.modes {
@@ -671,4 +678,15 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 		return c, errors.New("-warmup and -maxsec must be >= 0, -mem-mb > 0")
 	}
 	return c, nil
+}
+
+// parseCase splits a case, DIR-SIZE[-packed]; dir is "" when it is not one.
+func parseCase(cs string) (dir string, size int, packed bool) {
+	rest, packed := strings.CutSuffix(cs, "-packed")
+	d, sz, _ := strings.Cut(rest, "-")
+	n, err := strconv.Atoi(sz)
+	if (d != "f2b" && d != "b2f") || err != nil || strings.ContainsAny(sz, "+-") {
+		return "", 0, false
+	}
+	return d, n, packed
 }

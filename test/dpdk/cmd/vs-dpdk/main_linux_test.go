@@ -41,6 +41,21 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, []string{"--log-level=pmd.net.virtio.*:debug", "--in-memory"}, c.ealFE)
 	require.Equal(t, ",mrg_rxbuf=0", c.virtioArgs)
 
+	// packed virtqueue cases
+	c, err = parseFlags([]string{"-cases", "f2b-1518-packed b2f-64"}, env(nil), io.Discard)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		cs     string
+		dir    string
+		size   int
+		packed bool
+	}{{"f2b-1518-packed", "f2b", 1518, true}, {"b2f-64", "b2f", 64, false}, {"f2b-packed", "", 0, false}, {"f2b-64-split", "", 0, false}} {
+		dir, size, packed := parseCase(tc.cs)
+		require.Equal(t, tc.dir, dir, tc.cs)
+		require.Equal(t, tc.size, size, tc.cs)
+		require.Equal(t, tc.packed, packed, tc.cs)
+	}
+
 	for _, bad := range []struct {
 		args []string
 		env  map[string]string
@@ -51,6 +66,8 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"-cases", "f2b"}},
 		{args: []string{"-cases", "x2y-64"}},
 		{args: []string{"-cases", "f2b--64"}},
+		{args: []string{"-cases", "f2b-packed"}},
+		{args: []string{"-cases", "f2b-0-packed"}},
 		{args: []string{"-modes", "spin"}},
 		{args: []string{"-mem", "big"}},
 		{env: map[string]string{"ROUNDS": "three"}},
