@@ -8,7 +8,7 @@ UNIT        := $(shell $(GO) list ./... 2>/dev/null | grep -v '/test/')
 # ordering uses the arm64 acquire/release instructions.
 ARM64_UNIT  := ./virtio/... ./vhostuser/... ./datapath/... ./nat/...
 
-.PHONY: all setup build test unit race arm64 e2e lint cross bench bench-dpdk demo clean
+.PHONY: all setup build test unit race arm64 e2e lint cross bench bench-dpdk bench-gvproxy demo clean
 
 all: build
 
@@ -87,6 +87,9 @@ bench:
 
 bench-dpdk: build     ## side by side with DPDK's vhost library
 	bash bench/vs-dpdk.sh
+
+bench-gvproxy:        ## frame sockets guest to guest, side by side with gvproxy v0.8.9
+	bash bench/vs-gvproxy.sh
 
 demo: setup build     ## a guest: DHCP, DNS, a page and a file fetched through NAT, a host client through a forward
 	ARCNET_DEMO=1 ARCNET_BIN=$(abspath $(BIN)) $(GO) test -count=1 -v -run '^TestDemo$$' ./test/qemu/
