@@ -57,13 +57,17 @@ type natWorld struct {
 	UploadURL string
 	mu        sync.Mutex
 	uploads   []upload
-	UDPEcho   netip.AddrPort
-	HostWeb   string // http://198.19.255.253:PORT/host.txt, served inside Host
-	Up        *upstreamDNS
-	Sock      string
-	Backend   *Backend
-	wrap      []string // how Backend was started: restartBackend starts another the same way
-	args      []string
+	// SlowUploadURL (http://203.0.113.2/slowupload) reads a POST slowly
+	// and answers as UploadURL does (Slow).
+	SlowUploadURL string
+	Slow          slowServer
+	UDPEcho       netip.AddrPort
+	HostWeb       string // http://198.19.255.253:PORT/host.txt, served inside Host
+	Up            *upstreamDNS
+	Sock          string
+	Backend       *Backend
+	wrap          []string // how Backend was started: restartBackend starts another the same way
+	args          []string
 }
 
 // upload is one POST to natWorld.UploadURL.
@@ -144,11 +148,16 @@ func startNATWorldUplink(t *testing.T, env *Env, blobSize int, uplink func(*netn
 			fmt.Fprint(rw, inetPage)
 			return
 		}
+		if r.Method == http.MethodPost && r.URL.Path == "/slowupload" {
+			w.Slow.take(rw, r)
+			return
+		}
 		blob.ServeHTTP(rw, r)
 	}))
 	w.WebURL = "http://" + web.Addr().String() + "/"
 	w.BlobURL = w.WebURL + "blob.bin"
 	w.UploadURL = w.WebURL + "upload"
+	w.SlowUploadURL = w.WebURL + "slowupload"
 	w.UDPEcho = w.Internet.UDPEcho(t, 7777)
 
 	// A web server of the host, reached by guests at the host's end of

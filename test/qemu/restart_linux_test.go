@@ -3,8 +3,14 @@
 package qemu
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,7 +44,7 @@ func TestRestartAfterKill(t *testing.T) {
 		Name: "crash", Net: VhostUserNet{Socket: w.Sock, Reconnect: 1},
 		Test: "dhcp,wget:" + w.BlobURL + ":" + w.Blob.SHA256 + ",wait:go," +
 			"ping:" + inet + ":" + strconv.Itoa(pings) + ",ping:@gw,wget:" + w.BlobURL + ":" + w.Blob.SHA256 +
-			",udp:" + w.UDPEcho.String() + ":3,stats,wait:done",
+			",udp:" + w.UDPEcho.String() + ":3,wait:tcp,post:" + w.SlowUploadURL + ":1,stats,wait:done",
 		Knobs:   []string{"hostname=" + hostname, "ping_i=0.1", "ping_w=5"},
 		Timeout: 3 * guestTimeout,
 	})
@@ -76,7 +82,7 @@ func TestRestartAfterKill(t *testing.T) {
 	require.EqualValues(t, 1, loaded.Num("leases"), "%v", loaded)
 	require.EqualValues(t, 0, loaded.Num("skipped"), "%v", loaded)
 
-	require.NoError(t, g.AwaitWait("done", stepTimeout), "after the restart")
+	require.NoError(t, g.AwaitWait("tcp", stepTimeout), "after the restart")
 	c := g.Console()
 	ps := c.All("PING")
 	require.Len(t, ps, 2)
@@ -117,10 +123,43 @@ func TestRestartAfterKill(t *testing.T) {
 	require.Zero(t, after.Ports[guest0].Drops["spoof"], "the leased address was not known after the restart")
 	require.Zero(t, after.Gateway["dhcp_discovers"], "the guest had to start over")
 	require.Zero(t, after.Gateway["dhcp_requests"], "the guest asked for its lease again")
-	finishGuest(t, g)
-	_, err = be2.Stop()
-	require.NoError(t, err)
 	requireNoErrorRecords(t, be2)
+
+	// A TCP connection in flight: the guest uploads the 1 MiB it
+	// downloaded to the internet namespace, which reads at 320 KiB/s; the
+	// second instance is killed a quarter of the way. The third picks the
+	// connection up from the guest's next segment (its NAT keeps the
+	// guest's port, the host's masquerade still knows the flow): the same
+	// request completes, intact. (A download does not pick up: the guest,
+	// which only receives, sends nothing that would open the flow again,
+	// and the server's retransmissions are dropped as no_flow.)
+	require.NoError(t, g.Wake("tcp"))
+	quarter := int64(len(w.Blob.Data) / 4)
+	deadline := time.Now().Add(stepTimeout)
+	for w.Slow.sent.Load() < quarter {
+		require.True(t, time.Now().Before(deadline), "the slow upload did not start")
+		time.Sleep(10 * time.Millisecond)
+	}
+	atKill := w.Slow.sent.Load()
+	_, err = be2.Kill(10 * time.Second)
+	require.NoError(t, err)
+	be3 := w.restartBackend(env, "after-second-kill")
+	_, _, err = be3.WaitRecord(func(r LogRecord) bool {
+		return r.Msg() == "guest port running" && r.String("port") == guest0
+	}, 0, 30*time.Second)
+	require.NoError(t, err, "QEMU did not reconnect the second time")
+	require.NoError(t, g.AwaitWait("done", stepTimeout), "after the second restart")
+	post, ok := g.Console().First("POST")
+	require.True(t, ok)
+	require.Equal(t, "200", post.Get("status"), "%s", post)
+	require.Contains(t, post.Get("reply"), "sha256="+w.Blob.SHA256, "the upload across the kill: %s", post)
+	require.EqualValues(t, 1, w.Slow.requests.Load(), "one request: the connection lived through the kill")
+	t.Logf("a %d-byte upload killed at %d bytes completed over the same connection in %ss",
+		len(w.Blob.Data), atKill, post.Get("secs"))
+	finishGuest(t, g)
+	_, err = be3.Stop()
+	require.NoError(t, err)
+	requireNoErrorRecords(t, be3)
 	// The killed process left its nftables table (replaced by the second,
 	// which removed it at exit) and its TAP (gone with its fd).
 	require.Empty(t, w.tapLinks(t), "TAP left in %s", w.Host.Name)
@@ -154,4 +193,41 @@ func pingMaxRTT(t *testing.T, lines []Line) time.Duration {
 	}
 	t.Fatal("no ping summary on the console")
 	return 0
+}
+
+// slowServer takes an upload at about 320 KiB/s, so that it is still under
+// way when a test does something to the path it takes.
+type slowServer struct {
+	requests atomic.Int64
+	sent     atomic.Int64 // bytes read from the connection
+}
+
+// slowChunk bytes every slowTick: 320 KiB/s.
+const (
+	slowChunk = 16 << 10
+	slowTick  = 50 * time.Millisecond
+)
+
+// take reads a POST body at slowChunk bytes a slowTick and answers
+// "sha256=HEX bytes=N" of it.
+func (s *slowServer) take(rw http.ResponseWriter, r *http.Request) {
+	s.requests.Add(1)
+	h := sha256.New()
+	buf := make([]byte, slowChunk)
+	total := 0
+	for {
+		n, err := io.ReadFull(r.Body, buf)
+		h.Write(buf[:n])
+		s.sent.Add(int64(n))
+		total += n
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		time.Sleep(slowTick)
+	}
+	fmt.Fprintf(rw, "sha256=%s bytes=%d\n", hex.EncodeToString(h.Sum(nil)), total)
 }
