@@ -5,7 +5,8 @@
 // netlink setup of its point-to-point link network (vishvananda/netlink:
 // address, MTU, link state, route collision check), and the nftables table
 // that masquerades that network out of the host's default route, with
-// net.ipv4.ip_forward (google/nftables, never by running nft). It knows
+// net.ipv4.ip_forward (google/nftables, never by running nft). The XDP
+// uplink on a host NIC is its own package, hostif/xdp. It knows
 // nothing of virtqueues: frames cross it as datapath.Frame scatter lists.
 //
 // It also owns the vmnet uplink (VMNet, macOS): a client of vmnet-helper

@@ -1,7 +1,8 @@
 // Package uplink holds the end-to-end tests and benchmarks of vhost-arcnet's
-// TAP uplink (issue 9) with the in-process Go vhost-user frontend
-// (vhostuser/vhostusertest) playing the guest: a real vhost-arcnet process
-// runs `--uplink tap --masquerade` inside the Host namespace of a
+// TAP uplink (issue 9) and XDP uplink (issue 10, xdp_linux_test.go) with
+// the in-process Go vhost-user frontend (vhostuser/vhostusertest) playing
+// the guest: a real vhost-arcnet process runs `--uplink tap --masquerade`
+// (or `--uplink xdp:inet0`, on its veth) inside the Host namespace of a
 // test/netns Internet, and kernel servers in its Inet namespace play the
 // internet. The guest gets its address by DHCP, crafts its own frames
 // (a minimal TCP in the test: sequence numbers, windows, checksums, TSO
