@@ -84,3 +84,39 @@ func TestLauncherQEMUMigration(t *testing.T) {
 		})
 	}
 }
+
+// TestLauncherQEMUMemoryHotplug: memory plugged into and removed from a
+// running guest with two queue pairs: current QEMU sends ADD_MEM_REG and
+// REM_MEM_REG once (first queue pair), QEMU 7.2 once per pair; the
+// backend takes the duplicates and the session goes on.
+func TestLauncherQEMUMemoryHotplug(t *testing.T) {
+	for _, v := range []vhostusertest.QEMUVersion{vhostusertest.QEMU72, vhostusertest.QEMUCurrent} {
+		t.Run(v.String(), func(t *testing.T) {
+			h := newHarness(t, vhostuser.Options{QueuePairs: 2})
+			q := vhostusertest.NewQEMU(vhostusertest.New(t, vhostusertest.Options{Regions: 1, QueuePairs: 2}), v)
+			q.Pairs = 2
+			require.NoError(t, q.DialBackend(h.path))
+			require.NoError(t, q.Init())
+			require.NoError(t, q.GuestBoot())
+			require.NoError(t, q.Start())
+			bothWays(t, q.F, 1, 2)
+			n := 1
+			if v == vhostusertest.QEMU72 {
+				n = 2
+			}
+			q.F.ResetSent()
+			r, err := q.HotplugMemory(4 << 20)
+			require.NoError(t, err)
+			require.Equal(t, repeat(n, "ADD_MEM_REG+reply+fd"), names(q.F.Sent()))
+			bothWays(t, q.F, 1, 2)
+			q.F.ResetSent()
+			require.NoError(t, q.UnplugMemory(r))
+			require.Equal(t, repeat(n, "REM_MEM_REG+reply"), names(q.F.Sent()))
+			bothWays(t, q.F, 1, 2)
+			_, err = q.Stop()
+			require.NoError(t, err)
+			require.NoError(t, h.waitEnded().err)
+			requireNoSessionErrors(t, h)
+		})
+	}
+}
