@@ -3,6 +3,7 @@ package hostif
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,7 +88,11 @@ type VMNet struct {
 	lease    atomic.Pointer[VMNetLease]
 	relinked chan struct{} // a new helper runs: check the lease
 	restarts atomic.Uint64
-	writeErr atomic.Bool // a write error was logged
+	// arpWait, while set, receives the ARP replies to the uplink's MAC
+	// (resolveRouter); routerMAC is what it found.
+	arpWait   atomic.Pointer[chan header.MAC]
+	routerMAC header.MAC
+	writeErr  atomic.Bool // a write error was logged
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -193,11 +198,62 @@ func OpenVMNet(opt VMNetOptions) (_ *VMNet, err error) {
 		return nil, fmt.Errorf("vmnet: the DHCP lease of %v has no router (option 3): nowhere to route to", lease.Addr)
 	}
 	v.lease.Store(&lease)
+	v.routerMAC = v.resolveRouter(ctx, lease)
 	v.log.Info("vmnet uplink up", "helper", opt.Helper, "mode", opt.Mode, "interface_id", opt.InterfaceID,
 		"mac", info.MAC.String(), "mtu", info.MTU, "address", lease.Prefix.String(), "router", lease.Router,
-		"dns", lease.DNS, "lease", lease.Duration)
+		"dns", lease.DNS, "lease", lease.Duration, "router_mac", v.routerMAC.String())
 	return v, nil
 }
+
+// resolveRouter asks for the router's MAC by ARP (RFC 826) a few times
+// before the router takes over the link, so that the first routed packets
+// are not dropped while the router resolves its next hop. It returns the
+// zero MAC (the router then resolves it itself) if nobody answers.
+func (v *VMNet) resolveRouter(ctx context.Context, l VMNetLease) header.MAC {
+	ch := make(chan header.MAC, 1)
+	v.arpWait.Store(&ch)
+	defer v.arpWait.Store(nil)
+	f := make([]byte, header.EthernetMinSize+header.ARPSize)
+	header.Ethernet(f).Encode(&header.EthernetFields{Dst: header.BroadcastMAC, Src: v.info.MAC, EtherType: header.EtherTypeARP})
+	header.ARP(f[header.EthernetMinSize:]).Encode(&header.ARPFields{Op: header.ARPRequest,
+		SenderMAC: v.info.MAC, SenderIP: l.Addr, TargetIP: l.Router})
+	for range 3 {
+		if err := v.sendFrame(f); err != nil {
+			break
+		}
+		select {
+		case m := <-ch:
+			return m
+		case <-ctx.Done():
+			return header.MAC{}
+		case <-time.After(v.dhcp.retry):
+		}
+	}
+	v.log.Warn("vmnet: the router did not answer ARP; the router resolves it later", "router", l.Router)
+	return header.MAC{}
+}
+
+// arpReply hands ch the sender MAC of an ARP reply from the router to the
+// uplink (the frame still goes on to the peer).
+func (v *VMNet) arpReply(frame []byte, ch chan header.MAC) {
+	if len(frame) < header.EthernetMinSize+header.ARPSize || binary.BigEndian.Uint16(frame[12:]) != header.EtherTypeARP {
+		return
+	}
+	a := header.ARP(frame[header.EthernetMinSize:])
+	l := v.lease.Load()
+	if !a.IsValid() || a.Op() != header.ARPReply || l == nil || a.SenderIP() != l.Router ||
+		a.SenderMAC().IsMulticast() || a.SenderMAC() == (header.MAC{}) {
+		return
+	}
+	select {
+	case ch <- a.SenderMAC():
+	default:
+	}
+}
+
+// RouterMAC returns the router's MAC found by ARP when the uplink opened,
+// or the zero MAC.
+func (v *VMNet) RouterMAC() header.MAC { return v.routerMAC }
 
 // newUUID returns a random (version 4) UUID, RFC 9562 §5.4.
 func newUUID() string {
@@ -379,10 +435,11 @@ func (v *VMNet) sendFrame(frame []byte) error {
 }
 
 // Send writes frames to vmnet, one datagram each, under the link's write
-// lock taken once per call. Frames with offload metadata (the switch
-// segments and completes them first: Offloads is empty) or larger than
-// vmnet's maximum packet size are dropped as malformed / too big; a full
-// socket drops (no_buffer), like a full TAP queue.
+// lock taken once per call. Partial checksums are completed on the copy
+// written; GSO frames (the switch segments them first: Offloads is empty)
+// and frames larger than vmnet's maximum packet size are dropped as
+// malformed / too big; a full socket drops (no_buffer), like a full TAP
+// queue.
 func (v *VMNet) Send(frames []datapath.Frame) {
 	if len(frames) == 0 {
 		return
@@ -396,8 +453,8 @@ func (v *VMNet) Send(frames []datapath.Frame) {
 	l.wmu.Lock()
 	for i := range frames {
 		f := &frames[i]
-		if f.Hdr.GSOType != virtio.NetHdrGSONone || f.Hdr.Flags&virtio.NetHdrFNeedsCsum != 0 {
-			bad++
+		if f.Hdr.GSOType != virtio.NetHdrGSONone {
+			bad++ // the switch segments GSO frames for us (Offloads)
 			continue
 		}
 		if f.Len > len(l.wbuf) || f.Len < header.EthernetMinSize {
@@ -411,6 +468,10 @@ func (v *VMNet) Send(frames []datapath.Frame) {
 		n := 0
 		for _, s := range f.Segs {
 			n += copy(l.wbuf[n:], s)
+		}
+		if !completeChecksum(l.wbuf[:n], &f.Hdr) {
+			bad++
+			continue
 		}
 		l.wlen = n
 		if err := l.rc.Write(l.writeFn); err != nil {
@@ -439,6 +500,24 @@ func (v *VMNet) Send(frames []datapath.Frame) {
 	v.stats.Drop(datapath.DropTooBig, tooBig)
 	v.stats.Drop(datapath.DropMalformed, bad)
 	v.stats.Drop(datapath.DropNoQueue, gone)
+}
+
+// completeChecksum fills in the partial checksum of a frame with
+// VIRTIO_NET_HDR_F_NEEDS_CSUM (virtio 1.2 §5.1.6.2: the field at
+// csum_start+csum_offset holds the pseudo-header sum and the checksum covers
+// csum_start to the end of the frame): vmnet-helper runs without checksum
+// offload, and the switch completes checksums only when it segments. It
+// reports false if the field lies outside the frame.
+func completeChecksum(frame []byte, h *virtio.NetHdr) bool {
+	if h.Flags&virtio.NetHdrFNeedsCsum == 0 {
+		return true
+	}
+	start, field := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
+	if field+2 > len(frame) || h.CsumOffset < 2 {
+		return false
+	}
+	binary.BigEndian.PutUint16(frame[field:], ^header.Checksum(frame[start:], 0))
+	return true
 }
 
 // readLoop reads batches of frames from l until it is closed. DHCP replies
@@ -473,6 +552,9 @@ func (v *VMNet) readLoop(l *vmnetLink) {
 			case isDHCPClientFrame(b):
 				v.dhcp.handleFrame(b)
 				continue
+			}
+			if w := v.arpWait.Load(); w != nil {
+				v.arpReply(b, *w)
 			}
 			segs[i][0] = b
 			frames = append(frames, datapath.Frame{Segs: segs[i][:], Len: n})
@@ -565,12 +647,14 @@ func (v *VMNet) leaseLoop() {
 		t := time.NewTimer(time.Until(cur.Obtained.Add(cur.T1)))
 		var next VMNetLease
 		var err error
+		relinked := false
 		select {
 		case <-v.ctx.Done():
 			t.Stop()
 			return
 		case <-v.relinked:
 			t.Stop()
+			relinked = true
 			next, err = v.reacquire(cur.Addr)
 		case <-t.C:
 			next, err = v.dhcp.renew(v.ctx, cur)
@@ -588,6 +672,13 @@ func (v *VMNet) leaseLoop() {
 		}
 		v.lease.Store(&next)
 		v.log.Debug("vmnet: DHCP lease", "address", next.Addr, "lease", next.Duration)
+		if relinked {
+			// A new vmnet interface may sit behind a new bridge with
+			// another MAC: ask the router again. Its reply reaches the
+			// router too, which learns the next hop's MAC from any ARP
+			// packet the next hop sends.
+			v.resolveRouter(v.ctx, next)
+		}
 		if v.opt.OnLease != nil {
 			v.opt.OnLease(next)
 		}

@@ -156,6 +156,9 @@ func TestVMNetFakeHelper(t *testing.T) {
 		l.Server != vmnettest.GatewayIP || l.Duration != time.Hour || l.T1 != 30*time.Minute {
 		t.Errorf("lease %+v: want an address of %v/24, router and server %v, 1 h, T1 30 min", l, vmnettest.Subnet, vmnettest.GatewayIP)
 	}
+	if v.RouterMAC() != header.MAC(vmnettest.GatewayMAC) {
+		t.Errorf("router MAC %v, want %v (by ARP)", v.RouterMAC(), vmnettest.GatewayMAC)
+	}
 	if v.Info().MTU != 1500 || v.Info().Prefix() != vmnettest.Subnet {
 		t.Errorf("info %+v", v.Info())
 	}

@@ -52,13 +52,16 @@ type config struct {
 	allowSpoofing bool
 
 	// The TAP uplink (--uplink tap[:NAME]): NAT, masquerade, forwards.
-	tapName     string // --uplink tap:NAME: an existing TAP
-	uplinkNet   netip.Prefix
-	masquerade  bool
-	forwards    []hostif.ForwardSpec
-	natMaxFlows int
-	maxMemory   uint64 // --max-memory-gib, in bytes
-	natGuestMax int
+	tapName string // --uplink tap:NAME: an existing TAP
+	// The vmnet uplink (--uplink vmnet[:MODE]): vmnet-helper's mode, the
+	// host interface of bridged mode, the helper (--vmnet-helper).
+	vmnetMode, vmnetIface, vmnetHelper string
+	uplinkNet                          netip.Prefix
+	masquerade                         bool
+	forwards                           []hostif.ForwardSpec
+	natMaxFlows                        int
+	maxMemory                          uint64 // --max-memory-gib, in bytes
+	natGuestMax                        int
 
 	// The XDP uplink (--uplink xdp:IFACE).
 	xdpIface string
@@ -83,7 +86,7 @@ type dnsRecord struct {
 func (r dnsRecord) String() string { return r.name + "=" + r.addr.String() }
 
 // routed reports whether the guest network has an uplink (NAT and router).
-func (c *config) routed() bool { return c.uplink == "tap" || c.uplink == "xdp" }
+func (c *config) routed() bool { return c.uplink == "tap" || c.uplink == "xdp" || c.uplink == "vmnet" }
 
 // guestNetwork reports whether guests are attached to the switch (rather
 // than to a measurement uplink).
@@ -93,10 +96,11 @@ func (c *config) guestNetwork() bool { return c.uplink == "none" || c.routed() }
 var errVersion = errors.New("version requested")
 
 // uplinkKinds are the --uplink values this build implements.
-var uplinkKinds = []string{"none", "tap", "tap:NAME", "xdp:IFACE", "sink", "source", "loopback"}
+var uplinkKinds = []string{"none", "tap", "tap:NAME", "xdp:IFACE", "vmnet", "vmnet:shared", "vmnet:host",
+	"vmnet:bridged:IFACE", "sink", "source", "loopback"}
 
 // plannedUplinks are documented uplinks that this build does not have yet.
-var plannedUplinks = []string{"vmnet"}
+var plannedUplinks = []string{}
 
 // commandLineOnly are the flags a config file cannot set.
 var commandLineOnly = map[string]bool{"config": true, "version": true}
@@ -138,6 +142,7 @@ type flags struct {
 	allowSpoofing            *boolScalar
 	macs                     *list[portMAC]
 	pcap, cpuProfile         *scalar[string]
+	vmnetHelper              *scalar[string]
 	metrics, control         *scalar[string]
 	logLevel                 *scalar[slog.Level]
 	logFormat                *scalar[string]
@@ -205,6 +210,7 @@ func newFlags() *flags {
 		prefixParser(hostif.DefaultLinkNet), netip.Prefix.String)
 	f.masquerade = addBool(f, "masquerade", "masquerade the link network out of the host's default route (nftables table vhost_arcnet, net.ipv4.ip_forward=1; removed at exit)")
 	f.forwards = addList(f, "forward", "port forward `"+hostif.ForwardSyntax+"` (repeatable): a host client connecting to HOSTADDR:HOSTPORT (default 127.0.0.1) reaches GUEST (address or DHCP host name) on GUESTPORT", hostif.ParseForward)
+	f.vmnetHelper = addString(f, "vmnet-helper", "", "the vmnet-helper `PROGRAM` of --uplink vmnet (default: where vmnet-helper installs itself, then PATH; macOS)", parseString)
 	f.xdpPorts = addScalar(f, "xdp-ports", portRange{xdp.DefaultPortMin, xdp.DefaultPortMax}, "NAT port range `LO-HI` on the NIC's own address (--uplink xdp): reserved on the host (net.ipv4.ip_local_reserved_ports) while vhost-arcnet runs",
 		parsePortRange, portRange.String)
 	f.natMaxFlows = addInt(f, "nat-max-flows", 65536, 16, 1<<24, "NAT connection-tracking table size in `FLOWS`")
@@ -319,7 +325,7 @@ func (f *flags) build(template bool) (*config, error) {
 		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
 		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v, maxMemory: uint64(f.maxMemGiB.v) << 30,
 		pcapFile: f.pcap.v, metricsAddr: f.metrics.v, controlPath: f.control.v,
-		xdpPorts: f.xdpPorts.v,
+		xdpPorts: f.xdpPorts.v, vmnetHelper: f.vmnetHelper.v,
 	}
 	if c.socketGroup != "" {
 		gid, err := vhostuser.LookupGroup(c.socketGroup)
@@ -355,9 +361,20 @@ func (f *flags) build(template bool) (*config, error) {
 	if name, ok := strings.CutPrefix(c.uplink, "xdp:"); ok {
 		c.uplink, c.xdpIface = "xdp", name
 	}
+	if c.uplink == "vmnet" || strings.HasPrefix(c.uplink, "vmnet:") {
+		c.vmnetMode, c.vmnetIface = parseVMNetMode(c.uplink)
+		c.uplink = "vmnet"
+	}
+	if c.masquerade && c.uplink == "vmnet" {
+		return nil, fmt.Errorf("%s--masquerade is for --uplink tap (vmnet NATs by itself in shared mode)", f.at("masquerade"))
+	}
+	if c.vmnetHelper != "" && c.uplink != "vmnet" {
+		return nil, f.errf("vmnet-helper", "is for --uplink vmnet (now %s)", c.uplink)
+	}
 	// The XDP uplink's NAT address is the host's own: a forward relayed to
-	// it would stay inside the host (loopback), never reach the NAT.
-	if c.uplink != "tap" && (c.masquerade || len(c.forwards) > 0) {
+	// it would stay inside the host (loopback), never reach the NAT. The
+	// vmnet uplink's is on vmnet's network, which the Mac reaches.
+	if c.uplink != "tap" && (c.masquerade || (len(c.forwards) > 0 && c.uplink != "vmnet")) {
 		key := "forward"
 		if c.masquerade {
 			key = "masquerade"
@@ -538,9 +555,21 @@ func checkMetricsAddr(s string) (string, error) {
 	return s, nil
 }
 
+// parseVMNetMode splits a checked --uplink vmnet[:MODE] into the mode
+// (shared by default) and the bridged interface.
+func parseVMNetMode(kind string) (mode, iface string) {
+	rest, _ := strings.CutPrefix(kind, "vmnet")
+	rest = strings.TrimPrefix(rest, ":")
+	if rest == "" {
+		return hostif.VMNetShared, ""
+	}
+	mode, iface, _ = strings.Cut(rest, ":")
+	return mode, iface
+}
+
 func checkUplink(kind string) (string, error) {
 	for _, k := range uplinkKinds {
-		if kind == k && k != "tap:NAME" {
+		if kind == k && k != "tap:NAME" && k != "vmnet:bridged:IFACE" {
 			return kind, nil
 		}
 	}
@@ -554,6 +583,15 @@ func checkUplink(kind string) (string, error) {
 	}
 	if kind == "xdp" {
 		return "", errors.New("want xdp:IFACE, the host NIC to attach to")
+	}
+	if name, ok := strings.CutPrefix(kind, "vmnet:bridged:"); ok {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t:%") {
+			return "", errors.New("want vmnet:bridged:IFACE with a host interface name of 1..15 characters (vmnet-helper --list-shared-interfaces)")
+		}
+		return kind, nil
+	}
+	if kind == "vmnet:bridged" {
+		return "", errors.New("bridged mode needs the host interface: vmnet:bridged:IFACE (vmnet-helper --list-shared-interfaces)")
 	}
 	name, _, _ := strings.Cut(kind, ":")
 	for _, k := range plannedUplinks {

@@ -34,6 +34,7 @@ type network struct {
 	eng     *nat.Engine
 	tap     *hostif.TAP
 	xdp     *xdp.Uplink   // --uplink xdp:IFACE
+	vmnet   *hostif.VMNet // --uplink vmnet[:MODE]
 	uplink  datapath.Port // the TAP or the XDP uplink
 	natAddr netip.Addr    // where forwards relay to: the NAT address
 	masq    *hostif.Masquerade
@@ -127,11 +128,14 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 			}
 		})
 	}
+	if n.vmnet != nil {
+		n.vmnet.Start()
+	}
 	if n.tap != nil {
 		n.tap.Start()
-		for _, f := range n.fwds {
-			n.serveForward(f)
-		}
+	}
+	for _, f := range n.fwds { // --forward: tap and vmnet only
+		n.serveForward(f)
 	}
 	return n, nil
 }
@@ -157,8 +161,11 @@ func (n *network) forwarders() []*hostif.Forwarder {
 // openUplink opens the TAP and sets up the NAT engine, the router, the
 // masquerade and the forwards (ARCHITECTURE.md "A frame's path").
 func (n *network) openUplink(cfg *config, log *slog.Logger) error {
-	if cfg.uplink == "xdp" {
+	switch cfg.uplink {
+	case "xdp":
 		return n.openXDP(cfg, log)
+	case "vmnet":
+		return n.openVMNet(cfg, log)
 	}
 	tap, err := hostif.OpenTAP(hostif.TAPOptions{
 		Name: cfg.tapName, Existing: cfg.tapName != "", Queues: cfg.queuePairs,
@@ -375,6 +382,9 @@ func (n *network) close() {
 	}
 	if n.xdp != nil {
 		errs = append(errs, n.xdp.Close())
+	}
+	if n.vmnet != nil {
+		errs = append(errs, n.vmnet.Close())
 	}
 	if n.masq != nil {
 		errs = append(errs, n.masq.Close())

@@ -160,7 +160,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		case "loopback":
 			g.uplink = datapath.NewLoopback(name+"-loopback", p)
 			p.SetPeer(g.uplink)
-		default: // the guest network: none, tap, xdp
+		default: // the guest network: none, tap, xdp, vmnet
 			if g.sw, err = gnet.sw.Attach(p, datapath.PortOptions{AllowSpoofing: cfg.allowSpoofing}); err != nil {
 				return nil, err
 			}

@@ -9,6 +9,12 @@
 // frames with a virtio-net header) and reads the backend's counters from
 // its JSON log (SIGUSR1).
 //
+// The vmnet uplink (issue 11) is tested the same way (vmnet_linux_test.go):
+// vhost-arcnet runs `--uplink vmnet` with this test binary as its
+// vmnet-helper (the fake of hostif/vmnettest, bridging the vmnet frames to
+// a TAP in Host that plays macOS's bridge100) and takes its NAT address
+// from the fake's DHCP server.
+//
 // The package has no code outside its tests. Everything runs as root; the
 // tests and benchmarks skip otherwise:
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/hostif/vmnettest"
 	"github.com/arcnet/vhost-arcnet/test/backend"
 	"github.com/arcnet/vhost-arcnet/test/netns"
 )
@@ -34,7 +35,13 @@ const masqTable = "vhost_arcnet"
 // TestMain catches SIGINT and SIGTERM: the running test stops and its
 // clean-ups run, so the namespaces, processes and directories it made go
 // (see backend.Main).
+//
+// The vmnet tests run this test binary as vhost-arcnet's vmnet-helper: then
+// it is the fake helper (hostif/vmnettest), not the tests.
 func TestMain(m *testing.M) {
+	if os.Getenv(vmnettest.Env) == "1" {
+		os.Exit(vmnettest.Main(os.Args[1:]))
+	}
 	os.Exit(backend.Main(m))
 }
 
