@@ -38,6 +38,10 @@ func FuzzNetHdr(f *testing.F) {
 		h.Decode(b)
 		var out [virtio.NetHdrSize]byte
 		h.Encode(out[:])
-		require.Equal(t, b[:virtio.NetHdrSize], out[:])
+		// Not require.Equal: it made this target 35 times slower
+		// (about 460 inputs/s against 16,000/s, go test -fuzz, 15 s each).
+		if string(b[:virtio.NetHdrSize]) != string(out[:]) {
+			t.Fatalf("decode+encode of %x gave %x", b[:virtio.NetHdrSize], out)
+		}
 	})
 }
