@@ -220,8 +220,13 @@ func TestGuestPortTransmitsToPeer(t *testing.T) {
 			r.usedTX(5)
 			require.Equal(t, 5, rec.count())
 			require.Equal(t, want, rec.frames)
-			require.EqualValues(t, 5, r.port.Stats().RxPackets.Load())
-			require.Positive(t, r.txCall.n.Load(), "no used buffer notification")
+			// The counter and the call come after the used index is
+			// published: the guest can see its buffers back a moment
+			// before (slow under qemu-user).
+			require.Eventually(t, func() bool { return r.port.Stats().RxPackets.Load() == 5 }, 5*time.Second, time.Millisecond,
+				"rx_packets %d", r.port.Stats().RxPackets.Load())
+			require.Eventually(t, func() bool { return r.txCall.n.Load() > 0 }, 5*time.Second, time.Millisecond,
+				"no used buffer notification")
 		})
 	}
 }
@@ -269,7 +274,8 @@ func TestGuestPortLoopback(t *testing.T) {
 		// qemu-user).
 		require.Eventually(t, func() bool { return r.port.Stats().TxPackets.Load() == 8 }, 5*time.Second, time.Millisecond,
 			"tx_packets %d", r.port.Stats().TxPackets.Load())
-		require.Positive(t, r.rxCall.n.Load())
+		require.Eventually(t, func() bool { return r.rxCall.n.Load() > 0 }, 5*time.Second, time.Millisecond,
+			"no used buffer notification")
 	}
 }
 
