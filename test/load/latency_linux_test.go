@@ -3,6 +3,7 @@ package load
 import (
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -54,11 +55,12 @@ func pingPong(b *testing.B, viaSwitch, wait bool, args []string) {
 	dir := backend.WorkDir(b, "arcnet-lat-", "LOAD_KEEP")
 	sock := filepath.Join(dir, "vm.sock")
 	addr := freeLoopback(b)
-	p := backend.Start(b, backend.Config{
-		Name: "vhost-arcnet",
-		Args: append([]string{"--socket", sock, "--dns-upstream", "127.0.0.1:9", "--lease-file", "none",
-			"--metrics", addr}, args...),
-	})
+	args = append([]string{"--socket", sock, "--dns-upstream", "127.0.0.1:9", "--lease-file", "none",
+		"--metrics", addr}, args...)
+	if f := os.Getenv("ARCNET_CPUPROFILE"); f != "" {
+		args = append(args, "--cpuprofile", f) // the last run wins
+	}
+	p := backend.Start(b, backend.Config{Name: "vhost-arcnet", Args: args})
 	be := &arcnet{Process: p, t: b, sock: sock, metrics: "http://" + addr + "/metrics",
 		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	n := 1
