@@ -117,6 +117,26 @@ func TestUplinkVeth(t *testing.T) {
 	mac := hopMAC
 	mu.Unlock()
 
+	// A stale entry for the gateway is re-resolved: the host itself sends
+	// nothing to it, so without the uplink's request the kernel would
+	// leave it stale.
+	require.NoError(t, inet.Host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/neigh/"+inet.HostLink+"/delay_first_probe_time", []byte("1"), 0)
+	}))
+	hostNL := inet.Host.Netlink(t)
+	require.NoError(t, hostNL.NeighSet(&netlink.Neigh{LinkIndex: u.ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_STALE,
+		IP: net.IP(inet.InetAddr.AsSlice()), HardwareAddr: net.HardwareAddr(mac[:])}))
+	require.Eventually(t, func() bool {
+		ns, err := hostNL.NeighList(u.ifindex, netlink.FAMILY_V4)
+		require.NoError(t, err)
+		for _, n := range ns {
+			if n.IP.Equal(net.IP(inet.InetAddr.AsSlice())) && n.State&netlink.NUD_REACHABLE != 0 {
+				return true
+			}
+		}
+		return false
+	}, 15*time.Second, 50*time.Millisecond, "the stale gateway entry was not re-resolved")
+
 	// Out: a UDP datagram from the NAT's port, written through AF_XDP, with a
 	// partial checksum the uplink completes (the peer's kernel drops bad ones).
 	srv := inet.Inet.ListenUDP(t, netip.AddrPortFrom(inet.InetAddr, 7777).String())
@@ -131,6 +151,12 @@ func TestUplinkVeth(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "out through AF_XDP", string(buf[:n]))
 	require.Equal(t, netip.AddrPortFrom(u.NATAddr(), 61000), from)
+
+	// Sending allocates nothing per batch (the guest TX workers' hot path).
+	batch := []datapath.Frame{{Segs: [][]byte{b}, Len: len(b)}}
+	if allocs := testing.AllocsPerRun(50, func() { u.Send(batch) }); allocs != 0 {
+		t.Errorf("Send: %v allocations per batch, want 0", allocs)
+	}
 
 	// In: the reply to that port goes to the uplink's peer, not the host.
 	_, err = srv.WriteToUDPAddrPort([]byte("back to the NAT"), from)
