@@ -342,6 +342,9 @@ func (n *network) logStats(log *slog.Logger) {
 	attrs := append([]slog.Attr{slog.String("port", "gateway")}, n.gw.Stats().LogAttrs()...)
 	if n.rt != nil {
 		datapath.LogStats(log, n.uplink)
+		if n.xdp != nil {
+			n.logXDPStats(log)
+		}
 		attrs = append(attrs, n.rt.Stats().LogAttrs()...)
 		st := n.eng.Stats()
 		attrs = append(attrs,

@@ -66,3 +66,16 @@ func (n *network) openXDP(cfg *config, log *slog.Logger) error {
 		"mode", u.Mode().String(), "zero_copy", u.ZeroCopy())
 	return nil
 }
+
+// logXDPStats logs the kernel's counters of the XDP uplink's sockets
+// (drops before vhost-arcnet saw a frame: RX ring full, fill ring empty).
+func (n *network) logXDPStats(log *slog.Logger) {
+	st, err := n.xdp.SocketStats()
+	if err != nil {
+		log.Warn("xdp socket stats", "err", err)
+		return
+	}
+	log.Info("xdp socket stats", "port", n.xdp.Name(), "rx_dropped", st.RxDropped, "rx_ring_full", st.RxRingFull,
+		"fill_ring_empty", st.FillRingEmpty, "rx_invalid", st.RxInvalid, "tx_invalid", st.TxInvalid,
+		"tx_ring_empty", st.TxRingEmpty)
+}

@@ -65,3 +65,13 @@ func (u *Uplink) Send(frames []datapath.Frame) {}
 
 // Close does nothing.
 func (u *Uplink) Close() error { return nil }
+
+// SocketStats are the kernel's counters of the uplink's AF_XDP sockets.
+type SocketStats struct {
+	RxDropped, RxInvalid, TxInvalid, RxRingFull, FillRingEmpty, TxRingEmpty uint64
+}
+
+// SocketStats fails: there are no sockets on this system.
+func (u *Uplink) SocketStats() (SocketStats, error) {
+	return SocketStats{}, fmt.Errorf("the xdp uplink is not supported on this OS: %w", errors.ErrUnsupported)
+}
