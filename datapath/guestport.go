@@ -53,6 +53,9 @@ type GuestPort struct {
 	closed bool
 
 	faultLogged atomic.Bool // a guest memory fault was logged (once per port)
+	// started has bit idx set while queue idx is started (Running reads
+	// it without p.mu: the switch asks under its own lock).
+	started atomic.Uint32
 }
 
 type pair struct {
@@ -131,6 +134,7 @@ func (p *GuestPort) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, c
 		return
 	}
 	p.stopLocked(idx)
+	p.started.Or(1 << idx)
 	pr := &p.pairs[idx/2]
 	if idx%2 == 1 {
 		pr.tx = p.spawn(kick, func(w *worker) { p.runTX(uint16(idx/2), q, kick, call, w) })
@@ -159,6 +163,7 @@ func (p *GuestPort) StopQueue(idx int) {
 }
 
 func (p *GuestPort) stopLocked(idx int) {
+	defer p.started.And(^uint32(1 << idx))
 	pr := &p.pairs[idx/2]
 	if idx%2 == 1 {
 		pr.tx.halt()

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
 // runPort is a capPort that says whether it runs (Runner).
@@ -142,4 +143,23 @@ func TestGuestPortSendRARP(t *testing.T) {
 	gp2.SetPeer(sink)
 	gp2.SendRARP(macB)
 	require.Equal(t, 1, sink.Count())
+}
+
+// TestGuestPortRunning: a guest port runs while any queue is started; a
+// migration source that stopped every queue (GET_VRING_BASE) no longer
+// does, and its MAC may move.
+func TestGuestPortRunning(t *testing.T) {
+	r := newRig(t, virtio.FVersion1, GuestPortOptions{Logger: slog.New(slog.DiscardHandler)}, 2048)
+	require.False(t, r.port.Running())
+	r.start()
+	require.True(t, r.port.Running())
+	r.port.StopQueue(1)
+	require.True(t, r.port.Running(), "the receive queue still runs")
+	r.port.StartQueue(1, r.txq, r.txKick, r.txCall) // restart: counted once
+	r.port.StopQueue(1)
+	r.port.StopQueue(0)
+	require.False(t, r.port.Running())
+	r.start()
+	r.port.Close()
+	require.False(t, r.port.Running())
 }
