@@ -104,17 +104,10 @@ type benchWorld struct {
 	up    string // the uplink's port in the stats records: the TAP or Host's veth
 }
 
-func newBenchWorld(b *testing.B, opts vhostusertest.Options) *benchWorld {
-	return newBenchWorldQ(b, opts, 256)
-}
-
-func newBenchWorldQ(b *testing.B, opts vhostusertest.Options, qsize uint16) *benchWorld {
-	return newBenchWorldUplink(b, opts, qsize, "tap")
-}
-
-// newBenchWorldUplink is newBenchWorldQ with --uplink tap --masquerade
-// (kind "tap") or --uplink xdp on Host's veth (kind "xdp"; Inet's veth
-// then sends complete checksums, see netns.NS.TxChecksumOff).
+// newBenchWorldUplink starts a benchWorld whose guest has queues of qsize
+// entries, with --uplink tap --masquerade (kind "tap") or --uplink xdp on
+// Host's veth (kind "xdp"; Inet's veth then sends complete checksums, see
+// netns.NS.TxChecksumOff).
 func newBenchWorldUplink(b *testing.B, opts vhostusertest.Options, qsize uint16, kind string) *benchWorld {
 	logLoad(b)
 	b.Cleanup(func() { logLoad(b) })
