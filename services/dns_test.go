@@ -309,22 +309,22 @@ func TestResolvConfReload(t *testing.T) {
 	s, err := (&Config{ResolvConf: path, Clock: clk.Now, Logger: quietLog}).settings()
 	require.NoError(t, err)
 	u := newUpstreams(s)
-	require.Equal(t, []string{"127.0.0.1:53", "[::1]:53"}, u.get())
+	require.Equal(t, []string{"127.0.0.1:53", "[::1]:53"}, u.get(""))
 
 	// Replaced (new inode, like resolvconf and systemd do).
 	tmp := path + ".new"
 	require.NoError(t, os.WriteFile(tmp, []byte("nameserver 127.0.0.2\n"), 0o644))
 	require.NoError(t, os.Rename(tmp, path))
-	require.Equal(t, []string{"127.0.0.1:53", "[::1]:53"}, u.get(), "not re-checked within a second")
+	require.Equal(t, []string{"127.0.0.1:53", "[::1]:53"}, u.get(""), "not re-checked within a second")
 	clk.Advance(resolvConfCheck)
-	require.Equal(t, []string{"127.0.0.2:53"}, u.get())
+	require.Equal(t, []string{"127.0.0.2:53"}, u.get(""))
 
 	require.NoError(t, os.Remove(path))
 	clk.Advance(resolvConfCheck)
-	require.Empty(t, u.get())
+	require.Empty(t, u.get(""))
 	require.NoError(t, os.WriteFile(path, []byte("nameserver 127.0.0.3\n"), 0o644))
 	clk.Advance(resolvConfCheck)
-	require.Equal(t, []string{"127.0.0.3:53"}, u.get())
+	require.Equal(t, []string{"127.0.0.3:53"}, u.get(""))
 }
 
 func TestDNSUpstreamConfig(t *testing.T) {

@@ -2,6 +2,7 @@ package services
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"slices"
@@ -149,7 +150,11 @@ func (f *forwarder) resolve(req *dns.Msg, done func(*dns.Msg)) bool {
 // exchange asks each upstream in turn and returns the first usable answer
 // (anything but SERVFAIL and REFUSED that answers our question), or nil.
 func (f *forwarder) exchange(q *dns.Msg) *dns.Msg {
-	for _, up := range f.ups.get() {
+	name := ""
+	if len(q.Question) > 0 {
+		name = q.Question[0].Name
+	}
+	for _, up := range f.ups.get(name) {
 		f.stats.inc(DNSForwarded)
 		// rtt runs from the query's send to the answer's arrival (not the
 		// dial); it is counted for every exchange that got an answer.
@@ -192,13 +197,23 @@ func sameQuestion(q, r *dns.Msg) bool {
 }
 
 // upstreams is the list of upstream resolvers: fixed by configuration, or
-// the nameserver lines of resolv.conf, re-read when the file changes
-// (checked at most once a second, when a query needs upstreams).
+// the system's (macOS: scutil --dns, sysdns_darwin.go, read again at most
+// every systemDNSCheck), or the nameserver lines of resolv.conf, re-read
+// when the file changes (checked at most once a second, when a query needs
+// upstreams).
 type upstreams struct {
 	fixed []string
 	path  string
 	clock func() time.Time
 	log   *slog.Logger
+	// system, if set, reads the system's resolvers; when it fails,
+	// resolv.conf is read instead.
+	system func() ([]SystemResolver, error)
+
+	sysChecked time.Time
+	sys        systemDNS
+	sysOK      bool
+	sysErr     bool // its failure was logged
 
 	mu      sync.Mutex
 	checked time.Time
@@ -207,18 +222,35 @@ type upstreams struct {
 }
 
 func newUpstreams(s *settings) *upstreams {
-	return &upstreams{fixed: s.upstreams, path: s.resolvConf, clock: s.clock, log: s.log}
+	u := &upstreams{fixed: s.upstreams, path: s.resolvConf, clock: s.clock, log: s.log}
+	if s.resolvConf == DefaultResolvConf {
+		u.system = systemResolvers // nil where resolv.conf is the system's
+	}
+	return u
 }
 
-// get returns the current upstream addresses ("host:port"). The slice must
-// not be modified.
-func (u *upstreams) get() []string {
+// systemDNSCheck is how often, at most, the system's resolvers are read
+// again (running scutil costs a few milliseconds).
+const systemDNSCheck = 5 * time.Second
+
+// get returns the current upstream addresses ("host:port") for a query
+// for name. The slice must not be modified.
+func (u *upstreams) get(name string) []string {
 	if len(u.fixed) > 0 {
 		return u.fixed
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	now := u.clock()
+	if u.system != nil {
+		if u.sysChecked.IsZero() || now.Before(u.sysChecked) || now.Sub(u.sysChecked) >= systemDNSCheck {
+			u.sysChecked = now
+			u.refreshSystem()
+		}
+		if u.sysOK {
+			return u.sys.servers(name)
+		}
+	}
 	if !u.checked.IsZero() && !now.Before(u.checked) && now.Sub(u.checked) < resolvConfCheck {
 		return u.servers
 	}
@@ -256,4 +288,27 @@ func (u *upstreams) get() []string {
 		u.servers = []string{}
 	}
 	return u.servers
+}
+
+// refreshSystem reads the system's resolvers; on failure (or no default
+// server) get falls back to resolv.conf.
+func (u *upstreams) refreshSystem() {
+	rs, err := u.system()
+	if err == nil {
+		sys := newSystemDNS(rs)
+		if len(sys.defaults) == 0 {
+			err = errors.New("no default resolver with a unicast server")
+		} else {
+			if !u.sysOK || !slices.Equal(sys.defaults, u.sys.defaults) || len(sys.domains) != len(u.sys.domains) {
+				u.log.Info("dns upstreams from the system configuration", "servers", sys.defaults, "domains", len(sys.domains))
+			}
+			u.sys, u.sysOK, u.sysErr = sys, true, false
+			return
+		}
+	}
+	if !u.sysErr {
+		u.log.Warn("dns: cannot read the system's resolvers; using resolv.conf", "path", u.path, "err", err)
+		u.sysErr = true
+	}
+	u.sysOK = false
 }
