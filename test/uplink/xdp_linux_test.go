@@ -296,3 +296,54 @@ func failOnce(t *testing.T, ns *netns.NS, args ...string) string {
 	}
 	return errLines[0]
 }
+
+// TestXDPCrash: after a SIGKILL the kernel has detached the program (it
+// hangs on a BPF link owned by the process), and a new vhost-arcnet
+// starts on the same NIC and routes again. The reserved ports of the
+// killed process stay reserved (nothing restored them); the new process
+// leaves them as it found them.
+func TestXDPCrash(t *testing.T) {
+	in := newInternet(t)
+	in.Inet.TxChecksumOff(t, in.InetLink)
+	before := reservedPorts(t, in.Host)
+	be := startBackend(t, in.Host, "--uplink", "xdp:"+in.HostLink, "--xdp-ports", xdpPorts)
+	if !xdpAttached(t, in.Host, in.HostLink) {
+		t.Fatal("no XDP program while vhost-arcnet runs")
+	}
+	if _, err := be.Kill(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for xdpAttached(t, in.Host, in.HostLink) {
+		if time.Now().After(deadline) {
+			t.Fatal("the XDP program is still attached 5 s after the process was killed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	crashed := reservedPorts(t, in.Host)
+	t.Logf("reserved ports: before %q, after the crash %q", before, crashed)
+
+	be2 := startBackend(t, in.Host, "--uplink", "xdp:"+in.HostLink, "--xdp-ports", xdpPorts)
+	g := newGuest(t, be2, vhostusertest.Options{}, 0, "")
+	srv, _ := echoServer(t, in, 7005)
+	c := g.dial(srv, 40005)
+	msg := pattern(3000)
+	c.write(msg, false)
+	if got := c.read(len(msg)); !bytes.Equal(got, msg) {
+		t.Fatal("echo differs after the restart")
+	}
+	c.rst()
+	stopClean(t, be2)
+	if xdpAttached(t, in.Host, in.HostLink) {
+		t.Error("XDP program left after the second process exited")
+	}
+	if got := reservedPorts(t, in.Host); got != crashed {
+		t.Errorf("reserved ports %q after the second process, want them as it found them (%q)", got, crashed)
+	}
+	// Leave the namespace as the test found it (it is deleted anyway).
+	if err := in.Host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_reserved_ports", []byte(before+"\n"), 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
