@@ -130,6 +130,7 @@ func newPackedQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 		phist:     make([]uint16, hist),
 		phmask:    hist - 1,
 		staged:    make([]stagedUsed, 0, n),
+		devFlags:  0xffff, // unknown: the first setDeviceEvent stores its flags
 	}
 	if q.usedLog == 0 {
 		q.usedLog = cfg.UsedGPA
@@ -442,7 +443,12 @@ func (q *Queue) setDeviceEvent(flags, pos uint16) {
 	if flags == eventFlagsDesc {
 		ring.StoreRelease16(q.devEvent[0:2], pos)
 	}
-	ring.StoreRelease16(q.devEvent[2:4], flags)
+	if flags != q.devFlags {
+		// Only the device writes this structure: a shadow of the flags
+		// saves a store per Pop with EVENT_IDX (desc moves, flags not).
+		ring.StoreRelease16(q.devEvent[2:4], flags)
+		q.devFlags = flags
+	}
 	if l := q.log.Load(); l != nil {
 		l.Mark(q.usedLog, eventSuppressSize)
 	}

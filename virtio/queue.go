@@ -99,6 +99,7 @@ type Queue struct {
 	phmask   uint16       // len(phist)-1
 	nhist    uint16       // pops so far (index into phist)
 	staged   []stagedUsed // pushed, not yet published
+	devFlags uint16       // device event flags as last stored (0xffff: none yet)
 }
 
 // NewQueue validates cfg against mem and returns the queue: a packed one
