@@ -38,9 +38,8 @@ func (k *flowKey) words() (uint64, uint64) {
 
 // eq reports whether k and o are equal.
 func (k *flowKey) eq(o *flowKey) bool {
-	a0, a1 := k.words()
-	b0, b1 := o.words()
-	return a0 == b0 && a1 == b1
+	return k.Src == o.Src && k.Dst == o.Dst && k.SrcPort == o.SrcPort && k.DstPort == o.DstPort &&
+		k.Proto == o.Proto && k.Side == o.Side
 }
 
 // addr is an IPv4 address as a big-endian integer.
