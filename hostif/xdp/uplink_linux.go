@@ -138,7 +138,7 @@ func Open(opt Options) (u *Uplink, err error) {
 	if u.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("xdp uplink: eventfd: %w", err)
 	}
-	if u.reserve, err = reservePorts(opt.PortMin, opt.PortMax); err != nil {
+	if u.reserve, err = reservePorts(opt.PortMin, opt.PortMax, name); err != nil {
 		return nil, fmt.Errorf("xdp uplink: reserving ports %d-%d: %w", opt.PortMin, opt.PortMax, err)
 	}
 	if u.prog, err = LoadProgram(ProgramOptions{Addr: addr, PortMin: opt.PortMin, PortMax: opt.PortMax, Queues: queues}); err != nil {
