@@ -46,6 +46,7 @@ type config struct {
 	domain        string
 	dnsUpstreams  []string
 	leaseFile     string
+	natStateFile  string // --nat-state-file: "" memory only
 	leaseTime     time.Duration
 	reservations  []services.Reservation
 	dnsRecords    []dnsRecord // --dns-record
@@ -130,6 +131,7 @@ type flags struct {
 	packedRings              *boolScalar
 	subnet, uplinkNet        *scalar[netip.Prefix]
 	domain, leaseFile        *scalar[string]
+	natStateFile             *scalar[string]
 	upstreams                *list[string]
 	leaseTime                *scalar[time.Duration]
 	reserve                  *list[services.Reservation]
@@ -203,6 +205,7 @@ func newFlags() *flags {
 	f.domain = addString(f, "domain", services.DefaultDomain, "DNS domain `NAME` of the guests", checkDomain)
 	f.upstreams = addList(f, "dns-upstream", "upstream resolver `ADDR[:PORT]` (repeatable); default: the host's /etc/resolv.conf", checkUpstream)
 	f.leaseFile = addString(f, "lease-file", "", "keep DHCP leases in this `FILE` across restarts (default: the first --socket or --connect path + \".leases\"; \"none\": memory only)", parseString)
+	f.natStateFile = addString(f, "nat-state-file", "", "keep the NAT flows in this `FILE` across restarts, so connections in flight survive them (default: the first --socket or --connect path + \".natflows\"; \"none\": memory only)", parseString)
 	f.leaseTime = addScalar(f, "lease-time", services.DefaultLeaseTime, "DHCP lease `DURATION` (at least 1m)", parseLeaseTime, time.Duration.String)
 	f.reserve = addList(f, "reserve", "static DHCP lease `MAC=ADDR` (repeatable)", services.ParseReservation)
 	f.records = addList(f, "dns-record", "DNS A record `NAME=ADDR` answered by the gateway as NAME.<domain> (repeatable)", parseDNSRecord)
@@ -321,7 +324,8 @@ func (f *flags) build(template bool) (*config, error) {
 		poll: f.poll.v, packed: f.packedRings.v, logLevel: f.logLevel.v, logJSON: f.logFormat.v == "json", cpuProfile: f.cpuProfile.v,
 		linkSpeed: uint(f.linkSpeed.v),
 		subnet:    f.subnet.v, domain: f.domain.v, dnsUpstreams: f.upstreams.vals, leaseFile: f.leaseFile.v,
-		leaseTime: f.leaseTime.v, reservations: f.reserve.vals, dnsRecords: f.records.vals, allowSpoofing: f.allowSpoofing.v,
+		natStateFile: f.natStateFile.v,
+		leaseTime:    f.leaseTime.v, reservations: f.reserve.vals, dnsRecords: f.records.vals, allowSpoofing: f.allowSpoofing.v,
 		uplinkNet: f.uplinkNet.v, masquerade: f.masquerade.v, forwards: f.forwards.vals,
 		natMaxFlows: f.natMaxFlows.v, natGuestMax: f.natGuestMax.v, maxMemory: uint64(f.maxMemGiB.v) << 30,
 		pcapFile: f.pcap.v, metricsAddr: f.metrics.v, controlPath: f.control.v,
@@ -354,6 +358,17 @@ func (f *flags) build(template bool) (*config, error) {
 		}
 	case "none":
 		c.leaseFile = ""
+	}
+	// NAT flows too, beside the leases (natstate.go).
+	switch c.natStateFile {
+	case "":
+		if len(paths) > 0 {
+			c.natStateFile = paths[0] + ".natflows"
+		} else if p := c.firstFrameSocketPath(); p != "" {
+			c.natStateFile = p + ".natflows"
+		}
+	case "none":
+		c.natStateFile = ""
 	}
 	if name, ok := strings.CutPrefix(c.uplink, "tap:"); ok {
 		c.uplink, c.tapName = "tap", name

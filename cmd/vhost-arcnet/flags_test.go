@@ -73,15 +73,24 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{"lease file default", []string{"--connect", "/run/q/vm.sock", "--socket", "/s"}, func(t *testing.T, c *config) {
 			require.Equal(t, "/s.leases", c.leaseFile, "next to the first --socket")
+			require.Equal(t, "/s.natflows", c.natStateFile, "next to the first --socket")
 		}},
 		{"lease file none", []string{"--socket", "/s", "--lease-file", "none"}, func(t *testing.T, c *config) {
 			require.Empty(t, c.leaseFile)
+			require.Equal(t, "/s.natflows", c.natStateFile, "NAT flows are kept without the leases")
+		}},
+		{"nat state file", []string{"--socket", "/s", "--nat-state-file", "/var/lib/a/flows"}, func(t *testing.T, c *config) {
+			require.Equal(t, "/var/lib/a/flows", c.natStateFile)
+		}},
+		{"nat state file none", []string{"--socket", "/s", "--nat-state-file", "none"}, func(t *testing.T, c *config) {
+			require.Empty(t, c.natStateFile)
 		}},
 		{"frame sockets", []string{"--listen-stream", "/run/s.sock", "--listen-stream", "127.0.0.1:7000",
 			"--listen-stream", "[::1]:7001", "--listen-dgram", "/run/d.sock", "--uplink", "tap:arc0"}, func(t *testing.T, c *config) {
 			require.Equal(t, []frameSockAddr{{addr: "/run/s.sock"}, {tcp: true, addr: "127.0.0.1:7000"}, {tcp: true, addr: "[::1]:7001"}}, c.streams)
 			require.Equal(t, []string{"/run/d.sock"}, c.dgrams)
 			require.Equal(t, "/run/s.sock.leases", c.leaseFile, "next to the first frame socket without --socket")
+			require.Equal(t, "/run/s.sock.natflows", c.natStateFile)
 		}},
 		{"frame socket relative path", []string{"--listen-stream", "vm.sock", "--listen-dgram", "d"}, func(t *testing.T, c *config) {
 			require.Equal(t, []frameSockAddr{{addr: "vm.sock"}}, c.streams)

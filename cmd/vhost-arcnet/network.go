@@ -51,6 +51,7 @@ type network struct {
 	fwdAdded  map[hostif.ForwardSpec]bool // added at run time, not by --forward
 	fwdClosed bool
 
+	flows   *flowSaver           // --nat-state-file (natstate.go)
 	pcap    *datapath.PcapWriter // --pcap
 	pcapErr bool                 // its failure was logged (tick's goroutine only)
 }
@@ -121,6 +122,7 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 	n.ctx, n.stop = ctx, stop
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.tick(ctx) }()
+	n.startFlowSaver(cfg.natStateFile)
 	if n.xdp != nil {
 		n.xdp.Start(func(a netip.Addr, m header.MAC) {
 			if err := n.rt.SetNextHop(a, m); err != nil {
@@ -388,6 +390,9 @@ func (n *network) close() {
 	}
 	if n.vmnet != nil {
 		errs = append(errs, n.vmnet.Close())
+	}
+	if n.flows != nil {
+		n.flows.save(true) // the uplink is closed: the flows are final
 	}
 	if n.masq != nil {
 		errs = append(errs, n.masq.Close())
