@@ -130,9 +130,8 @@ func TestRestartAfterKill(t *testing.T) {
 	// second instance is killed a quarter of the way. The third picks the
 	// connection up from the guest's next segment (its NAT keeps the
 	// guest's port, the host's masquerade still knows the flow): the same
-	// request completes, intact. (A download does not pick up: the guest,
-	// which only receives, sends nothing that would open the flow again,
-	// and the server's retransmissions are dropped as no_flow.)
+	// request completes, intact. (A download picks up too, from the NAT
+	// flows the killed process saved: TestRestartKeepsDownload.)
 	require.NoError(t, g.Wake("tcp"))
 	quarter := int64(len(w.Blob.Data) / 4)
 	deadline := time.Now().Add(stepTimeout)
