@@ -90,3 +90,27 @@ func TestFlowStateFile(t *testing.T) {
 	bad.save(true)
 	require.Equal(t, 1, strings.Count(logBuf.String(), "writing the state file failed"), logBuf.String())
 }
+
+// BenchmarkFlowSave is one write of the state file at 100k flows: the
+// snapshot (under the engine's lock), the write, fsync and rename.
+func BenchmarkFlowSave(b *testing.B) {
+	const flows = 100_000
+	e, err := nat.New(nat.Config{External: netip.MustParseAddr("100.64.0.2"), GuestPrefix: netip.MustParsePrefix("10.0.0.0/16"),
+		MaxFlows: 1 << 17, MaxFlowsPerGuest: 1 << 17})
+	require.NoError(b, err)
+	ps := make([]nat.Packet, 1)
+	for j := range flows {
+		src := netip.AddrFrom4([4]byte{10, 0, byte(j >> 16), byte(j >> 8)})
+		dst := netip.AddrFrom4([4]byte{198, 18, byte(j >> 16), byte(j >> 8)})
+		ps[0] = nat.Packet{Buf: headertest.Frame{IPv4: &headertest.IPv4Header{Protocol: 6, Src: src, Dst: dst}, TCP: &headertest.TCPHeader{SrcPort: 1024 + uint16(j&255), DstPort: 80, Flags: 0x02}}.Packet()}
+		e.Translate(nat.Guest, ps)
+		require.Equal(b, nat.ToUplink, ps[0].Verdict, "%v", ps[0].Reason)
+	}
+	s := &flowSaver{path: filepath.Join(b.TempDir(), "flows"), eng: e, log: slog.New(slog.DiscardHandler)}
+	for b.Loop() {
+		s.save(true)
+	}
+	st, err := os.Stat(s.path)
+	require.NoError(b, err)
+	b.ReportMetric(float64(st.Size())/flows, "B/flow")
+}
