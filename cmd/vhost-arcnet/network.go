@@ -180,40 +180,15 @@ func (n *network) openUplink(cfg *config, log *slog.Logger) error {
 	if tap.Prefix().Overlaps(cfg.subnet) {
 		return fmt.Errorf("the link network %v of %s overlaps --subnet %v: choose another subnet", tap.Prefix(), tap.Name(), cfg.subnet)
 	}
-	n.eng, err = nat.New(nat.Config{
-		External:         tap.NATAddr(),
-		GuestPrefix:      cfg.subnet,
-		Router:           n.gw.Addr(),
-		MaxFlows:         cfg.natMaxFlows,
-		MaxFlowsPerGuest: cfg.natGuestMax,
-		Refusal:          nat.RefuseICMP,
-	})
-	if err != nil {
-		return err
-	}
-	gw := n.gw
-	n.rt, err = router.New(router.Options{
-		Subnet: cfg.subnet, GatewayAddr: gw.Addr(), GatewayMAC: header.MAC(gw.MAC()),
-		Local: n.hp, NAT: n.eng,
-		ExternalAddr: tap.NATAddr(), UplinkMAC: uplinkMAC(header.MAC(gw.MAC())),
+	err = n.wireUplink(cfg, log, tap, nat.Config{}, router.Options{
+		ExternalAddr: tap.NATAddr(), UplinkMAC: uplinkMAC(header.MAC(n.gw.MAC())),
 		NextHop: tap.HostAddr(), NextHopMAC: tap.HostMAC(), MTU: tap.MTU(),
 		UplinkOffloads: tap.Offloads(),
-		Neighbour: func(a netip.Addr) (header.MAC, bool) {
-			m, ok := gw.LookupIP(a)
-			if !ok || len(m) != 6 {
-				return header.MAC{}, false
-			}
-			return header.MAC(m), true
-		},
-		NeighbourGen: gw.LeaseGeneration,
-		Logger:       log,
 	})
 	if err != nil {
 		return err
 	}
-	n.rt.SetUplink(tap)
-	tap.SetPeer(n.rt.UplinkPort())
-	if err := gw.SetHostAddr(tap.HostAddr()); err != nil {
+	if err := n.gw.SetHostAddr(tap.HostAddr()); err != nil {
 		return err
 	}
 	if cfg.masquerade {
@@ -221,14 +196,9 @@ func (n *network) openUplink(cfg *config, log *slog.Logger) error {
 			return err
 		}
 	}
-	for _, spec := range cfg.forwards {
-		f, err := n.newForwarder(spec, log)
-		if err != nil {
-			return err
-		}
-		n.fwds = append(n.fwds, f)
+	if err := n.openForwards(cfg, log); err != nil {
+		return err
 	}
-	n.syncForwards()
 	log.Info("uplink", "kind", "tap", "device", tap.Name(), "link", tap.Prefix(), "host", tap.HostAddr(),
 		"nat_address", tap.NATAddr(), "mtu", tap.MTU(), "queues", tap.Queues(), "masquerade", cfg.masquerade,
 		"host_name", "host."+cfg.domain)

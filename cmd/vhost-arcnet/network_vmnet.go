@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net/netip"
 
-	"github.com/arcnet/vhost-arcnet/datapath/header"
 	"github.com/arcnet/vhost-arcnet/datapath/router"
 	"github.com/arcnet/vhost-arcnet/hostif"
 	"github.com/arcnet/vhost-arcnet/nat"
@@ -31,54 +29,24 @@ func (n *network) openVMNet(cfg *config, log *slog.Logger) error {
 	if cfg.subnet.Overlaps(l.Prefix.Masked()) {
 		return fmt.Errorf("vmnet's network %v overlaps --subnet %v: choose another subnet", l.Prefix.Masked(), cfg.subnet)
 	}
-	n.eng, err = nat.New(nat.Config{
-		External:         l.Addr,
-		GuestPrefix:      cfg.subnet,
-		Router:           n.gw.Addr(),
-		MaxFlows:         cfg.natMaxFlows,
-		MaxFlowsPerGuest: cfg.natGuestMax,
-		Refusal:          nat.RefuseICMP,
-	})
-	if err != nil {
-		return err
-	}
-	gw := n.gw
-	n.rt, err = router.New(router.Options{
-		Subnet: cfg.subnet, GatewayAddr: gw.Addr(), GatewayMAC: header.MAC(gw.MAC()),
-		Local: n.hp, NAT: n.eng,
+	err = n.wireUplink(cfg, log, v, nat.Config{}, router.Options{
 		ExternalAddr: l.Addr, UplinkMAC: v.MAC(),
 		NextHop: l.Router, NextHopMAC: v.RouterMAC(), MTU: v.MTU(),
 		UplinkOffloads: v.Offloads(),
-		Neighbour: func(a netip.Addr) (header.MAC, bool) {
-			m, ok := gw.LookupIP(a)
-			if !ok || len(m) != 6 {
-				return header.MAC{}, false
-			}
-			return header.MAC(m), true
-		},
-		NeighbourGen: gw.LeaseGeneration,
-		Logger:       log,
 	})
 	if err != nil {
 		return err
 	}
-	n.rt.SetUplink(v)
-	v.SetPeer(n.rt.UplinkPort())
 	hostName := ""
 	if cfg.vmnetMode != hostif.VMNetBridged {
-		if err := gw.SetHostAddr(l.Router); err != nil {
+		if err := n.gw.SetHostAddr(l.Router); err != nil {
 			return err
 		}
 		hostName = "host." + cfg.domain
 	}
-	for _, spec := range cfg.forwards {
-		f, err := n.newForwarder(spec, log)
-		if err != nil {
-			return err
-		}
-		n.fwds = append(n.fwds, f)
+	if err := n.openForwards(cfg, log); err != nil {
+		return err
 	}
-	n.syncForwards()
 	log.Info("uplink", "kind", "vmnet", "mode", cfg.vmnetMode, "interface", cfg.vmnetIface,
 		"nat_address", l.Addr, "network", l.Prefix.Masked().String(), "router", l.Router, "mac", v.MAC().String(),
 		"mtu", v.MTU(), "lease", l.Duration.String(), "host_name", hostName)

@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net/netip"
 
-	"github.com/arcnet/vhost-arcnet/datapath/header"
 	"github.com/arcnet/vhost-arcnet/datapath/router"
 	"github.com/arcnet/vhost-arcnet/hostif/xdp"
 	"github.com/arcnet/vhost-arcnet/nat"
@@ -24,43 +22,17 @@ func (n *network) openXDP(cfg *config, log *slog.Logger) error {
 	if cfg.subnet.Contains(u.NATAddr()) {
 		return fmt.Errorf("the address %v of %s is inside --subnet %v: choose another subnet", u.NATAddr(), u.Name(), cfg.subnet)
 	}
-	n.eng, err = nat.New(nat.Config{
-		External:         u.NATAddr(),
-		GuestPrefix:      cfg.subnet,
-		Router:           n.gw.Addr(),
-		PortMin:          cfg.xdpPorts.lo,
-		PortMax:          cfg.xdpPorts.hi,
-		SharedAddress:    true,
-		MaxFlows:         cfg.natMaxFlows,
-		MaxFlowsPerGuest: cfg.natGuestMax,
-		Refusal:          nat.RefuseICMP,
-	})
-	if err != nil {
-		return err
-	}
-	gw := n.gw
 	hop, hopMAC := u.NextHop()
-	n.rt, err = router.New(router.Options{
-		Subnet: cfg.subnet, GatewayAddr: gw.Addr(), GatewayMAC: header.MAC(gw.MAC()),
-		Local: n.hp, NAT: n.eng,
+	err = n.wireUplink(cfg, log, u, nat.Config{
+		PortMin: cfg.xdpPorts.lo, PortMax: cfg.xdpPorts.hi, SharedAddress: true,
+	}, router.Options{
 		ExternalAddr: u.NATAddr(), UplinkMAC: u.MAC(),
 		NextHop: hop, NextHopMAC: hopMAC, ResolveNextHop: u.ResolveNextHop,
 		MTU: u.MTU(), UplinkOffloads: u.Offloads(),
-		Neighbour: func(a netip.Addr) (header.MAC, bool) {
-			m, ok := gw.LookupIP(a)
-			if !ok || len(m) != 6 {
-				return header.MAC{}, false
-			}
-			return header.MAC(m), true
-		},
-		NeighbourGen: gw.LeaseGeneration,
-		Logger:       log,
 	})
 	if err != nil {
 		return err
 	}
-	n.rt.SetUplink(u)
-	u.SetPeer(n.rt.UplinkPort())
 	log.Info("uplink", "kind", "xdp", "device", u.Name(), "nat_address", u.NATAddr(),
 		"nat_ports", cfg.xdpPorts.String(), "next_hop", hop, "mtu", u.MTU(), "queues", u.Queues(),
 		"mode", u.Mode().String(), "zero_copy", u.ZeroCopy())
