@@ -7,23 +7,14 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/internal/mmsg"
 )
 
-// Batched datagram I/O on Linux: recvmmsg(2) and sendmmsg(2) move up to
-// MaxBatch datagrams per system call. golang.org/x/sys/unix has no wrapper
-// for them, so this file builds struct mmsghdr itself (linux
-// include/linux/socket.h: a struct msghdr followed by an unsigned int,
-// padded to the alignment of the msghdr) and passes it to the raw system
-// call. It is the only unsafe code of package datapath: pointers to
-// buffers the Go code keeps alive, handed to the kernel for the duration
-// of one system call.
-
-// mmsghdr is struct mmsghdr.
-type mmsghdr struct {
-	hdr unix.Msghdr
-	len uint32
-	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
-}
+// Batched datagram I/O on Linux: recvmmsg(2) and sendmmsg(2) (through
+// internal/mmsg) move up to MaxBatch datagrams per system call. It is the
+// only unsafe code of package datapath: pointers to buffers the Go code
+// keeps alive, handed to the kernel for the duration of one system call.
 
 // sockaddrUnixLen is sizeof(struct sockaddr_un).
 const sockaddrUnixLen = unix.SizeofSockaddrUnix
@@ -34,7 +25,7 @@ type dgramRx struct {
 	bufs  [MaxBatch][]byte
 	names [MaxBatch][sockaddrUnixLen]byte
 	iovs  [MaxBatch]unix.Iovec
-	msgs  [MaxBatch]mmsghdr
+	msgs  [MaxBatch]mmsg.Msg
 	n     int
 	err   error
 	read  func(fd uintptr) bool // made once: no closure per call
@@ -50,7 +41,7 @@ func newDgramRx(c *net.UnixConn) (*dgramRx, error) {
 		r.bufs[i] = make([]byte, maxFrameLen)
 		r.iovs[i].Base = &r.bufs[i][0]
 		r.iovs[i].SetLen(len(r.bufs[i]))
-		h := &r.msgs[i].hdr
+		h := &r.msgs[i].Hdr
 		// SAFETY: names[i] lives as long as r; the kernel writes at most
 		// Namelen bytes into it during the call.
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i][0]))
@@ -59,17 +50,16 @@ func newDgramRx(c *net.UnixConn) (*dgramRx, error) {
 	}
 	r.read = func(fd uintptr) bool {
 		for i := range r.msgs {
-			r.msgs[i].hdr.Namelen = sockaddrUnixLen
-			r.msgs[i].hdr.Flags = 0
+			r.msgs[i].Hdr.Namelen = sockaddrUnixLen
+			r.msgs[i].Hdr.Flags = 0
 		}
 		// SAFETY: msgs, their iovecs, names and buffers are fields of
 		// r (heap, kept alive by r) for the whole call.
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), MaxBatch,
-			unix.MSG_DONTWAIT, 0, 0)
+		n, e := mmsg.Call(unix.SYS_RECVMMSG, fd, r.msgs[:], unix.MSG_DONTWAIT)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return false // wait for the socket to be readable
 		}
-		r.n, r.err = int(n), nil
+		r.n, r.err = n, nil
 		if e != 0 {
 			r.n, r.err = 0, e
 		}
@@ -99,10 +89,10 @@ func (r *dgramRx) recv() (int, error) {
 // back whole-buffer long and is dropped by the port as too big.
 func (r *dgramRx) datagram(i int) (addr, data []byte) {
 	m := &r.msgs[i]
-	nl := min(int(m.hdr.Namelen), sockaddrUnixLen)
+	nl := min(int(m.Hdr.Namelen), sockaddrUnixLen)
 	addr = unixName(r.names[i][:max(nl, 2)][2:])
-	data = r.bufs[i][:m.len]
-	if m.hdr.Flags&unix.MSG_TRUNC != 0 {
+	data = r.bufs[i][:m.Len]
+	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
 		data = r.bufs[i][:0] // dropped as malformed: longer than any frame
 	}
 	return addr, data
@@ -128,7 +118,7 @@ type dgramTx struct {
 	name    [sockaddrUnixLen]byte
 	namelen uint32
 	iovs    [MaxBatch]unix.Iovec
-	msgs    [MaxBatch]mmsghdr
+	msgs    [MaxBatch]mmsg.Msg
 	cnt     int
 	n       int
 	err     error
@@ -151,7 +141,7 @@ func newDgramTx(c *net.UnixConn, addr []byte) (*dgramTx, error) {
 		t.namelen++ // a path: with its NUL
 	}
 	for i := range t.msgs {
-		h := &t.msgs[i].hdr
+		h := &t.msgs[i].Hdr
 		// SAFETY: name lives as long as t.
 		h.Name = (*byte)(unsafe.Pointer(&t.name[0]))
 		h.Namelen = t.namelen
@@ -161,9 +151,8 @@ func newDgramTx(c *net.UnixConn, addr []byte) (*dgramTx, error) {
 	t.write = func(fd uintptr) bool {
 		// SAFETY: msgs and iovecs are fields of t; the iovecs point into
 		// the writer's queue buffer, alive for the whole call.
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&t.msgs[0])), uintptr(t.cnt),
-			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-		t.n, t.err = int(n), nil
+		n, e := mmsg.Call(unix.SYS_SENDMMSG, fd, t.msgs[:t.cnt], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		t.n, t.err = n, nil
 		if e != 0 {
 			t.n, t.err = 0, e
 		}

@@ -372,7 +372,7 @@ func (p *streamPeer) close() { _ = p.c.Close() }
 type dgramPeer struct {
 	c      *net.UnixConn
 	local  string
-	tx, rx *mmsg
+	tx, rx *mmsgConn
 }
 
 func dialDgram(path, local string) (*dgramPeer, error) {

@@ -5,58 +5,53 @@ package main
 import (
 	"net"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arcnet/vhost-arcnet/internal/mmsg"
 )
 
-// Batched datagram I/O for the driver's peers (struct mmsghdr, linux
-// include/linux/socket.h), so that the peers, not the backend, are not
-// what limits a datagram run: one sendmmsg or recvmmsg moves up to 64
+// Batched datagram I/O for the driver's peers (internal/mmsg, as the
+// backend's datagram sockets), so that the peers, not the backend, are
+// not what limits a datagram run: one sendmmsg or recvmmsg moves up to 64
 // datagrams.
 
-type mmsghdr struct {
-	hdr unix.Msghdr
-	len uint32
-	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
-}
-
-type mmsg struct {
+type mmsgConn struct {
 	raw  syscall.RawConn
 	iovs [64]unix.Iovec
-	msgs [64]mmsghdr
+	msgs [64]mmsg.Msg
 	bufs [64][]byte
 }
 
-func newMmsg(c *net.UnixConn, bufSize int) (*mmsg, error) {
+func newMmsg(c *net.UnixConn, bufSize int) (*mmsgConn, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	m := &mmsg{raw: raw}
+	m := &mmsgConn{raw: raw}
 	for i := range m.msgs {
 		m.bufs[i] = make([]byte, bufSize)
 		m.iovs[i].Base = &m.bufs[i][0]
 		m.iovs[i].SetLen(bufSize)
-		m.msgs[i].hdr.Iov = &m.iovs[i]
-		m.msgs[i].hdr.SetIovlen(1)
+		m.msgs[i].Hdr.Iov = &m.iovs[i]
+		m.msgs[i].Hdr.SetIovlen(1)
 	}
 	return m, nil
 }
 
 // call runs sendmmsg or recvmmsg (trap) on up to n messages, waiting for
 // the socket as the netpoller says; it returns how many moved.
-func (m *mmsg) call(trap uintptr, n int) (int, error) {
+func (m *mmsgConn) call(trap uintptr, n int) (int, error) {
 	var got int
 	var serr error
 	var err error
 	op := func(fd uintptr) bool {
-		// SAFETY: msgs, iovecs and buffers are fields of m, alive for the call.
-		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&m.msgs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		// msgs, iovecs and buffers are fields of m, alive for the call.
+		r, e := mmsg.Call(trap, fd, m.msgs[:n], unix.MSG_DONTWAIT)
 		if e == unix.EAGAIN {
 			return false
 		}
-		got, serr = int(r), nil
+		got, serr = r, nil
 		if e != 0 {
 			got, serr = 0, e
 		}
@@ -74,7 +69,7 @@ func (m *mmsg) call(trap uintptr, n int) (int, error) {
 }
 
 // sendBatch sends n copies of f.
-func (m *mmsg) sendBatch(f []byte, n int) error {
+func (m *mmsgConn) sendBatch(f []byte, n int) error {
 	for i := 0; i < n; i++ {
 		m.iovs[i].Base = &f[0]
 		m.iovs[i].SetLen(len(f))
@@ -90,7 +85,7 @@ func (m *mmsg) sendBatch(f []byte, n int) error {
 }
 
 // recvBatch receives up to 64 datagrams and returns how many.
-func (m *mmsg) recvBatch() (int, error) {
+func (m *mmsgConn) recvBatch() (int, error) {
 	for i := range m.msgs {
 		m.iovs[i].Base = &m.bufs[i][0]
 		m.iovs[i].SetLen(len(m.bufs[i]))
