@@ -81,29 +81,13 @@ func newPackedQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 	}
 	// §2.8.10.1 table "Packed Virtqueue Part Alignment": descriptor ring
 	// 16, device and driver event suppression 4.
-	parts := [3]struct {
-		name  string
-		gpa   uint64
-		len   uint64
-		align uint64
-	}{
+	b, err := mapRingParts(mem, [3]ringPart{
 		{"descriptor ring", cfg.DescGPA, descSize * n, 16},
 		{"driver event suppression", cfg.AvailGPA, eventSuppressSize, 4},
 		{"device event suppression", cfg.UsedGPA, eventSuppressSize, 4},
-	}
-	var b [3][]byte
-	for i, p := range parts {
-		if p.gpa&(p.align-1) != 0 {
-			return nil, fmt.Errorf("%s at %#x: not %d-byte aligned: %w", p.name, p.gpa, p.align, ErrBadRing)
-		}
-		s, err := mem.Slice(p.gpa, p.len)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.name, err)
-		}
-		if !ring.Aligned(s, uintptr(p.align)) {
-			return nil, fmt.Errorf("%s at %#x: host address not %d-byte aligned: %w", p.name, p.gpa, p.align, ErrBadRing)
-		}
-		b[i] = s
+	})
+	if err != nil {
+		return nil, err
 	}
 	hist := uint16(1)
 	for uint64(hist) < n && hist < 1<<15 {

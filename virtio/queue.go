@@ -124,32 +124,13 @@ func NewQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 	if eventIdx {
 		extra = 2
 	}
-	parts := [3]struct {
-		name  string
-		gpa   uint64
-		len   uint64
-		align uint64
-	}{
+	b, err := mapRingParts(mem, [3]ringPart{
 		{"descriptor table", cfg.DescGPA, descSize * n, 16},
 		{"available ring", cfg.AvailGPA, 4 + 2*n + extra, 2},
 		{"used ring", cfg.UsedGPA, 4 + usedElemSize*n + extra, 4},
-	}
-	var b [3][]byte
-	for i, p := range parts {
-		if p.gpa&(p.align-1) != 0 {
-			return nil, fmt.Errorf("%s at %#x: not %d-byte aligned: %w", p.name, p.gpa, p.align, ErrBadRing)
-		}
-		s, err := mem.Slice(p.gpa, p.len)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.name, err)
-		}
-		// The index helpers need natural alignment of the host address
-		// too (LDARH faults otherwise); a mapping is page aligned, so
-		// this only fails for odd test memory.
-		if !ring.Aligned(s, uintptr(p.align)) {
-			return nil, fmt.Errorf("%s at %#x: host address not %d-byte aligned: %w", p.name, p.gpa, p.align, ErrBadRing)
-		}
-		b[i] = s
+	})
+	if err != nil {
+		return nil, err
 	}
 	desc, avail, used := b[0], b[1], b[2]
 	q := &Queue{
@@ -179,7 +160,7 @@ func NewQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 	if q.usedLog == 0 {
 		q.usedLog = cfg.UsedGPA
 	}
-	if q.usedLog > math.MaxUint64-parts[2].len {
+	if q.usedLog > math.MaxUint64-uint64(len(used)) {
 		return nil, fmt.Errorf("used ring log address %#x wraps: %w", q.usedLog, ErrBadRing)
 	}
 	q.usedIdx = ring.LoadAcquire16(q.usedIdxB)
