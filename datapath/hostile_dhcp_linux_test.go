@@ -3,12 +3,10 @@
 package datapath_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/datapath/datapathtest"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/testlog"
 	"github.com/arcnet/vhost-arcnet/services"
 )
 
@@ -28,30 +27,6 @@ type gwLeases struct{ gw *services.Gateway }
 func (l gwLeases) LeasedIP(mac header.MAC) (netip.Addr, bool) { return l.gw.LookupMAC(mac[:]) }
 func (l gwLeases) LeaseGeneration() uint64                    { return l.gw.LeaseGeneration() }
 
-// syncLog collects log text from several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) warnings() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
 // TestHostileGuestDHCP (issue 13, "Hostile guests"): a guest on a switch
 // with anti-spoofing and the gateway's DHCP server tries to empty the
 // address pool: DISCOVERs from a thousand Ethernet source MACs (the switch
@@ -61,7 +36,7 @@ func (l *syncLog) warnings() []string {
 // gets an answer or a lease, every frame is counted, each kind is logged
 // once, and another guest still gets its lease.
 func TestHostileGuestDHCP(t *testing.T) {
-	var logs syncLog
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	gw, err := services.NewGateway(services.Config{Logger: log, DNSUpstreams: []string{"127.0.0.1:9"}, LeaseTime: time.Hour})
 	require.NoError(t, err)
@@ -137,7 +112,7 @@ func TestHostileGuestDHCP(t *testing.T) {
 	require.Equal(t, dhcpv4.MessageTypeOffer, offer.MessageType())
 	require.Zero(t, victim.Stats().Drops(datapath.DropSpoof))
 
-	w := logs.warnings()
+	w := logs.Lines("level=WARN", "level=ERROR")
 	require.Len(t, w, 2, "one line for the spoofed frames, one for the foreign chaddrs: %q", w)
 	require.Contains(t, strings.Join(w, "\n"), "chaddr")
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/arcnet/vhost-arcnet/internal/testlog"
 )
 
 // Every test here talks to loopback only.
@@ -96,24 +98,6 @@ func udpEcho(t *testing.T) netip.AddrPort {
 		<-done
 	})
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
-}
-
-// logBuffer is a slog destination that tests can read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startForwarder makes a forward of proto on 127.0.0.1 (a free port) and
@@ -222,7 +206,7 @@ func TestForwardTCPHalfCloseFromGuest(t *testing.T) {
 
 func TestForwardTCPPrepareError(t *testing.T) {
 	var calls atomic.Int32
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	f := startForwarder(t, "tcp", ForwarderOptions{
 		Target: tcpEcho(t),
 		Prepare: func(context.Context) error {
@@ -505,7 +489,7 @@ func TestForwardUDPMaxSessions(t *testing.T) {
 func TestForwardUDPPrepareError(t *testing.T) {
 	var fail atomic.Bool
 	fail.Store(true)
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	f := startForwarder(t, "udp", ForwarderOptions{
 		Target: udpEcho(t),
 		Prepare: func(context.Context) error {

@@ -3,44 +3,25 @@
 package vhostuser_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/arcnet/vhost-arcnet/internal/testlog"
 	"github.com/arcnet/vhost-arcnet/vhostuser"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
-
-// logBuffer collects a logger's records for a test to look at.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestServerMemoryLimit: Options.MaxMemory bounds the guest memory of all
 // sessions together. A session whose ADD_MEM_REG or SET_MEM_TABLE would go
 // above it gets a non-zero ack and one log line naming the limit, and goes
 // on with the memory it had; once another session ends, the memory fits.
 func TestServerMemoryLimit(t *testing.T) {
-	var logs logBuffer
+	var logs testlog.Buffer
 	h := newHarness(t, vhostuser.Options{MaxMemory: 48 * mib, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	// Two 16 MiB regions each (the frontend's default).
 	first := started(t, h, vhostusertest.Options{}, 1, 64)

@@ -4,11 +4,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -93,19 +91,7 @@ func TestControlRun(t *testing.T) {
 	cfg, err := parseFlags([]string{"--socket", sock, "--uplink", "none", "--lease-file", "none",
 		"--dns-upstream", "127.0.0.1:9", "--control", ctl}, io.Discard)
 	require.NoError(t, err)
-	logs := &logRecords{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			require.NoError(t, <-done)
-		}
-	}
-	t.Cleanup(stop)
+	logs, stop := startRun(t, cfg)
 	require.Equal(t, ctl, logs.wait(t, "control API")["socket"])
 	logs.wait(t, "listening")
 	fi, err := os.Stat(ctl)

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/testlog"
 	"github.com/arcnet/vhost-arcnet/test/netns"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 )
@@ -40,24 +40,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // With a real TAP (vhost-arcnet as its own process in a throwaway network
 // namespace, --uplink tap): a forward added through the control API
 // listens in the namespace at once, and a host client's connection follows
@@ -77,7 +59,7 @@ func TestControlForwardTAP(t *testing.T) {
 	require.NoError(t, err)
 	cmd := ns.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), runEnv+"="+string(args))
-	out := &syncBuffer{}
+	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)

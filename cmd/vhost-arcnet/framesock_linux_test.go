@@ -3,11 +3,9 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -68,13 +66,9 @@ func TestFrameSocketsRun(t *testing.T) {
 	cfg, err := parseFlags([]string{"--listen-stream", stream, "--listen-dgram", dgram, "--uplink", "none",
 		"--lease-file", "none", "--dns-upstream", "127.0.0.1:9", "--control", ctl, "--socket-mode", "0660"}, io.Discard)
 	require.NoError(t, err)
-	logs := &logRecords{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
+	logs, stop := startRun(t, cfg)
 	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
+		stop() // the sockets are removed when run returns
 		for _, p := range []string{stream, dgram} {
 			_, err := os.Lstat(p)
 			require.True(t, os.IsNotExist(err), "%s left behind", p)

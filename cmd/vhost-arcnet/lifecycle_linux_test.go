@@ -3,11 +3,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arcnet/vhost-arcnet/internal/testlog"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 )
 
@@ -29,7 +28,7 @@ import (
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testlog.Buffer
 	exited chan error
 }
 
@@ -41,7 +40,7 @@ func startMain(t *testing.T, cmd *exec.Cmd, args ...string) *proc {
 	a, err := json.Marshal(args)
 	require.NoError(t, err)
 	cmd.Env = append(cmd.Env, runEnv+"="+string(a))
-	p := &proc{t: t, cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &proc{t: t, cmd: cmd, out: &testlog.Buffer{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	require.NoError(t, cmd.Start())
 	go func() { p.exited <- cmd.Wait() }()
@@ -333,14 +332,7 @@ reserve = ["52:54:00:00:00:07=192.168.127.7"]
 `)
 	cfg, err := parseFlags([]string{"--config", conf, "--control", ctl, "--lease-file", "none", "--log-level", "info"}, io.Discard)
 	require.NoError(t, err)
-	logs := &logRecords{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	logs, _ := startRun(t, cfg)
 	logs.wait(t, "listening") // SIGHUP is caught from here on
 	g := attach(t, sock)
 	ip := g.ip

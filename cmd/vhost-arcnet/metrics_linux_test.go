@@ -128,14 +128,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	cfg, err := parseFlags([]string{"--socket", sock, "--uplink", "none", "--lease-file", "none",
 		"--dns-upstream", "127.0.0.1:9", "--metrics", "127.0.0.1:0"}, io.Discard)
 	require.NoError(t, err)
-	logs := &logRecords{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	logs, _ := startRun(t, cfg)
 	url := logs.wait(t, "metrics")["url"]
 	logs.wait(t, "listening")
 
@@ -154,7 +147,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			select {
 			case <-stopScraping:
 				return
-			case <-ctx.Done(): // the test failed before stopping it
+			case <-t.Context().Done(): // the test failed before stopping it
 				return
 			default:
 			}

@@ -1,17 +1,14 @@
 package router
 
 import (
-	"bytes"
-	"log/slog"
 	"net/netip"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/testlog"
 	"github.com/arcnet/vhost-arcnet/nat"
 )
 
@@ -19,40 +16,13 @@ import (
 // through the router is refused and counted on every packet, and logged
 // once, not once a packet.
 
-// logLines is a logger's output, line by line.
-type logLines struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// with returns the lines that contain s.
-func (l *logLines) with(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logLines) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
-
 // TestGuestToHostLoopbackRefused: a guest that sends to the host's loopback
 // (127.0.0.0/8) or to "this network" (0.0.0.0/8) reaches neither the
 // uplink nor anything else; every packet is counted, one warning is
 // logged for the whole flood, and the guest's ordinary traffic goes on.
 func TestGuestToHostLoopbackRefused(t *testing.T) {
-	var logs logLines
-	g := newRig(t, func(o *Options) { o.Logger = logs.logger() })
+	var logs testlog.Buffer
+	g := newRig(t, func(o *Options) { o.Logger = logs.Logger() })
 	var flood []datapath.Frame
 	for i := range 200 {
 		dst := netip.AddrFrom4([4]byte{127, 0, byte(i >> 4), byte(i)})
@@ -71,7 +41,7 @@ func TestGuestToHostLoopbackRefused(t *testing.T) {
 	require.Empty(t, g.local.TakeFrames(), "to the gateway's services")
 	require.Empty(t, g.lan.TakeFrames(), "back to the switch")
 	require.Equal(t, uint64(len(flood)), g.r.Stats().Drops(Out, DropReason(nat.ReasonAddress)))
-	lines := logs.with("level=WARN")
+	lines := logs.Lines("level=WARN")
 	require.Len(t, lines, 1, "%q", lines)
 	require.Contains(t, lines[0], "loopback")
 	require.Contains(t, lines[0], "src="+guestA.String())
@@ -89,11 +59,11 @@ func TestGuestToHostLoopbackRefused(t *testing.T) {
 // established flows still work, and another guest opens its flows.
 func TestNewFlowFloodQuota(t *testing.T) {
 	const quota = 32
-	var logs logLines
+	var logs testlog.Buffer
 	eng, err := nat.New(nat.Config{External: extAddr, GuestPrefix: subnet, Router: gwAddr, Refusal: nat.RefuseICMP,
 		MaxFlows: 4 * quota, MaxFlowsPerGuest: quota})
 	require.NoError(t, err)
-	g := newRig(t, func(o *Options) { o.NAT, o.Logger = eng, logs.logger() })
+	g := newRig(t, func(o *Options) { o.NAT, o.Logger = eng, logs.Logger() })
 	flow := func(mac header.MAC, src netip.Addr, dport uint16) datapath.Frame {
 		return asSwitch(pkt{dstMAC: gwMAC, srcMAC: mac, src: src, dst: remote, proto: header.ProtoUDP,
 			sport: 40000, dport: dport, ttl: 64, payload: 20}.build())
@@ -113,7 +83,7 @@ func TestNewFlowFloodQuota(t *testing.T) {
 	st := eng.Stats()
 	require.Equal(t, uint64(flood-quota), st.Drops[nat.ReasonQuota])
 	require.Equal(t, uint64(flood-quota), st.RefusalReplies)
-	lines := logs.with("level=WARN")
+	lines := logs.Lines("level=WARN")
 	require.Len(t, lines, 1, "%q", lines)
 	require.Contains(t, lines[0], "src="+guestA.String())
 	require.Contains(t, lines[0], nat.ReasonQuota.String())
@@ -127,7 +97,7 @@ func TestNewFlowFloodQuota(t *testing.T) {
 	}
 	require.Len(t, g.up.TakeFrames(), quota)
 	require.Empty(t, g.lan.TakeFrames())
-	require.Len(t, logs.with("level=WARN"), 1)
+	require.Len(t, logs.Lines("level=WARN"), 1)
 }
 
 // TestLimitedLog: one warning, then none until refusalLogEvery has passed.
