@@ -65,14 +65,8 @@ func TestParseVMNetInfo(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			i, err := ParseVMNetInfo([]byte(tc.line))
-			if tc.want != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("error %v, want %q", err, tc.want)
-				}
+			if wantErr(t, err, tc.want) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if tc.check != nil {
 				tc.check(t, i)
@@ -208,14 +202,8 @@ func TestParseDHCPReply(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := parseDHCPReply(tc.frame(), testClientMAC)
-			if tc.want != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("error %v, want %q", err, tc.want)
-				}
+			if wantErr(t, err, tc.want) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if r.src != testServerMAC || r.msg.MessageType() != dhcpv4.MessageTypeAck {
 				t.Errorf("reply from %v type %v", r.src, r.msg.MessageType())
@@ -291,14 +279,8 @@ func TestDHCPLease(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := c.lease(dhcpReply{msg: testAck(t, tc.mods...), src: testServerMAC})
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want %q", err, tc.err)
-				}
+			if wantErr(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			want := tc.want
 			want.Addr = netip.MustParseAddr("192.168.105.2")
