@@ -67,12 +67,8 @@ func pingPong(b *testing.B, viaSwitch, wait bool, args []string) {
 	if viaSwitch {
 		n = 2
 	}
-	guests := make([]*guest, n)
+	guests := newGuests(b, 0x30, n)
 	for i := range guests {
-		guests[i] = &guest{
-			f:   vhostusertest.New(b, vhostusertest.Options{Regions: 1, RegionSize: 8 << 20, Timeout: 10 * time.Second}),
-			mac: guestMAC(0x30, i),
-		}
 		if err := guests[i].connect(be.sock, loadQueue); err != nil {
 			b.Fatal(err)
 		}

@@ -75,15 +75,7 @@ func testLoad(t *testing.T, b *arcnet, echoed *atomic.Uint64) {
 	t.Logf("before: %v", before)
 
 	// Attach and DHCP, all at once.
-	guests := make([]*guest, loadGuests)
-	for i := range guests {
-		guests[i] = &guest{
-			// One 8 MiB region: both rings of 256 entries and their
-			// buffers (2 KiB slots, four per entry: 2 MiB a ring).
-			f:   vhostusertest.New(t, vhostusertest.Options{Regions: 1, RegionSize: 8 << 20, Timeout: 10 * time.Second}),
-			mac: guestMAC(0x10, i),
-		}
-	}
+	guests := newGuests(t, 0x10, loadGuests)
 	t0 := time.Now()
 	parallel(t, guests, func(g *guest) error {
 		if err := g.connect(b.sock, loadQueue); err != nil {

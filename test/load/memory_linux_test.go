@@ -33,13 +33,7 @@ func TestMemory(t *testing.T) {
 	idle := b.baseline()
 	t.Logf("idle: %v", idle)
 
-	guests := make([]*guest, memGuests)
-	for i := range guests {
-		guests[i] = &guest{
-			f:   vhostusertest.New(t, vhostusertest.Options{Regions: 1, RegionSize: 8 << 20, Timeout: 10 * time.Second}),
-			mac: guestMAC(0x20, i),
-		}
-	}
+	guests := newGuests(t, 0x20, memGuests)
 	parallel(t, guests, func(g *guest) error {
 		if err := g.connect(b.sock, loadQueue); err != nil {
 			return err
