@@ -348,11 +348,7 @@ func (c *CloudHypervisor) setup(bases []uint16, kick bool) error {
 // acked) or, else, with a SET_MEM_TABLE of all regions (update_mem_table).
 func (c *CloudHypervisor) HotplugMemory(size uint64) (*Region, error) {
 	f := c.F
-	var gpa uint64
-	for _, r := range f.regions {
-		gpa = max(gpa, r.GPA+r.Size)
-	}
-	r, err := f.newRegion(gpa, size)
+	r, err := f.newRegionAtTop(size)
 	if err != nil {
 		return nil, err
 	}

@@ -126,14 +126,31 @@ func (f *Frontend) sendMemReg(req vhostuser.Request, r *Region, fds ...int) erro
 	return err
 }
 
-// AddRegion allocates a new region of size bytes after the last one in
-// guest physical address space and sends it with ADD_MEM_REG.
-func (f *Frontend) AddRegion(size uint64) (*Region, error) {
+// newRegionAtTop allocates a new region of size bytes after the highest
+// guest physical address of the regions so far (as a hotplug adds it).
+func (f *Frontend) newRegionAtTop(size uint64) (*Region, error) {
 	var gpa uint64
 	for _, r := range f.regions {
 		gpa = max(gpa, r.GPA+r.Size)
 	}
-	r, err := f.newRegion(gpa, size)
+	return f.newRegion(gpa, size)
+}
+
+// dropRegion forgets r (after the backend was told) and unmaps it.
+func (f *Frontend) dropRegion(r *Region) {
+	for i, x := range f.regions {
+		if x == r {
+			f.regions = append(f.regions[:i], f.regions[i+1:]...)
+			break
+		}
+	}
+	r.release()
+}
+
+// AddRegion allocates a new region of size bytes after the last one in
+// guest physical address space and sends it with ADD_MEM_REG.
+func (f *Frontend) AddRegion(size uint64) (*Region, error) {
+	r, err := f.newRegionAtTop(size)
 	if err != nil {
 		return nil, err
 	}
@@ -146,13 +163,7 @@ func (f *Frontend) RemoveRegion(r *Region) error {
 	if err := f.sendMemReg(vhostuser.ReqRemMemReg, r); err != nil {
 		return err
 	}
-	for i, x := range f.regions {
-		if x == r {
-			f.regions = append(f.regions[:i], f.regions[i+1:]...)
-			break
-		}
-	}
-	r.release()
+	f.dropRegion(r)
 	return nil
 }
 

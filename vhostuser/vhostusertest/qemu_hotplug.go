@@ -14,11 +14,7 @@ import (
 // as in its recorded boot with queues=2.
 func (q *QEMU) HotplugMemory(size uint64) (*Region, error) {
 	f := q.F
-	var gpa uint64
-	for _, r := range f.regions {
-		gpa = max(gpa, r.GPA+r.Size)
-	}
-	r, err := f.newRegion(gpa, size)
+	r, err := f.newRegionAtTop(size)
 	if err != nil {
 		return nil, err
 	}
@@ -48,13 +44,7 @@ func (q *QEMU) UnplugMemory(r *Region) error {
 			}
 		}
 	}
-	for i, x := range f.regions {
-		if x == r {
-			f.regions = append(f.regions[:i], f.regions[i+1:]...)
-			break
-		}
-	}
-	r.release()
+	f.dropRegion(r)
 	return nil
 }
 
