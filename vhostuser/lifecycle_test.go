@@ -157,13 +157,7 @@ func TestGetVringBaseAndRestart(t *testing.T) {
 
 	// A frame added while stopped is picked up after the restart, from
 	// the avail index the ring stopped at.
-	require.NoError(t, f.AddFrame(0, virtio.NetHdr{}, frame(100, 42), vhostusertest.LayoutSplit))
-	require.NoError(t, f.Flush(0))
-	require.NoError(t, f.RestartRing(0, rxBase))
-	require.NoError(t, f.RestartRing(1, txBase))
-	got, err := f.WaitRecv()
-	require.NoError(t, err)
-	require.Equal(t, frame(100, 42), got)
+	restartWithQueued(t, f, rxBase, txBase)
 	echoOnce(t, f, 0, frame(100, 43), vhostusertest.LayoutSplit)
 }
 

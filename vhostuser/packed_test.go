@@ -37,13 +37,7 @@ func TestPackedRingsVringBase(t *testing.T) {
 	// index 50, and the wrap counter flipped twice (back to 1).
 	require.Equal(t, uint16(0x8000|50), txBase)
 
-	require.NoError(t, f.AddFrame(0, virtio.NetHdr{}, frame(100, 42), vhostusertest.LayoutSplit))
-	require.NoError(t, f.Flush(0))
-	require.NoError(t, f.RestartRing(0, rxBase))
-	require.NoError(t, f.RestartRing(1, txBase))
-	got, err := f.WaitRecv()
-	require.NoError(t, err)
-	require.Equal(t, frame(100, 42), got)
+	restartWithQueued(t, f, rxBase, txBase)
 	echoOnce(t, f, 0, frame(100, 43), vhostusertest.LayoutIndirect)
 	require.Nil(t, h.lastDevice().broken.Load())
 }
