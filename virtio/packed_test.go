@@ -390,23 +390,7 @@ func TestPackedHostileDriver(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPackedPair(t, tc.size, virtio.FVersion1|tc.features)
 			tc.setup(p.d)
-			var c virtio.Chain
-			var err error
-			for range 3 {
-				var ok bool
-				if ok, err = p.q.Pop(&c); err != nil {
-					break
-				}
-				if ok {
-					require.NoError(t, p.q.Push(c.Head, 0))
-				}
-			}
-			require.ErrorIs(t, err, virtio.ErrBroken)
-			require.ErrorIs(t, err, tc.want)
-			t.Log(err)
-			ok, err2 := p.q.Pop(&c)
-			require.False(t, ok)
-			require.Equal(t, err, err2)
+			requireBreaks(t, p.q, tc.want)
 			require.ErrorIs(t, p.q.Push(0, 0), virtio.ErrBroken)
 			p.q.Publish()
 			require.False(t, p.q.NeedNotify())
