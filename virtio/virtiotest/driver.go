@@ -317,6 +317,22 @@ func (d *Driver) AddElems(elems []Elem, indirect bool) (head uint16, err error) 
 	return d.add(elems, indirect, nil)
 }
 
+// indirectTable takes a buffer slot for an indirect descriptor table of n
+// entries (split and packed rings alike: 16 bytes an entry) and returns
+// its guest address and bytes, with the slot appended to slots.
+func (d *Driver) indirectTable(n int, slots []int32) (gpa uint64, table []byte, _ []int32, err error) {
+	if uint64(n)*16 > uint64(d.slotSize) {
+		return 0, nil, slots, fmt.Errorf("virtiotest: indirect table of %d entries exceeds slot size %d", n, d.slotSize)
+	}
+	if len(d.freeSlots) == 0 {
+		return 0, nil, slots, ErrFull
+	}
+	s := d.freeSlots[len(d.freeSlots)-1]
+	d.freeSlots = d.freeSlots[:len(d.freeSlots)-1]
+	gpa, table = d.Slot(int(s))
+	return gpa, table, append(slots, s), nil
+}
+
 // add writes the descriptors of elems and the avail ring entry.
 func (d *Driver) add(elems []Elem, indirect bool, slots []int32) (head uint16, err error) {
 	if len(elems) == 0 {
@@ -335,16 +351,9 @@ func (d *Driver) add(elems []Elem, indirect bool, slots []int32) (head uint16, e
 	var table []byte
 	var tableGPA uint64
 	if indirect {
-		if uint64(len(elems))*16 > uint64(d.slotSize) {
-			return 0, fmt.Errorf("virtiotest: indirect table of %d entries exceeds slot size %d", len(elems), d.slotSize)
+		if tableGPA, table, slots, err = d.indirectTable(len(elems), slots); err != nil {
+			return 0, err
 		}
-		if len(d.freeSlots) == 0 {
-			return 0, ErrFull
-		}
-		s := d.freeSlots[len(d.freeSlots)-1]
-		d.freeSlots = d.freeSlots[:len(d.freeSlots)-1]
-		slots = append(slots, s)
-		tableGPA, table = d.Slot(int(s))
 	}
 	descs := d.freeDesc[len(d.freeDesc)-ndesc:]
 	d.freeDesc = d.freeDesc[:len(d.freeDesc)-ndesc]

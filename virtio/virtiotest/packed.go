@@ -102,16 +102,9 @@ func (d *Driver) addPacked(elems []Elem, indirect bool, slots []int32) (id uint1
 	var table []byte
 	var tableGPA uint64
 	if indirect {
-		if uint64(len(elems))*16 > uint64(d.slotSize) {
-			return 0, fmt.Errorf("virtiotest: indirect table of %d entries exceeds slot size %d", len(elems), d.slotSize)
+		if tableGPA, table, slots, err = d.indirectTable(len(elems), slots); err != nil {
+			return 0, err
 		}
-		if len(d.freeSlots) == 0 {
-			return 0, ErrFull
-		}
-		s := d.freeSlots[len(d.freeSlots)-1]
-		d.freeSlots = d.freeSlots[:len(d.freeSlots)-1]
-		slots = append(slots, s)
-		tableGPA, table = d.Slot(int(s))
 	}
 	id = d.freeDesc[len(d.freeDesc)-1]
 	d.freeDesc = d.freeDesc[:len(d.freeDesc)-1]
