@@ -402,8 +402,8 @@ func TestUsedEventNoLostWakeup(t *testing.T) {
 		select {
 		case <-call:
 		case <-time.After(10 * time.Second):
-			t.Fatalf("lost wake-up after %d of %d completions: used idx %d, used_event %d",
-				done, n, d.UsedIdx(), d.UsedEvent())
+			t.Fatalf("lost wake-up after %d of %d completions (%d added): used idx %d, used_event %d",
+				done, n, added, d.UsedIdx(), d.UsedEvent())
 		}
 	}
 }
