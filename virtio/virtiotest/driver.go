@@ -184,18 +184,7 @@ func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
 // (VIRTIO_F_EVENT_IDX: used_event/avail_event instead of the flags).
 func (d *Driver) Config(features uint64) virtio.QueueConfig {
 	d.features = features
-	if d.packed {
-		return virtio.QueueConfig{
-			Size:      d.size,
-			DescGPA:   d.DescGPA(),
-			AvailGPA:  d.AvailGPA(),
-			UsedGPA:   d.UsedGPA(),
-			Features:  features,
-			LastAvail: d.p.published,
-			LastUsed:  d.p.used,
-		}
-	}
-	return virtio.QueueConfig{
+	c := virtio.QueueConfig{
 		Size:      d.size,
 		DescGPA:   d.DescGPA(),
 		AvailGPA:  d.AvailGPA(),
@@ -203,6 +192,10 @@ func (d *Driver) Config(features uint64) virtio.QueueConfig {
 		Features:  features,
 		LastAvail: d.published,
 	}
+	if d.packed {
+		c.LastAvail, c.LastUsed = d.p.published, d.p.used
+	}
+	return c
 }
 
 // Region returns the guest memory region of the driver's memory, with the
