@@ -58,10 +58,7 @@ func BenchmarkGuestToGuestGSO(b *testing.B) {
 				RegionSize: (2*uint64(ring)*8448 + 4<<20) &^ (2<<20 - 1)}),
 			mac: guestMAC(0x40, i),
 		}
-		if err := guests[i].connect(be.sock, ring); err != nil {
-			b.Fatal(err)
-		}
-		if err := guests[i].dhcp(time.Second, 5); err != nil {
+		if err := guests[i].attach(be.sock, ring); err != nil {
 			b.Fatal(err)
 		}
 	}

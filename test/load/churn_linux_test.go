@@ -63,10 +63,7 @@ func TestChurn(t *testing.T) {
 
 	// The peer stays attached through the churn.
 	peer := &guest{f: vhostusertest.New(t, vhostusertest.Options{Regions: 1, RegionSize: 8 << 20}), mac: guestMAC(0x20, 0)}
-	if err := peer.connect(b.sock, 256); err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.dhcp(time.Second, 5); err != nil {
+	if err := peer.attach(b.sock, 256); err != nil {
 		t.Fatal(err)
 	}
 	base := b.baseline()

@@ -309,6 +309,16 @@ func (g *guest) connect(path string, qsize uint16) error {
 	return g.f.SetupQueues(1, qsize)
 }
 
+// attach connects (see connect) and takes a lease. A client retransmits
+// after 4 s (RFC 2131 §4.1); 1 s here, so a lost answer shows as a
+// retransmission, not a slow test.
+func (g *guest) attach(path string, qsize uint16) error {
+	if err := g.connect(path, qsize); err != nil {
+		return err
+	}
+	return g.dhcp(time.Second, 5)
+}
+
 var (
 	bcastIP = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 	any4    = netip.IPv4Unspecified()

@@ -34,12 +34,7 @@ func TestMemory(t *testing.T) {
 	t.Logf("idle: %v", idle)
 
 	guests := newGuests(t, 0x20, memGuests)
-	parallel(t, guests, func(g *guest) error {
-		if err := g.connect(b.sock, loadQueue); err != nil {
-			return err
-		}
-		return g.dhcp(time.Second, 5)
-	})
+	parallel(t, guests, func(g *guest) error { return g.attach(b.sock, loadQueue) })
 	if t.Failed() {
 		return
 	}
