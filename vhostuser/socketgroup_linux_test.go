@@ -46,13 +46,6 @@ func TestListenSocketGroupOwn(t *testing.T) {
 	require.Equal(t, 0, g)
 }
 
-// otherUID is the uid the permission tests connect as (nobody).
-const otherUID = 65534
-
-// socketGroupGID is the group the permission tests give the sockets: a
-// gid no user of the test host is expected to be in.
-const socketGroupGID = 47113
-
 // TestListenSocketGroupOtherUser: a second uid connects to a socket made
 // by Listen only when its mode and group let it: mode 0660 and group G let
 // a process of another uid in G connect, and nobody else; mode 0600 keeps
@@ -76,10 +69,10 @@ func TestListenSocketGroupOtherUser(t *testing.T) {
 		groups []uint32 // the child's supplementary groups
 		ok     bool
 	}{
-		{"0660 member", 0o660, strconv.Itoa(socketGroupGID), []uint32{socketGroupGID}, true},
-		{"0660 not a member", 0o660, strconv.Itoa(socketGroupGID), nil, false},
-		{"0660 no group given", 0o660, "", []uint32{socketGroupGID}, false},
-		{"0600 member", 0o600, strconv.Itoa(socketGroupGID), []uint32{socketGroupGID}, false},
+		{"0660 member", 0o660, strconv.Itoa(vhostusertest.SocketGroupGID), []uint32{vhostusertest.SocketGroupGID}, true},
+		{"0660 not a member", 0o660, strconv.Itoa(vhostusertest.SocketGroupGID), nil, false},
+		{"0660 no group given", 0o660, "", []uint32{vhostusertest.SocketGroupGID}, false},
+		{"0600 member", 0o600, strconv.Itoa(vhostusertest.SocketGroupGID), []uint32{vhostusertest.SocketGroupGID}, false},
 		{"0666 anyone", 0o666, "", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,9 +90,9 @@ func TestListenSocketGroupOtherUser(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.mode, fi.Mode().Perm())
 			if tc.group != "" {
-				require.EqualValues(t, socketGroupGID, fi.Sys().(*syscall.Stat_t).Gid)
+				require.EqualValues(t, vhostusertest.SocketGroupGID, fi.Sys().(*syscall.Stat_t).Gid)
 			}
-			err = dialAs(t, exe, path, otherUID, otherUID, tc.groups)
+			err = dialAs(t, exe, path, vhostusertest.OtherUID, vhostusertest.OtherUID, tc.groups)
 			if tc.ok {
 				require.NoError(t, err)
 			} else {

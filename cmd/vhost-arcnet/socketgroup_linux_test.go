@@ -14,13 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// otherUID is the uid the permission tests connect as (nobody).
-const otherUID = 65534
-
-// socketGroupGID is the group the permission tests give the sockets: a
-// gid no user of the test host is expected to be in.
-const socketGroupGID = 47113
-
 // --socket-group with --socket-mode 0660: vhost-arcnet gives its
 // vhost-user socket and its control socket the group; a process of
 // another uid connects to the vhost-user socket only as a member of the
@@ -34,20 +27,20 @@ func TestSocketGroup(t *testing.T) {
 	require.NoError(t, os.Chmod(dir, 0o755))
 	exe := worldExecutable(t, dir)
 	sock, ctl := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "control.sock")
-	p := startMain(t, mainCommand(), "--socket", sock, "--socket-mode", "0660", "--socket-group", strconv.Itoa(socketGroupGID),
+	p := startMain(t, mainCommand(), "--socket", sock, "--socket-mode", "0660", "--socket-group", strconv.Itoa(vhostusertest.SocketGroupGID),
 		"--control", ctl, "--lease-file", "none", "--dns-upstream", "127.0.0.1:9")
 	p.waitUp(ctl)
 	for path, mode := range map[string]os.FileMode{sock: 0o660, ctl: 0o600} {
 		fi, err := os.Stat(path)
 		require.NoError(t, err)
 		require.Equal(t, mode, fi.Mode().Perm(), path)
-		require.EqualValues(t, socketGroupGID, fi.Sys().(*syscall.Stat_t).Gid, path)
+		require.EqualValues(t, vhostusertest.SocketGroupGID, fi.Sys().(*syscall.Stat_t).Gid, path)
 	}
-	member := []uint32{socketGroupGID}
-	require.NoError(t, dialAs(t, exe, sock, otherUID, otherUID, member), "a member of the group")
-	require.ErrorContains(t, dialAs(t, exe, sock, otherUID, otherUID, nil), "permission denied", "not a member")
-	require.ErrorContains(t, dialAs(t, exe, ctl, otherUID, otherUID, member), "permission denied", "the control socket is the owner's")
-	require.ErrorContains(t, dialAs(t, exe, sock, otherUID, socketGroupGID+1, []uint32{socketGroupGID + 1}), "permission denied", "another group")
+	member := []uint32{vhostusertest.SocketGroupGID}
+	require.NoError(t, dialAs(t, exe, sock, vhostusertest.OtherUID, vhostusertest.OtherUID, member), "a member of the group")
+	require.ErrorContains(t, dialAs(t, exe, sock, vhostusertest.OtherUID, vhostusertest.OtherUID, nil), "permission denied", "not a member")
+	require.ErrorContains(t, dialAs(t, exe, ctl, vhostusertest.OtherUID, vhostusertest.OtherUID, member), "permission denied", "the control socket is the owner's")
+	require.ErrorContains(t, dialAs(t, exe, sock, vhostusertest.OtherUID, vhostusertest.SocketGroupGID+1, []uint32{vhostusertest.SocketGroupGID + 1}), "permission denied", "another group")
 	require.Equal(t, exitOK, p.stop(syscall.SIGTERM))
 }
 

@@ -15,6 +15,13 @@ import (
 // Helpers of the socket permission tests (vhostuser and cmd/vhost-arcnet):
 // connect to a unix socket as another uid, from a copy of the test binary.
 
+// OtherUID is the uid the permission tests connect as (nobody).
+const OtherUID = 65534
+
+// SocketGroupGID is the group the permission tests give the sockets: a
+// gid no user of the test host is expected to be in.
+const SocketGroupGID = 47113
+
 // dialEnv is the variable that makes a copy of a test binary the dialer.
 const dialEnv = "ARCNET_DIAL"
 
