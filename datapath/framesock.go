@@ -181,7 +181,7 @@ func (p *FramePort) enqueue(frames []Frame) (n, bytes, bad, full int) {
 		if pre > 0 {
 			binary.BigEndian.PutUint32(buf, uint32(f.Len))
 		}
-		if copyFrame(buf[pre:], f.Segs) != f.Len || !completeChecksum(buf[pre:], &f.Hdr) {
+		if copyFrame(buf[pre:], f.Segs) != f.Len || !CompleteChecksum(buf[pre:], &f.Hdr) {
 			bad++
 			continue
 		}

@@ -79,7 +79,7 @@ func (p *HandlerPort) Send(frames []Frame) {
 	for i := range frames {
 		f := &frames[i]
 		k := copyFrame(buf, f.Segs)
-		if k < minFrameLen || f.Hdr.GSOType != virtio.NetHdrGSONone || !completeChecksum(buf[:k], &f.Hdr) {
+		if k < minFrameLen || f.Hdr.GSOType != virtio.NetHdrGSONone || !CompleteChecksum(buf[:k], &f.Hdr) {
 			bad++
 			continue
 		}
@@ -93,11 +93,13 @@ func (p *HandlerPort) Send(frames []Frame) {
 	p.stats.Drop(DropMalformed, uint64(bad))
 }
 
-// completeChecksum fills in the partial checksum of frame (virtio 1.2
+// CompleteChecksum fills in the partial checksum of frame (virtio 1.2
 // §5.1.6.2: the field at csum_start+csum_offset holds the pseudo-header
 // sum, the checksum covers csum_start to the end). It reports false if the
-// field lies outside the frame.
-func completeChecksum(frame []byte, h *virtio.NetHdr) bool {
+// field lies outside the frame. The switch completes checksums only when it
+// segments; a port that takes no checksum offload (a handler, a frame
+// socket, an uplink without it) completes them on its own copy with this.
+func CompleteChecksum(frame []byte, h *virtio.NetHdr) bool {
 	if h.Flags&virtio.NetHdrFNeedsCsum == 0 {
 		return true
 	}

@@ -469,7 +469,8 @@ func (v *VMNet) Send(frames []datapath.Frame) {
 		for _, s := range f.Segs {
 			n += copy(l.wbuf[n:], s)
 		}
-		if !completeChecksum(l.wbuf[:n], &f.Hdr) {
+		// vmnet-helper runs without checksum offload.
+		if !datapath.CompleteChecksum(l.wbuf[:n], &f.Hdr) {
 			bad++
 			continue
 		}
@@ -500,24 +501,6 @@ func (v *VMNet) Send(frames []datapath.Frame) {
 	v.stats.Drop(datapath.DropTooBig, tooBig)
 	v.stats.Drop(datapath.DropMalformed, bad)
 	v.stats.Drop(datapath.DropNoQueue, gone)
-}
-
-// completeChecksum fills in the partial checksum of a frame with
-// VIRTIO_NET_HDR_F_NEEDS_CSUM (virtio 1.2 §5.1.6.2: the field at
-// csum_start+csum_offset holds the pseudo-header sum and the checksum covers
-// csum_start to the end of the frame): vmnet-helper runs without checksum
-// offload, and the switch completes checksums only when it segments. It
-// reports false if the field lies outside the frame.
-func completeChecksum(frame []byte, h *virtio.NetHdr) bool {
-	if h.Flags&virtio.NetHdrFNeedsCsum == 0 {
-		return true
-	}
-	start, field := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
-	if field+2 > len(frame) || h.CsumOffset < 2 {
-		return false
-	}
-	binary.BigEndian.PutUint16(frame[field:], ^header.Checksum(frame[start:], 0))
-	return true
 }
 
 // readLoop reads batches of frames from l until it is closed. DHCP replies
