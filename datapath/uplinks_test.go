@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -79,6 +80,88 @@ func TestSinkCounts(t *testing.T) {
 	require.EqualValues(t, 2, s.Stats().TxPackets.Load())
 	require.EqualValues(t, 200, s.Stats().TxBytes.Load())
 	require.EqualValues(t, 2, s.Stats().Drops(DropSink))
+}
+
+func TestCopySinkCopiesEveryFrame(t *testing.T) {
+	big := bytes.Repeat([]byte{0xcd}, 9000)
+	tests := []struct {
+		name  string
+		queue uint16
+		segs  [][]byte
+	}{
+		{"one segment", 0, [][]byte{bytes.Repeat([]byte{1}, 60)}},
+		{"scattered", 1, [][]byte{{1, 2, 3}, bytes.Repeat([]byte{4}, 100), {5}}},
+		{"larger than a buffer", 2, [][]byte{big[:14], big[14:]}},
+		{"queue pair past the last", MaxQueuePairs + 3, [][]byte{bytes.Repeat([]byte{7}, 1514)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewCopySink("sink")
+			f := frameOf(tc.segs...)
+			f.Queue = tc.queue
+			frames := []Frame{frameOf(make([]byte, 64)), f}
+			frames[0].Queue = tc.queue
+			s.Send(frames)
+			want := bytes.Join(tc.segs, nil)
+			got := s.bufs[int(tc.queue)%MaxQueuePairs][1]
+			require.Equal(t, want, got[:len(want)], "the frame's bytes in the sink's buffer")
+			require.GreaterOrEqual(t, len(got), copyBufSize)
+			require.EqualValues(t, 2, s.Stats().TxPackets.Load())
+			require.EqualValues(t, 64+len(want), s.Stats().TxBytes.Load())
+			require.EqualValues(t, 2, s.Stats().Drops(DropSink))
+			for q := range s.bufs {
+				if q != int(tc.queue)%MaxQueuePairs {
+					require.Nil(t, s.bufs[q][0], "queue pair %d's buffers untouched", q)
+				}
+			}
+		})
+	}
+	require.Nil(t, NewSink("sink").bufs, "a plain sink copies nothing")
+}
+
+// More frames in one call than a batch: slots are reused, every frame is
+// still copied and counted.
+func TestCopySinkLongCall(t *testing.T) {
+	s := NewCopySink("sink")
+	frames := make([]Frame, MaxBatch+5)
+	for i := range frames {
+		frames[i] = frameOf(bytes.Repeat([]byte{byte(i)}, 60))
+	}
+	s.Send(frames)
+	require.EqualValues(t, MaxBatch+5, s.Stats().TxPackets.Load())
+	require.Equal(t, byte(MaxBatch), s.bufs[0][0][0], "slot 0 last held frame MaxBatch")
+	require.Equal(t, byte(5), s.bufs[0][5][0])
+}
+
+func TestSinkAllocs(t *testing.T) {
+	buf := make([]byte, 9000)
+	frames := make([]Frame, MaxBatch)
+	for i := range frames {
+		frames[i] = frameOf(buf[:20], buf[20:1514])
+	}
+	frames[3] = frameOf(buf[:14], buf[14:]) // a jumbo frame grows its slot once
+	for _, s := range []*Sink{NewSink("sink"), NewCopySink("sink")} {
+		s.Send(frames)
+		require.Zero(t, testing.AllocsPerRun(100, func() { s.Send(frames) }))
+	}
+}
+
+func BenchmarkCopySink(b *testing.B) {
+	for _, size := range []int{64, 1518} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			buf := make([]byte, size)
+			frames := make([]Frame, 32)
+			for i := range frames {
+				frames[i] = frameOf(buf[:12], buf[12:])
+			}
+			s := NewCopySink("sink")
+			b.SetBytes(int64(size * len(frames)))
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Send(frames)
+			}
+		})
+	}
 }
 
 func TestSourceFrames(t *testing.T) {

@@ -98,7 +98,7 @@ var errVersion = errors.New("version requested")
 
 // uplinkKinds are the --uplink values this build implements.
 var uplinkKinds = []string{"none", "tap", "tap:NAME", "xdp:IFACE", "vmnet", "vmnet:shared", "vmnet:host",
-	"vmnet:bridged:IFACE", "sink", "source", "loopback"}
+	"vmnet:bridged:IFACE", "sink", "sink-copy", "source", "loopback"}
 
 // plannedUplinks are documented uplinks that this build does not have yet.
 var plannedUplinks = []string{}

@@ -39,6 +39,10 @@ func TestParseFlags(t *testing.T) {
 				require.True(t, c.poll)
 				require.Equal(t, slog.LevelDebug, c.logLevel)
 			}},
+		{"copying sink", []string{"--socket", "a", "--uplink", "sink-copy"}, func(t *testing.T, c *config) {
+			require.Equal(t, "sink-copy", c.uplink)
+			require.False(t, c.guestNetwork())
+		}},
 		{"guest network", []string{"--socket", "a", "--subnet", "10.7.0.9/16", "--domain", "lab.test",
 			"--dns-upstream", "127.0.0.1:5353", "--dns-upstream", "::1", "--lease-file", "/tmp/l.json",
 			"--reserve", "52:54:00:00:00:07=10.7.0.7", "--lease-time", "10m", "--allow-spoofing"},

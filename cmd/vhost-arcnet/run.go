@@ -157,6 +157,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		case "sink", "source":
 			g.uplink = datapath.NewSink(name + "-sink")
 			p.SetPeer(g.uplink)
+		case "sink-copy":
+			g.uplink = datapath.NewCopySink(name + "-sink")
+			p.SetPeer(g.uplink)
 		case "loopback":
 			g.uplink = datapath.NewLoopback(name+"-loopback", p)
 			p.SetPeer(g.uplink)

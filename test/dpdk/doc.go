@@ -21,9 +21,10 @@
 //     "case=... ratio=..." line; cmd/vs-dpdk runs it (make bench-dpdk);
 //   - the scenarios (dpdk_linux_test.go): DPDK's own net_vhost backend as a
 //     reference (it proves the harness and the machine), then vhost-arcnet
-//     with --uplink sink (virtio_user txonly: frontend -> backend), --uplink
-//     source (rxonly: backend -> frontend) and --uplink loopback (io with
-//     --tx-first: both ways), each with default devargs, mrg_rxbuf=0,
+//     with --uplink sink (virtio_user txonly: frontend -> backend; also
+//     sink-copy, split and packed), --uplink source (rxonly: backend ->
+//     frontend) and --uplink loopback (io with --tx-first: both ways),
+//     each with default devargs, mrg_rxbuf=0,
 //     in_order=1, in_order=0 (out-of-order completion, indirect
 //     descriptors), queues=2 (--queue-pairs 2), and packed virtqueues
 //     (packed_vq=1 against --packed-rings, in order and with in_order=0).

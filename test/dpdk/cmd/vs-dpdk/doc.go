@@ -13,10 +13,26 @@
 //	B  event:  vhost-arcnet --socket SOCK (default, eventfd-driven mode)
 //	C  poll:   vhost-arcnet --socket SOCK --poll (busy polling)
 //
-// Cases (-cases): f2b-SIZE = frontend -> backend: virtio_user txonly ->
-// net_vhost rxonly | arcnet --uplink sink; b2f-SIZE = backend -> frontend:
-// net_vhost txonly | arcnet --uplink source --source-size SIZE ->
-// virtio_user rxonly. SIZE = frame bytes without the virtio header.
+// Cases (-cases), each optionally with a -packed suffix (packed virtqueues:
+// virtio_user packed_vq=1, net_vhost offers them by default, arcnet
+// --packed-rings); SIZE = frame bytes without the virtio header:
+//
+//	f2b-SIZE       frontend -> backend: virtio_user txonly -> net_vhost rxonly | arcnet --uplink sink
+//	f2b-copy-SIZE  the same, arcnet --uplink sink-copy (copies every frame into a backend buffer)
+//	b2f-SIZE       backend -> frontend: net_vhost txonly | arcnet --uplink source --source-size SIZE
+//	               -> virtio_user rxonly
+//	loop-SIZE      both ways: virtio_user flowgen (sends SIZE-byte frames as fast as it can, drains
+//	               and counts what comes back) -> net_vhost io --port-topology=loop (sends every
+//	               frame back on its one port) | arcnet --uplink loopback -> virtio_user
+//
+// Like for like (the result line's like_for_like=yes): f2b-copy, b2f and
+// loop, where both backends move every byte of every frame. In f2b
+// net_vhost copies each frame into an mbuf before rxonly frees it, while
+// arcnet's sink counts frames without reading them (like_for_like=no). Both
+// backends copy a looped frame differently: net_vhost from the guest into
+// an mbuf and from the mbuf into the guest, arcnet once from the guest's
+// transmit buffer into its receive buffer (datapath.Loopback); that is a
+// difference of design, not of the work asked.
 // Each process gets one CPU: testpmd with --lcores 0@C,1@C under taskset -c C
 // (main lcore, worker and control threads on C), vhost-arcnet under taskset
 // -c BE_CPU (GOMAXPROCS follows: 1). Both sides use the same memory type for
@@ -26,13 +42,14 @@
 // What is measured: every stats period (--stats-period=1; testpmd's own
 // timer makes that 2 s on some VMs) testpmd prints its port's packet rate
 // over the exact interval. DPDK pair: the receiver's Rx-pps (net_vhost for
-// f2b, virtio_user for b2f). arcnet f2b: the sender's Tx-pps (virtio_user
+// f2b, virtio_user for b2f and loop). arcnet f2b: the sender's Tx-pps (virtio_user
 // counts what it put into the ring; a full ring is a TX drop, so in steady
 // state that is the rate the backend consumes), cross-checked with
 // vhost-arcnet's own counters: SIGUSR1 at the start and at the end of the
 // measured window, diff of the two "port stats" rx_packets =
-// arcnet_ctr_mpps. arcnet b2f: virtio_user's Rx-pps (tx_packets diff as
-// arcnet_ctr_mpps).
+// arcnet_ctr_mpps. arcnet b2f and loop: virtio_user's Rx-pps (tx_packets
+// diff as arcnet_ctr_mpps). A loop figure counts frames that went both
+// ways; its Gbps is one direction's.
 //
 // Samples that end less than -warmup seconds after the first non-zero one
 // are discarded. A sample is "clean" when the frontend's forwarding thread
@@ -54,7 +71,7 @@
 //
 // Output: one line per case and arcnet mode on stdout (default mode, then "-poll"):
 //
-//	case=f2b-64 arcnet_mpps=.. dpdk_mpps=.. arcnet_gbps=.. dpdk_gbps=.. ratio=.. [details]
+//	case=f2b-64 arcnet_mpps=.. dpdk_mpps=.. arcnet_gbps=.. dpdk_gbps=.. ratio=.. [details] like_for_like=no
 //	case=f2b-64-poll arcnet_mpps=.. dpdk_mpps=.. ...
 //
 // details: ratio_of_max (best run against best run: on this VM whole runs of
@@ -62,10 +79,9 @@
 // inside a run agree; compare the two ratios, raise -rounds when they
 // differ), arcnet_ctr_mpps (backend counters), min..max over the runs used,
 // clean/all samples, median CPU shares fe/be per run.
-// Caveat, f2b: DPDK's net_vhost copies every frame into an mbuf before
-// rxonly frees it, while arcnet's sink uplink counts frames without reading
-// their payload; at 1518 B f2b the arcnet figure is mostly virtio_user's own
-// transmit ceiling (txonly does not write payload either). Progress goes to
+// Caveat, f2b: at 1518 B the arcnet figure with the counting sink is mostly
+// virtio_user's own transmit ceiling (txonly does not write payload
+// either); f2b-copy is the comparison. Progress goes to
 // stderr; per-run logs (command lines, testpmd and vhost-arcnet output,
 // samples: "N PPS CLEAN FE BE WAIT DT_US", shares per mille) and
 // results.txt stay in the work directory.

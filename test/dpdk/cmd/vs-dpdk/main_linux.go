@@ -176,7 +176,7 @@ func (b *bench) main() error {
 			if b.arcnet != "" {
 				a = runs[m]
 			}
-			line := dpdk.CaseLine(name, size, a, runs["dpdk"], c.mem)
+			line := dpdk.CaseLine(name, size, a, runs["dpdk"], c.mem) + " like_for_like=" + likeForLike(dir)
 			fmt.Println(line)
 			fmt.Fprintln(b.results, line)
 		}
@@ -355,7 +355,27 @@ func (b *bench) result(format string, args ...any) {
 	fmt.Fprintf(b.results, format+"\n", args...)
 }
 
-// runOne measures one run: kind dpdk, event or poll; dir f2b or b2f.
+// The directions of the cases (parseCase): what each backend does and where
+// the figure is read, in runOne.
+const (
+	dirF2B     = "f2b"      // virtio_user txonly -> net_vhost rxonly | arcnet --uplink sink
+	dirF2BCopy = "f2b-copy" // virtio_user txonly -> net_vhost rxonly | arcnet --uplink sink-copy
+	dirB2F     = "b2f"      // net_vhost txonly | arcnet --uplink source -> virtio_user rxonly
+	dirLoop    = "loop"     // virtio_user flowgen <-> net_vhost io, loop topology | arcnet --uplink loopback
+)
+
+// likeForLike says whether both backends do the same work per frame in a
+// direction: every one but f2b, where net_vhost copies each frame into an
+// mbuf and arcnet's counting sink does not read it.
+func likeForLike(dir string) string {
+	if dir == dirF2B {
+		return "no"
+	}
+	return "yes"
+}
+
+// runOne measures one run: kind dpdk, event or poll; dir one of the dir*
+// constants.
 func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.RunResult {
 	c := b.cfg
 	b.runSeq++
@@ -372,9 +392,20 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 	tx, rx, big := dpdk.SizeArgs(size)
 	beMode, feMode, uplink := "rxonly", "txonly", "sink"
 	feSz, beSz := tx, []string(nil)
-	if dir == "b2f" {
+	switch dir {
+	case dirF2BCopy:
+		uplink = "sink-copy"
+	case dirB2F:
 		beMode, feMode, uplink = "txonly", "rxonly", "source"
 		feSz, beSz = rx, tx
+	case dirLoop:
+		// The frontend sends as fast as it can and counts what comes back
+		// (flowgen drains its receive queue every burst; its frames are
+		// --txpkts minus 4 bytes of FCS it does not send); the backend
+		// sends every frame back on the port it came from.
+		tx4, _, _ := dpdk.SizeArgs(size + 4)
+		beMode, feMode, uplink = "io", "flowgen", "loopback"
+		feSz, beSz = append(tx4, rx...), []string{"--port-topology=loop"}
 	}
 	var beArgv []string
 	if kind == "dpdk" {
@@ -392,7 +423,7 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 			args = append(args, "--packed-rings")
 		}
 		args = append(args, c.arcnetArgs...)
-		if dir == "b2f" {
+		if dir == dirB2F {
 			args = append(args, "--source-size", strconv.Itoa(size))
 		}
 		beArgv = append([]string{"taskset", "-c", strconv.Itoa(c.beCPU)}, dpdk.ArcnetArgv(b.arcnet, b.sock, "info", args...)...)
@@ -402,10 +433,11 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 		FilePrefix: fmt.Sprintf("vsdpdk%dfe%d", b.tag, b.runSeq), Taskset: true,
 		Mem: b.memFlags, EAL: c.ealFE, Mbufs: 32768, App: append(append([]string{}, big...), feSz...),
 	}.Argv()
-	// where the figure is read: the receiver's Rx-pps, except arcnet f2b: the sender's Tx-pps
+	// where the figure is read: the receiver's Rx-pps (loop: the frontend's,
+	// frames that went both ways), except arcnet f2b: the sender's Tx-pps
 	rxlog, key := felog, dpdk.RxPPS
 	switch {
-	case dir == "b2f":
+	case dir == dirB2F || dir == dirLoop:
 	case kind == "dpdk":
 		rxlog = belog
 	default:
@@ -459,7 +491,7 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 	res := smp.Result(c.filter)
 	if kind != "dpdk" && ctrN > 0 && ctrT2 > ctrT1 {
 		if log, err := os.ReadFile(belog); err == nil {
-			res.CtrMpps = dpdk.CounterMpps(log, "guest0", dir == "b2f", ctrN, ctrT2-ctrT1)
+			res.CtrMpps = dpdk.CounterMpps(log, "guest0", dir == dirB2F || dir == dirLoop, ctrN, ctrT2-ctrT1)
 		}
 	}
 	fe2, be2, w2 := "0", "0", "0"
@@ -612,7 +644,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 		fmt.Fprintln(out, "usage: vs-dpdk [flags] [SECONDS]   (SECONDS: measured seconds per run, default 5; see go doc ./test/dpdk/cmd/vs-dpdk)")
 		fs.PrintDefaults()
 	}
-	cases := fs.String("cases", str("CASES", "f2b-64 f2b-1518 b2f-64 b2f-1518"), "`LIST` of cases: f2b-SIZE (frontend -> backend), b2f-SIZE (backend -> frontend); a -packed suffix (f2b-1518-packed) runs both backends with packed virtqueues [CASES]")
+	cases := fs.String("cases", str("CASES", "f2b-64 f2b-1518 b2f-64 b2f-1518"), "`LIST` of cases: f2b-SIZE (frontend -> backend; arcnet's sink does not read the frames), f2b-copy-SIZE (the same, arcnet copies every frame), b2f-SIZE (backend -> frontend), loop-SIZE (frontend -> backend -> frontend); a -packed suffix (f2b-1518-packed) runs both backends with packed virtqueues [CASES]")
 	modes := fs.String("modes", str("MODES", "event poll"), "`LIST` of vhost-arcnet modes: event (default mode), poll (--poll) [MODES]")
 	fs.IntVar(&c.rounds, "rounds", num("ROUNDS", 3), "interleaved rounds per case [ROUNDS]")
 	fs.StringVar(&c.mem, "mem", str("MEM", "nohuge"), "frontend memory: nohuge (4 KiB pages, memfd) | huge (2 MiB hugetlbfs) [MEM]")
@@ -661,7 +693,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	c.ealFE, c.ealBE, c.arcnetArgs = strings.Fields(*ealFE), strings.Fields(*ealBE), strings.Fields(*arcnetArgs)
 	for _, cs := range c.cases {
 		if dir, n, _ := parseCase(cs); dir == "" || n <= 0 {
-			return c, fmt.Errorf("bad case %q (want f2b-SIZE or b2f-SIZE, optionally -packed)", cs)
+			return c, fmt.Errorf("bad case %q (want f2b-SIZE, f2b-copy-SIZE, b2f-SIZE or loop-SIZE, optionally -packed)", cs)
 		}
 	}
 	for _, m := range c.modes {
@@ -680,13 +712,21 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	return c, nil
 }
 
-// parseCase splits a case, DIR-SIZE[-packed]; dir is "" when it is not one.
+// parseCase splits a case, DIR-SIZE[-packed] with DIR one of the dir*
+// constants; dir is "" when it is not one.
 func parseCase(cs string) (dir string, size int, packed bool) {
 	rest, packed := strings.CutSuffix(cs, "-packed")
-	d, sz, _ := strings.Cut(rest, "-")
-	n, err := strconv.Atoi(sz)
-	if (d != "f2b" && d != "b2f") || err != nil || strings.ContainsAny(sz, "+-") {
+	i := strings.LastIndexByte(rest, '-')
+	if i < 0 {
 		return "", 0, false
 	}
-	return d, n, packed
+	d, sz := rest[:i], rest[i+1:]
+	n, err := strconv.Atoi(sz)
+	switch {
+	case err != nil || strings.ContainsAny(sz, "+-"):
+		return "", 0, false
+	case d == dirF2B || d == dirF2BCopy || d == dirB2F || d == dirLoop:
+		return d, n, packed
+	}
+	return "", 0, false
 }

@@ -41,15 +41,34 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, []string{"--log-level=pmd.net.virtio.*:debug", "--in-memory"}, c.ealFE)
 	require.Equal(t, ",mrg_rxbuf=0", c.virtioArgs)
 
-	// packed virtqueue cases
-	c, err = parseFlags([]string{"-cases", "f2b-1518-packed b2f-64"}, env(nil), io.Discard)
+	// packed virtqueue and like-for-like cases
+	c, err = parseFlags([]string{"-cases", "f2b-1518-packed b2f-64 f2b-copy-64 loop-1518-packed"}, env(nil), io.Discard)
 	require.NoError(t, err)
+	require.Equal(t, []string{"f2b-1518-packed", "b2f-64", "f2b-copy-64", "loop-1518-packed"}, c.cases)
+	for dir, want := range map[string]string{dirF2B: "no", dirF2BCopy: "yes", dirB2F: "yes", dirLoop: "yes"} {
+		require.Equal(t, want, likeForLike(dir), dir)
+	}
 	for _, tc := range []struct {
 		cs     string
 		dir    string
 		size   int
 		packed bool
-	}{{"f2b-1518-packed", "f2b", 1518, true}, {"b2f-64", "b2f", 64, false}, {"f2b-packed", "", 0, false}, {"f2b-64-split", "", 0, false}} {
+	}{
+		{"f2b-1518-packed", "f2b", 1518, true},
+		{"b2f-64", "b2f", 64, false},
+		{"f2b-copy-64", "f2b-copy", 64, false},
+		{"f2b-copy-1518-packed", "f2b-copy", 1518, true},
+		{"loop-64", "loop", 64, false},
+		{"loop-9000-packed", "loop", 9000, true},
+		{"f2b-packed", "", 0, false},
+		{"f2b-64-split", "", 0, false},
+		{"f2b-copy", "", 0, false},
+		{"copy-64", "", 0, false},
+		{"b2f-copy-64", "", 0, false},
+		{"loop--64", "", 0, false},
+		{"loop-packed-64", "", 0, false},
+		{"-64", "", 0, false},
+	} {
 		dir, size, packed := parseCase(tc.cs)
 		require.Equal(t, tc.dir, dir, tc.cs)
 		require.Equal(t, tc.size, size, tc.cs)
@@ -68,6 +87,8 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"-cases", "f2b--64"}},
 		{args: []string{"-cases", "f2b-packed"}},
 		{args: []string{"-cases", "f2b-0-packed"}},
+		{args: []string{"-cases", "f2b-copy"}},
+		{args: []string{"-cases", "loop-64 f2b-copy--1"}},
 		{args: []string{"-modes", "spin"}},
 		{args: []string{"-mem", "big"}},
 		{env: map[string]string{"ROUNDS": "three"}},
