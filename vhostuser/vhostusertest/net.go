@@ -42,7 +42,6 @@ func (f *Frontend) SendFrame(qp int, hdr virtio.NetHdr, frame []byte, layout Lay
 // can publish a batch with one Flush. When the ring is full it publishes
 // what it has, and waits (up to Timeout) for the backend to use buffers.
 func (f *Frontend) AddFrame(qp int, hdr virtio.NetHdr, frame []byte, layout Layout) error {
-	r := f.rings[2*qp+1]
 	f.txHdr = [virtio.NetHdrSize]byte{}
 	hdr.Encode(f.txHdr[:])
 	hlen := virtio.NetHdrLen(f.features)
@@ -59,10 +58,24 @@ func (f *Frontend) AddFrame(qp int, hdr virtio.NetHdr, frame []byte, layout Layo
 		out = pieces(out, frame, slot)
 	}
 	f.txOut = out
+	return f.addTX(qp, out, nil, layout == LayoutIndirect)
+}
+
+// addTX adds one chain to transmitq qp: out copied into buffer slots
+// (AddChain), or elems as they are (AddElems). When the ring is full it
+// publishes what it has, and waits (up to Timeout) for the backend to use
+// buffers.
+func (f *Frontend) addTX(qp int, out [][]byte, elems []virtiotest.Elem, indirect bool) error {
+	r := f.rings[2*qp+1]
 	deadline := time.Now().Add(f.opts.Timeout)
 	for {
 		f.reclaimTX(r)
-		_, err := r.Driver.AddChain(out, nil, layout == LayoutIndirect)
+		var err error
+		if elems != nil {
+			_, err = r.Driver.AddElems(elems, indirect)
+		} else {
+			_, err = r.Driver.AddChain(out, nil, indirect)
+		}
 		if err == nil {
 			return nil
 		}

@@ -61,6 +61,13 @@ type DriverOptions struct {
 	// then behaves as a packed one (packed.go). Config's features must
 	// include virtio.FRingPacked.
 	Packed bool
+	// KeepIn makes AddChain leave device-writable buffers as they are
+	// instead of zeroing them first. A real driver does not clear its
+	// receive buffers; tests that compare what the device wrote keep the
+	// zeroing (stale bytes from an earlier use could hide a short write),
+	// benchmarks skip it (a 64 KiB frame's receive buffers cost a 64 KiB
+	// clear in the driver).
+	KeepIn bool
 }
 
 // Driver is the driver side of one split virtqueue in mem, or of a packed
@@ -93,6 +100,7 @@ type Driver struct {
 
 	packed bool
 	p      packedState
+	keepIn bool
 }
 
 // headState is what the driver remembers about an added chain.
@@ -156,6 +164,7 @@ func NewDriver(mem []byte, memGPA uint64, size uint16, opt DriverOptions) (*Driv
 		heads:     make([]headState, size),
 		freeSlots: nil,
 	}
+	d.keepIn = opt.KeepIn
 	if opt.Packed {
 		d.packed = true
 		d.avail = mem[availOff : availOff+4 : availOff+4]
@@ -293,7 +302,9 @@ func (d *Driver) AddChain(out [][]byte, in []uint32, indirect bool) (head uint16
 	}
 	for _, l := range in {
 		gpa, sb := take()
-		clear(sb[:l])
+		if !d.keepIn {
+			clear(sb[:l])
+		}
 		es = append(es, Elem{GPA: gpa, Len: l, Write: true})
 	}
 	head, err = d.add(es, indirect, ss)
