@@ -47,6 +47,7 @@ type GuestPort struct {
 	stats Stats
 	peer  atomic.Pointer[Port]
 	pairs []pair
+	steer *steering // receive steering (steer.go); nil with one queue pair
 
 	// mu serialises StartQueue/StopQueue/Close.
 	mu     sync.Mutex
@@ -76,6 +77,7 @@ type rxQueue struct {
 	worker  *worker // the FrameSource worker, if any
 	scratch [csumScratch]byte
 	segs    [][]byte
+	part    []Frame // a batch's frames for this queue (steer.go), cap MaxBatch
 }
 
 type worker struct {
@@ -104,6 +106,12 @@ func NewGuestPort(opt GuestPortOptions) (*GuestPort, error) {
 	p := &GuestPort{opt: opt, log: log.With("port", opt.Name), pairs: make([]pair, opt.QueuePairs)}
 	for i := range p.pairs {
 		p.pairs[i].rx.segs = make([][]byte, 0, 8)
+	}
+	if opt.QueuePairs > 1 {
+		p.steer = newSteering()
+		for i := range p.pairs {
+			p.pairs[i].rx.part = make([]Frame, 0, MaxBatch)
+		}
 	}
 	return p, nil
 }
@@ -335,6 +343,9 @@ func (p *GuestPort) transmit(qp uint16, b *txBatch, n int) {
 	if nf == 0 {
 		return
 	}
+	if p.steer != nil {
+		p.steer.learn(qp, b.frames[:nf])
+	}
 	if peer := p.peer.Load(); peer != nil {
 		(*peer).Send(b.frames[:nf])
 	}
@@ -370,21 +381,18 @@ func txFrame(c *virtio.Chain, hdrLen int, off offloads, f *Frame, segs *[][]byte
 	return off.validTX(&f.Hdr, f.Len)
 }
 
-// Send writes frames into the guest's receive queue of the frames' queue
-// pair (or the first running one). Frames that do not fit are dropped and
-// counted.
+// Send writes frames into the guest's receive queues: with one queue pair
+// into its receive queue, with more into the receive queue of each frame's
+// flow (steer.go). Frames that do not fit are dropped and counted.
 func (p *GuestPort) Send(frames []Frame) {
 	if len(frames) == 0 {
 		return
 	}
-	r := p.rxFor(frames[0].Queue)
-	if r == nil {
-		p.stats.Drop(DropNoQueue, uint64(len(frames)))
+	if p.steer != nil {
+		p.sendSteered(frames)
 		return
 	}
-	n, reason := p.deliverGuarded(r, frames)
-	r.mu.Unlock()
-	p.stats.Drop(reason, uint64(len(frames)-n))
+	p.sendTo(0, frames)
 }
 
 // deliverGuarded is deliver with faults contained. It runs on whatever
@@ -469,7 +477,7 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 		ok, err := r.nrx.Write(hdr, segs)
 		if err != nil {
 			r.broken = true
-			p.broken("receive", int(f.Queue)*2, err)
+			p.broken("receive", r.idx, err)
 			reason = DropQueueBroken
 			break
 		}

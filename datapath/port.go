@@ -19,8 +19,11 @@ type Frame struct {
 	Segs [][]byte
 	// Len is the total length of Segs.
 	Len int
-	// Queue is the queue pair the frame arrived on; a guest port delivers
-	// it to the same receive queue when it has one (modulo its pair count).
+	// Queue is the queue the frame arrived on at the port that sent it
+	// (a guest's queue pair, a TAP or AF_XDP queue). Ports key per-queue
+	// scratch state on it: all frames of one Send call share it, and one
+	// goroutine sends per queue. A guest port does not deliver by it: it
+	// picks each frame's receive queue by flow (steer.go).
 	Queue uint16
 }
 

@@ -1,0 +1,176 @@
+package datapath
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"math/bits"
+	"sync/atomic"
+)
+
+// Receive steering over a guest's queue pairs (VIRTIO_NET_F_MQ).
+//
+// virtio 1.2 §5.1.6.5.6 "Automatic receive steering in multiqueue mode":
+// "After the driver transmitted a packet of a flow on transmitqX, the
+// device SHOULD cause incoming packets for that flow to be steered to
+// receiveqX. For uni-directional protocols, or where no packets have been
+// transmitted yet, the device MAY steer a packet to a random queue out of
+// the specified receiveq1…receiveqn." (§5.1.6.4 "Processing of Incoming
+// Packets" then applies per receive queue.)
+//
+// A port with more than one queue pair keeps a steering table: flowHash
+// (flowhash.go, symmetric, so a flow's replies hash like its requests)
+// indexes steerSize slots, and each transmit worker records in the slot of
+// every frame it transmits the queue pair it came on. Send looks up each
+// frame's slot: a pair that transmitted the flow and is running gets it;
+// any other frame goes to the running pair its hash picks, so that the
+// flows of a one-way sender spread over every pair and each flow stays on
+// one. Flows that share a slot share a pair; nothing else follows from a
+// collision. When a guest moves a flow to another transmit queue, its
+// replies follow from the next batch on: frames already written to the old
+// receive queue are not held back, so the guest may see that flow's
+// frames out of order once, at the move (Linux's RFS holds them; a guest's
+// stack copes either way).
+//
+// Send splits a batch by destination pair with the frames of each pair in
+// their original order, and delivers each part under that receive queue's
+// own lock: the frames of one flow are never reordered, and two senders
+// contend only when they deliver to the same receive queue at once. With
+// one queue pair none of this runs: Send delivers the batch as before.
+//
+// VIRTIO_NET_F_RSS and VIRTIO_NET_F_HASH_REPORT (§5.1.6.4.1, §5.1.6.5.7)
+// are not offered: the guest cannot configure the hash or the indirection
+// table, and received frames carry no hash.
+
+// steerSize is the number of slots of a port's steering table (a power of
+// two): 4 KiB per port with more than one queue pair.
+const steerSize = 1024
+
+// steering is a port's receive steering state; nil with one queue pair.
+type steering struct {
+	seed uint64
+	// slots hold 1 + the queue pair that last transmitted a flow hashing
+	// to the slot, 0 if none has. Transmit workers store, senders load:
+	// relaxed atomics, because a stale answer only picks another queue.
+	slots [steerSize]atomic.Uint32
+}
+
+func newSteering() *steering {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail (Go 1.24+)
+	return &steering{seed: binary.LittleEndian.Uint64(b[:])}
+}
+
+// learn records that queue pair qp transmitted the frames of b (n frames).
+// It writes a slot only when its value changes, so a steady flow costs a
+// hash and a load per frame and no cache line moves between cores.
+func (s *steering) learn(qp uint16, frames []Frame) {
+	v := uint32(qp) + 1
+	for i := range frames {
+		slot := &s.slots[flowHash(frames[i].Segs, s.seed)&(steerSize-1)]
+		if slot.Load() != v {
+			slot.Store(v)
+		}
+	}
+}
+
+// runningPairs lists the queue pairs whose receive queue is started, from
+// the port's started bits (bit 2*qp is receiveq qp).
+type runningPairs struct {
+	n    int
+	mask uint32 // bit qp: receiveq qp is started
+	list [MaxQueuePairs]uint8
+}
+
+func (p *GuestPort) runningRX() runningPairs {
+	var r runningPairs
+	started := p.started.Load()
+	for qp := range p.pairs {
+		if started&(1<<(2*qp)) != 0 {
+			r.mask |= 1 << qp
+			r.list[r.n] = uint8(qp)
+			r.n++
+		}
+	}
+	return r
+}
+
+// pairFor returns the queue pair frame f goes to among the running ones
+// (rp.n > 0).
+func (s *steering) pairFor(f *Frame, rp *runningPairs) uint8 {
+	h := flowHash(f.Segs, s.seed)
+	if v := s.slots[h&(steerSize-1)].Load(); v != 0 && rp.mask&(1<<(v-1)) != 0 {
+		return uint8(v - 1)
+	}
+	// Lemire's multiply-shift maps h onto [0, n) without a division; the
+	// slot index used h's low bits, this uses its high ones.
+	return rp.list[(uint64(h)*uint64(rp.n))>>32]
+}
+
+// sendSteered is Send for a port with more than one queue pair: each frame
+// goes to the receive queue of its flow's pair (see the top of steer.go).
+func (p *GuestPort) sendSteered(frames []Frame) {
+	rp := p.runningRX()
+	if rp.n <= 1 {
+		p.sendTo(0, frames) // rxFor finds the one running queue, if any
+		return
+	}
+	var dest [MaxBatch]uint8
+	for len(frames) > 0 {
+		batch := frames[:min(len(frames), MaxBatch)]
+		frames = frames[len(batch):]
+		var used uint32 // bit qp: some frame goes to pair qp
+		for i := range batch {
+			d := p.steer.pairFor(&batch[i], &rp)
+			dest[i] = d
+			used |= 1 << d
+		}
+		if used&(used-1) == 0 { // one destination: no split
+			p.sendTo(uint16(bits.TrailingZeros32(used)), batch)
+			continue
+		}
+		for used != 0 {
+			qp := uint8(bits.TrailingZeros32(used))
+			used &= used - 1
+			p.sendPart(qp, batch, dest[:len(batch)])
+		}
+	}
+}
+
+// sendTo delivers frames to the receive queue of pair qp (or the first
+// running one).
+func (p *GuestPort) sendTo(qp uint16, frames []Frame) {
+	r := p.rxFor(qp)
+	if r == nil {
+		p.stats.Drop(DropNoQueue, uint64(len(frames)))
+		return
+	}
+	n, reason := p.deliverGuarded(r, frames)
+	r.mu.Unlock()
+	p.stats.Drop(reason, uint64(len(frames)-n))
+}
+
+// sendPart delivers the frames of batch whose dest is qp, in order, to the
+// receive queue of pair qp (or the first running one). They are gathered
+// into the queue's own scratch under its lock.
+func (p *GuestPort) sendPart(qp uint8, batch []Frame, dest []uint8) {
+	r := p.rxFor(uint16(qp))
+	if r == nil {
+		k := 0
+		for _, d := range dest {
+			if d == qp {
+				k++
+			}
+		}
+		p.stats.Drop(DropNoQueue, uint64(k))
+		return
+	}
+	part := r.part[:0]
+	for i, d := range dest {
+		if d == qp {
+			part = append(part, batch[i])
+		}
+	}
+	n, reason := p.deliverGuarded(r, part)
+	r.mu.Unlock()
+	p.stats.Drop(reason, uint64(len(part)-n))
+}

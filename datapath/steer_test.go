@@ -1,0 +1,259 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
+)
+
+// mqRig is one guest with several queue pairs (driver side: virtiotest
+// drivers in one memory) attached to a GuestPort.
+type mqRig struct {
+	t      *testing.T
+	port   *GuestPort
+	rx, tx []*virtiotest.Driver
+	rxq    []*virtio.Queue
+	txq    []*virtio.Queue
+	txKick []*bell
+}
+
+func newMQRig(t *testing.T, pairs int) *mqRig {
+	t.Helper()
+	const features = baseFeatures | virtio.NetFMrgRxbuf | virtio.NetFMQ
+	mem := make([]byte, 2*pairs*halfSize)
+	m, err := virtio.NewMemory([]virtio.Region{{GuestPhysAddr: rigGPA, Size: uint64(len(mem)), UserAddr: rigGPA, Data: mem}})
+	require.NoError(t, err)
+	p, err := NewGuestPort(GuestPortOptions{Name: "guest0", QueuePairs: pairs})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	r := &mqRig{t: t, port: p}
+	for i := 0; i < 2*pairs; i++ {
+		off := i * halfSize
+		d, err := virtiotest.NewDriver(mem[off:off+halfSize], rigGPA+uint64(off), 256, virtiotest.DriverOptions{SlotSize: 2048})
+		require.NoError(t, err)
+		q, err := virtio.NewQueue(m, d.Config(features))
+		require.NoError(t, err)
+		if i%2 == 0 {
+			r.rx, r.rxq = append(r.rx, d), append(r.rxq, q)
+		} else {
+			r.tx, r.txq = append(r.tx, d), append(r.txq, q)
+		}
+	}
+	return r
+}
+
+// start starts every queue and posts n receive buffers on every receive
+// queue.
+func (r *mqRig) start(n int) {
+	for qp := range r.rx {
+		for i := 0; i < n; i++ {
+			_, err := r.rx[qp].AddIn(2048)
+			require.NoError(r.t, err)
+		}
+		r.rx[qp].Publish()
+		r.port.StartQueue(2*qp, r.rxq[qp], newBell(), &counter{})
+		k := newBell()
+		r.txKick = append(r.txKick, k)
+		r.port.StartQueue(2*qp+1, r.txq[qp], k, &counter{})
+	}
+}
+
+// transmit sends frame on transmitq qp and waits until the device used it.
+func (r *mqRig) transmit(qp int, frame []byte) {
+	r.t.Helper()
+	_, err := r.tx[qp].AddOut(make([]byte, virtio.NetHdrSize), frame)
+	require.NoError(r.t, err)
+	r.tx[qp].Publish()
+	r.txKick[qp].Kick()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := r.tx[qp].Used(); ok {
+			return
+		}
+		require.True(r.t, time.Now().Before(deadline), "transmitq %d: frame not used", qp)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// received returns every frame waiting on receiveq qp (one buffer each).
+func (r *mqRig) received(qp int) [][]byte {
+	var out [][]byte
+	buf := make([]byte, 2048)
+	for {
+		e, ok := r.rx[qp].Used()
+		if !ok {
+			return out
+		}
+		n := r.rx[qp].ReadIn(uint16(e.ID), buf[:e.Len])
+		out = append(out, append([]byte(nil), buf[virtio.NetHdrSize:n]...))
+	}
+}
+
+// seqFrame is frame of flow (UDP source port) with seq in its payload.
+func seqFrame(flow, seq int) []byte {
+	b := udp4Frame(macA, macB, ipB, ipA, uint16(20000+flow), 9, 16)
+	binary.BigEndian.PutUint32(b[42:], uint32(seq))
+	return b
+}
+
+func frameFlowSeq(b []byte) (flow, seq int) {
+	return int(binary.BigEndian.Uint16(b[34:])) - 20000, int(binary.BigEndian.Uint32(b[42:]))
+}
+
+// TestGuestPortSteersByFlow: frames of one flow stay on one queue pair and
+// in order; different flows use both pairs.
+func TestGuestPortSteersByFlow(t *testing.T) {
+	r := newMQRig(t, 2)
+	r.start(200)
+	const flows, per = 24, 8
+	// Batches that mix every flow, as a switch hands them on.
+	for seq := 0; seq < per; seq++ {
+		var batch []Frame
+		for fl := 0; fl < flows; fl++ {
+			b := seqFrame(fl, seq)
+			batch = append(batch, frameOf(b[:30], b[30:]))
+		}
+		r.port.Send(batch)
+	}
+	pairOf := map[int]int{}
+	next := map[int]int{}
+	var perPair [2]int
+	for qp := 0; qp < 2; qp++ {
+		for _, b := range r.received(qp) {
+			fl, seq := frameFlowSeq(b)
+			if p, ok := pairOf[fl]; ok && p != qp {
+				t.Fatalf("flow %d on pairs %d and %d", fl, p, qp)
+			}
+			pairOf[fl] = qp
+			require.Equal(t, next[fl], seq, "flow %d out of order on pair %d", fl, qp)
+			next[fl]++
+			perPair[qp]++
+		}
+	}
+	require.Len(t, pairOf, flows)
+	for fl := 0; fl < flows; fl++ {
+		require.Equal(t, per, next[fl], "flow %d", fl)
+	}
+	require.NotZero(t, perPair[0], "no flow on pair 0")
+	require.NotZero(t, perPair[1], "no flow on pair 1")
+	require.EqualValues(t, flows*per, r.port.Stats().TxPackets.Load())
+}
+
+// TestGuestPortSteersRepliesToTransmitQueue: a flow the guest transmitted
+// on transmitqX comes back on receiveqX (virtio 1.2 §5.1.6.5.6), also
+// against the pair its hash alone would pick; a receive queue that stops
+// loses its flows to the running one.
+func TestGuestPortSteersRepliesToTransmitQueue(t *testing.T) {
+	r := newMQRig(t, 2)
+	r.port.SetPeer(&nullPort{})
+	r.start(64)
+	rp := r.port.runningRX()
+	// One flow whose hash picks pair 0 and one whose hash picks pair 1;
+	// the guest transmits each on the other pair.
+	var flows [2]int
+	found := [2]bool{}
+	for fl := 0; !found[0] || !found[1]; fl++ {
+		f := frameOf(seqFrame(fl, 0))
+		d := r.port.steer.pairFor(&f, &rp)
+		if !found[d] {
+			flows[d], found[d] = fl, true
+		}
+	}
+	for hashPair, fl := range flows {
+		out := seqFrame(fl, 0) // the guest's own direction: swap
+		reply := append([]byte(nil), out...)
+		copy(out[0:6], reply[6:12])
+		copy(out[6:12], reply[0:6])
+		copy(out[26:30], reply[30:34])
+		copy(out[30:34], reply[26:30])
+		binary.BigEndian.PutUint16(out[34:], 9)
+		binary.BigEndian.PutUint16(out[36:], uint16(20000+fl))
+		r.transmit(1-hashPair, out)
+	}
+	for seq := 0; seq < 4; seq++ {
+		r.port.Send([]Frame{frameOf(seqFrame(flows[0], seq)), frameOf(seqFrame(flows[1], seq))})
+	}
+	for qp := 0; qp < 2; qp++ {
+		got := r.received(qp)
+		require.Len(t, got, 4, "receiveq %d", qp)
+		for _, b := range got {
+			fl, _ := frameFlowSeq(b)
+			require.Equal(t, flows[1-qp], fl, "receiveq %d", qp)
+		}
+	}
+
+	// receiveq 1 stops (SET_VRING_ENABLE 0): everything goes to 0.
+	r.port.StopQueue(2)
+	var batch []Frame
+	for fl := 0; fl < 16; fl++ {
+		batch = append(batch, frameOf(seqFrame(fl, 0)))
+	}
+	r.port.Send(batch)
+	require.Len(t, r.received(0), 16)
+	require.Zero(t, r.port.Stats().Drops(DropNoQueue))
+}
+
+// TestGuestPortSteeredSendDoesNotAllocate guards the split path: a batch
+// of 32 frames of 32 flows over two queue pairs, and the transmit path's
+// learning.
+func TestGuestPortSteeredSendDoesNotAllocate(t *testing.T) {
+	r := newMQRig(t, 2)
+	p := r.port
+	p.SetPeer(&nullPort{})
+	// No workers: drive the paths directly.
+	for qp := 0; qp < 2; qp++ {
+		rx := &p.pairs[qp].rx
+		rx.idx, rx.q, rx.nrx, rx.offload = 2*qp, r.rxq[qp], virtio.NewNetRX(r.rxq[qp]), offloadsOf(r.rxq[qp].Features())
+		p.started.Or(1 << (2 * qp))
+	}
+	frames := make([]Frame, 32)
+	for i := range frames {
+		b := seqFrame(i, i)
+		frames[i] = frameOf(b[:20], b[20:])
+	}
+	tb := newTxBatch(r.txq[1])
+	hdr := make([]byte, virtio.NetHdrSize)
+	out := seqFrame(0, 0)
+	run := func() {
+		for qp := 0; qp < 2; qp++ {
+			d := r.rx[qp]
+			for uint16(d.AvailIdx()-d.LastUsed()) < 32 { // every frame may go to one pair
+				if _, err := d.AddIn(2048); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.rx[qp].Publish()
+		}
+		for i := 0; i < 8; i++ {
+			if _, err := r.tx[1].AddOut(hdr, out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.tx[1].Publish()
+		if n, err := p.txOnce(1, r.txq[1], nil, tb); n != 8 || err != nil {
+			t.Fatalf("txOnce = %d, %v", n, err)
+		}
+		p.Send(frames)
+		for qp := 0; qp < 2; qp++ {
+			for ok := true; ok; _, ok = r.rx[qp].Used() {
+			}
+		}
+		for ok := true; ok; _, ok = r.tx[1].Used() {
+		}
+	}
+	require.Zero(t, testing.AllocsPerRun(50, run))
+	require.Zero(t, p.Stats().Drops(DropNoBuffer))
+	var used [2]uint64
+	for qp := 0; qp < 2; qp++ {
+		used[qp] = uint64(r.rx[qp].LastUsed())
+	}
+	require.EqualValues(t, 51*32, used[0]+used[1])
+	require.NotZero(t, used[0], fmt.Sprint(used))
+	require.NotZero(t, used[1], fmt.Sprint(used))
+}
