@@ -104,7 +104,8 @@ type Ring struct {
 // kick and call eventfds (or pipes), a real unix socket, and one
 // virtiotest.Driver per ring playing the guest's virtio-net driver. It
 // sends messages in QEMU 7.2's order. A Frontend is used by one goroutine
-// at a time.
+// at a time, except that each queue pair's data path may have a goroutine
+// of its own (pairs.go).
 type Frontend struct {
 	t        testing.TB
 	opts     Options
@@ -119,18 +120,11 @@ type Frontend struct {
 	extraFDs []int // notifier fds not tied to a ring (QEMU's masked and error notifiers)
 	sent     []Sent
 
-	// Transmit scratch (AddFrame).
-	txHdr   [virtio.NetHdrSize]byte
-	txOut   [][]byte
-	txBuf   []byte
-	txElems []virtiotest.Elem // AddTxFrame
-	// Receive chain shape (FillRx), for rxlFeatures.
-	rxl         []uint32
-	rxlFeatures uint64
+	// Each queue pair's data-path state (pairs.go).
+	pairs []pairState
 	// Receive buffers in chosen regions (SetRxRegion): per queue pair.
 	rxPools    map[int]*rxPool
-	rxExt      map[int]map[uint16]*extChain // per queue pair: head -> chain
-	rxInRegion map[*Region]uint64
+	rxInRegion regionCounts
 }
 
 // New returns a Frontend with its guest memory allocated and no
@@ -563,7 +557,7 @@ func (f *Frontend) PrepareRings(pairs int, size uint16) error {
 		r.close()
 	}
 	f.rings = nil
-	f.rxExt, f.rxPools = nil, nil
+	f.pairs, f.rxPools = make([]pairState, pairs), nil
 	for _, r := range f.regions {
 		r.next = 0
 	}

@@ -42,22 +42,23 @@ func (f *Frontend) SendFrame(qp int, hdr virtio.NetHdr, frame []byte, layout Lay
 // can publish a batch with one Flush. When the ring is full it publishes
 // what it has, and waits (up to Timeout) for the backend to use buffers.
 func (f *Frontend) AddFrame(qp int, hdr virtio.NetHdr, frame []byte, layout Layout) error {
-	f.txHdr = [virtio.NetHdrSize]byte{}
-	hdr.Encode(f.txHdr[:])
+	ps := f.pair(qp)
+	ps.txHdr = [virtio.NetHdrSize]byte{}
+	hdr.Encode(ps.txHdr[:])
 	hlen := virtio.NetHdrLen(f.features)
 	slot := int(f.opts.SlotSize)
 	// Scratch slices, reused: AddChain copies the bytes into the ring's
 	// buffer slots at once.
-	out := f.txOut[:0]
+	out := ps.txOut[:0]
 	switch layout {
 	case LayoutSingle:
-		f.txBuf = append(append(f.txBuf[:0], f.txHdr[:hlen]...), frame...)
-		out = pieces(out, f.txBuf, slot)
+		ps.txBuf = append(append(ps.txBuf[:0], ps.txHdr[:hlen]...), frame...)
+		out = pieces(out, ps.txBuf, slot)
 	default:
-		out = append(out, f.txHdr[:hlen])
+		out = append(out, ps.txHdr[:hlen])
 		out = pieces(out, frame, slot)
 	}
-	f.txOut = out
+	ps.txOut = out
 	return f.addTX(qp, out, nil, layout == LayoutIndirect)
 }
 
@@ -151,10 +152,11 @@ func (f *Frontend) rxLens() []uint32 {
 func (f *Frontend) FillRx(qp int) error {
 	r := f.rings[2*qp]
 	d := r.Driver
-	if f.rxl == nil || f.rxlFeatures != f.features {
-		f.rxl, f.rxlFeatures = f.rxLens(), f.features
+	ps := f.pair(qp)
+	if ps.rxl == nil || ps.rxlFeatures != f.features {
+		ps.rxl, ps.rxlFeatures = f.rxLens(), f.features
 	}
-	lens := f.rxl
+	lens := ps.rxl
 	added := 0
 	for {
 		// The avail ring holds at most Size entries outstanding (a
@@ -258,8 +260,9 @@ func (f *Frontend) recvOn(qp int) (hdr virtio.NetHdr, frame []byte, ok bool) {
 // readRx copies the bytes the backend wrote into used receive chain e of
 // queue pair qp, from wherever its buffers are.
 func (f *Frontend) readRx(qp int, d *virtiotest.Driver, e virtiotest.UsedElem) ([]byte, error) {
-	if c := f.rxExt[qp][uint16(e.ID)]; c != nil && e.ID < uint32(d.Size()) {
-		delete(f.rxExt[qp], uint16(e.ID))
+	ext := f.pair(qp).rxExt
+	if c := ext[uint16(e.ID)]; c != nil && e.ID < uint32(d.Size()) {
+		delete(ext, uint16(e.ID))
 		return f.readExt(c, e.Len)
 	}
 	return f.readUsed(d, e)
@@ -282,39 +285,10 @@ func (f *Frontend) readUsed(d *virtiotest.Driver, e virtiotest.UsedElem) ([]byte
 // headers) there were; buffers are reposted. It allocates nothing:
 // benchmarks use it.
 func (f *Frontend) Drain() (frames, bytes int) {
-	hlen := virtio.NetHdrLen(f.features)
-	mrg := f.features&virtio.NetFMrgRxbuf != 0
 	for qp := 0; 2*qp < len(f.rings); qp++ {
-		d := f.rings[2*qp].Driver
-		got := false
-		for {
-			e, ok := d.Used()
-			if !ok {
-				break
-			}
-			got = true
-			n := int(e.Len) - hlen
-			if mrg && e.ID < uint32(d.Size()) {
-				var hb [virtio.NetHdrSize]byte
-				d.ReadIn(uint16(e.ID), hb[:hlen])
-				var h virtio.NetHdr
-				h.Decode(hb[:])
-				for i := 1; i < int(h.NumBuffers); i++ {
-					more, ok := d.Used()
-					if !ok {
-						break
-					}
-					n += int(more.Len)
-				}
-			}
-			frames++
-			bytes += n
-		}
-		if got && d.FreeDescs() >= min(int(d.Size())/2, 32) {
-			if err := f.FillRx(qp); err != nil {
-				f.t.Errorf("vhostusertest: %v", err)
-			}
-		}
+		n, b := f.DrainPair(qp)
+		frames += n
+		bytes += b
 	}
 	return frames, bytes
 }

@@ -46,7 +46,7 @@ func (f *Frontend) SetRxRegion(qp int, r *Region, n int) error {
 
 // RxInRegion returns how many receive buffers of r the backend has filled
 // (and the frontend read) so far.
-func (f *Frontend) RxInRegion(r *Region) uint64 { return f.rxInRegion[r] }
+func (f *Frontend) RxInRegion(r *Region) uint64 { return f.rxInRegion.get(r) }
 
 // addPoolChain posts one receive chain of lens from qp's pool on d.
 func (f *Frontend) addPoolChain(qp int, d *virtiotest.Driver, p *rxPool, lens []uint32) error {
@@ -65,13 +65,11 @@ func (f *Frontend) addPoolChain(qp int, d *virtiotest.Driver, p *rxPool, lens []
 		p.free = append(p.free, c.offs...)
 		return err
 	}
-	if f.rxExt == nil {
-		f.rxExt = map[int]map[uint16]*extChain{}
+	ps := f.pair(qp)
+	if ps.rxExt == nil {
+		ps.rxExt = map[uint16]*extChain{}
 	}
-	if f.rxExt[qp] == nil {
-		f.rxExt[qp] = map[uint16]*extChain{}
-	}
-	f.rxExt[qp][head] = c
+	ps.rxExt[head] = c
 	return nil
 }
 
@@ -90,9 +88,6 @@ func (f *Frontend) readExt(c *extChain, n uint32) ([]byte, error) {
 		return nil, fmt.Errorf("used length %d exceeds the %d-byte chain", n, len(out))
 	}
 	c.pool.free = append(c.pool.free, c.offs...)
-	if f.rxInRegion == nil {
-		f.rxInRegion = map[*Region]uint64{}
-	}
-	f.rxInRegion[c.pool.r]++
+	f.rxInRegion.add(c.pool.r)
 	return out, nil
 }

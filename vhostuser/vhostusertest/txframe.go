@@ -58,7 +58,8 @@ func (f *Frontend) WriteTxFrame(qp int, hdr virtio.NetHdr, frame []byte) (*TxFra
 // frame together in SlotSize pieces).
 func (f *Frontend) AddTxFrame(t *TxFrame, layout Layout) error {
 	slot := uint64(f.opts.SlotSize)
-	es := f.txElems[:0]
+	ps := f.pair(t.qp)
+	es := ps.txElems[:0]
 	gpa, left := t.hdrGPA, uint64(t.hdrLen+t.frameLen)
 	if layout != LayoutSingle {
 		es = append(es, virtiotest.Elem{GPA: gpa, Len: uint32(t.hdrLen)})
@@ -71,6 +72,6 @@ func (f *Frontend) AddTxFrame(t *TxFrame, layout Layout) error {
 		gpa += n
 		left -= n
 	}
-	f.txElems = es
+	ps.txElems = es
 	return f.addTX(t.qp, nil, es, layout == LayoutIndirect)
 }
