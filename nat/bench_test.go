@@ -290,9 +290,9 @@ func BenchmarkIndexVsMap(b *testing.B) {
 		for j := range keys {
 			i := t.alloc()
 			f := t.flow(i)
-			f.key[0] = keys[j]
-			f.key[1] = keys[j]
-			f.key[1].Side = Uplink
+			k1 := keys[j]
+			k1.Side = Uplink
+			f.setKeys(&keys[j], &k1)
 			t.insert(i)
 		}
 		b.ResetTimer()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,8 +16,10 @@ import (
 const maxBatch = 256
 
 // Engine is a NAT engine for one external IPv4 address and one guest prefix.
-// It is safe for concurrent use: every method takes the engine's mutex once
-// (Translate once per batch, not per packet).
+// It is safe for concurrent use. Translate takes the engine's mutex only for
+// packets that change the table (new flows, state changes, expiry, drops):
+// packets of established flows are translated without it (fast.go), so
+// several queues can translate at once. Every other method takes the mutex.
 type Engine struct {
 	mu  sync.Mutex
 	cfg Config
@@ -51,10 +54,14 @@ type Engine struct {
 	frags    []fragEntry
 	fragMask uint64
 
-	stats   Stats
-	scratch batchScratch
-	sink    uint64 // keeps the batch's early loads alive
-	gen     uint64 // counts flows freed, to spot stale refs within a batch
+	stats Stats
+
+	// Written without the mutex.
+	wheelAt atomic.Int64  // wheel.cursor, so that Translate sees without the lock when expiry is due
+	fastOut atomic.Uint64 // packets the lock-free path translated, by side (Stats adds them)
+	fastIn  atomic.Uint64
+	fastHP  atomic.Uint64 // of which hairpinned
+	sinkHit atomic.Uint64 // keeps the batch's early loads alive (almost never incremented)
 }
 
 type owner struct {
@@ -114,6 +121,7 @@ func New(cfg Config) (*Engine, error) {
 	e.frags = make([]fragEntry, n)
 	e.fragMask = uint64(n - 1)
 	e.wheel.cursor = 0
+	e.wheelAt.Store(0)
 	return e, nil
 }
 
@@ -123,16 +131,37 @@ func (e *Engine) now() int64 { return int64(e.cfg.Clock().Sub(e.epoch)) }
 // rewriting each in place and setting its Verdict and Reason. It allocates
 // nothing once the tables have grown to their working size, and it also
 // reclaims a bounded number of expired flows (about two per packet).
+//
+// Packets of established flows take no lock; the first packet of a batch
+// that needs the table changed takes the engine's mutex and holds it for the
+// rest of the batch (packets are still handled in order). Expiry work is
+// done only when the wheel has passed a tick, and skipped for this call if
+// another goroutine holds the mutex.
 func (e *Engine) Translate(from Side, pkts []Packet) {
-	e.mu.Lock()
 	now := e.now()
-	e.stats.Expired += uint64(e.advance(now, 2*len(pkts)+16, false))
+	if now>>tickShift > e.wheelAt.Load() && e.mu.TryLock() {
+		e.stats.Expired += uint64(e.advance(now, 2*len(pkts)+16, false))
+		e.mu.Unlock()
+	}
+	var ps pass
 	for len(pkts) > 0 {
 		n := min(len(pkts), maxBatch)
-		e.translateBatch(from, pkts[:n], now)
+		e.translateBatch(from, pkts[:n], now, &ps)
 		pkts = pkts[n:]
 	}
-	e.mu.Unlock()
+	if ps.locked {
+		e.mu.Unlock()
+	}
+	if ps.fast != 0 {
+		if from == Guest {
+			e.fastOut.Add(ps.fast)
+		} else {
+			e.fastIn.Add(ps.fast)
+		}
+		if ps.hairpin != 0 {
+			e.fastHP.Add(ps.hairpin)
+		}
+	}
 }
 
 // Expire reclaims every flow whose idle timeout has passed and returns how
@@ -153,6 +182,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := e.stats
 	s.UDPMappings = uint64(len(e.mapByHost))
+	e.addFast(&s)
 	return s
 }
 
@@ -177,13 +207,15 @@ func (e *Engine) Flows(fn func(FlowInfo) bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for c := range e.tab.chunks {
-		for j := range e.tab.chunks[c] {
-			f := &e.tab.chunks[c][j]
-			if f.key[0].Proto == 0 {
+		chunk := e.tab.dir[c].Load()
+		for j := range chunk {
+			f := &chunk[j]
+			k0, k1 := f.key(0), f.key(1)
+			if k0.Proto == 0 {
 				continue
 			}
-			if !fn(FlowInfo{Orig: f.key[0].tuple(), Reply: f.key[1].tuple(), OrigSide: f.key[0].Side,
-				State: f.state, Expires: e.epoch.Add(time.Duration(f.deadline))}) {
+			if !fn(FlowInfo{Orig: k0.tuple(), Reply: k1.tuple(), OrigSide: k0.Side,
+				State: f.state, Expires: e.epoch.Add(time.Duration(f.deadline()))}) {
 				return
 			}
 		}
@@ -260,8 +292,72 @@ func (e *Engine) forwarded(p Proto, port uint16) bool {
 	return e.fwdBits[protoBit(p)][port>>6]&(1<<(port&63)) != 0
 }
 
-// reclaim removes flow i from the index, the wheel, its quota and mapping,
-// and frees it.
+// addFast adds the packets counted by the lock-free path to s.
+func (e *Engine) addFast(s *Stats) {
+	s.Outbound += e.fastOut.Load()
+	s.Inbound += e.fastIn.Load()
+	s.Hairpin += e.fastHP.Load()
+}
+
+// kill marks f dead if its deadline has passed at now, and reports whether
+// it did. It swaps the flow's word to 0 by CAS, so that a packet that
+// refreshed the flow without the lock in the meantime keeps it alive, and a
+// packet that raced to it fails its own CAS. The caller (holding the mutex)
+// then reclaims it.
+func (e *Engine) kill(f *flow, now int64) bool {
+	for {
+		w := f.word.Load()
+		if int64(w)>>3 > now {
+			return false
+		}
+		if f.word.CompareAndSwap(w, 0) {
+			return true
+		}
+	}
+}
+
+// setDeadline sets f's deadline and its fast class, from its protocol,
+// state and flags as the caller (holding the mutex) left them.
+func (e *Engine) setDeadline(f *flow, dl int64) {
+	f.word.Store(uint64(dl)<<3 | fastClass(f))
+}
+
+// extend moves f's deadline to dl unless a packet translated without the
+// lock has already moved it further (its batch may have read the clock
+// later than this one).
+func (e *Engine) extend(f *flow, dl int64) {
+	c := fastClass(f)
+	for {
+		w := f.word.Load()
+		if int64(w)>>3 >= dl && w&fastClassMask == c {
+			return
+		}
+		if f.word.CompareAndSwap(w, uint64(dl)<<3|c) {
+			return
+		}
+	}
+}
+
+// fastClass returns the fast class of f (fast.go).
+func fastClass(f *flow) uint64 {
+	switch f.proto() {
+	case TCP:
+		if f.state == TCPEstablished {
+			return fastTCP
+		}
+	case UDP:
+		if f.flags&flagUDPReplied != 0 {
+			return fastUDPStream
+		}
+		return fastUDPNew
+	case ICMP:
+		return fastICMP
+	}
+	return fastNone
+}
+
+// reclaim removes flow i, which kill has marked dead, from the index, the
+// wheel, its quota and mapping, and frees it.
 func (e *Engine) reclaim(i uint32) {
 	f := e.tab.flow(i)
 	c := e.tab.coldOf(i)
@@ -280,13 +376,12 @@ func (e *Engine) reclaim(i uint32) {
 		e.unrefMapping(c.mapping)
 	}
 	e.tab.release(i)
-	e.gen++
 }
 
 // countFlow adds d to the live-flow counters of f.
 func (e *Engine) countFlow(f *flow, d int) {
 	u := uint64(d)
-	switch f.key[0].Proto {
+	switch f.proto() {
 	case TCP:
 		e.stats.FlowsTCP += u
 		e.stats.TCPStates[f.state] += u

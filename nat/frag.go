@@ -33,13 +33,14 @@ func (e *Engine) fragSlot(src, dst uint32, id uint16, proto uint8, side Side) *f
 // recordFragment remembers the translation of a first fragment b (already
 // rewritten) of flow f, direction d.
 func (e *Engine) recordFragment(b []byte, f *flow, d uint32, now int64) {
-	k := &f.key[d]
+	k := f.key(d)
 	src, dst := k.Src.v4(), k.Dst.v4()
 	id := be16(b[4:])
+	da, _ := deltas(f.delta.Load(), d)
 	s := e.fragSlot(src, dst, id, b[9], k.Side)
 	*s = fragEntry{src: src, dst: dst, id: id, proto: b[9], side: k.Side, valid: true,
-		toGuest: f.key[d^1].Side == Guest, nsrc: be32(b[12:]), ndst: be32(b[16:]),
-		delta: f.delta[d].addr, deadline: now + e.fragTO}
+		toGuest: f.key(d^1).Side == Guest, nsrc: be32(b[12:]), ndst: be32(b[16:]),
+		delta: da, deadline: now + e.fragTO}
 }
 
 // translateFragment rewrites a non-first fragment after its first fragment.

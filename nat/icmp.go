@@ -60,13 +60,13 @@ func (e *Engine) translateICMPError(from Side, p *Packet, m *meta, now int64) {
 		return
 	}
 	f := e.tab.flow(r >> 1)
-	if f.deadline <= now {
+	if e.kill(f, now) {
 		e.reclaim(r >> 1)
 		e.stats.Expired++
 		p.Reason = ReasonICMPError
 		return
 	}
-	nk := &f.key[(r&1)^1] // the embedded packet as its sender sent it
+	nk := f.key((r & 1) ^ 1) // the embedded packet as its sender sent it
 	// The outer address that names the embedded packet's sender.
 	outerOff, oldOuter, newOuter := 16, be32(b[16:]), nk.Src.v4()
 	if from == Guest {

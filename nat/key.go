@@ -36,6 +36,18 @@ func (k *flowKey) words() (uint64, uint64) {
 		uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Side)<<40
 }
 
+// keyOf returns the key whose words are w0, w1.
+func keyOf(w0, w1 uint64) flowKey {
+	return flowKey{Src: addr(w0 >> 32), Dst: addr(w0), SrcPort: uint16(w1), DstPort: uint16(w1 >> 16),
+		Proto: Proto(w1 >> 32), Side: Side(w1 >> 40)}
+}
+
+// keyIs reports whether direction d of f has key k.
+func keyIs(f *flow, d uint32, k *flowKey) bool {
+	w0, w1 := k.words()
+	return f.kw[d][0].Load() == w0 && f.kw[d][1].Load() == w1
+}
+
 // eq reports whether k and o are equal.
 func (k *flowKey) eq(o *flowKey) bool {
 	return k.Src == o.Src && k.Dst == o.Dst && k.SrcPort == o.SrcPort && k.DstPort == o.DstPort &&

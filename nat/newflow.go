@@ -63,20 +63,16 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 		return 0
 	}
 	f := e.tab.flow(i)
-	f.key[0], f.key[1] = *k, k1
-	t0 := f.key[1].reverse()
-	t1 := f.key[0].reverse()
-	f.delta[0].addr, f.delta[0].port = csumDelta(&f.key[0], &t0)
-	f.delta[1].addr, f.delta[1].port = csumDelta(&f.key[1], &t1)
+	f.setKeys(k, &k1)
 	f.flags = flags
 	f.state = TCPSynSent
 	switch k.Proto {
 	case TCP:
-		f.deadline = now + e.timeouts[TCPSynSent]
+		e.setDeadline(f, now+e.timeouts[TCPSynSent])
 	case UDP:
-		f.deadline = now + e.udp
+		e.setDeadline(f, now+e.udp)
 	default:
-		f.deadline = now + e.icmp
+		e.setDeadline(f, now+e.icmp)
 	}
 	if mapIdx != 0 {
 		e.mappings[mapIdx].refs++

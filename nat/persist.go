@@ -70,7 +70,8 @@ const SnapshotBytesPerFlow = snapRecLen
 func (e *Engine) Activity() uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := &e.stats
+	s := e.stats
+	e.addFast(&s)
 	return s.Created + s.Expired + s.Outbound + s.Inbound + s.Hairpin
 }
 
@@ -96,29 +97,31 @@ func (e *Engine) AppendSnapshot(dst []byte) ([]byte, int) {
 	n := 0
 	for c := 0; ; c++ {
 		e.mu.Lock()
-		if c >= len(e.tab.chunks) {
+		if c >= e.tab.chunks {
 			e.mu.Unlock()
 			break
 		}
 		now := e.now()
-		chunk, cold := e.tab.chunks[c], e.tab.cold[c]
+		chunk, cold := e.tab.dir[c].Load(), e.tab.cold[c]
 		for j := range chunk {
 			f := &chunk[j]
-			if f.key[0].Proto == 0 || f.deadline <= now {
+			k0, k1 := f.key(0), f.key(1)
+			dl := f.deadline()
+			if k0.Proto == 0 || dl <= now {
 				continue
 			}
 			var r [snapRecLen]byte
-			putKey(r[0:12], &f.key[0])
-			putKey(r[12:24], &f.key[1])
-			r[24] = byte(f.key[0].Proto)
-			r[25] = byte(f.key[0].Side)
-			r[26] = byte(f.key[1].Side)
+			putKey(r[0:12], &k0)
+			putKey(r[12:24], &k1)
+			r[24] = byte(k0.Proto)
+			r[25] = byte(k0.Side)
+			r[26] = byte(k1.Side)
 			r[27] = byte(f.state)
 			r[28] = f.flags
 			if cold[j].mapping != 0 {
 				r[29] = snapHasMapping
 			}
-			binary.BigEndian.PutUint64(r[30:], uint64(wall+f.deadline))
+			binary.BigEndian.PutUint64(r[30:], uint64(wall+dl))
 			dst = append(dst, r[:]...)
 			n++
 		}
@@ -282,14 +285,10 @@ func (e *Engine) restoreOne(r []byte, now, wall int64) int {
 		return restoreRefused
 	}
 	f := e.tab.flow(i)
-	f.key[0], f.key[1] = k0, k1
-	t0 := f.key[1].reverse()
-	t1 := f.key[0].reverse()
-	f.delta[0].addr, f.delta[0].port = csumDelta(&f.key[0], &t0)
-	f.delta[1].addr, f.delta[1].port = csumDelta(&f.key[1], &t1)
+	f.setKeys(&k0, &k1)
 	f.flags = flags
 	f.state = state
-	f.deadline = now + left
+	e.setDeadline(f, now+left)
 	c := e.tab.coldOf(i)
 	if mi != 0 {
 		e.mappings[mi].refs++

@@ -13,6 +13,8 @@ package nat
 // slots (16 to 32 bytes with the index between 3/8 and 3/4 full):
 // BenchmarkNewFlows reports 104 B/flow on a table of 1M flows.
 
+import "sync/atomic"
+
 const (
 	chunkShift = 10
 	chunkSize  = 1 << chunkShift
@@ -32,16 +34,65 @@ const (
 // overlap them (translateBatch). Both keys are here so that the rewrite of
 // either direction reads nothing else; what only opening and reclaiming a
 // flow need is in flowCold.
+//
+// Packets of established flows read a record without the engine's lock
+// (fast.go), so what they read is atomic: the keys, the checksum deltas and
+// word, which holds the deadline and the fast class (what a packet may do
+// without the lock). Everything else is the lock holder's.
 type flow struct {
-	key      [2]flowKey                     // [0] as the first packet arrived, [1] the reply as it will arrive
-	deadline int64                          // engine nanoseconds; the flow is dead at or after it
-	delta    [2]struct{ addr, port uint16 } // checksum deltas per direction (csumDelta)
-	prev     uint32                         // timing wheel links (0 = none); next is also the free list
-	next     uint32
-	slot     uint16   // timing wheel slot
-	state    TCPState // TCP only
-	flags    uint8
+	kw    [2][2]atomic.Uint64 // [d]: key of direction d as flowKey.words; [0] as the first packet arrived, [1] the reply as it will arrive
+	word  atomic.Uint64       // deadline (engine ns) << 3 | fast class; 0: dead
+	delta atomic.Uint64       // checksum deltas (csumDelta): direction d's address delta at bit 32*d, port delta at 32*d+16
+	prev  uint32              // timing wheel links (0 = none); next is also the free list
+	next  uint32
+	slot  uint16   // timing wheel slot
+	state TCPState // TCP only
+	flags uint8
 }
+
+// Fast classes: which packets of a flow the lock-free path may translate,
+// and the idle timeout they set. A state change (SYN, FIN, RST, the first
+// UDP reply, a first fragment) needs the lock.
+const (
+	fastNone      = iota // the locked path only (also: dead)
+	fastTCP              // established TCP, packets without SYN, FIN or RST
+	fastUDPStream        // UDP that has seen replies: both directions
+	fastUDPNew           // UDP without a reply yet: direction 0 only
+	fastICMP             // ICMP echo
+	fastClassMask = 7
+)
+
+// key returns the key of direction d.
+func (f *flow) key(d uint32) flowKey { return keyOf(f.kw[d][0].Load(), f.kw[d][1].Load()) }
+
+// proto returns the flow's protocol (0: a free record).
+func (f *flow) proto() Proto { return Proto(f.kw[0][1].Load() >> 32) }
+
+// setKeys sets both keys and the checksum deltas of a record that no lookup
+// can return yet (or any more): the caller holds the lock and the record is
+// dead (word 0), so that a packet that raced to it fails its CAS.
+func (f *flow) setKeys(k0, k1 *flowKey) {
+	a0, b0 := k0.words()
+	a1, b1 := k1.words()
+	f.kw[0][0].Store(a0)
+	f.kw[0][1].Store(b0)
+	f.kw[1][0].Store(a1)
+	f.kw[1][1].Store(b1)
+	t0 := k1.reverse()
+	t1 := k0.reverse()
+	da0, dp0 := csumDelta(k0, &t0)
+	da1, dp1 := csumDelta(k1, &t1)
+	f.delta.Store(uint64(da0) | uint64(dp0)<<16 | uint64(da1)<<32 | uint64(dp1)<<48)
+}
+
+// deltas returns the address and port checksum deltas of direction d.
+func deltas(dw uint64, d uint32) (addr, port uint16) {
+	dw >>= 32 * d
+	return uint16(dw), uint16(dw >> 16)
+}
+
+// deadline returns the flow's deadline in engine nanoseconds.
+func (f *flow) deadline() int64 { return int64(f.word.Load() >> 3) }
 
 // flowCold is the part of a flow that packets of an open flow never read.
 type flowCold struct {
@@ -53,17 +104,31 @@ type flowCold struct {
 // (flow index 0 is never used).
 type ref = uint32
 
+// index is the open-addressing index. The lock holder changes it in place
+// (atomic stores) and replaces it when it grows; lock-free readers load it
+// once per batch and may see a stale one, which only makes them miss (the
+// locked path then looks again) or find a candidate that the record's keys
+// and CAS reject.
+type index struct {
+	slots []uint64 // hash low 32 bits << 32 | ref; 0 = empty
+	mask  uint64
+}
+
 // table holds the flows and the index.
 type table struct {
-	chunks [][]flow
-	cold   [][]flowCold
-	free   uint32 // head of the free list
-	n      int    // live flows
-	limit  int    // MaxFlows
+	dir  []atomic.Pointer[[chunkSize]flow] // the flow records, by chunk; fixed length, filled as needed
+	cold [][]flowCold
+	free uint32 // head of the free list
+	n    int    // live flows
+	live atomic.Int64
+	// limit is MaxFlows; chunks counts the chunks allocated.
+	limit  int
+	chunks int
 
-	slots []uint64 // index: hash low 32 bits << 32 | ref; 0 = empty
+	slots []uint64 // the current index's, for the lock holder
 	mask  uint64
 	used  int
+	ix    atomic.Pointer[index] // the current index, for lock-free readers
 
 	cache     []uint64 // direct-mapped: hash high 32 bits << 32 | ref
 	cacheMask uint64
@@ -74,15 +139,10 @@ type table struct {
 func (t *table) init(limit, cache int, seed [6]uint64) {
 	t.limit = limit
 	t.seed = seed
-	t.slots = make([]uint64, 1024)
-	t.mask = 1023
-	t.chunks = append(t.chunks, make([]flow, chunkSize))
-	t.cold = append(t.cold, make([]flowCold, chunkSize))
+	t.dir = make([]atomic.Pointer[[chunkSize]flow], limit>>chunkShift+1)
+	t.setIndex(make([]uint64, 1024))
 	// Flow 0 is reserved: ref 0 means "none".
-	for i := chunkSize - 1; i >= 1; i-- {
-		t.chunks[0][i].next = t.free
-		t.free = uint32(i)
-	}
+	t.addChunk(1)
 	if cache > 0 {
 		n := 1
 		for n < cache {
@@ -93,7 +153,27 @@ func (t *table) init(limit, cache int, seed [6]uint64) {
 	}
 }
 
-func (t *table) flow(i uint32) *flow { return &t.chunks[i>>chunkShift][i&(chunkSize-1)] }
+// addChunk allocates the next chunk of records and puts its records from
+// first on onto the free list.
+func (t *table) addChunk(first int) {
+	c := new([chunkSize]flow)
+	base := uint32(t.chunks) << chunkShift
+	for i := chunkSize - 1; i >= first; i-- {
+		c[i].next = t.free
+		t.free = base + uint32(i)
+	}
+	t.cold = append(t.cold, make([]flowCold, chunkSize))
+	t.dir[t.chunks].Store(c)
+	t.chunks++
+}
+
+func (t *table) setIndex(s []uint64) {
+	t.slots = s
+	t.mask = uint64(len(s) - 1)
+	t.ix.Store(&index{slots: s, mask: t.mask})
+}
+
+func (t *table) flow(i uint32) *flow { return &t.dir[i>>chunkShift].Load()[i&(chunkSize-1)] }
 
 func (t *table) coldOf(i uint32) *flowCold { return &t.cold[i>>chunkShift][i&(chunkSize-1)] }
 
@@ -102,7 +182,7 @@ func (t *table) lookup(k *flowKey, h uint64) ref {
 	if t.cache != nil {
 		c := t.cache[h&t.cacheMask]
 		if c>>32 == h>>32 {
-			if r := ref(c); r != 0 && t.flow(r >> 1).key[r&1].eq(k) {
+			if r := ref(c); r != 0 && keyIs(t.flow(r>>1), r&1, k) {
 				return r
 			}
 		}
@@ -114,7 +194,7 @@ func (t *table) lookup(k *flowKey, h uint64) ref {
 			return 0
 		}
 		if s>>32 == tag {
-			if r := ref(s); t.flow(r >> 1).key[r&1].eq(k) {
+			if r := ref(s); keyIs(t.flow(r>>1), r&1, k) {
 				if t.cache != nil {
 					t.cache[h&t.cacheMask] = h>>32<<32 | uint64(r)
 				}
@@ -131,31 +211,31 @@ func (t *table) alloc() uint32 {
 		return 0
 	}
 	if t.free == 0 {
-		base := uint32(len(t.chunks)) << chunkShift
-		t.chunks = append(t.chunks, make([]flow, chunkSize))
-		t.cold = append(t.cold, make([]flowCold, chunkSize))
-		for i := chunkSize - 1; i >= 0; i-- {
-			t.chunks[len(t.chunks)-1][i].next = t.free
-			t.free = base + uint32(i)
-		}
+		t.addChunk(0)
 	}
 	i := t.free
 	f := t.flow(i)
 	t.free = f.next
 	f.next = 0
 	t.n++
+	t.live.Store(int64(t.n))
 	return i
 }
 
-// release returns a flow record (already removed from the index) to the free
-// list. Its keys are zeroed so that stale cache entries never match: no
-// packet has protocol 0.
+// release returns a flow record (already dead and removed from the index)
+// to the free list. Its keys are zeroed so that stale cache entries and
+// lock-free readers never match: no packet has protocol 0.
 func (t *table) release(i uint32) {
 	f := t.flow(i)
-	*f = flow{next: t.free}
+	var z flowKey
+	f.setKeys(&z, &z)
+	f.word.Store(0)
+	f.prev, f.slot, f.state, f.flags = 0, 0, 0, 0
+	f.next = t.free
 	*t.coldOf(i) = flowCold{}
 	t.free = i
 	t.n--
+	t.live.Store(int64(t.n))
 }
 
 // insert adds both directions of flow i to the index.
@@ -165,14 +245,15 @@ func (t *table) insert(i uint32) {
 	}
 	f := t.flow(i)
 	for d := uint32(0); d < 2; d++ {
-		t.put(f.key[d].hash(&t.seed), i<<1|d)
+		k := f.key(d)
+		t.put(k.hash(&t.seed), i<<1|d)
 	}
 }
 
 func (t *table) put(h uint64, r ref) {
 	for j := h & t.mask; ; j = (j + 1) & t.mask {
 		if t.slots[j] == 0 {
-			t.slots[j] = h<<32 | uint64(r)
+			atomic.StoreUint64(&t.slots[j], h<<32|uint64(r))
 			t.used++
 			return
 		}
@@ -180,7 +261,8 @@ func (t *table) put(h uint64, r ref) {
 }
 
 // grow doubles the index. It costs O(flows) once per doubling; the slots
-// keep the low 32 bits of the hash, so no key is rehashed.
+// keep the low 32 bits of the hash, so no key is rehashed. The new index is
+// filled before lock-free readers see it.
 func (t *table) grow() {
 	old := t.slots
 	t.slots = make([]uint64, 2*len(old))
@@ -191,14 +273,18 @@ func (t *table) grow() {
 			t.put(s>>32, ref(s))
 		}
 	}
+	t.setIndex(t.slots)
 }
 
 // remove deletes both directions of flow i from the index and the cache, by
-// backward-shift deletion (no tombstones, so probe chains stay short).
+// backward-shift deletion (no tombstones, so probe chains stay short). A
+// lock-free reader probing meanwhile may miss an entry being moved; it then
+// takes the locked path.
 func (t *table) remove(i uint32) {
 	f := t.flow(i)
 	for d := uint32(0); d < 2; d++ {
-		h := f.key[d].hash(&t.seed)
+		k := f.key(d)
+		h := k.hash(&t.seed)
 		if t.cache != nil {
 			c := &t.cache[h&t.cacheMask]
 			if ref(*c) == i<<1|d {
@@ -213,7 +299,7 @@ func (t *table) remove(i uint32) {
 			}
 			j = (j + 1) & t.mask
 		}
-		t.slots[j] = 0
+		atomic.StoreUint64(&t.slots[j], 0)
 		t.used--
 		// Shift later entries of the run back over the hole when their home
 		// slot is not in (hole, k].
@@ -221,8 +307,8 @@ func (t *table) remove(i uint32) {
 		for k := (j + 1) & t.mask; t.slots[k] != 0; k = (k + 1) & t.mask {
 			home := (t.slots[k] >> 32) & t.mask
 			if (k-home)&t.mask >= (k-hole)&t.mask {
-				t.slots[hole] = t.slots[k]
-				t.slots[k] = 0
+				atomic.StoreUint64(&t.slots[hole], t.slots[k])
+				atomic.StoreUint64(&t.slots[k], 0)
 				hole = k
 			}
 		}

@@ -31,8 +31,8 @@ func TestTableModel(t *testing.T) {
 			live[j] = live[len(live)-1]
 			live = live[:len(live)-1]
 			f := tab.flow(i)
-			delete(model, f.key[0])
-			delete(model, f.key[1])
+			delete(model, f.key(0))
+			delete(model, f.key(1))
 			tab.remove(i)
 			tab.release(i)
 		} else {
@@ -47,7 +47,7 @@ func TestTableModel(t *testing.T) {
 			i := tab.alloc()
 			require.NotZero(t, i)
 			f := tab.flow(i)
-			f.key[0], f.key[1] = k0, k1
+			f.setKeys(&k0, &k1)
 			tab.insert(i)
 			model[k0], model[k1] = i<<1, i<<1|1
 			live = append(live, i)

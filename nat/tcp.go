@@ -13,7 +13,7 @@ const (
 // enough to pick timeouts, not a firewall.
 func (e *Engine) tcpTrack(i uint32, f *flow, d uint32, fl uint8, now int64) {
 	old := f.state
-	od := f.deadline
+	od := f.deadline()
 	s := old
 	switch {
 	case fl&tcpRST != 0:
@@ -68,13 +68,14 @@ func (e *Engine) tcpTrack(i uint32, f *flow, d uint32, fl uint8, now int64) {
 			s = TCPFinWait
 		}
 	}
-	f.deadline = now + e.timeouts[s]
+	dl := now + e.timeouts[s]
 	if s != old {
 		e.stats.TCPStates[old]--
 		e.stats.TCPStates[s]++
 		f.state = s
 	}
-	if f.deadline < od {
+	e.setDeadline(f, dl)
+	if dl < od {
 		e.shortened(i, f)
 	}
 }

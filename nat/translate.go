@@ -1,6 +1,9 @@
 package nat
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"sync/atomic"
+)
 
 // Packet kinds found by parse.
 const (
@@ -21,12 +24,11 @@ type meta struct {
 	echo  bool // ICMP echo request (the identifier is the source port)
 }
 
-// batchScratch is per-engine scratch for one pass of translateBatch.
+// batchScratch is the scratch of one pass of translateBatch.
 type batchScratch [maxBatch]meta
 
-func be16(b []byte) uint16          { return binary.BigEndian.Uint16(b) }
-func put16(b []byte, v uint16)      { binary.BigEndian.PutUint16(b, v) }
-func (e *Engine) sc() *batchScratch { return &e.scratch }
+func be16(b []byte) uint16     { return binary.BigEndian.Uint16(b) }
+func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 
 // translateBatch handles at most maxBatch packets in passes so that the
 // cache misses of different packets overlap: parse and hash every packet;
@@ -38,13 +40,18 @@ func (e *Engine) sc() *batchScratch { return &e.scratch }
 // instruction, but independent loads in a tight loop (results summed into a
 // sink) let the CPU keep many misses in flight; in a loop that also parses,
 // the reorder window holds only one or two packets.
-func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
-	if !batchPrefetch || e.tab.n < prefetchMinFlows {
-		e.translateSerial(from, pkts, now)
+//
+// Nothing here takes the lock: the slots and records are read atomically,
+// and the refs found are only candidates that the last pass checks
+// (packet, fast.go).
+func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
+	t := &e.tab
+	if !batchPrefetch || t.live.Load() < prefetchMinFlows {
+		e.translateSerial(from, pkts, now, ps)
 		return
 	}
-	sc := e.sc()
-	t := &e.tab
+	var sc batchScratch
+	ix := t.ix.Load()
 	for i := range pkts {
 		m := &sc[i]
 		m.kind = e.parse(from, &pkts[i], m)
@@ -54,12 +61,11 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
 	// flight.
 	var sink uint64
 	for i := range pkts {
-		sink += t.slots[sc[i].hash&t.mask]
+		sink += atomic.LoadUint64(&ix.slots[sc[i].hash&ix.mask])
 	}
 	// Find the first slot of each probe whose tag matches (usually the home
 	// slot or the next, in the line just touched), touch the flow record it
-	// names and keep that ref as the packet's candidate: the last pass
-	// checks the key before trusting it.
+	// names and keep that ref as the packet's candidate.
 	for i := range pkts {
 		m := &sc[i]
 		m.ref = 0
@@ -68,14 +74,14 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
 		}
 		h := m.hash
 		tag := h & 0xffffffff
-		for j := h & t.mask; ; j = (j + 1) & t.mask {
-			s := t.slots[j]
+		for j := h & ix.mask; ; j = (j + 1) & ix.mask {
+			s := atomic.LoadUint64(&ix.slots[j])
 			if s == 0 {
 				break
 			}
 			if s>>32 == tag {
 				r := ref(s)
-				sink += uint64(t.flow(r >> 1).deadline)
+				sink += t.flow(r >> 1).word.Load()
 				m.ref = r
 				break
 			}
@@ -85,30 +91,14 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64) {
 			// port, so touch the slot of that reply key too.
 			k := &m.key
 			r := flowKey{Src: k.Dst, Dst: e.ext, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: Uplink}
-			sink += t.slots[r.hash(&t.seed)&t.mask]
+			sink += atomic.LoadUint64(&ix.slots[r.hash(&t.seed)&ix.mask])
 		}
 	}
-	e.sink = sink
-	gen := e.gen
+	if sink == 0x5eed {
+		e.sinkHit.Add(1)
+	}
 	for i := range pkts {
-		m := &sc[i]
-		p := &pkts[i]
-		switch m.kind {
-		case kindFlow:
-			if m.ref != 0 && (e.gen != gen || !t.flow(m.ref >> 1).key[m.ref&1].eq(&m.key)) {
-				// Another key with the same tag, or a flow was freed during
-				// this pass (the ref may be stale).
-				m.ref = 0
-			}
-			e.translateFlow(from, p, m, now)
-		case kindLaterFrag:
-			e.translateFragment(from, p, now)
-		case kindICMPError:
-			e.translateICMPError(from, p, m, now)
-		}
-		if p.Verdict == Drop {
-			e.stats.Drops[p.Reason]++
-		}
+		e.packet(from, &pkts[i], &sc[i], now, ps)
 	}
 }
 
@@ -122,23 +112,16 @@ var batchPrefetch = true
 const prefetchMinFlows = 8192
 
 // translateSerial handles one packet after the other.
-func (e *Engine) translateSerial(from Side, pkts []Packet, now int64) {
+func (e *Engine) translateSerial(from Side, pkts []Packet, now int64, ps *pass) {
 	var m meta
 	for i := range pkts {
 		p := &pkts[i]
-		switch e.parse(from, p, &m) {
-		case kindFlow:
+		m.kind = e.parse(from, p, &m)
+		if m.kind == kindFlow {
 			m.hash = m.key.hash(&e.tab.seed)
-			m.ref = 0
-			e.translateFlow(from, p, &m, now)
-		case kindLaterFrag:
-			e.translateFragment(from, p, now)
-		case kindICMPError:
-			e.translateICMPError(from, p, &m, now)
 		}
-		if p.Verdict == Drop {
-			e.stats.Drops[p.Reason]++
-		}
+		m.ref = 0
+		e.packet(from, p, &m, now, ps)
 	}
 }
 
@@ -229,17 +212,13 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 	return kindFlow
 }
 
-// translateFlow finds or opens the flow of a kindFlow packet and rewrites it.
+// translateFlow finds or opens the flow of a kindFlow packet and rewrites it,
+// holding the lock.
 func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	t := &e.tab
-	r := m.ref
-	if r == 0 {
-		// Not found in its home slot, or stale: an earlier packet of this
-		// batch may have opened or closed it.
-		r = t.lookup(&m.key, m.hash)
-	}
+	r := t.lookup(&m.key, m.hash)
 	if r != 0 {
-		if f := t.flow(r >> 1); f.deadline <= now {
+		if e.kill(t.flow(r>>1), now) {
 			e.reclaim(r >> 1)
 			e.stats.Expired++
 			r = 0
@@ -258,27 +237,30 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	case TCP:
 		fl := l[13]
 		if fl&(tcpSYN|tcpFIN|tcpRST) == 0 && f.state == TCPEstablished {
-			f.deadline = now + e.timeouts[TCPEstablished]
+			e.extend(f, now+e.timeouts[TCPEstablished])
 		} else {
 			e.tcpTrack(i, f, d, fl, now)
 		}
 	case UDP:
-		if d == 1 && f.flags&flagUDPReplied == 0 {
+		switch {
+		case d == 1 && f.flags&flagUDPReplied == 0:
 			f.flags |= flagUDPReplied
-		}
-		if f.flags&flagUDPReplied != 0 {
-			f.deadline = now + e.udpStr
-		} else {
-			f.deadline = now + e.udp
+			e.setDeadline(f, now+e.udpStr)
+		case f.flags&flagUDPReplied != 0:
+			e.extend(f, now+e.udpStr)
+		default:
+			e.extend(f, now+e.udp)
 		}
 	default:
-		f.deadline = now + e.icmp
+		e.extend(f, now+e.icmp)
 	}
-	e.rewrite(p, m, f, d)
+	nk := f.key(d ^ 1)
+	da, dp := deltas(f.delta.Load(), d)
+	rewrite(p, m, &nk, da, dp)
 	if m.first {
 		e.recordFragment(b, f, d, now)
 	}
-	if f.key[d^1].Side == Guest {
+	if nk.Side == Guest {
 		p.Verdict = ToGuest
 	} else {
 		p.Verdict = ToUplink
@@ -293,16 +275,15 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	}
 }
 
-// rewrite applies the translation of direction d of f to p: the packet gets
-// the reverse of the other direction's key, and every checksum is adjusted
-// by the flow's precomputed RFC 1624 deltas.
-func (e *Engine) rewrite(p *Packet, m *meta, f *flow, d uint32) {
-	nk := &f.key[d^1]
-	dl := f.delta[d]
+// rewrite applies a translation to p: the packet gets the reverse of nk, the
+// key of the flow's other direction, and every checksum is adjusted by the
+// direction's precomputed RFC 1624 deltas (da for the addresses, dp for the
+// ports).
+func rewrite(p *Packet, m *meta, nk *flowKey, da, dp uint16) {
 	b := p.Buf
 	binary.BigEndian.PutUint32(b[12:], nk.Dst.v4())
 	binary.BigEndian.PutUint32(b[16:], nk.Src.v4())
-	put16(b[10:], adjust(be16(b[10:]), dl.addr))
+	put16(b[10:], adjust(be16(b[10:]), da))
 	l := b[m.l4:]
 	partial := p.Flags&(CsumPartial|GSO) != 0
 	switch m.key.Proto {
@@ -310,19 +291,19 @@ func (e *Engine) rewrite(p *Packet, m *meta, f *flow, d uint32) {
 		put16(l, nk.DstPort)
 		put16(l[2:], nk.SrcPort)
 		if partial {
-			put16(l[16:], add(be16(l[16:]), dl.addr))
+			put16(l[16:], add(be16(l[16:]), da))
 		} else {
-			put16(l[16:], adjust(be16(l[16:]), add(dl.addr, dl.port)))
+			put16(l[16:], adjust(be16(l[16:]), add(da, dp)))
 		}
 	case UDP:
 		put16(l, nk.DstPort)
 		put16(l[2:], nk.SrcPort)
 		if partial {
-			put16(l[6:], add(be16(l[6:]), dl.addr))
+			put16(l[6:], add(be16(l[6:]), da))
 		} else if c := be16(l[6:]); c != 0 {
 			// RFC 768: 0 means no checksum and stays 0; a computed 0 is sent
 			// as 0xffff.
-			c = adjust(c, add(dl.addr, dl.port))
+			c = adjust(c, add(da, dp))
 			if c == 0 {
 				c = 0xffff
 			}
@@ -335,7 +316,7 @@ func (e *Engine) rewrite(p *Packet, m *meta, f *flow, d uint32) {
 			put16(l[4:], nk.SrcPort)
 		}
 		if !partial {
-			put16(l[2:], adjust(be16(l[2:]), dl.port))
+			put16(l[2:], adjust(be16(l[2:]), dp))
 		}
 	}
 }

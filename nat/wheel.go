@@ -32,7 +32,7 @@ type wheel struct {
 // schedule links flow i into the slot for its deadline.
 func (e *Engine) schedule(i uint32, f *flow) {
 	w := &e.wheel
-	t := f.deadline >> tickShift
+	t := f.deadline() >> tickShift
 	t = max(t, w.cursor)
 	t = min(t, w.cursor+wheelSize-1)
 	s := uint16(t & wheelMask)
@@ -62,7 +62,7 @@ func (e *Engine) unschedule(i uint32, f *flow) {
 // shortened moves flow i after its deadline moved earlier, if its slot is
 // now later than the deadline's tick.
 func (e *Engine) shortened(i uint32, f *flow) {
-	t := max(f.deadline>>tickShift, e.wheel.cursor)
+	t := max(f.deadline()>>tickShift, e.wheel.cursor)
 	// The slot's tick is the only one in [cursor, cursor+wheelSize) with
 	// that index.
 	c := e.wheel.cursor
@@ -91,13 +91,14 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 		s := w.cursor & wheelMask
 		for w.heads[s] != 0 {
 			if budget <= 0 {
+				e.wheelAt.Store(w.cursor)
 				return n
 			}
 			budget--
 			i := w.heads[s]
 			f := e.tab.flow(i)
 			e.unschedule(i, f)
-			if f.deadline <= now {
+			if e.kill(f, now) {
 				e.reclaim(i)
 				n++
 			} else {
@@ -107,12 +108,13 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 		budget--
 		w.cursor++
 	}
+	e.wheelAt.Store(w.cursor)
 	if current {
 		s := nowTick & wheelMask
 		for i := w.heads[s]; i != 0 && budget > 0; budget-- {
 			f := e.tab.flow(i)
 			next := f.next
-			if f.deadline <= now {
+			if e.kill(f, now) {
 				e.reclaim(i)
 				n++
 			}

@@ -1,0 +1,159 @@
+package nat
+
+import "sync/atomic"
+
+// The lock-free path: packets of established flows (fast classes, table.go)
+// are translated without the engine's mutex, so that queues translating at
+// once do not contend. Only holders of the mutex change the table; a packet
+// here reads the index and a flow record with atomic loads and commits with
+// one CAS on the record's word (deadline << 3 | fast class):
+//
+//  1. load the word w: a live flow of a class that lets this packet through,
+//     deadline after now;
+//  2. compare the record's key of the packet's direction with the packet's,
+//     and read the other direction's key and the checksum deltas;
+//  3. CAS the word from w to the new deadline (or, when another packet
+//     already moved it further, load it again and require w unchanged).
+//
+// A lock holder that changes what step 2 reads first changes the word:
+// kill swaps it to 0 before a record is reclaimed, and a reused record gets
+// a word with a later deadline than any it had before (a flow is reclaimed
+// only at or after its deadline, and the new one's deadline is the clock
+// plus a positive timeout; the engine's clock is monotonic). A lock holder
+// that changes the state of a live flow stores a new word. So when step 3
+// succeeds, everything step 2 read belongs to one live flow whose class and
+// deadline were as in w, and the packet is translated as if the lock had
+// been held from step 1 to step 3. When a step fails, the packet takes the
+// locked path, which looks the flow up again.
+//
+// The index is read through the pointer the lock holder publishes: a stale
+// one (the index grew), or a probe meeting a backward-shift deletion, can
+// only make a packet miss (locked path) or find a candidate that step 2
+// rejects.
+
+// pass is the state of one Translate call across its batches.
+type pass struct {
+	locked  bool   // the engine's mutex is held
+	fast    uint64 // packets translated without the lock
+	hairpin uint64 // of which hairpinned
+}
+
+// packet translates one parsed packet: without the lock if fast allows, else
+// with it (taken on first need and held to the end of the call).
+func (e *Engine) packet(from Side, p *Packet, m *meta, now int64, ps *pass) {
+	if m.kind == kindFlow && e.fast(from, p, m, now, ps) {
+		return
+	}
+	if !ps.locked {
+		e.mu.Lock()
+		ps.locked = true
+	}
+	switch m.kind {
+	case kindFlow:
+		e.translateFlow(from, p, m, now)
+	case kindLaterFrag:
+		e.translateFragment(from, p, now)
+	case kindICMPError:
+		e.translateICMPError(from, p, m, now)
+	}
+	if p.Verdict == Drop {
+		e.stats.Drops[p.Reason]++
+	}
+}
+
+// fastRetries bounds the CAS attempts of one packet on one flow (another
+// queue refreshing the same flow at the same moment).
+const fastRetries = 4
+
+// fast translates p without the lock if it belongs to a live flow whose
+// fast class allows it, and reports whether it did. m.ref, when not 0, is a
+// candidate from the batch passes.
+func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
+	if m.first {
+		return false // the fragment table needs the lock
+	}
+	t := &e.tab
+	ix := t.ix.Load()
+	k0, k1 := m.key.words()
+	h := m.hash
+	tag := h & 0xffffffff
+	j := h & ix.mask
+	r := m.ref
+	for {
+		if r == 0 {
+			for {
+				s := atomic.LoadUint64(&ix.slots[j])
+				if s == 0 {
+					return false
+				}
+				j = (j + 1) & ix.mask
+				if s>>32 == tag {
+					r = ref(s)
+					break
+				}
+			}
+		}
+		f := t.flow(r >> 1)
+		d := r & 1
+		matched := false
+		for try := 0; try < fastRetries; try++ {
+			w := f.word.Load()
+			if f.kw[d][0].Load() != k0 || f.kw[d][1].Load() != k1 {
+				break // another key with this tag: probe on
+			}
+			matched = true
+			dl := int64(w) >> 3
+			if dl <= now {
+				return false
+			}
+			var to int64
+			switch w & fastClassMask {
+			case fastTCP:
+				if p.Buf[m.l4+13]&(tcpSYN|tcpFIN|tcpRST) != 0 {
+					return false
+				}
+				to = e.timeouts[TCPEstablished]
+			case fastUDPStream:
+				to = e.udpStr
+			case fastUDPNew:
+				if d != 0 {
+					return false // the first reply changes the class
+				}
+				to = e.udp
+			case fastICMP:
+				to = e.icmp
+			default:
+				return false
+			}
+			o0, o1 := f.kw[d^1][0].Load(), f.kw[d^1][1].Load()
+			dw := f.delta.Load()
+			if nd := now + to; nd > dl {
+				if !f.word.CompareAndSwap(w, uint64(nd)<<3|w&fastClassMask) {
+					continue
+				}
+			} else if f.word.Load() != w {
+				continue
+			}
+			nk := keyOf(o0, o1)
+			da, dp := deltas(dw, d)
+			rewrite(p, m, &nk, da, dp)
+			ps.fast++
+			if nk.Side == Guest {
+				p.Verdict = ToGuest
+				if from == Guest {
+					ps.hairpin++
+				}
+			} else {
+				p.Verdict = ToUplink
+			}
+			return true
+		}
+		if matched {
+			return false // the flow changed under us: let the lock decide
+		}
+		// Another key with the same tag (or the batch's candidate went
+		// stale): probe on; a candidate is retried from the home slot.
+		m.ref = 0
+		r = 0
+	}
+}
