@@ -48,12 +48,6 @@ func keyIs(f *flow, d uint32, k *flowKey) bool {
 	return f.kw[d][0].Load() == w0 && f.kw[d][1].Load() == w1
 }
 
-// eq reports whether k and o are equal.
-func (k *flowKey) eq(o *flowKey) bool {
-	return k.Src == o.Src && k.Dst == o.Dst && k.SrcPort == o.SrcPort && k.DstPort == o.DstPort &&
-		k.Proto == o.Proto && k.Side == o.Side
-}
-
 // addr is an IPv4 address as a big-endian integer.
 type addr uint32
 
