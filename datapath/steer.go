@@ -17,19 +17,21 @@ import (
 // the specified receiveq1…receiveqn." (§5.1.6.4 "Processing of Incoming
 // Packets" then applies per receive queue.)
 //
-// A port with more than one queue pair keeps a steering table: flowHash
+// A port with more than one queue pair keeps a steering table, as Linux's
+// tun does for its queues (drivers/net/tun.c, "flow table"): flowHash
 // (flowhash.go, symmetric, so a flow's replies hash like its requests)
-// indexes steerSize slots, and each transmit worker records in the slot of
-// every frame it transmits the queue pair it came on. Send looks up each
-// frame's slot: a pair that transmitted the flow and is running gets it;
-// any other frame goes to the running pair its hash picks, so that the
+// picks a bucket of steerWays entries, each an exact 32-bit hash and the
+// queue pair that last transmitted a flow with that hash. Each transmit
+// worker records its pair for every frame it transmits; Send looks each
+// frame's hash up: a pair that transmitted the flow and is running gets
+// it; any other frame goes to the running pair its hash picks, so that the
 // flows of a one-way sender spread over every pair and each flow stays on
-// one. Flows that share a slot share a pair; nothing else follows from a
-// collision. When a guest moves a flow to another transmit queue, its
-// replies follow from the next batch on: frames already written to the old
-// receive queue are not held back, so the guest may see that flow's
-// frames out of order once, at the move (Linux's RFS holds them; a guest's
-// stack copes either way).
+// one. A bucket holds steerWays flows: a flow that finds its bucket full
+// takes an entry from another (round robin per pair), which then falls
+// back to its hash's pick until it is transmitted again; only then, or
+// when a guest moves a flow to another transmit queue, can a flow's frames
+// already written to one receive queue be overtaken by later ones on
+// another (Linux's RFS holds them back; a guest's stack copes either way).
 //
 // Send splits a batch by destination pair with the frames of each pair in
 // their original order, and delivers each part under that receive queue's
@@ -41,17 +43,22 @@ import (
 // are not offered: the guest cannot configure the hash or the indirection
 // table, and received frames carry no hash.
 
-// steerSize is the number of slots of a port's steering table (a power of
-// two): 4 KiB per port with more than one queue pair.
-const steerSize = 1024
+// The steering table: steerBuckets buckets of steerWays entries, 16 KiB
+// per port with more than one queue pair.
+const (
+	steerWays    = 4
+	steerBuckets = 512 // a power of two
+)
 
 // steering is a port's receive steering state; nil with one queue pair.
 type steering struct {
 	seed uint64
-	// slots hold 1 + the queue pair that last transmitted a flow hashing
-	// to the slot, 0 if none has. Transmit workers store, senders load:
-	// relaxed atomics, because a stale answer only picks another queue.
-	slots [steerSize]atomic.Uint32
+	// entries hold hash<<32 | 1+pair, 0 when free. Transmit workers
+	// store, senders load: a stale answer only picks another queue.
+	entries [steerBuckets * steerWays]atomic.Uint64
+	// next is each transmit worker's round-robin victim in a full
+	// bucket (written by that worker only).
+	next [MaxQueuePairs]uint8
 }
 
 func newSteering() *steering {
@@ -60,17 +67,62 @@ func newSteering() *steering {
 	return &steering{seed: binary.LittleEndian.Uint64(b[:])}
 }
 
-// learn records that queue pair qp transmitted the frames of b (n frames).
-// It writes a slot only when its value changes, so a steady flow costs a
-// hash and a load per frame and no cache line moves between cores.
+// bucket returns the entries a flow with hash h may be in.
+func (s *steering) bucket(h uint32) []atomic.Uint64 {
+	i := int(h&(steerBuckets-1)) * steerWays
+	return s.entries[i : i+steerWays : i+steerWays]
+}
+
+// learn records that queue pair qp (whose transmit worker calls it)
+// transmitted frames. An entry is written only when it changes, so a
+// steady flow costs a hash and a few loads per frame and no cache line
+// moves between cores.
 func (s *steering) learn(qp uint16, frames []Frame) {
-	v := uint32(qp) + 1
 	for i := range frames {
-		slot := &s.slots[flowHash(frames[i].Segs, s.seed)&(steerSize-1)]
-		if slot.Load() != v {
-			slot.Store(v)
+		h := flowHash(frames[i].Segs, s.seed)
+		want := uint64(h)<<32 | uint64(qp+1)
+		b := s.bucket(h)
+		free := -1
+		found := false
+		for j := range b {
+			e := b[j].Load()
+			if e == 0 {
+				if free < 0 {
+					free = j
+				}
+				continue
+			}
+			if uint32(e>>32) == h {
+				if e != want {
+					b[j].Store(want)
+				}
+				found = true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		if free < 0 {
+			free = int(s.next[qp] % steerWays)
+			s.next[qp]++
+		}
+		b[free].Store(want)
+	}
+}
+
+// lookup returns the running queue pair (bit set in mask) that last
+// transmitted the flow with hash h, if any.
+func (s *steering) lookup(h, mask uint32) (uint8, bool) {
+	b := s.bucket(h)
+	for j := range b {
+		v := b[j].Load()
+		if uint32(v>>32) == h && v != 0 {
+			qp := uint8(v) - 1
+			return qp, mask&(1<<qp) != 0
 		}
 	}
+	return 0, false
 }
 
 // runningPairs lists the queue pairs whose receive queue is started, from
@@ -98,11 +150,11 @@ func (p *GuestPort) runningRX() runningPairs {
 // (rp.n > 0).
 func (s *steering) pairFor(f *Frame, rp *runningPairs) uint8 {
 	h := flowHash(f.Segs, s.seed)
-	if v := s.slots[h&(steerSize-1)].Load(); v != 0 && rp.mask&(1<<(v-1)) != 0 {
-		return uint8(v - 1)
+	if qp, ok := s.lookup(h, rp.mask); ok {
+		return qp
 	}
 	// Lemire's multiply-shift maps h onto [0, n) without a division; the
-	// slot index used h's low bits, this uses its high ones.
+	// bucket index used h's low bits, this uses its high ones.
 	return rp.list[(uint64(h)*uint64(rp.n))>>32]
 }
 

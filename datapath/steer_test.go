@@ -257,3 +257,70 @@ func TestGuestPortSteeredSendDoesNotAllocate(t *testing.T) {
 	require.NotZero(t, used[0], fmt.Sprint(used))
 	require.NotZero(t, used[1], fmt.Sprint(used))
 }
+
+// TestSteeringTable: a learned flow is found with its pair until a full
+// bucket gives its entry to another flow, and again once it is
+// transmitted again; a flow learned on a stopped pair is not steered.
+func TestSteeringTable(t *testing.T) {
+	s := &steering{seed: 7}
+	const all = 0b11
+	// Six flows whose hashes share a bucket.
+	var same []Frame
+	var bucket uint32
+	for fl := 0; len(same) < steerWays+2; fl++ {
+		f := frameOf(seqFrame(fl, 0))
+		h := flowHash(f.Segs, s.seed)
+		if len(same) == 0 {
+			bucket = h & (steerBuckets - 1)
+		}
+		if h&(steerBuckets-1) == bucket {
+			same = append(same, f)
+		}
+	}
+	hash := func(f Frame) uint32 { return flowHash(f.Segs, s.seed) }
+	for i, f := range same[:steerWays] {
+		s.learn(uint16(i%2), []Frame{f})
+	}
+	for i, f := range same[:steerWays] {
+		qp, ok := s.lookup(hash(f), all)
+		require.True(t, ok, "flow %d", i)
+		require.EqualValues(t, i%2, qp, "flow %d", i)
+	}
+	// A flow moves: the entry follows.
+	s.learn(1, same[:1])
+	qp, ok := s.lookup(hash(same[0]), all)
+	require.True(t, ok)
+	require.EqualValues(t, 1, qp)
+	_, ok = s.lookup(hash(same[0]), 0b01)
+	require.False(t, ok, "a stopped pair is not an answer")
+	// A fifth flow takes an entry; it and three of the four are found.
+	s.learn(0, same[steerWays:steerWays+1])
+	found := 0
+	for _, f := range same[:steerWays+1] {
+		if _, ok := s.lookup(hash(f), all); ok {
+			found++
+		}
+	}
+	require.Equal(t, steerWays, found)
+	qp, ok = s.lookup(hash(same[steerWays]), all)
+	require.True(t, ok)
+	require.EqualValues(t, 0, qp)
+	// Never transmitted: not found.
+	_, ok = s.lookup(hash(same[steerWays+1]), all)
+	require.False(t, ok)
+
+	// Many flows over the whole table: all but a few in over-full
+	// buckets are found on their pair.
+	s = &steering{seed: 99}
+	const flows = 256
+	for fl := 0; fl < flows; fl++ {
+		s.learn(uint16(fl%2), []Frame{frameOf(seqFrame(fl, 1))})
+	}
+	right := 0
+	for fl := 0; fl < flows; fl++ {
+		if qp, ok := s.lookup(hash(frameOf(seqFrame(fl, 1))), all); ok && int(qp) == fl%2 {
+			right++
+		}
+	}
+	require.GreaterOrEqual(t, right, flows-4)
+}

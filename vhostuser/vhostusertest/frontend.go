@@ -772,9 +772,14 @@ func (f *Frontend) Calls(idx int) uint64 {
 // WaitCall waits until the backend calls on ring idx (or Timeout passes)
 // and returns the number of calls so far.
 func (f *Frontend) WaitCall(idx int) (uint64, error) {
+	return f.WaitCallFor(idx, f.opts.Timeout)
+}
+
+// WaitCallFor is WaitCall with its own timeout.
+func (f *Frontend) WaitCallFor(idx int, timeout time.Duration) (uint64, error) {
 	r := f.rings[idx]
 	before := r.calls
-	deadline := time.Now().Add(f.opts.Timeout)
+	deadline := time.Now().Add(timeout)
 	for {
 		if n := f.Calls(idx); n > before {
 			return n, nil

@@ -14,7 +14,11 @@ import (
 // below. So once SetupQueues (or StartRings) has returned, the data-path
 // methods of different queue pairs may run concurrently, one goroutine per
 // pair: AddFrame, SendFrame, AddTxFrame, Flush, TxDone, FillRx, RecvOn,
-// DrainPair, and Kick, Calls and WaitCall on that pair's rings. Methods
+// DrainPair, and Kick, Calls and WaitCall on that pair's rings. The two
+// halves touch disjoint state too, so a pair's transmit side (AddFrame,
+// AddTxFrame, Flush, TxDone, its transmitq's Kick) and its receive side
+// (FillRx, RecvOn, DrainPair, its receiveq's Calls and WaitCall) may even
+// have a goroutine each. Methods
 // that look at every pair (Recv, RecvHdr, WaitRecv, Drain) and messages
 // (Request and everything that sends one, WriteTxFrame, SetRxRegion) stay
 // one goroutine at a time, with no pair's data path running.

@@ -84,7 +84,9 @@ func drain(fd int, eventfd bool) (uint64, error) {
 func waitReadable(fd int, timeout time.Duration) (bool, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
+		// Rounded up: a timeout under a millisecond would otherwise
+		// poll with 0 and spin until the deadline.
+		ms := int((time.Until(deadline) + time.Millisecond - 1) / time.Millisecond)
 		if ms < 0 {
 			ms = 0
 		}
