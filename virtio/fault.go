@@ -219,21 +219,32 @@ func (q *Queue) OnBroken(fn func(error)) { q.onBroken = fn }
 // Mark is a position of a queue's consumption: what Rewind goes back to.
 type Mark struct{ lastAvail, usedIdx uint16 }
 
-// Mark returns the queue's position now.
-func (q *Queue) Mark() Mark { return Mark{q.lastAvail, q.usedIdx} }
+// Mark returns the queue's position now. Packed rings: from here to the
+// next Publish or Rewind, Push keeps what it overwrites in the ring, for
+// Rewind.
+func (q *Queue) Mark() Mark {
+	if q.packed {
+		q.marked = true
+		q.undo = q.undo[:0]
+	}
+	return Mark{q.lastAvail, q.usedIdx}
+}
 
 // Rewind gives back every chain popped and every used element pushed
-// since m, which must be after the last Publish: a device that could not
-// finish what it was writing (a fault in the frame it was copying from)
-// leaves the queue as it was at m. The bytes it wrote into the buffers
-// stay, unseen: the driver reads only what used->idx publishes.
+// since m, which must be the last Mark and after the last Publish: a
+// device that could not finish what it was writing (a fault in the frame
+// it was copying from) leaves the queue as it was at m. The bytes it wrote
+// into the buffers stay, unseen: the driver reads only what used->idx
+// publishes.
 //
-// Packed rings: Push only stages used descriptors in backend memory until
-// Publish, so the ring itself is as it was and the chains given back are
-// read again from their descriptors.
+// Packed rings: Push wrote its used descriptors into the ring, over the
+// available descriptors of the chains it used; Rewind writes those bytes
+// back (Mark started the record), so the chains given back are read again
+// from their descriptors, and the driver, which saw no used descriptor of
+// them (the first one's flags wait for Publish), sees no change.
 func (q *Queue) Rewind(m Mark) {
 	q.lastAvail, q.usedIdx = m.lastAvail, m.usedIdx
 	if q.packed {
-		q.staged = q.staged[:0]
+		q.rewindPacked()
 	}
 }

@@ -24,12 +24,18 @@ import (
 // indices for packed virtqueues": bits 0-14 the index, bit 15 the wrap
 // counter), so LastAvail and UsedIdx are what GET_VRING_BASE reports.
 //
-// Used descriptors are staged in backend memory by Push and written by
-// Publish, the first one's flags last with release semantics (§2.8.21.3
-// "the device can batch used descriptors by writing the flags of the first
-// one last"): before Publish the ring is untouched, so Unpop and Rewind can
-// give back chains exactly as for a split ring, whose descriptors are still
-// there to be read again.
+// Push writes each used descriptor in place, except the flags of the first
+// one after the last Publish, which Publish stores last with release
+// semantics (§2.8.21.3 "the device can batch used descriptors by writing the
+// flags of the first one last"): the driver reads used descriptors in ring
+// order, so it sees none of the batch before Publish. A used descriptor goes
+// where the device consumed available ones, never past them, so the
+// descriptors of chains popped and not pushed are still there for Unpop to
+// give back. Rewind gives back pushed chains too: Mark starts an undo record
+// of the ring bytes Push overwrites (8 per used descriptor), which Rewind
+// writes back and Publish drops. (Staging used descriptors in backend memory
+// until Publish, as this file first did, cost a second pass over them:
+// BenchmarkPopPush.)
 //
 // Deviation: the spec does not bound the Buffer ID. Like the drivers we
 // know (Linux virtio_ring, DPDK's virtio PMD, our virtiotest), we require
@@ -53,11 +59,11 @@ const (
 	eventSuppressSize = 4 // struct pvirtq_event_suppress
 )
 
-// stagedUsed is a used descriptor Push staged for Publish.
-type stagedUsed struct {
-	id      uint16
-	n       uint16 // ring descriptors the buffer took
-	written uint32
+// usedUndo is what a Push after a Mark overwrote: the length, id and flags
+// (bytes 8..15) of the descriptor at byte offset slot of the ring.
+type usedUndo struct {
+	slot uint32
+	was  [8]byte
 }
 
 // newPackedQueue is NewQueue for VIRTIO_F_RING_PACKED. DescGPA is the
@@ -113,7 +119,7 @@ func newPackedQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 		pcount:    make([]uint16, n),
 		phist:     make([]uint16, hist),
 		phmask:    hist - 1,
-		staged:    make([]stagedUsed, 0, n),
+		undo:      make([]usedUndo, 0, n),
 		devFlags:  0xffff, // unknown: the first setDeviceEvent stores its flags
 	}
 	if q.usedLog == 0 {
@@ -172,14 +178,24 @@ func isAvail(f, pos uint16) bool {
 func (q *Queue) popPacked(c *Chain) (ok bool, err error) {
 	pos := q.lastAvail
 	idx := uint32(pos & packedIdxMask)
+	d := q.desc[idx*descSize : idx*descSize+descSize : idx*descSize+descSize]
 	// Acquire: the descriptor (and those after it in the chain) are read
 	// after its flags. §2.8.21.1: the driver writes the flags of the first
-	// descriptor of a buffer last, after a write barrier.
-	flags := ring.LoadAcquire16(q.desc[idx*descSize+14 : idx*descSize+16])
+	// descriptor of a buffer last, after a write barrier. (The flags are
+	// the upper half of the descriptor's last 4-byte word.)
+	flags := ring.LoadAcquireHi16(d[12:16])
 	if !isAvail(flags, pos) {
 		return false, nil
 	}
-	id, k, err := q.walkPacked(c, idx, flags)
+	var id, k uint16
+	if flags&(descFNext|descFIndirect) == 0 {
+		// A buffer of one descriptor, the common case: walkPacked
+		// unrolled (it reads the same fields once).
+		id, k = binary.LittleEndian.Uint16(d[12:14]), 1
+		err = q.singlePacked(c, binary.LittleEndian.Uint64(d[0:8]), binary.LittleEndian.Uint32(d[8:12]), flags)
+	} else {
+		id, k, err = q.walkPacked(c, idx, flags)
+	}
 	if err != nil {
 		return false, q.brk(fmt.Errorf("chain at ring position %d: %w", idx, err))
 	}
@@ -253,6 +269,33 @@ func (q *Queue) walkPacked(c *Chain, idx uint32, flags uint16) (id, k uint16, er
 	}
 }
 
+// singlePacked reads a buffer of one direct descriptor into c: walkPacked's
+// first step, with nothing before it to check it against.
+func (q *Queue) singlePacked(c *Chain, addr uint64, length uint32, flags uint16) error {
+	c.Out = c.Out[:0]
+	c.In = c.In[:0]
+	c.OutLen, c.InLen = 0, 0
+	segs := &c.Out
+	if flags&descFWrite != 0 {
+		segs = &c.In
+		c.InLen = length
+	} else {
+		c.OutLen = length
+	}
+	if length == 0 {
+		return nil
+	}
+	if r := &q.regions[q.hint]; addr-r.gpa < r.size && uint64(length) <= r.size-(addr-r.gpa) {
+		off := addr - r.gpa
+		end := off + uint64(length)
+		*segs = append(*segs, Segment{Buf: r.data[off:end:end], GPA: addr})
+		return nil
+	}
+	var err error
+	*segs, err = q.mem.appendSegments(*segs, addr, length, &q.hint)
+	return err
+}
+
 // walkIndirectPacked reads an indirect table of packed descriptors
 // (§2.8.7): len/16 entries used in order; their Buffer ID and
 // VIRTQ_DESC_F_NEXT are reserved and ignored by the device.
@@ -321,68 +364,88 @@ func (q *Queue) unpopPacked(n uint16) {
 	q.lastAvail = q.phist[q.nhist&q.phmask]
 }
 
-// pushPacked stages a used descriptor for buffer id (§2.8.22).
+// pushPacked writes the used descriptor of buffer id at the device's used
+// position (§2.8.22: "the device writes the Buffer ID and length, then flags
+// with VIRTQ_DESC_F_AVAIL and VIRTQ_DESC_F_USED equal to its Used Ring Wrap
+// Counter", then skips the descriptors of the buffer), in place; the flags
+// of the first one since the last Publish wait for Publish.
 func (q *Queue) pushPacked(id uint16, written uint32) error {
 	if id >= q.size {
 		return fmt.Errorf("push buffer id %d out of range (queue size %d): %w", id, q.size, ErrBadChain)
-	}
-	if len(q.staged) == cap(q.staged) {
-		return fmt.Errorf("push of buffer id %d: %d used descriptors already staged (more pushes than pops?): %w", id, len(q.staged), ErrBadChain)
 	}
 	k := q.pcount[id]
 	if k == 0 {
 		return fmt.Errorf("push of buffer id %d: never popped: %w", id, ErrBadChain)
 	}
-	q.staged = append(q.staged, stagedUsed{id: id, n: k, written: written})
-	q.usedIdx = q.advance(q.usedIdx, k)
+	pos := q.usedIdx
+	// Used descriptors overwrite consumed available ones only: past
+	// lastAvail are the driver's.
+	if q.distance(pos, q.lastAvail) < uint32(k) {
+		return fmt.Errorf("push of buffer id %d: %d ring descriptors, %d consumed and not used (more pushes than pops?): %w",
+			id, k, q.distance(pos, q.lastAvail), ErrBadChain)
+	}
+	slot := uint32(pos&packedIdxMask) * descSize
+	d := q.desc[slot : slot+descSize : slot+descSize]
+	if q.marked {
+		u := usedUndo{slot: slot}
+		copy(u.was[:], d[8:16])
+		q.undo = append(q.undo, u) // cap: size, and at most size descriptors lie between used and avail
+	}
+	binary.LittleEndian.PutUint32(d[8:12], written)
+	binary.LittleEndian.PutUint16(d[12:14], id)
+	f := uint16(0)
+	if pos&packedWrap != 0 {
+		f = descFAvail | descFUsed
+	}
+	if written > 0 {
+		// §2.8.4: Element Length of a used descriptor is valid when
+		// VIRTQ_DESC_F_WRITE is set.
+		f |= descFWrite
+	}
+	if pos == q.published {
+		q.firstFlags = f
+	} else {
+		// A plain store: the driver reads used descriptors in ring
+		// order, so it reads this one only after the first one's flags,
+		// whose release store in Publish orders this.
+		binary.LittleEndian.PutUint16(d[14:16], f)
+	}
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.descGPA+uint64(slot)+8, 8)
+	}
+	q.usedIdx = q.advance(pos, k)
 	return nil
 }
 
-// publishPacked writes the staged used descriptors (§2.8.22: "the device
-// writes the Buffer ID and length, then flags with VIRTQ_DESC_F_AVAIL and
-// VIRTQ_DESC_F_USED equal to its Used Ring Wrap Counter", then skips the
-// descriptors of the buffer). The first one's flags go last: one release
-// store makes the whole batch visible.
+// publishPacked stores the flags of the first used descriptor pushed since
+// the last Publish: one release store makes the whole batch visible.
 func (q *Queue) publishPacked() {
-	if len(q.staged) == 0 {
-		return
+	slot := uint32(q.published&packedIdxMask) * descSize
+	// Release: the buffers written, the used descriptors after it and its
+	// own id/len are visible before its flags (§2.8.21.3).
+	ring.StoreRelease16(q.desc[slot+14:slot+16], q.firstFlags)
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.descGPA+uint64(slot)+14, 2)
 	}
+	q.published = q.usedIdx
+	q.marked = false
+	q.undo = q.undo[:0]
+}
+
+// rewindPacked writes back what the pushes since the last Mark overwrote,
+// last first, so that the chains given back are read again as the driver
+// made them available.
+func (q *Queue) rewindPacked() {
 	l := q.log.Load()
-	pos := q.published
-	var firstSlot uint32
-	var firstFlags uint16
-	for i, s := range q.staged {
-		slot := uint32(pos&packedIdxMask) * descSize
-		d := q.desc[slot : slot+descSize : slot+descSize]
-		binary.LittleEndian.PutUint32(d[8:12], s.written)
-		binary.LittleEndian.PutUint16(d[12:14], s.id)
-		f := uint16(0)
-		if pos&packedWrap != 0 {
-			f = descFAvail | descFUsed
-		}
-		if s.written > 0 {
-			// §2.8.4: Element Length of a used descriptor is valid when
-			// VIRTQ_DESC_F_WRITE is set.
-			f |= descFWrite
-		}
-		if i == 0 {
-			firstSlot, firstFlags = slot, f
-		} else {
-			// A plain store: the driver reads used descriptors in
-			// ring order, so it reads this one only after the first
-			// one's flags, whose release store below orders this.
-			binary.LittleEndian.PutUint16(d[14:16], f)
-		}
+	for i := len(q.undo) - 1; i >= 0; i-- {
+		u := &q.undo[i]
+		copy(q.desc[u.slot+8:u.slot+16], u.was[:])
 		if l != nil {
-			l.Mark(q.descGPA+uint64(slot)+8, 8)
+			l.Mark(q.descGPA+uint64(u.slot)+8, 8)
 		}
-		pos = q.advance(pos, s.n)
 	}
-	// Release: the buffers written, the used descriptors above and the
-	// first one's id/len are visible before its flags (§2.8.21.3).
-	ring.StoreRelease16(q.desc[firstSlot+14:firstSlot+16], firstFlags)
-	q.staged = q.staged[:0]
-	q.published = pos
+	q.undo = q.undo[:0]
+	q.marked = false
 }
 
 // needNotifyPacked is NeedNotify for a packed ring (§2.8.10, §2.8.14): the

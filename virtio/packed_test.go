@@ -525,3 +525,111 @@ func TestPackedPendingHeadNotUsed(t *testing.T) {
 		require.True(t, ok)
 	}
 }
+
+// TestPackedRewindRestoresRing: Push writes used descriptors into the ring
+// in place; Rewind must leave the descriptor ring byte for byte as it was
+// at the Mark, whatever was pushed (out of order, buffers of several
+// descriptors, across the end of the ring), the chains must pop again
+// whole, and pushes made before the Mark are published as usual.
+func TestPackedRewindRestoresRing(t *testing.T) {
+	p := newPackedPair(t, 7, packedFeatures)
+	ringBytes := func() []byte { return append([]byte(nil), p.d.Mem()[:16*int(p.d.Size())]...) }
+	var c virtio.Chain
+	pop := func() (uint16, int) {
+		ok, err := p.q.Pop(&c)
+		require.NoError(t, err)
+		require.True(t, ok)
+		return c.Head, len(c.In)
+	}
+	// Move the positions so that the chains below cross the end of the ring.
+	for range 5 {
+		_, err := p.d.AddIn(8)
+		require.NoError(t, err)
+	}
+	p.d.Publish()
+	for range 5 {
+		id, _ := pop()
+		require.NoError(t, p.q.Push(id, 8))
+	}
+	p.q.Publish()
+	for range 5 {
+		_, ok := p.d.Used()
+		require.True(t, ok)
+	}
+
+	before, err := p.d.AddIn(16) // pushed before the Mark: survives the Rewind
+	require.NoError(t, err)
+	shapes := [][]uint32{{10, 10, 10}, {20}, {5, 5}}
+	var ids []uint16
+	for _, lens := range shapes {
+		id, err := p.d.AddChain(nil, lens, false)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	p.d.Publish()
+	id0, _ := pop()
+	require.Equal(t, before, id0)
+	require.NoError(t, p.q.Push(before, 16))
+	snapshot := ringBytes()
+	m := p.q.Mark()
+	for _, want := range ids {
+		id, n := pop()
+		require.Equal(t, want, id)
+		require.Len(t, c.In, n)
+	}
+	for _, i := range []int{1, 2, 0} { // out of order
+		require.NoError(t, p.q.Push(ids[i], 3))
+	}
+	require.NotEqual(t, snapshot, ringBytes(), "Push writes into the ring")
+	p.q.Rewind(m)
+	require.Equal(t, snapshot, ringBytes(), "Rewind restored the ring")
+	for i, want := range ids {
+		id, n := pop()
+		require.Equal(t, want, id)
+		require.Equal(t, len(shapes[i]), n, "chain %d popped again whole", i)
+	}
+	for _, id := range ids {
+		require.NoError(t, p.q.Push(id, 1))
+	}
+	p.q.Publish()
+	var got []uint32
+	for {
+		e, ok := p.d.Used()
+		if !ok {
+			break
+		}
+		got = append(got, e.ID)
+	}
+	require.Equal(t, []uint32{uint32(before), uint32(ids[0]), uint32(ids[1]), uint32(ids[2])}, got)
+	require.Equal(t, 7, p.d.FreeDescs())
+}
+
+// TestPackedPushBeyondPops: a used descriptor never goes past what the
+// device consumed, even when the driver gave one buffer id to two buffers
+// of different lengths (the second pop's count wins): Push refuses.
+func TestPackedPushBeyondPops(t *testing.T) {
+	p := newPackedPair(t, 8, packedFeatures)
+	id, err := p.d.AddIn(8)
+	require.NoError(t, err)
+	p.d.Publish()
+	require.Equal(t, id, mustPop(t, p.q).Head)
+	require.NoError(t, p.q.Push(id, 8))
+	require.ErrorIs(t, p.q.Push(id, 8), virtio.ErrBadChain, "a second push of the one buffer popped")
+
+	// The driver reuses buffer id 0 for a buffer of three descriptors
+	// while the first (one descriptor) is in flight.
+	p = newPackedPair(t, 8, packedFeatures)
+	p.d.WritePackedDesc(1, virtiotest.PackedDesc{Addr: memGPA + 0x8000, Len: 8, ID: 0, Flags: virtiotest.DescFWrite | virtiotest.DescFNext})
+	p.d.WritePackedDesc(2, virtiotest.PackedDesc{Addr: memGPA + 0x8000, Len: 8, ID: 0, Flags: virtiotest.DescFWrite | virtiotest.DescFNext})
+	p.d.WritePackedDesc(3, virtiotest.PackedDesc{Addr: memGPA + 0x8000, Len: 8, ID: 0, Flags: virtiotest.DescFWrite})
+	p.d.WritePackedDesc(0, virtiotest.PackedDesc{Addr: memGPA + 0x8000, Len: 8, ID: 0, Flags: virtiotest.DescFWrite})
+	for _, i := range []uint16{0, 1, 2, 3} { // the avail flags of the first round, first descriptor last
+		d := p.d.ReadPackedDesc(i)
+		d.Flags |= virtiotest.DescFAvail
+		p.d.WritePackedDesc(i, d)
+	}
+	require.Equal(t, uint16(0), mustPop(t, p.q).Head)
+	require.Equal(t, uint16(0), mustPop(t, p.q).Head)
+	require.NoError(t, p.q.Push(0, 8)) // 3 descriptors (the last pop's count)
+	require.ErrorIs(t, p.q.Push(0, 8), virtio.ErrBadChain, "3 more descriptors than the 1 consumed and not used")
+}

@@ -46,6 +46,21 @@ func StoreRelease16(b []byte, v uint16) {
 	storeRelease16(p, v)
 }
 
+// LoadAcquireHi16 returns the little-endian uint16 at b[2:4] with acquire
+// semantics, loading the whole 4-byte word b[0:4], which must be 4-byte
+// aligned (see Aligned). Outside race builds the load is sync/atomic's
+// LoadUint32, which the compiler turns into one instruction (MOV on amd64,
+// LDAR on arm64) instead of a call: the flags of a packed descriptor (the
+// last two bytes of a 16-aligned descriptor) are loaded once per chain.
+func LoadAcquireHi16(b []byte) uint16 {
+	if len(b) < 4 {
+		panic("ring: word slice shorter than 4 bytes")
+	}
+	// SAFETY: b[0:4] is inside the slice (len checked above), the caller
+	// guarantees 4-byte alignment, the slice keeps the memory alive.
+	return loadAcquireHi16((*uint32)(unsafe.Pointer(unsafe.SliceData(b))))
+}
+
 // FullFence orders every earlier load and store before every later one,
 // including store->load, which acquire/release does not.
 func FullFence() { fullFence() }

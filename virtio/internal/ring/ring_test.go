@@ -3,6 +3,7 @@ package ring
 import (
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 func TestLoadStore16LittleEndian(t *testing.T) {
@@ -61,4 +62,27 @@ func TestBoundsChecked(t *testing.T) {
 		}
 	}()
 	LoadAcquire16(make([]byte, 2)[:1])
+}
+
+func TestLoadAcquireHi16(t *testing.T) {
+	words := make([]uint32, 2) // 4-byte aligned backing
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 8)
+	copy(b, []byte{0x11, 0x22, 0x34, 0x12, 0x55, 0x66, 0xcd, 0xab})
+	for _, tc := range []struct {
+		off  int
+		want uint16
+	}{{0, 0x1234}, {4, 0xabcd}} {
+		if v := LoadAcquireHi16(b[tc.off:]); v != tc.want {
+			t.Fatalf("word at %d: loaded %#x, want %#x", tc.off, v, tc.want)
+		}
+		if v := LoadAcquire16(b[tc.off+2:]); v != tc.want {
+			t.Fatalf("LoadAcquire16 of the upper half at %d: %#x, want %#x", tc.off, v, tc.want)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a three-byte slice was accepted")
+		}
+	}()
+	LoadAcquireHi16(b[:3])
 }
