@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -35,22 +36,43 @@ var errKickClosed = errors.New("kick fd closed by the frontend")
 
 // doorbell implements virtio.Doorbell on a kick fd, or by polling when the
 // frontend passed none.
+//
+// A worker sleeps on its kick fd in a blocking poll(2) on its own thread,
+// not in Go's network poller: the kernel then wakes that thread directly
+// when the frontend kicks. Through the network poller the wake-up waited
+// until some thread of the process polled the network, and a worker that
+// spins on another ring (virtio.Idle: runtime.Gosched in a loop) keeps its
+// thread finding that goroutine runnable before it ever polls: guest B's
+// kick sat unseen for as long as guest A's worker spun (issue 14: about 20
+// us a hop of a ping-pong through the switch). The kick fd is not
+// registered with the network poller at all (no os.File), so a kick wakes
+// the one thread that waits for it and no other. A sleeping worker costs
+// one thread blocked in the kernel (Go's threads are reused, not freed).
 type doorbell struct {
-	// fd mode: the kick fd, nonblocking and registered with Go's poller.
-	f           *os.File
-	rc          syscall.RawConn
-	drainFn     func(fd uintptr) bool // d.drain, bound once (no allocation per Wait)
+	// fd mode (kick >= 0): the kick fd, nonblocking (poll(2) does the
+	// waiting), and the wake fd Interrupt and close write to (an eventfd,
+	// or a pipe's ends). busy is held while Wait uses the fds, so close
+	// frees them only once no Wait polls them (no reuse of a number).
+	kick        int
+	wakeR       int
+	wakeW       int
+	busy        sync.Mutex
+	pfd         [2]unix.PollFd
 	interrupted atomic.Bool
+	closing     atomic.Bool
 	got         bool
 	rerr        error
 	buf         [64]byte
 
-	// poll mode (f == nil).
+	// poll mode (kick < 0).
 	intr  chan struct{}
 	timer *time.Timer
 }
 
 var _ virtio.Doorbell = (*doorbell)(nil)
+
+// errKickFDClosed is Wait's error once close has begun.
+var errKickFDClosed = fmt.Errorf("kick fd: %w", os.ErrClosed)
 
 // newFDDoorbell returns a doorbell on fd, which it owns from then on (also
 // on error: it is closed).
@@ -59,57 +81,80 @@ func newFDDoorbell(fd int) (*doorbell, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("kick fd: set nonblocking: %w", err)
 	}
-	// A nonblocking fd makes os.NewFile register it with the runtime
-	// poller (epoll, kqueue), so Wait parks the goroutine, not a thread.
-	f := os.NewFile(uintptr(fd), "vhost-user-kick")
-	rc, err := f.SyscallConn()
+	r, w, err := newWakeFD()
 	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("kick fd: %w", err)
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("kick fd: interrupt fd: %w", err)
 	}
-	d := &doorbell{f: f, rc: rc}
-	d.drainFn = d.drain
-	return d, nil
+	return &doorbell{kick: fd, wakeR: r, wakeW: w}, nil
 }
 
 // newPollDoorbell returns a doorbell for a ring without a kick fd.
 func newPollDoorbell() *doorbell {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &doorbell{intr: make(chan struct{}, 1), timer: t}
+	return &doorbell{kick: -1, wakeR: -1, wakeW: -1, intr: make(chan struct{}, 1), timer: t}
 }
 
 // Wait blocks until the driver kicks (fd mode) or for pollInterval (poll
 // mode).
 func (d *doorbell) Wait() error {
-	if d.f == nil {
+	if d.kick < 0 {
 		return d.pollWait()
 	}
 	for {
 		if d.interrupted.Swap(false) {
 			return virtio.ErrInterrupted
 		}
-		d.got, d.rerr = false, nil
-		err := d.rc.Read(d.drainFn)
-		switch {
-		case err == nil:
-			return d.rerr
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// Interrupt's way of waking us. Clear the deadline before the
-			// flag is looked at again, so an Interrupt that races with
-			// this is seen either by its flag or by its new deadline.
-			_ = d.f.SetReadDeadline(time.Time{})
-		default:
-			return fmt.Errorf("kick fd: %w", err)
+		d.busy.Lock()
+		if d.closing.Load() {
+			d.busy.Unlock()
+			return errKickFDClosed
 		}
+		d.got, d.rerr = false, nil
+		d.waitFD()
+		d.busy.Unlock()
+		if d.got || d.rerr != nil {
+			return d.rerr
+		}
+		// Woken by Interrupt or close, or spuriously: look again.
 	}
 }
 
-// drain empties the kick fd. It returns false (wait for readability) while
-// nothing has been read.
-func (d *doorbell) drain(fd uintptr) bool {
+// waitFD empties the kick fd, or sleeps until the kick fd or the wake fd
+// is readable and then empties them. Interrupt and close set their flag
+// before they write the wake fd, so a flag set after Wait looked at it
+// still ends the poll below.
+func (d *doorbell) waitFD() {
+	if d.drain() || d.interrupted.Load() || d.closing.Load() {
+		return
+	}
+	d.pfd[0] = unix.PollFd{Fd: int32(d.kick), Events: unix.POLLIN}
+	d.pfd[1] = unix.PollFd{Fd: int32(d.wakeR), Events: unix.POLLIN}
+	_, err := unix.Poll(d.pfd[:], -1)
+	switch {
+	case err == unix.EINTR:
+		return
+	case err != nil:
+		d.rerr = fmt.Errorf("kick fd: poll: %w", err)
+		return
+	}
+	if d.pfd[1].Revents != 0 {
+		drainWakeFD(d.wakeR, d.buf[:])
+	}
+	if d.pfd[0].Revents&unix.POLLNVAL != 0 {
+		d.rerr = fmt.Errorf("kick fd: poll: %w", unix.EBADF)
+		return
+	}
+	if d.pfd[0].Revents != 0 {
+		d.drain() // a hung-up pipe reads 0: errKickClosed
+	}
+}
+
+// drain empties the kick fd. It returns false while nothing has been read.
+func (d *doorbell) drain() bool {
 	for i := 0; i < maxDrainReads; i++ {
-		n, err := unix.Read(int(fd), d.buf[:])
+		n, err := unix.Read(d.kick, d.buf[:])
 		switch {
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
@@ -125,6 +170,15 @@ func (d *doorbell) drain(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// drainWakeFD empties a wake fd (nonblocking).
+func drainWakeFD(fd int, buf []byte) {
+	for i := 0; i < maxDrainReads; i++ {
+		if n, err := unix.Read(fd, buf); err != unix.EINTR && (err != nil || n == 0) {
+			return
+		}
+	}
 }
 
 func (d *doorbell) pollWait() error {
@@ -148,7 +202,7 @@ func (d *doorbell) pollWait() error {
 // Interrupt makes a blocked Wait, or the next one, return
 // virtio.ErrInterrupted. It is safe to call from any goroutine.
 func (d *doorbell) Interrupt() {
-	if d.f == nil {
+	if d.kick < 0 {
 		select {
 		case d.intr <- struct{}{}:
 		default:
@@ -156,13 +210,13 @@ func (d *doorbell) Interrupt() {
 		return
 	}
 	d.interrupted.Store(true)
-	_ = d.f.SetReadDeadline(time.Unix(1, 0))
+	wakeUp(d.wakeW)
 }
 
 // reset forgets an Interrupt the device did not consume. The session calls
 // it before StartQueue, when nothing else uses d.
 func (d *doorbell) reset() {
-	if d.f == nil {
+	if d.kick < 0 {
 		select {
 		case <-d.intr:
 		default:
@@ -170,12 +224,28 @@ func (d *doorbell) reset() {
 		return
 	}
 	d.interrupted.Store(false)
-	_ = d.f.SetReadDeadline(time.Time{})
+	drainWakeFD(d.wakeR, d.buf[:])
 }
 
+// close releases the doorbell's fds. A Wait blocked on it returns an error;
+// no Interrupt may follow.
 func (d *doorbell) close() {
-	if d != nil && d.f != nil {
-		_ = d.f.Close()
+	if d == nil || d.kick < 0 || d.closing.Swap(true) {
+		return
+	}
+	wakeUp(d.wakeW)
+	d.busy.Lock() // a Wait in poll(2) has returned; later ones see closing
+	_ = unix.Close(d.kick)
+	closeWakeFD(d.wakeR, d.wakeW)
+	d.busy.Unlock()
+}
+
+// wakeUp writes one wake-up to a wake fd; a full one already holds one.
+func wakeUp(fd int) {
+	for {
+		if _, err := unix.Write(fd, callValue[:]); err != unix.EINTR {
+			return
+		}
 	}
 }
 

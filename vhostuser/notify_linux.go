@@ -21,3 +21,12 @@ func checkNotifyFD(fd int) error {
 	}
 	return fmt.Errorf("%w: not an eventfd or pipe (mode %#o)", ErrBadFDs, st.Mode)
 }
+
+// newWakeFD returns the read and write ends of a doorbell's wake fd: one
+// nonblocking eventfd on Linux.
+func newWakeFD() (r, w int, err error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	return fd, fd, err
+}
+
+func closeWakeFD(r, _ int) { _ = unix.Close(r) }

@@ -23,3 +23,26 @@ func checkNotifyFD(fd int) error {
 	}
 	return fmt.Errorf("%w: not a pipe (mode %#o)", ErrBadFDs, st.Mode)
 }
+
+// newWakeFD returns the read and write ends of a doorbell's wake fd: a
+// nonblocking pipe where eventfd is missing.
+func newWakeFD() (r, w int, err error) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return -1, -1, err
+	}
+	for _, fd := range p {
+		unix.CloseOnExec(fd)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			_ = unix.Close(p[0])
+			_ = unix.Close(p[1])
+			return -1, -1, err
+		}
+	}
+	return p[0], p[1], nil
+}
+
+func closeWakeFD(r, w int) {
+	_ = unix.Close(r)
+	_ = unix.Close(w)
+}
