@@ -1,68 +1,154 @@
 package load
 
 import (
-	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/test/backend"
+	"github.com/arcnet/vhost-arcnet/test/dpdk"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
 // BenchmarkPingPong measures the round trip of one frame in flight (issue
 // 14) between Go frontends (vhostuser/vhostusertest, in the test process)
-// and a vhost-arcnet process:
+// and a backend process:
 //
-//   - loopback: one guest, --uplink loopback sends each frame back (MACs
-//     swapped): a round trip is guest -> backend -> guest;
+//   - loopback: one guest, vhost-arcnet --uplink loopback sends each frame
+//     back (MACs swapped): a round trip is guest -> backend -> guest;
 //   - switch: two guests on --uplink none (each leased by DHCP, so the
 //     switch's anti-spoofing lets them send), A sends a 64-byte UDP frame to
 //     B, B sends it back: a round trip is two guest-to-guest traversals
 //     through the switch, so one traversal is about half of it;
+//   - dpdk: the loopback case against DPDK's vhost library instead
+//     (dpdk-testpmd --vdev net_vhost0, --forward-mode=macswap
+//     --port-topology=loop: every frame back to the guest, MACs swapped),
+//     the reference; testpmd busy-polls one CPU, so it is listed under
+//     poll. It needs root and dpdk-testpmd (make setup), else it is skipped;
 //
-// each with the backend in its default mode (sleeping on kick eventfds) and
-// with --poll, and each with frontends that busy-poll their receive rings
-// (frontend=spin, as a polling guest driver) or sleep on the receive
-// queue's call eventfd (frontend=wait, as a guest taking interrupts). The
-// frontends kick the transmit queue when the backend asks (EVENT_IDX). Reported: rtt-p50-us, rtt-p99-us, rtt-p99.9-us (microseconds).
+// each with vhost-arcnet in its default mode (sleeping on kick eventfds
+// after a short spin) and with --poll, and each with frontends that
+// busy-poll their receive rings (frontend=spin, as a polling guest driver)
+// or sleep on the receive queue's call eventfd (frontend=wait, as a guest
+// taking interrupts). The frontends kick the transmit queue when the
+// backend asks (EVENT_IDX). Reported: rtt-p50-us, rtt-p99-us, rtt-p99.9-us
+// (microseconds), kicks/rtt (transmit kicks the frontends made per round
+// trip: 0 when the backend's workers were awake for every frame) and
+// be-cpu-us/rtt (the backend process's CPU time per round trip, all its
+// threads, from /proc/PID/task/*/schedstat).
 //
 //	go test -run '^$' -bench PingPong -benchtime 3000x ./test/load/
+//
+// On a 2-core machine shared with other work the percentiles move with the
+// load (a spinning frontend or backend that loses its CPU for a time slice
+// adds milliseconds): compare cases of one run, and read kicks/rtt and
+// be-cpu-us/rtt, which move less.
 func BenchmarkPingPong(b *testing.B) {
 	for _, mode := range []string{"eventfd", "poll"} {
-		for _, path := range []string{"loopback", "switch"} {
+		for _, path := range []string{"loopback", "switch", "dpdk"} {
+			if path == "dpdk" && mode != "poll" {
+				continue
+			}
 			for _, fe := range []string{"spin", "wait"} {
 				b.Run(path+"/"+mode+"/frontend="+fe, func(b *testing.B) {
-					args := []string{"--uplink", "none"}
-					if path == "loopback" {
-						args = []string{"--uplink", "loopback"}
+					var be pingBackend
+					switch path {
+					case "dpdk":
+						be = startTestpmdVhost(b)
+					default:
+						args := []string{"--uplink", "none"}
+						if path == "loopback" {
+							args = []string{"--uplink", "loopback"}
+						}
+						if mode == "poll" {
+							args = append(args, "--poll")
+						}
+						be = startPingArcnet(b, args)
 					}
-					if mode == "poll" {
-						args = append(args, "--poll")
-					}
-					pingPong(b, path == "switch", fe == "wait", args)
+					pingPong(b, be, path == "switch", fe == "wait")
 				})
 			}
 		}
 	}
 }
 
-func pingPong(b *testing.B, viaSwitch, wait bool, args []string) {
+// pingBackend is the process a ping-pong runs against.
+type pingBackend struct {
+	sock string
+	pid  int
+}
+
+func startPingArcnet(b *testing.B, args []string) pingBackend {
 	dir := backend.WorkDir(b, "arcnet-lat-", "LOAD_KEEP")
 	sock := filepath.Join(dir, "vm.sock")
-	addr := freeLoopback(b)
-	args = append([]string{"--socket", sock, "--dns-upstream", "127.0.0.1:9", "--lease-file", "none",
-		"--metrics", addr}, args...)
+	args = append([]string{"--socket", sock, "--dns-upstream", "127.0.0.1:9", "--lease-file", "none"}, args...)
 	if f := os.Getenv("ARCNET_CPUPROFILE"); f != "" {
 		args = append(args, "--cpuprofile", f) // the last run wins
 	}
 	p := backend.Start(b, backend.Config{Name: "vhost-arcnet", Args: args})
-	be := &arcnet{Process: p, t: b, sock: sock, metrics: "http://" + addr + "/metrics",
-		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	return pingBackend{sock: sock, pid: p.Pid()}
+}
+
+// startTestpmdVhost starts dpdk-testpmd with DPDK's vhost-user backend
+// (net_vhost) on a socket in a fresh directory, sending every frame back
+// to the guest with its MACs swapped, on the lowest CPU this process may
+// use; no hugepages, no PCI, a private --file-prefix and its runtime
+// directory in that directory (test/dpdk's harness). It is stopped by PID
+// when the benchmark ends.
+func startTestpmdVhost(b *testing.B) pingBackend {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: dpdk-testpmd's vhost-user device")
+	}
+	for _, bin := range []string{"dpdk-testpmd", "stdbuf"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			b.Skipf("%s not found: make setup installs it", bin)
+		}
+	}
+	dir := backend.WorkDir(b, "arcnet-lat-dpdk-", "LOAD_KEEP")
+	rt := filepath.Join(dir, "rt")
+	if err := os.MkdirAll(rt, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	cpus, err := dpdk.CPUs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "vhost.sock")
+	argv := dpdk.TestpmdOpts{
+		Vdev:       "net_vhost0,iface=" + sock + ",queues=1",
+		Mode:       "macswap",
+		CPU:        cpus[0],
+		FilePrefix: "arcnet-lat" + strconv.Itoa(os.Getpid()),
+		App:        []string{"--port-topology=loop"},
+	}.Argv()
+	p, err := dpdk.StartProc("testpmd", filepath.Join(dir, "testpmd.log"), []string{"RUNTIME_DIRECTORY=" + rt}, argv...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("started testpmd (pid %d): %s", p.Pid(), strings.Join(argv, " "))
+	b.Cleanup(func() {
+		if _, err := p.Stop(syscall.SIGINT); err != nil {
+			b.Logf("testpmd: %v", err)
+		}
+	})
+	if err := dpdk.WaitForwarding(p, 40*time.Second); err != nil {
+		b.Fatalf("%v\n%s", err, dpdk.Tail(p.Log(), 30))
+	}
+	if !dpdk.IsSocket(sock) {
+		b.Fatalf("testpmd forwards but %s is no socket\n%s", sock, dpdk.Tail(p.Log(), 30))
+	}
+	return pingBackend{sock: sock, pid: p.Pid()}
+}
+
+func pingPong(b *testing.B, be pingBackend, viaSwitch, wait bool) {
 	n := 1
 	if viaSwitch {
 		n = 2
@@ -117,6 +203,13 @@ func pingPong(b *testing.B, viaSwitch, wait bool, args []string) {
 		}
 		from.f.TxDone(0)
 	}
+	kicks := func() (k uint64) {
+		for _, g := range guests {
+			k += g.f.Kicks(1) // transmitq 0
+		}
+		return k
+	}
+	k0, cpu0 := kicks(), processCPU(be.pid)
 	b.ResetTimer()
 	for range b.N {
 		t0 := time.Now()
@@ -127,9 +220,20 @@ func pingPong(b *testing.B, viaSwitch, wait bool, args []string) {
 		rtt = append(rtt, time.Since(t0))
 	}
 	b.StopTimer()
+	k1, cpu1 := kicks(), processCPU(be.pid)
 	slices.Sort(rtt)
 	q := func(f float64) float64 { return float64(rtt[min(len(rtt)-1, int(f*float64(len(rtt))))]) / 1e3 }
 	b.ReportMetric(q(0.5), "rtt-p50-us")
 	b.ReportMetric(q(0.99), "rtt-p99-us")
 	b.ReportMetric(q(0.999), "rtt-p99.9-us")
+	b.ReportMetric(float64(k1-k0)/float64(b.N), "kicks/rtt")
+	b.ReportMetric(float64(cpu1-cpu0)/1e3/float64(b.N), "be-cpu-us/rtt")
+}
+
+// processCPU returns the CPU time process pid's live threads have run
+// (test/dpdk's SchedStat: /proc/PID/task/*/schedstat). Threads that have
+// exited are not counted; Go and testpmd keep theirs.
+func processCPU(pid int) time.Duration {
+	run, _ := dpdk.SchedStat(pid, 0)
+	return run
 }
