@@ -81,6 +81,8 @@
 // what they point at (new memory, ring addresses, kick fd, a resized log)
 // first stops the affected queues, changes it, and starts them again from
 // the avail index they reached. SET_VRING_CALL swaps the call fd under a
-// running queue atomically, and VHOST_F_LOG_ALL sets the queues' logs
-// atomically. Server and Session counters are safe to read from anywhere.
+// running queue (a Notify in flight finishes on the old fd before it is
+// closed), and VHOST_F_LOG_ALL sets the queues' logs atomically. Kick and
+// call fds stay out of Go's network poller: a device worker sleeps on its
+// kick fd in poll(2) on its own thread (notify.go says why). Server and Session counters are safe to read from anywhere.
 package vhostuser

@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -256,11 +255,12 @@ var callValue = func() (b [8]byte) {
 	return b
 }()
 
-// callFD is one call fd.
+// callFD is one call fd, nonblocking. Like the kick fd it is not
+// registered with Go's network poller: a write to an eventfd registered
+// there woke a thread of this process blocked in epoll_wait for nothing,
+// 2.5 epoll_pwait calls per round trip of a ping-pong (issue 14).
 type callFD struct {
-	f       *os.File
-	rc      syscall.RawConn
-	writeFn func(fd uintptr) bool
+	fd int
 }
 
 func newCallFD(fd int) (*callFD, error) {
@@ -268,26 +268,17 @@ func newCallFD(fd int) (*callFD, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("call fd: set nonblocking: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "vhost-user-call")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("call fd: %w", err)
-	}
-	c := &callFD{f: f, rc: rc}
-	c.writeFn = c.write
-	return c, nil
+	return &callFD{fd: fd}, nil
 }
 
 // write sends one notification. A full eventfd counter or pipe (EAGAIN)
 // already holds a notification the driver has not consumed, so it is not
 // an error; nor is a frontend that closed its end (EPIPE): the session
 // notices a vanished frontend on its socket.
-func (c *callFD) write(fd uintptr) bool {
+func (c *callFD) write() {
 	for {
-		_, err := unix.Write(int(fd), callValue[:])
-		if err != unix.EINTR {
-			return true
+		if _, err := unix.Write(c.fd, callValue[:]); err != unix.EINTR {
+			return
 		}
 	}
 }
@@ -296,35 +287,35 @@ func (c *callFD) write(fd uintptr) bool {
 // replaced (SET_VRING_CALL) while the device notifies: QEMU swaps call fds
 // on a running ring whenever the guest masks or unmasks the vector.
 type notifier struct {
-	cur atomic.Pointer[callFD]
+	// mu is held for reading while Notify writes to cur and for writing
+	// while set replaces it, so an old fd is closed only once no Notify
+	// writes to it (its number cannot be reused under a write).
+	mu  sync.RWMutex
+	cur *callFD
 }
 
 var _ virtio.Notifier = (*notifier)(nil)
 
 // Notify signals the driver through the current call fd; with none (not
 // yet set, or VHOST_USER_VRING_NOFD_MASK: the driver polls) it does
-// nothing. It never blocks and does not allocate.
+// nothing. It does not allocate and blocks only while set swaps the fd.
 func (n *notifier) Notify() error {
-	c := n.cur.Load()
-	if c == nil {
-		return nil
+	n.mu.RLock()
+	if c := n.cur; c != nil {
+		c.write()
 	}
-	if err := c.rc.Write(c.writeFn); err != nil {
-		// c was closed under us by a SET_VRING_CALL: the new fd stands
-		// for the same interrupt, so notify that one.
-		if c2 := n.cur.Load(); c2 != nil && c2 != c {
-			_ = c2.rc.Write(c2.writeFn)
-		}
-	}
+	n.mu.RUnlock()
 	return nil
 }
 
-// set replaces the call fd (nil: none) and closes the old one. The close
-// waits for a Notify in flight on it (os.File reference counting), so the
-// fd number cannot be reused under a concurrent write.
+// set replaces the call fd (nil: none) and closes the old one.
 func (n *notifier) set(c *callFD) {
-	if old := n.cur.Swap(c); old != nil {
-		_ = old.f.Close()
+	n.mu.Lock()
+	old := n.cur
+	n.cur = c
+	n.mu.Unlock()
+	if old != nil {
+		_ = unix.Close(old.fd)
 	}
 }
 
