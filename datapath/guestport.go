@@ -152,6 +152,16 @@ func (p *GuestPort) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, c
 		return
 	}
 	r := &pr.rx
+	// The port never waits for a receive queue's kick: a frame that finds
+	// no buffer is dropped, not held. So it asks the driver not to kick
+	// when it adds buffers (virtio 1.2 §2.7.10: VIRTQ_USED_F_NO_NOTIFY;
+	// with VIRTIO_F_EVENT_IDX an avail_event Pop no longer moves along,
+	// §2.7.7.2; packed rings: RING_EVENT_FLAGS_DISABLE, §2.8.10). Without
+	// it a driver kicks every time it refills a ring the port had emptied
+	// (always, without EVENT_IDX): a VM exit in the guest each time, for a
+	// kick nobody reads. A Source worker turns kicks on when it sleeps
+	// (virtio.Idle). Before r.mu: a fault here leaves no lock held.
+	q.DisableNotify()
 	r.mu.Lock()
 	r.idx, r.q, r.kick, r.call, r.broken = idx, q, kick, call, false
 	r.nrx = virtio.NewNetRX(q)
