@@ -53,15 +53,22 @@ const (
 // comment at the top of flowhash.go), keyed with seed. It allocates
 // nothing.
 func flowHash(segs [][]byte, seed uint64) uint32 {
-	var b []byte
-	if len(segs) > 0 {
-		b = segs[0]
+	if len(segs) == 0 {
+		return hashFrame(nil, seed)
 	}
+	if len(segs[0]) < flowHashBytes && len(segs) > 1 {
+		return hashSplit(segs, seed)
+	}
+	return hashFrame(segs[0], seed)
+}
+
+// hashSplit is flowHash of a frame whose headers may span segments: they
+// are copied together first.
+//
+//go:noinline
+func hashSplit(segs [][]byte, seed uint64) uint32 {
 	var buf [flowHashBytes]byte
-	if len(b) < flowHashBytes && len(segs) > 1 {
-		b = buf[:copyFrame(buf[:], segs)]
-	}
-	return hashFrame(b, seed)
+	return hashFrame(buf[:copyFrame(buf[:], segs)], seed)
 }
 
 // hashFrame is flowHash of the frame b (or its first bytes).
