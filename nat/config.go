@@ -101,10 +101,11 @@ type Config struct {
 	// MaxFragments bounds the table of first fragments that later fragments
 	// follow (rounded up to a power of two). Default 1024.
 	MaxFragments int
-	// CacheSize is the number of entries of the direct-mapped fast-path
-	// cache (rounded up to a power of two). Default 4096; negative disables it.
-	// It saves the index probe for hot flows; with uniformly random traffic
-	// BenchmarkTranslateVariants/nocache measures no difference either way.
+	// CacheSize is the number of entries of the direct-mapped cache in
+	// front of the index (rounded up to a power of two). Default 4096;
+	// negative disables it. Only lookups under the engine's lock use it
+	// (new flows, state changes, ICMP errors): packets of established flows
+	// probe the index directly (fast.go).
 	CacheSize int
 	// Timeouts are the idle timeouts; zero fields take the defaults.
 	Timeouts Timeouts
