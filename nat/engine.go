@@ -33,11 +33,13 @@ type Engine struct {
 	pfx4     uint32 // guest prefix network, big-endian integer
 	pfxMask4 uint32
 
-	timeouts [NumTCPStates]int64 // per TCP state, ns
-	udp      int64
-	udpStr   int64
-	icmp     int64
-	fragTO   int64
+	timeouts  [NumTCPStates]int64      // per TCP state, ns
+	fastTO    [fastClassMask + 1]int64 // timeout by fast class
+	fastSlack [fastClassMask + 1]int64 // fastSlack of it
+	udp       int64
+	udpStr    int64
+	icmp      int64
+	fragTO    int64
 
 	owners    []owner
 	ownerFree uint32
@@ -108,6 +110,11 @@ func New(cfg Config) (*Engine, error) {
 	e.timeouts = [NumTCPStates]int64{int64(t.TCPSynSent), int64(t.TCPSynRecv), int64(t.TCPEstablished),
 		int64(t.TCPFinWait), int64(t.TCPCloseWait), int64(t.TCPLastAck), int64(t.TCPTimeWait), int64(t.TCPClose)}
 	e.udp, e.udpStr, e.icmp, e.fragTO = int64(t.UDP), int64(t.UDPStream), int64(t.ICMP), int64(t.Fragment)
+	e.fastTO[fastTCP], e.fastTO[fastUDPStream], e.fastTO[fastUDPNew], e.fastTO[fastICMP] =
+		e.timeouts[TCPEstablished], e.udpStr, e.udp, e.icmp
+	for c, to := range e.fastTO {
+		e.fastSlack[c] = fastSlack(to)
+	}
 	e.owners = make([]owner, 1, 64)
 	e.ownerIdx = make(map[addr]uint32)
 	e.mappings = make([]udpMapping, 1, 64)

@@ -91,7 +91,14 @@ func TestTCPStates(t *testing.T) {
 		require.NotEqual(t, Drop, p.Verdict, "reason %v", p.Reason)
 		f := flowOf(t, e, 7000)
 		require.Equal(t, want, f.State)
-		require.Equal(t, clk.Now().Add(timeout), f.Expires)
+		if from == Uplink && fl == tcpACK && want == TCPEstablished {
+			// The lock-free path: the deadline moves only by more than
+			// fastSlack (1.07 s for 1 h), and it moved by 1 s.
+			slack := time.Duration(fastSlack(int64(time.Hour)))
+			require.WithinRange(t, f.Expires, clk.Now().Add(timeout-slack), clk.Now().Add(timeout))
+		} else {
+			require.Equal(t, clk.Now().Add(timeout), f.Expires)
+		}
 		require.Equal(t, uint64(1), e.Stats().TCPStates[want])
 		clk.Advance(time.Second)
 	}
@@ -162,4 +169,37 @@ func TestConfigErrors(t *testing.T) {
 		_, err := New(c)
 		require.Error(t, err)
 	}
+}
+
+// TestFastRefreshSlack checks the lock-free path's refresh rule: a packet of
+// an established flow moves its deadline only when that moves it by more
+// than fastSlack, so the flow expires no earlier than its timeout minus the
+// slack after its last packet, and no later than its timeout.
+func TestFastRefreshSlack(t *testing.T) {
+	const to = 256 * time.Second // slack 1 s
+	e, clk := newEngine(t, func(c *Config) { c.Timeouts.ICMP = to })
+	slack := time.Duration(fastSlack(int64(to)))
+	require.Equal(t, time.Second, slack)
+	g := ap(guestA, 77)
+	req := pkt{proto: ICMP, src: g, dst: ap(remote, 0)}
+	t0 := clk.Now()
+	require.Equal(t, ToUplink, one(e, Guest, req.build(), 0).Verdict)
+	require.Equal(t, t0.Add(to), flowOf(t, e, 77).Expires, "opened under the lock: exact")
+	for _, c := range []struct {
+		step time.Duration
+		want time.Duration // Expires - t0 after the packet
+	}{
+		{500 * time.Millisecond, to},                  // moves it by 0.5 s: kept
+		{500 * time.Millisecond, to},                  // by 1 s: kept (not more than the slack)
+		{time.Millisecond, 1001*time.Millisecond + to}, // by 1.001 s: moved
+	} {
+		clk.Advance(c.step)
+		require.Equal(t, ToUplink, one(e, Guest, req.build(), 0).Verdict)
+		require.Equal(t, t0.Add(c.want), flowOf(t, e, 77).Expires, "after %v", clk.Now().Sub(t0))
+	}
+	// Idle from now: it lives until that deadline, not a nanosecond longer.
+	clk.Advance(t0.Add(1001*time.Millisecond + to).Sub(clk.Now()) - time.Nanosecond)
+	require.Zero(t, e.Expire(), "one ns before the deadline")
+	clk.Advance(time.Nanosecond)
+	require.Equal(t, 1, e.Expire(), "at the deadline")
 }
