@@ -36,7 +36,10 @@
 // hands them to the port's peer and publishes the used ring once per batch.
 // A receive queue is written under its own mutex, taken once per batch, by
 // whichever goroutine delivers frames to the guest (a peer's worker, or the
-// port's own receive worker when a FrameSource feeds it). StartQueue and
+// port's own receive worker when a FrameSource feeds it). With several
+// queue pairs a batch is split by flow (steer.go) and each receive queue
+// takes its part under its own mutex: there is no port-wide lock; the
+// steering table is atomics, written by the transmit workers. StartQueue and
 // StopQueue come from the vhost-user session goroutine; StopQueue returns only
 // when no goroutine touches the queue any more.
 package datapath
