@@ -95,6 +95,10 @@ type VhostUserNet struct {
 	// is absent and after the backend went away; 0: QEMU exits when it
 	// cannot connect.
 	Reconnect int
+	// Queues is the number of queue pairs (-netdev ...,queues=N and the
+	// device's mq=on when above 1); 0 means 1. Linux uses as many pairs
+	// as the guest has CPUs (GuestConfig.CPUs).
+	Queues int
 }
 
 func (n VhostUserNet) qemuArgs() ([]string, bool) {
@@ -104,7 +108,11 @@ func (n VhostUserNet) qemuArgs() ([]string, bool) {
 	} else if n.Reconnect > 0 {
 		chr += ",reconnect=" + strconv.Itoa(n.Reconnect)
 	}
-	return []string{"-chardev", chr, "-netdev", "vhost-user,id=n0,chardev=c0"}, true
+	nd := "vhost-user,id=n0,chardev=c0"
+	if n.Queues > 1 {
+		nd += ",queues=" + strconv.Itoa(n.Queues)
+	}
+	return []string{"-chardev", chr, "-netdev", nd}, true
 }
 
 // GuestConfig describes one guest run.
@@ -126,6 +134,8 @@ type GuestConfig struct {
 	// Trace adds QEMU's -trace vhost_user_* (also ARCNET_QEMU_TRACE=1);
 	// the trace goes to QEMU's stderr, kept in the guest's log.
 	Trace bool
+	// CPUs is the guest's number of vCPUs (-smp); 0 means 1.
+	CPUs int
 	// Extra QEMU arguments.
 	Extra []string
 	// Emulator runs the guest; the zero value means ARCNET_QEMU's, else
@@ -198,8 +208,9 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+guestMemory+",share=on")
 	}
 	args = append(cfg.Emulator.args(), args...)
+	cpus := max(cfg.CPUs, 1)
 	args = append([]string{
-		"-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", guestMemory,
+		"-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", strconv.Itoa(cpus), "-m", guestMemory,
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
 		"-kernel", e.Image.Kernel, "-initrd", e.Image.Initramfs,
 		"-append", strings.Join(appendArgs, " "),
@@ -211,6 +222,9 @@ func (e *Env) StartGuest(cfg GuestConfig) *Guest {
 		// virtio_pci_one_vector_unmask (no irqfd) when the guest enables
 		// MSI-X: vectors=0 makes the device use INTx.
 		dev += ",vectors=0"
+	}
+	if vu, ok := cfg.Net.(VhostUserNet); ok && vu.Queues > 1 {
+		dev += ",mq=on" // QEMU serves the control queue (VIRTIO_NET_CTRL_MQ)
 	}
 	args = append(args, "-device", dev)
 	if cfg.Trace || os.Getenv("ARCNET_QEMU_TRACE") == "1" {

@@ -130,6 +130,28 @@ func TestVhostUserLoopback(t *testing.T) {
 	finish(t, be, g)
 }
 
+// TestVhostUserMultiQueue: a guest with two vCPUs and two queue pairs
+// (QEMU -netdev vhost-user,queues=2, mq=on) on vhost-arcnet --queue-pairs 2
+// --uplink loopback: Linux's virtio_net enables both pairs (the backend
+// announces two running), and every frame comes back (issue 14; the
+// spreading by flow is datapath's TestGuestPortSteersByFlow and
+// vhostusertest's TestFrontendGoroutinePerPair).
+func TestVhostUserMultiQueue(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t, 1)
+	sock := env.Path("vu.sock")
+	be := env.StartBackend("mq", "--socket", sock, "--uplink", "loopback", "--queue-pairs", "2")
+	cfg := loopbackSteps
+	cfg.Name, cfg.Net, cfg.CPUs = "mq", VhostUserNet{Socket: sock, Queues: 2}, 2
+	g := env.StartGuest(cfg)
+	loopbackRun(t, g, be)
+	_, _, err := be.WaitRecord(func(r LogRecord) bool {
+		return r.Msg() == "guest port running" && r.String("port") == guest0 && r.Num("queue_pairs") == 2
+	}, 0, stepTimeout)
+	require.NoError(t, err, "the guest did not run two queue pairs")
+	finish(t, be, g)
+}
+
 // TestVhostUserQEMUServer: QEMU listens (server=on,wait=off) and
 // vhost-arcnet connects to it (--connect).
 func TestVhostUserQEMUServer(t *testing.T) {
