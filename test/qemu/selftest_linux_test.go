@@ -94,7 +94,12 @@ func TestHarnessSlirpServices(t *testing.T) {
 	var hits atomic.Int64
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := &http.Server{Handler: blob.Handler(&hits), ReadHeaderTimeout: 10 * time.Second}
+	// guestfwd's tcp: target is one chardev connection QEMU opens when it
+	// starts, long before the guest's wget: the server must not time out
+	// waiting for that connection's first request (a 10 s
+	// ReadHeaderTimeout closed it when a loaded machine took over 10 s to
+	// boot the guest, and the wget then got no answer).
+	srv := &http.Server{Handler: blob.Handler(&hits), ReadHeaderTimeout: guestTimeout}
 	go srv.Serve(l) //nolint:errcheck // ends with Close
 	t.Cleanup(func() { srv.Close() })
 	tcpPort := freeLoopbackPort(t)
