@@ -405,3 +405,21 @@ func benchSteering(b *testing.B, pairs int, learn, transmit bool) {
 		b.Fatalf("%d frames dropped", d)
 	}
 }
+
+// TestGuestPortSteersLongBatch: a Send of more than MaxBatch frames is
+// steered in MaxBatch pieces, none lost.
+func TestGuestPortSteersLongBatch(t *testing.T) {
+	r := newMQRig(t, 2)
+	r.start(200)
+	const n = 2*MaxBatch + 22
+	batch := make([]Frame, n)
+	for i := range batch {
+		batch[i] = frameOf(seqFrame(i, i))
+	}
+	r.port.Send(batch)
+	got := [2]int{len(r.received(0)), len(r.received(1))}
+	require.Equal(t, n, got[0]+got[1], "%v", got)
+	require.NotZero(t, got[0])
+	require.NotZero(t, got[1])
+	require.EqualValues(t, n, r.port.Stats().TxPackets.Load())
+}
