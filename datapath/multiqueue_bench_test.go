@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,26 +176,6 @@ func benchMultiQueue(b *testing.B, path string, pairs int) {
 		frames[fl] = mqFrame(fl, false)
 	}
 
-	// At most window frames in flight over all pairs: a flow that shares
-	// a steering bucket with more than steerWays others may land on
-	// another pair's receive queue, which must still have room.
-	const batch = 32
-	window := int64(benchRing / 2)
-	per := make([]int64, pairs) // frames each pair sends
-	for qp := range per {
-		per[qp] = int64(b.N / pairs)
-		if qp < b.N%pairs {
-			per[qp]++
-		}
-	}
-	var sent, received atomic.Int64
-	total := int64(b.N)
-	progress := make([]chan struct{}, pairs) // one per sender
-	for qp := range progress {
-		progress[qp] = make(chan struct{}, 1)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 2*pairs)
 	notes := func() (n int64) { // kicks of A's transmitqs, calls of B's receiveqs
 		for qp := 0; qp < pairs; qp++ {
 			n += int64(fa.Kicks(2*qp+1) + fb.Calls(2*qp))
@@ -209,74 +187,13 @@ func benchMultiQueue(b *testing.B, path string, pairs int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime(b)
-	for qp := 0; qp < pairs; qp++ {
-		wg.Add(2)
-		go func() { // receiveq qp of the receiving guest
-			defer wg.Done()
-			idle := time.Now()
-			for received.Load() < total {
-				if n, _ := fb.DrainPair(qp); n > 0 {
-					received.Add(int64(n))
-					for _, c := range progress {
-						select {
-						case c <- struct{}{}:
-						default:
-						}
-					}
-					idle = time.Now()
-					continue
-				}
-				if time.Since(idle) > 10*time.Second {
-					errs <- fmt.Errorf("receiveq %d: nothing for 10 s; %d of %d frames received", qp, received.Load(), total)
-					return
-				}
-				// Short: the last frames may all go to the other pair.
-				_, _ = fb.WaitCallFor(2*qp, 5*time.Millisecond)
-			}
-		}()
-		go func() { // transmitq qp of the sending guest
-			defer wg.Done()
-			timer := time.NewTimer(time.Hour)
-			defer timer.Stop()
-			fl := qp
-			for done := int64(0); done < per[qp]; {
-				for sent.Load()-received.Load() >= window {
-					timer.Reset(10 * time.Second)
-					select {
-					case <-progress[qp]:
-					case <-timer.C:
-						errs <- fmt.Errorf("pair %d stalled: %d sent, %d received", qp, sent.Load(), received.Load())
-						return
-					}
-				}
-				n := min(batch, per[qp]-done, window-(sent.Load()-received.Load()))
-				if n <= 0 {
-					continue
-				}
-				for i := int64(0); i < n; i++ {
-					if err := fa.AddFrame(qp, virtio.NetHdr{}, frames[fl], vhostusertest.LayoutSingle); err != nil {
-						errs <- err
-						return
-					}
-					if fl += pairs; fl >= mqFlows {
-						fl = qp
-					}
-				}
-				sent.Add(n)
-				if err := fa.Flush(qp); err != nil {
-					errs <- err
-					return
-				}
-				fa.TxDone(qp)
-				done += n
-			}
-		}()
-	}
-	wg.Wait()
+	// At most benchRing/2 frames in flight over all pairs: a flow that
+	// shares a steering bucket with more than steerWays others may land on
+	// another pair's receive queue, which must still have room.
+	err := vhostusertest.Pump(fa, fb, vhostusertest.PumpOptions{Pairs: pairs, Frames: int64(b.N), Flows: frames, Window: benchRing / 2})
 	b.StopTimer()
 	cpu := cpuTime(b) - cpu0
-	close(errs)
-	for err := range errs {
+	if err != nil {
 		b.Fatal(err)
 	}
 	s := b.Elapsed().Seconds()
