@@ -150,7 +150,7 @@ func (e *Engine) Translate(from Side, pkts []Packet) {
 		e.stats.Expired += uint64(e.advance(now, 2*len(pkts)+16, false))
 		e.mu.Unlock()
 	}
-	var ps pass
+	ps := pass{ix: e.tab.ix.Load()}
 	for len(pkts) > 0 {
 		n := min(len(pkts), maxBatch)
 		e.translateBatch(from, pkts[:n], now, &ps)

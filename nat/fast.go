@@ -33,6 +33,7 @@ import "sync/atomic"
 
 // pass is the state of one Translate call across its batches.
 type pass struct {
+	ix      *index // the index as last loaded
 	locked  bool   // the engine's mutex is held
 	fast    uint64 // packets translated without the lock
 	hairpin uint64 // of which hairpinned
@@ -59,6 +60,7 @@ func (e *Engine) packet(from Side, p *Packet, m *meta, now int64, ps *pass) {
 	if p.Verdict == Drop {
 		e.stats.Drops[p.Reason]++
 	}
+	ps.ix = e.tab.ix.Load() // a new flow may have grown it
 }
 
 // The lock-free path moves a deadline only when it would move by more than
@@ -82,7 +84,7 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 		return false // the fragment table needs the lock
 	}
 	t := &e.tab
-	ix := t.ix.Load()
+	ix := ps.ix
 	k0, k1 := m.key.words()
 	h := m.hash
 	tag := h & 0xffffffff
@@ -137,11 +139,10 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 			} else if f.word.Load() != w {
 				continue
 			}
-			nk := keyOf(o0, o1)
 			da, dp := deltas(dw, d)
-			rewrite(p, m, &nk, da, dp)
+			rewrite(p, m, o0, o1, da, dp)
 			ps.fast++
-			if nk.Side == Guest {
+			if Side(o1>>40) == Guest {
 				p.Verdict = ToGuest
 				if from == Guest {
 					ps.hairpin++

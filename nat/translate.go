@@ -254,13 +254,13 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	default:
 		e.extend(f, now+e.icmp)
 	}
-	nk := f.key(d ^ 1)
+	o0, o1 := f.kw[d^1][0].Load(), f.kw[d^1][1].Load()
 	da, dp := deltas(f.delta.Load(), d)
-	rewrite(p, m, &nk, da, dp)
+	rewrite(p, m, o0, o1, da, dp)
 	if m.first {
 		e.recordFragment(b, f, d, now)
 	}
-	if nk.Side == Guest {
+	if Side(o1>>40) == Guest {
 		p.Verdict = ToGuest
 	} else {
 		p.Verdict = ToUplink
@@ -275,12 +275,13 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	}
 }
 
-// rewrite applies a translation to p: the packet gets the reverse of nk, the
-// key of the flow's other direction, and every checksum is adjusted by the
-// direction's precomputed RFC 1624 deltas (da for the addresses, dp for the
-// ports).
-func rewrite(p *Packet, m *meta, nk *flowKey, da, dp uint16) {
+// rewrite applies a translation to p: the packet gets the reverse of the
+// key of the flow's other direction (as flowKey.words: o0, o1), and every
+// checksum is adjusted by the direction's precomputed RFC 1624 deltas (da
+// for the addresses, dp for the ports).
+func rewrite(p *Packet, m *meta, o0, o1 uint64, da, dp uint16) {
 	b := p.Buf
+	nk := keyOf(o0, o1)
 	binary.BigEndian.PutUint32(b[12:], nk.Dst.v4())
 	binary.BigEndian.PutUint32(b[16:], nk.Src.v4())
 	put16(b[10:], adjust(be16(b[10:]), da))
