@@ -59,8 +59,12 @@
 //
 // # Concurrency
 //
-// An Engine is safe for concurrent use; each method takes its mutex once (a
-// Translate call once per batch). One datapath goroutine per engine is the
-// intended use; spreading one engine over several cores would serialize
-// them on that mutex.
+// An Engine is safe for concurrent use, and several queues may translate on
+// one engine at once: packets of established flows are translated without
+// a lock (fast.go: atomic loads of the index and the flow record, a CAS on
+// the record's deadline word when the deadline moves by more than its
+// slack). Everything that changes the table (new flows, TCP state changes,
+// the first UDP reply, fragments, ICMP errors, drops, expiry, snapshots,
+// configuration) takes the engine's mutex; a Translate call takes it at
+// most once, at its first packet that needs it.
 package nat
