@@ -39,12 +39,9 @@ type pass struct {
 	hairpin uint64 // of which hairpinned
 }
 
-// packet translates one parsed packet: without the lock if fast allows, else
-// with it (taken on first need and held to the end of the call).
-func (e *Engine) packet(from Side, p *Packet, m *meta, now int64, ps *pass) {
-	if m.kind == kindFlow && e.fast(from, p, m, now, ps) {
-		return
-	}
+// slow translates one parsed packet that fast did not (or could not): with
+// the lock, taken on first need and held to the end of the Translate call.
+func (e *Engine) slow(from Side, p *Packet, m *meta, now int64, ps *pass) {
 	if !ps.locked {
 		e.mu.Lock()
 		ps.locked = true
@@ -85,7 +82,7 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 	}
 	t := &e.tab
 	ix := ps.ix
-	k0, k1 := m.key.words()
+	k0, k1 := m.w0, m.w1
 	h := m.hash
 	tag := h & 0xffffffff
 	j := h & ix.mask

@@ -76,6 +76,11 @@ func (a addr) netip() netip.Addr {
 // aiming at one probe chain of the index.
 func (k *flowKey) hash(s *[6]uint64) uint64 {
 	w0, w1 := k.words()
+	return hashWords(w0, w1, s)
+}
+
+// hashWords is hash of the key with words w0, w1.
+func hashWords(w0, w1 uint64, s *[6]uint64) uint64 {
 	return mum(mum(w0^s[0], w1^s[1])^s[2], s[3])
 }
 

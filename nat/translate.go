@@ -16,6 +16,8 @@ const (
 // meta is what parse learns about one packet of a batch.
 type meta struct {
 	key   flowKey
+	w0    uint64 // key.words()
+	w1    uint64
 	hash  uint64
 	ref   ref
 	l4    uint16 // offset of the transport header
@@ -55,7 +57,8 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 	for i := range pkts {
 		m := &sc[i]
 		m.kind = e.parse(from, &pkts[i], m)
-		m.hash = m.key.hash(&t.seed)
+		m.w0, m.w1 = m.key.words()
+		m.hash = hashWords(m.w0, m.w1, &t.seed)
 	}
 	// Touch every packet's home slot: independent loads, many misses in
 	// flight.
@@ -98,7 +101,9 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 		e.sinkHit.Add(1)
 	}
 	for i := range pkts {
-		e.packet(from, &pkts[i], &sc[i], now, ps)
+		if sc[i].kind != kindFlow || !e.fast(from, &pkts[i], &sc[i], now, ps) {
+			e.slow(from, &pkts[i], &sc[i], now, ps)
+		}
 	}
 }
 
@@ -117,11 +122,15 @@ func (e *Engine) translateSerial(from Side, pkts []Packet, now int64, ps *pass) 
 	for i := range pkts {
 		p := &pkts[i]
 		m.kind = e.parse(from, p, &m)
-		if m.kind == kindFlow {
-			m.hash = m.key.hash(&e.tab.seed)
-		}
 		m.ref = 0
-		e.packet(from, p, &m, now, ps)
+		if m.kind == kindFlow {
+			m.w0, m.w1 = m.key.words()
+			m.hash = hashWords(m.w0, m.w1, &e.tab.seed)
+			if e.fast(from, p, &m, now, ps) {
+				continue
+			}
+		}
+		e.slow(from, p, &m, now, ps)
 	}
 }
 
@@ -281,24 +290,25 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 // for the addresses, dp for the ports).
 func rewrite(p *Packet, m *meta, o0, o1 uint64, da, dp uint16) {
 	b := p.Buf
-	nk := keyOf(o0, o1)
-	binary.BigEndian.PutUint32(b[12:], nk.Dst.v4())
-	binary.BigEndian.PutUint32(b[16:], nk.Src.v4())
+	// The fields of keyOf(o0, o1), without building the key.
+	src, dst, sport, dport := uint32(o0>>32), uint32(o0), uint16(o1), uint16(o1>>16)
+	binary.BigEndian.PutUint32(b[12:], dst)
+	binary.BigEndian.PutUint32(b[16:], src)
 	put16(b[10:], adjust(be16(b[10:]), da))
 	l := b[m.l4:]
 	partial := p.Flags&(CsumPartial|GSO) != 0
 	switch m.key.Proto {
 	case TCP:
-		put16(l, nk.DstPort)
-		put16(l[2:], nk.SrcPort)
+		put16(l, dport)
+		put16(l[2:], sport)
 		if partial {
 			put16(l[16:], add(be16(l[16:]), da))
 		} else {
 			put16(l[16:], adjust(be16(l[16:]), add(da, dp)))
 		}
 	case UDP:
-		put16(l, nk.DstPort)
-		put16(l[2:], nk.SrcPort)
+		put16(l, dport)
+		put16(l[2:], sport)
 		if partial {
 			put16(l[6:], add(be16(l[6:]), da))
 		} else if c := be16(l[6:]); c != 0 {
@@ -312,9 +322,9 @@ func rewrite(p *Packet, m *meta, o0, o1 uint64, da, dp uint16) {
 		}
 	case ICMP:
 		if m.echo {
-			put16(l[4:], nk.DstPort)
+			put16(l[4:], dport)
 		} else {
-			put16(l[4:], nk.SrcPort)
+			put16(l[4:], sport)
 		}
 		if !partial {
 			put16(l[2:], adjust(be16(l[2:]), dp))
