@@ -189,8 +189,8 @@ func TestFastRefreshSlack(t *testing.T) {
 		step time.Duration
 		want time.Duration // Expires - t0 after the packet
 	}{
-		{500 * time.Millisecond, to},                  // moves it by 0.5 s: kept
-		{500 * time.Millisecond, to},                  // by 1 s: kept (not more than the slack)
+		{500 * time.Millisecond, to},                   // moves it by 0.5 s: kept
+		{500 * time.Millisecond, to},                   // by 1 s: kept (not more than the slack)
 		{time.Millisecond, 1001*time.Millisecond + to}, // by 1.001 s: moved
 	} {
 		clk.Advance(c.step)
@@ -198,7 +198,7 @@ func TestFastRefreshSlack(t *testing.T) {
 		require.Equal(t, t0.Add(c.want), flowOf(t, e, 77).Expires, "after %v", clk.Now().Sub(t0))
 	}
 	// Idle from now: it lives until that deadline, not a nanosecond longer.
-	clk.Advance(t0.Add(1001*time.Millisecond + to).Sub(clk.Now()) - time.Nanosecond)
+	clk.Advance(t0.Add(1001*time.Millisecond+to).Sub(clk.Now()) - time.Nanosecond)
 	require.Zero(t, e.Expire(), "one ns before the deadline")
 	clk.Advance(time.Nanosecond)
 	require.Equal(t, 1, e.Expire(), "at the deadline")
