@@ -1,0 +1,43 @@
+#!/bin/bash
+# latency.sh - one frame in flight (test/load BenchmarkPingPong): vhost-arcnet built at OLD_REV
+# against the working tree, interleaved round by round, and DPDK's net_vhost (dpdk-testpmd,
+# root) in the same rounds; prints every run, then the median per case of each metric over
+# the rounds with min..max. Usage: bench/latency.sh [OLD_REV [ROUNDS [BENCHTIME]]]
+# (defaults: main, 5, 3000x). One test binary (the working tree's) drives both backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+old=${1:-main}
+rounds=${2:-5}
+benchtime=${3:-3000x}
+tmp=$(mktemp -d)
+trap 'git worktree remove --force "$tmp/old" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
+git worktree add -q --detach "$tmp/old" "$old"
+(cd "$tmp/old" && go build -o "$tmp/arcnet-old" ./cmd/vhost-arcnet)
+go build -o "$tmp/arcnet-new" ./cmd/vhost-arcnet
+go test -c -o "$tmp/load.test" ./test/load/
+echo "old: $(git rev-parse --short "$old") new: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty)"
+run() { # label bench-regex [ARCNET_BIN]
+	local label=$1 re=$2 bin=${3:-}
+	(cd test/load && ARCNET_BIN=$bin "$tmp/load.test" -test.run '^$' -test.bench "$re" \
+		-test.benchtime "$benchtime") 2>&1 | grep '^Benchmark' |
+		sed "s/^BenchmarkPingPong\//$label load=$(cut -d' ' -f1 /proc/loadavg) /" | tee -a "$tmp/all"
+}
+for r in $(seq "$rounds"); do
+	echo "# round $r"
+	run old 'PingPong/(loopback|switch)/' "$tmp/arcnet-old"
+	run new 'PingPong/(loopback|switch)/' "$tmp/arcnet-new"
+	run dpdk 'PingPong/dpdk/'
+done
+echo "# medians over $rounds rounds (min..max)"
+awk '
+	BEGIN { nm = split("rtt-p50-us rtt-p99-us rtt-p99.9-us kicks/rtt be-cpu-us/rtt", order, " ") }
+	{ key = $1 " " $3; keys[key] = 1
+	  for (i = 5; i < NF; i += 2) { m = $(i + 1); k = key SUBSEP m; n[k]++; v[k, n[k]] = $i; } }
+	function med(k,    i, j, t, a, c) {
+		c = n[k]; for (i = 1; i <= c; i++) a[i] = v[k, i]
+		for (i = 2; i <= c; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+		return sprintf("%s (%s..%s)", (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2, a[1], a[c])
+	}
+	END { for (key in keys) { line = key
+		for (i = 1; i <= nm; i++) { m = order[i]; if ((key SUBSEP m) in n) line = line "  " m "=" med(key SUBSEP m) }
+		print line } }' "$tmp/all" | sort -k2,2 -k1,1
