@@ -390,6 +390,7 @@ func txFrame(c *virtio.Chain, hdrLen int, off offloads, f *Frame, segs *[][]byte
 	f.Hdr.Decode(raw[:])
 	f.Hdr.NumBuffers = 0
 	f.Segs = s
+	f.flowSet = false // learn sets it
 	f.Len = total - hdrLen
 	return off.validTX(&f.Hdr, f.Len)
 }

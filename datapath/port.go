@@ -25,6 +25,15 @@ type Frame struct {
 	// goroutine sends per queue. A guest port does not deliver by it: it
 	// picks each frame's receive queue by flow (steer.go).
 	Queue uint16
+
+	// flow is the frame's flow hash (flowhash.go, keyed with flowSeed)
+	// when flowSet: a guest port's transmit worker that hashed the frame
+	// to learn its steering hands the hash on, and a receiving guest port
+	// (through the switch or the loopback, which change no address) does
+	// not hash the same headers again. Frames made outside the package
+	// never carry one.
+	flow    uint32
+	flowSet bool
 }
 
 // Port is one attachment point of the datapath: a guest, an uplink, the

@@ -17,6 +17,10 @@ import (
 // the specified receiveq1…receiveqn." (§5.1.6.4 "Processing of Incoming
 // Packets" then applies per receive queue.)
 //
+// Every port keys the hash with the process's flowSeed, so the hash a
+// transmit worker computes to learn travels with the frame (Frame.flow)
+// through the switch or the loopback and the receiving port reuses it.
+//
 // A port with more than one queue pair keeps a steering table, as Linux's
 // tun does for its queues (drivers/net/tun.c, "flow table"): flowHash
 // (flowhash.go, symmetric, so a flow's replies hash like its requests)
@@ -61,10 +65,24 @@ type steering struct {
 	next [MaxQueuePairs]uint8
 }
 
-func newSteering() *steering {
+// flowSeed keys the flow hash of every port of the process, so that a
+// hash computed by the sending port serves the receiving one (Frame.flow).
+// It is random: a remote sender cannot aim its flows at one queue pair.
+var flowSeed = func() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail (Go 1.24+)
-	return &steering{seed: binary.LittleEndian.Uint64(b[:])}
+	return binary.LittleEndian.Uint64(b[:])
+}()
+
+func newSteering() *steering { return &steering{seed: flowSeed} }
+
+// hashOf returns f's flow hash under s's seed, the one f carries if it
+// was made with the same.
+func (s *steering) hashOf(f *Frame) uint32 {
+	if f.flowSet && s.seed == flowSeed {
+		return f.flow
+	}
+	return flowHash(f.Segs, s.seed)
 }
 
 // bucket returns the entries a flow with hash h may be in.
@@ -80,6 +98,7 @@ func (s *steering) bucket(h uint32) []atomic.Uint64 {
 func (s *steering) learn(qp uint16, frames []Frame) {
 	for i := range frames {
 		h := flowHash(frames[i].Segs, s.seed)
+		frames[i].flow, frames[i].flowSet = h, s.seed == flowSeed
 		want := uint64(h)<<32 | uint64(qp+1)
 		b := s.bucket(h)
 		free := -1
@@ -149,7 +168,7 @@ func (p *GuestPort) runningRX() runningPairs {
 // pairFor returns the queue pair frame f goes to among the running ones
 // (rp.n > 0).
 func (s *steering) pairFor(f *Frame, rp *runningPairs) uint8 {
-	h := flowHash(f.Segs, s.seed)
+	h := s.hashOf(f)
 	if qp, ok := s.lookup(h, rp.mask); ok {
 		return qp
 	}

@@ -331,22 +331,23 @@ func TestSteeringTable(t *testing.T) {
 // its transmit queue (txOnce, whose learning hashes every frame), with one
 // queue pair (no steering) and with two (hashed: no flow learned, every
 // batch split over both receive queues; learned: every flow transmitted
-// on pair 0 before, no split):
+// on pair 0 before, no split; carried: and the frames carry the hash their
+// sender's transmit worker computed, as through the switch or the loopback):
 //
 //	go test -run '^$' -bench Steering -benchtime 2000000x -count 5 ./datapath/
 func BenchmarkSteering(b *testing.B) {
 	for _, c := range []struct {
-		name  string
-		pairs int
-		learn bool
-	}{{"pairs=1", 1, false}, {"pairs=2/hashed", 2, false}, {"pairs=2/learned", 2, true}} {
-		b.Run("send/"+c.name, func(b *testing.B) { benchSteering(b, c.pairs, c.learn, false) })
+		name         string
+		pairs        int
+		learn, carry bool
+	}{{"pairs=1", 1, false, false}, {"pairs=2/hashed", 2, false, false}, {"pairs=2/learned", 2, true, false}, {"pairs=2/carried", 2, true, true}} {
+		b.Run("send/"+c.name, func(b *testing.B) { benchSteering(b, c.pairs, c.learn, c.carry, false) })
 	}
-	b.Run("transmit/pairs=1", func(b *testing.B) { benchSteering(b, 1, false, true) })
-	b.Run("transmit/pairs=2", func(b *testing.B) { benchSteering(b, 2, false, true) })
+	b.Run("transmit/pairs=1", func(b *testing.B) { benchSteering(b, 1, false, false, true) })
+	b.Run("transmit/pairs=2", func(b *testing.B) { benchSteering(b, 2, false, false, true) })
 }
 
-func benchSteering(b *testing.B, pairs int, learn, transmit bool) {
+func benchSteering(b *testing.B, pairs int, learn, carry, transmit bool) {
 	r := newMQRig(b, pairs)
 	p := r.port
 	p.SetPeer(&nullPort{})
@@ -362,6 +363,7 @@ func benchSteering(b *testing.B, pairs int, learn, transmit bool) {
 		all[i] = frameOf(f)
 		if learn {
 			p.steer.learn(0, all[i:i+1])
+			all[i].flowSet = carry // the hash learn computed, handed on
 		}
 	}
 	tb := newTxBatch(r.txq[0])
@@ -422,4 +424,23 @@ func TestGuestPortSteersLongBatch(t *testing.T) {
 	require.NotZero(t, got[0])
 	require.NotZero(t, got[1])
 	require.EqualValues(t, n, r.port.Stats().TxPackets.Load())
+}
+
+// TestSteeringCarriesHash: learn leaves each frame's hash on it, and a port
+// keyed like the sender reuses it; one keyed otherwise does not.
+func TestSteeringCarriesHash(t *testing.T) {
+	s := newSteering()
+	fs := []Frame{frameOf(seqFrame(3, 0))}
+	s.learn(1, fs)
+	require.True(t, fs[0].flowSet)
+	require.Equal(t, flowHash(fs[0].Segs, flowSeed), fs[0].flow)
+	require.Equal(t, fs[0].flow, newSteering().hashOf(&fs[0]))
+	other := &steering{seed: flowSeed + 1}
+	require.Equal(t, flowHash(fs[0].Segs, other.seed), other.hashOf(&fs[0]))
+	// A carried hash is what decides: a frame carrying flow 3's hash goes
+	// where flow 3 was learned, whatever its bytes.
+	f := frameOf(seqFrame(4, 0))
+	f.flow, f.flowSet = fs[0].flow, true
+	rp := runningPairs{n: 2, mask: 3, list: [MaxQueuePairs]uint8{0, 1}}
+	require.EqualValues(t, 1, s.pairFor(&f, &rp))
 }

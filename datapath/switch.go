@@ -562,6 +562,7 @@ func (s *Switch) forward(sp *SwitchPort, sc *scratch, ports []*SwitchPort, frame
 		}
 		out := &sc.frames[nf]
 		out.Hdr, out.Segs, out.Len, out.Queue = f.Hdr, sc.segs[nf], total, f.Queue
+		out.flow, out.flowSet = f.flow, f.flowSet // the switch changes no address
 		// Only the checksum and GSO metadata travel (virtio 1.2 §5.1.6.2
 		// gives DATA_VALID and RSC_INFO no meaning on transmit); a
 		// sender must not make a receiver skip checksum validation.
