@@ -18,8 +18,8 @@ import "encoding/binary"
 // the two are added), so the pair a guest transmitted a flow on is found
 // again for that flow's replies (virtio 1.2 §5.1.6.5.6, steer.go) and a
 // loopback's frames with swapped MACs stay on their pair. It is keyed with
-// a per-port seed: a remote sender cannot aim all of a guest's flows at one
-// queue pair on purpose.
+// a random seed of the process (steer.go flowSeed): a remote sender cannot
+// aim all of a guest's flows at one queue pair on purpose.
 //
 // The hash only chooses a queue: a sender that rewrites its frame while it
 // is hashed gets some queue, nothing else.
