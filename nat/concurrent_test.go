@@ -172,9 +172,9 @@ func TestConcurrentTranslate(t *testing.T) {
 	checkRecords(t, e)
 }
 
-// checkRecords checks every flow record against the index: a live one is
-// found under both its keys, a free one is dead (word 0: a packet that
-// raced with its reclaim did not bring it back).
+// checkRecords checks every flow record against the index: a live one
+// (word not 0) is found under both its keys, and their number is Len (a
+// packet that raced with a reclaim did not bring a free record back).
 func checkRecords(t *testing.T, e *Engine) {
 	live := 0
 	for c := range e.tab.chunks {
@@ -182,12 +182,10 @@ func checkRecords(t *testing.T, e *Engine) {
 		for j := range chunk {
 			f := &chunk[j]
 			i := uint32(c<<chunkShift | j)
-			if f.proto() == 0 {
-				require.Zero(t, f.word.Load(), "free record %d has a deadline", i)
-				continue
+			if f.word.Load() == 0 {
+				continue // free
 			}
 			live++
-			require.NotZero(t, f.word.Load(), "live record %d is dead", i)
 			for d := range uint32(2) {
 				k := f.key(d)
 				require.Equal(t, i<<1|d, e.tab.lookup(&k, k.hash(&e.tab.seed)), "record %d direction %d", i, d)

@@ -217,10 +217,10 @@ func (e *Engine) Flows(fn func(FlowInfo) bool) {
 		chunk := e.tab.dir[c].Load()
 		for j := range chunk {
 			f := &chunk[j]
-			k0, k1 := f.key(0), f.key(1)
-			if k0.Proto == 0 {
-				continue
+			if f.word.Load() == 0 {
+				continue // free
 			}
+			k0, k1 := f.key(0), f.key(1)
 			if !fn(FlowInfo{Orig: k0.tuple(), Reply: k1.tuple(), OrigSide: k0.Side,
 				State: f.state, Expires: e.epoch.Add(time.Duration(f.deadline()))}) {
 				return

@@ -67,7 +67,7 @@ const (
 // key returns the key of direction d.
 func (f *flow) key(d uint32) flowKey { return keyOf(f.kw[d][0].Load(), f.kw[d][1].Load()) }
 
-// proto returns the flow's protocol (0: a free record).
+// proto returns the flow's protocol (that of the last flow, in a free record).
 func (f *flow) proto() Proto { return Proto(f.kw[0][1].Load() >> 32) }
 
 // setKeys sets both keys and the checksum deltas of a record that no lookup
@@ -135,7 +135,8 @@ type table struct {
 	cache     []uint64 // direct-mapped: hash high 32 bits << 32 | ref
 	cacheMask uint64
 
-	seed [6]uint64
+	seed    [6]uint64
+	sinkHit int // keeps loads made only to bring lines into the cache
 }
 
 func (t *table) init(limit, cache int, seed [6]uint64) {
@@ -240,14 +241,14 @@ func (t *table) alloc() uint32 {
 	return i
 }
 
-// release returns a flow record (already dead and removed from the index)
-// to the free list. Its keys are zeroed so that stale cache entries and
-// lock-free readers never match: no packet has protocol 0.
+// release returns a flow record (already dead: word 0, and removed from the
+// index and the cache) to the free list. Its keys stay: a lock-free reader
+// that still finds the record rejects it by its word, and a free record is
+// one whose word is 0 (a live flow's deadline is positive). Zeroing them
+// would cost five more locked stores per flow, each a barrier that keeps
+// the next flow's cache misses from overlapping with this one's.
 func (t *table) release(i uint32) {
 	f := t.flow(i)
-	var z flowKey
-	f.setKeys(&z, &z)
-	f.word.Store(0)
 	f.prev, f.slot, f.state, f.flags = 0, 0, 0, 0
 	f.next = t.free
 	*t.coldOf(i) = flowCold{}
@@ -298,11 +299,22 @@ func (t *table) grow() {
 // backward-shift deletion (no tombstones, so probe chains stay short). A
 // lock-free reader probing meanwhile may miss an entry being moved; it then
 // takes the locked path.
+//
+// The index stores are atomic (locked instructions on amd64, barriers), so
+// both home slots are loaded first: their cache misses then overlap instead
+// of the second waiting for the first's store.
 func (t *table) remove(i uint32) {
 	f := t.flow(i)
+	var hs [2]uint64
+	for d := range hs {
+		k := f.key(uint32(d))
+		hs[d] = k.hash(&t.seed)
+	}
+	if t.slots[hs[0]&t.mask]+t.slots[hs[1]&t.mask] == 0x5eed {
+		t.sinkHit++
+	}
 	for d := uint32(0); d < 2; d++ {
-		k := f.key(d)
-		h := k.hash(&t.seed)
+		h := hs[d]
 		if t.cache != nil {
 			c := &t.cache[h&t.cacheMask]
 			if ref(*c) == i<<1|d {
