@@ -326,7 +326,11 @@ func (e *Engine) kill(f *flow, now int64) bool {
 // setDeadline sets f's deadline and its fast class, from its protocol,
 // state and flags as the caller (holding the mutex) left them.
 func (e *Engine) setDeadline(f *flow, dl int64) {
-	f.word.Store(uint64(dl)<<3 | fastClass(f))
+	// A store is a locked instruction; opening a TCP flow sets the same
+	// word twice (open, then tcpTrack on the SYN).
+	if w := uint64(dl)<<3 | fastClass(f); f.word.Load() != w {
+		f.word.Store(w)
+	}
 }
 
 // extend moves f's deadline to dl unless a packet translated without the
