@@ -1,48 +1,17 @@
 package vhostusertest_test
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/arcnet/vhost-arcnet/datapath"
-	"github.com/arcnet/vhost-arcnet/vhostuser"
 	"github.com/arcnet/vhost-arcnet/vhostuser/vhostusertest"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
-
-// mqLoopbackServer is loopbackServer with pairs queue pairs per port.
-func mqLoopbackServer(t *testing.T, pairs int) string {
-	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	srv, err := vhostuser.NewServer(vhostuser.Options{
-		Logger:     log,
-		QueuePairs: pairs,
-		NewDevice: func(vhostuser.SessionInfo) (vhostuser.Device, error) {
-			gp, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: "guest0", QueuePairs: pairs, Logger: log})
-			if err != nil {
-				return nil, err
-			}
-			gp.SetPeer(datapath.NewLoopback("loop", gp))
-			return gp, nil
-		},
-	})
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "s")
-	require.NoError(t, srv.Listen(path))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return path
-}
 
 // udpFrame is an Ethernet/IPv4/UDP frame of 64 bytes from source port
 // sport, with seq in its payload (no checksums: nothing checks them).
@@ -67,7 +36,7 @@ func udpFrame(sport uint16, seq uint32) []byte {
 // (datapath/steer.go).
 func TestFrontendGoroutinePerPair(t *testing.T) {
 	const pairs, flows, rounds = 2, 8, 200
-	path := mqLoopbackServer(t, pairs)
+	path := loopbackServer(t, pairs)
 	f := vhostusertest.New(t, vhostusertest.Options{QueuePairs: pairs, Timeout: 30 * time.Second})
 	require.NoError(t, f.Dial(path))
 	require.NoError(t, f.Negotiate(0))

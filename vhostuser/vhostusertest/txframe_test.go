@@ -18,14 +18,16 @@ import (
 
 // loopbackServer serves vhost-user at a socket in a temporary directory:
 // every connection is a GuestPort whose frames come back to it through a
-// datapath.Loopback (MACs swapped). It returns the socket's path.
-func loopbackServer(t *testing.T) string {
+// datapath.Loopback (MACs swapped), with pairs queue pairs. It returns the
+// socket's path.
+func loopbackServer(t *testing.T, pairs int) string {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	srv, err := vhostuser.NewServer(vhostuser.Options{
-		Logger: log,
+		Logger:     log,
+		QueuePairs: pairs,
 		NewDevice: func(vhostuser.SessionInfo) (vhostuser.Device, error) {
-			gp, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: "guest0", QueuePairs: 1, Logger: log})
+			gp, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: "guest0", QueuePairs: pairs, Logger: log})
 			if err != nil {
 				return nil, err
 			}
@@ -47,7 +49,7 @@ func loopbackServer(t *testing.T) string {
 // several times each, in every layout, with receive buffers that are not
 // zeroed (KeepRxBuffers), and checks every frame comes back whole.
 func TestTxFrame(t *testing.T) {
-	path := loopbackServer(t)
+	path := loopbackServer(t, 1)
 	for _, sz := range []int{60, 1514, 9000} {
 		for _, layout := range []vhostusertest.Layout{vhostusertest.LayoutSplit, vhostusertest.LayoutSingle, vhostusertest.LayoutIndirect} {
 			t.Run(fmt.Sprintf("%dB/layout%d", sz, layout), func(t *testing.T) {
