@@ -241,6 +241,12 @@ func (e *Engine) udpMapping(a addr, port uint16) uint32 {
 			return 0
 		}
 	}
+	return e.addMapping(hp, ext)
+}
+
+// addMapping records the UDP mapping of guest endpoint hp to external port
+// ext (both free) and returns its index.
+func (e *Engine) addMapping(hp hostPort, ext uint16) uint32 {
 	var mi uint32
 	if e.mapFree != 0 {
 		mi = e.mapFree

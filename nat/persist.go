@@ -267,16 +267,7 @@ func (e *Engine) restoreOne(r []byte, now, wall int64) int {
 		case mi == 0 && e.mapByExt[extPort] != 0:
 			return restoreRefused
 		case mi == 0:
-			if e.mapFree != 0 {
-				mi = e.mapFree
-				e.mapFree = e.mappings[mi].refs
-			} else {
-				mi = uint32(len(e.mappings))
-				e.mappings = append(e.mappings, udpMapping{})
-			}
-			e.mappings[mi] = udpMapping{host: hostEP, ext: extPort}
-			e.mapByHost[hostEP] = mi
-			e.mapByExt[extPort] = mi
+			mi = e.addMapping(hostEP, extPort)
 		}
 	}
 
