@@ -345,31 +345,12 @@ func (f *flags) build(template bool) (*config, error) {
 	if len(paths)+len(c.streams)+len(c.dgrams) == 0 && !template {
 		return nil, errors.New("nothing to serve: give at least one --socket PATH, --connect PATH, --listen-stream PATH|ADDR or --listen-dgram PATH")
 	}
-	switch c.leaseFile {
-	case "":
-		// Leases survive a restart by default (a guest keeps its address
-		// and its forwards keep pointing at it): next to the first socket,
-		// a directory vhost-arcnet can write to and that belongs to this
-		// instance.
-		if len(paths) > 0 {
-			c.leaseFile = paths[0] + ".leases"
-		} else if p := c.firstFrameSocketPath(); p != "" {
-			c.leaseFile = p + ".leases"
-		}
-	case "none":
-		c.leaseFile = ""
-	}
-	// NAT flows too, beside the leases (natstate.go).
-	switch c.natStateFile {
-	case "":
-		if len(paths) > 0 {
-			c.natStateFile = paths[0] + ".natflows"
-		} else if p := c.firstFrameSocketPath(); p != "" {
-			c.natStateFile = p + ".natflows"
-		}
-	case "none":
-		c.natStateFile = ""
-	}
+	// Leases survive a restart by default (a guest keeps its address and
+	// its forwards keep pointing at it), and NAT flows too (natstate.go):
+	// next to the first socket, a directory vhost-arcnet can write to and
+	// that belongs to this instance.
+	c.leaseFile = c.stateFile(c.leaseFile, paths, ".leases")
+	c.natStateFile = c.stateFile(c.natStateFile, paths, ".natflows")
 	if name, ok := strings.CutPrefix(c.uplink, "tap:"); ok {
 		c.uplink, c.tapName = "tap", name
 	}
@@ -616,4 +597,21 @@ func checkUplink(kind string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("unknown kind; available: %s", strings.Join(uplinkKinds, ", "))
+}
+
+// stateFile is the path of a state file given as flag value v: "none" is
+// no file, "" the first socket's path (vhost-user, else a unix frame
+// socket) with suffix, or no file when there is none.
+func (c *config) stateFile(v string, paths []string, suffix string) string {
+	switch {
+	case v == "none":
+		return ""
+	case v != "":
+		return v
+	case len(paths) > 0:
+		return paths[0] + suffix
+	case c.firstFrameSocketPath() != "":
+		return c.firstFrameSocketPath() + suffix
+	}
+	return ""
 }
