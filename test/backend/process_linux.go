@@ -111,7 +111,7 @@ func Start(t testing.TB, c Config) *Process {
 	go p.stopOnInterrupt()
 	t.Cleanup(func() {
 		if !p.Exited() {
-			if p.stopping() {
+			if p.stoppingAfterInterrupt() {
 				// Stopping on its own (a Ctrl-C reached it too): a
 				// SIGTERM now would kill it before it removes its TAP
 				// and nftables table.
@@ -167,6 +167,25 @@ func (p *Process) stopping() bool {
 		}
 	}
 	return false
+}
+
+// stoppingAfterInterrupt reports whether the process is stopping on its
+// own. After an interrupt it waits up to interruptGrace for msg=stopping,
+// as stopOnInterrupt does: a Ctrl-C reaches the test binary and the backend
+// at the same moment, so the test can fail and reach its clean-up before the
+// backend's line is read, and a SIGTERM then would be the backend's second
+// signal (CI run of stop 20: TAP and nftables table left behind).
+func (p *Process) stoppingAfterInterrupt() bool {
+	if p.stopping() {
+		return true
+	}
+	select {
+	case <-intr.ch:
+	default:
+		return false
+	}
+	_, _, err := p.waitRecord(isStopping, 0, interruptGrace, false)
+	return err == nil
 }
 
 // waitExit waits up to timeout for the exit, then kills the process by its
