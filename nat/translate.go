@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Packet kinds found by parse.
@@ -34,14 +35,15 @@ func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 
 // translateBatch handles at most maxBatch packets in passes so that the
 // cache misses of different packets overlap: parse and hash every packet;
-// touch every packet's home index slot; walk every packet's probe to the
-// first slot with its tag and touch the flow record it names (or, for a
+// prefetch every packet's home index slot; walk every packet's probe to the
+// first slot with its tag and prefetch the flow record it names (or, for a
 // guest packet that matches nothing, the home slot of the reply key that
 // pickPort tries first); then translate, each packet with its two lines
-// already in cache. Go has no prefetch
-// instruction, but independent loads in a tight loop (results summed into a
-// sink) let the CPU keep many misses in flight; in a loop that also parses,
-// the reorder window holds only one or two packets.
+// already in cache. The prefetches are one assembly loop per pass
+// (prefetch_asm.go): loads in a Go loop kept only about a dozen packets'
+// misses in flight, as many as the reorder buffer holds (1M flows in
+// BenchmarkTranslate). Where there is no assembly, the passes load
+// instead.
 //
 // Nothing here takes the lock: the slots and records are read atomically,
 // and the refs found are only candidates that the last pass checks
@@ -53,22 +55,28 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 		return
 	}
 	var sc batchScratch
+	var addrs [maxBatch]uintptr
 	ix := t.ix.Load()
 	for i := range pkts {
 		m := &sc[i]
 		m.kind = e.parse(from, &pkts[i], m)
 		m.w0, m.w1 = m.key.words()
 		m.hash = hashWords(m.w0, m.w1, &t.seed)
+		addrs[i] = uintptr(unsafe.Pointer(&ix.slots[m.hash&ix.mask]))
 	}
-	// Touch every packet's home slot: independent loads, many misses in
-	// flight.
+	// Every packet's home slot: all misses in flight at once.
 	var sink uint64
-	for i := range pkts {
-		sink += atomic.LoadUint64(&ix.slots[sc[i].hash&ix.mask])
+	if havePrefetch {
+		prefetch(&addrs[0], len(pkts))
+	} else {
+		for i := range pkts {
+			sink += atomic.LoadUint64(&ix.slots[sc[i].hash&ix.mask])
+		}
 	}
 	// Find the first slot of each probe whose tag matches (usually the home
-	// slot or the next, in the line just touched), touch the flow record it
+	// slot or the next, in the line just fetched), fetch the flow record it
 	// names and keep that ref as the packet's candidate.
+	n := 0
 	for i := range pkts {
 		m := &sc[i]
 		m.ref = 0
@@ -84,18 +92,33 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 			}
 			if s>>32 == tag {
 				r := ref(s)
-				sink += t.flow(r >> 1).word.Load()
+				f := t.flow(r >> 1)
+				if havePrefetch {
+					addrs[n] = uintptr(unsafe.Pointer(f))
+					n++
+				} else {
+					sink += f.word.Load()
+				}
 				m.ref = r
 				break
 			}
 		}
 		if m.ref == 0 && from == Guest && m.key.Proto != UDP {
 			// Probably a new flow: pickPort will first try the guest's own
-			// port, so touch the slot of that reply key too.
+			// port, so fetch the slot of that reply key too.
 			k := &m.key
 			r := flowKey{Src: k.Dst, Dst: e.ext, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: Uplink}
-			sink += atomic.LoadUint64(&ix.slots[r.hash(&t.seed)&ix.mask])
+			sl := &ix.slots[r.hash(&t.seed)&ix.mask]
+			if havePrefetch {
+				addrs[n] = uintptr(unsafe.Pointer(sl))
+				n++
+			} else {
+				sink += atomic.LoadUint64(sl)
+			}
 		}
+	}
+	if n > 0 {
+		prefetch(&addrs[0], n)
 	}
 	if sink == 0x5eed {
 		e.sinkHit.Add(1)
