@@ -102,14 +102,15 @@ func freeLoopback(t testing.TB) string {
 // usage is what the test measures of the process from outside.
 type usage struct {
 	RSS, RssAnon    uint64 // bytes (/proc/PID/status VmRSS, RssAnon)
+	Threads         int    // /proc/PID/status Threads (OS threads)
 	FDs             int    // entries of /proc/PID/fd
 	Goroutines      int    // go_goroutines (the scrape's own included)
 	HeapInuse, Heap uint64 // go_memstats_heap_inuse_bytes, go_memstats_heap_alloc_bytes
 }
 
 func (u usage) String() string {
-	return fmt.Sprintf("RSS %.1f MiB (anon %.1f MiB), %d fds, %d goroutines, heap in use %.1f MiB (allocated %.1f MiB)",
-		mib(u.RSS), mib(u.RssAnon), u.FDs, u.Goroutines, mib(u.HeapInuse), mib(u.Heap))
+	return fmt.Sprintf("RSS %.1f MiB (anon %.1f MiB), %d threads, %d fds, %d goroutines, heap in use %.1f MiB (allocated %.1f MiB)",
+		mib(u.RSS), mib(u.RssAnon), u.Threads, u.FDs, u.Goroutines, mib(u.HeapInuse), mib(u.Heap))
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
@@ -129,6 +130,13 @@ func (b *arcnet) usage() (usage, error) {
 		}
 		var dst *uint64
 		switch k {
+		case "Threads":
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return u, fmt.Errorf("/proc/%d/status: %q", pid, l)
+			}
+			u.Threads = n
+			continue
 		case "VmRSS":
 			dst = &u.RSS
 		case "RssAnon":

@@ -43,6 +43,10 @@ func TestMemory(t *testing.T) {
 	t.Logf("%d guests attached: %v", memGuests, attached)
 	t.Logf("per attached guest port: RSS %+.1f KiB, anon %+.1f KiB (VmRSS counts the guest memory pages the backend touched)",
 		perKiB(attached.RSS, idle.RSS, memGuests), perKiB(attached.RssAnon, idle.RssAnon, memGuests))
+	// Each queue worker sleeps in poll(2) on its kick fd on its own OS
+	// thread (vhostuser/notify_linux.go), so threads grow with queues.
+	t.Logf("per attached guest port: %+.2f OS threads (%d idle, %d attached)",
+		float64(attached.Threads-idle.Threads)/memGuests, idle.Threads, attached.Threads)
 
 	// Idle with guests attached: no CPU (the default mode waits on eventfds).
 	const idleFor = 3 * time.Second
