@@ -274,8 +274,10 @@ func newCallFD(fd int) (*callFD, error) {
 // write sends one notification. A full eventfd counter or pipe (EAGAIN)
 // already holds a notification the driver has not consumed, so it is not
 // an error; nor is a frontend that closed its end (EPIPE): the session
-// notices a vanished frontend on its socket.
+// notices a vanished frontend on its socket. It tells virtio.Idle that a
+// driver thread was woken (spinning workers then yield their thread).
 func (c *callFD) write() {
+	virtio.CallSent()
 	for {
 		if _, err := unix.Write(c.fd, callValue[:]); err != unix.EINTR {
 			return

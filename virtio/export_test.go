@@ -2,3 +2,9 @@ package virtio
 
 // NeedEvent exports vring_need_event for tests.
 var NeedEvent = needEvent
+
+// Polite reports whether the spin also yields the OS thread.
+func (w *Idle) Polite() bool { return w.polite }
+
+// SetLastCall moves the time of the last call back by ago.
+func SetLastCall(ago int64) { lastCall.Store(lastCall.Load() - ago) }

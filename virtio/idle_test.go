@@ -67,3 +67,35 @@ func TestIdleSpin(t *testing.T) {
 		})
 	}
 }
+
+// TestIdlePolite: a spin yields the OS thread too only while a call was
+// sent within the last Spin (any device of the process); Poll never does.
+func TestIdlePolite(t *testing.T) {
+	p := newPair(t, 16, virtio.FVersion1|virtio.FEventIdx)
+	bell := &countBell{}
+	const spin = 5 * time.Second // never reached: 16 turns each
+	spinFor := func(idle *virtio.Idle, n int) {
+		for i := 0; i < n; i++ {
+			require.NoError(t, idle.Wait(p.q, bell, nil))
+		}
+		require.Zero(t, bell.waits, "still spinning")
+	}
+
+	virtio.SetLastCall(int64(time.Hour)) // no call lately
+	idle := virtio.Idle{Spin: spin}
+	spinFor(&idle, 16)
+	require.False(t, idle.Polite(), "no call: the spin keeps the thread")
+
+	virtio.CallSent()
+	spinFor(&idle, 16)
+	require.True(t, idle.Polite(), "a call just now: the spin yields the thread")
+
+	virtio.SetLastCall(int64(spin)) // the call is a spin old
+	spinFor(&idle, 16)
+	require.False(t, idle.Polite(), "the call is older than the spin")
+
+	virtio.CallSent()
+	polling := virtio.Idle{Spin: spin, Poll: true}
+	spinFor(&polling, 16)
+	require.False(t, polling.Polite(), "polling never yields the thread")
+}
