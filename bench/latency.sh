@@ -30,7 +30,7 @@ for r in $(seq "$rounds"); do
 done
 echo "# medians over $rounds rounds (min..max)"
 awk '
-	BEGIN { nm = split("rtt-p50-us rtt-p99-us rtt-p99.9-us kicks/rtt be-cpu-us/rtt", order, " ") }
+	BEGIN { nm = split("rtt-p50-us rtt-p99-us rtt-p99.9-us kicks/rtt be-cpu-us/rtt be-wait-us/rtt fe-wait-us/rtt be-busy-threads", order, " ") }
 	{ key = $1 " " $3; keys[key] = 1
 	  for (i = 5; i < NF; i += 2) { m = $(i + 1); k = key SUBSEP m; n[k]++; v[k, n[k]] = $i; } }
 	function med(k,    i, j, t, a, c) {

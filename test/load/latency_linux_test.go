@@ -42,9 +42,15 @@ import (
 // guest taking interrupts). The frontends kick the transmit queue when the
 // backend asks (EVENT_IDX). Reported: rtt-p50-us, rtt-p99-us, rtt-p99.9-us
 // (microseconds), kicks/rtt (transmit kicks the frontends made per round
-// trip: 0 when the backend's workers were awake for every frame) and
+// trip: 0 when the backend's workers were awake for every frame),
 // be-cpu-us/rtt (the backend process's CPU time per round trip, all its
-// threads, from /proc/PID/task/*/schedstat).
+// threads, from /proc/PID/task/*/schedstat), be-wait-us/rtt and
+// fe-wait-us/rtt (the time the backend's threads and the test process's
+// threads were runnable but waited for a CPU, per round trip: crowding,
+// such as woken frontends waiting for spinning workers) and
+// be-busy-threads (how many backend threads were on a CPU at least a tenth
+// of the run: the workers, and any other thread, such as Go's scheduler
+// spinning, that takes a CPU).
 //
 //	go test -run '^$' -bench PingPong -benchtime 3000x ./test/load/
 //
@@ -219,7 +225,9 @@ func pingPong(b *testing.B, be pingBackend, viaSwitch, wait bool) {
 		}
 		return k
 	}
-	k0, cpu0 := kicks(), processCPU(be.pid)
+	k0 := kicks()
+	be0, fe0 := readThreadTimes(be.pid), readThreadTimes(os.Getpid())
+	t0 := time.Now()
 	b.ResetTimer()
 	for range b.N {
 		t0 := time.Now()
@@ -230,14 +238,60 @@ func pingPong(b *testing.B, be pingBackend, viaSwitch, wait bool) {
 		rtt = append(rtt, time.Since(t0))
 	}
 	b.StopTimer()
-	k1, cpu1 := kicks(), processCPU(be.pid)
+	k1 := kicks()
+	be1, fe1 := readThreadTimes(be.pid), readThreadTimes(os.Getpid())
+	wall := time.Since(t0)
 	slices.Sort(rtt)
 	q := func(f float64) float64 { return float64(rtt[min(len(rtt)-1, int(f*float64(len(rtt))))]) / 1e3 }
 	b.ReportMetric(q(0.5), "rtt-p50-us")
 	b.ReportMetric(q(0.99), "rtt-p99-us")
 	b.ReportMetric(q(0.999), "rtt-p99.9-us")
 	b.ReportMetric(float64(k1-k0)/float64(b.N), "kicks/rtt")
-	b.ReportMetric(float64(cpu1-cpu0)/1e3/float64(b.N), "be-cpu-us/rtt")
+	perRTT := func(d time.Duration) float64 { return float64(d) / 1e3 / float64(b.N) }
+	beRun, beWait, busy := be1.since(be0, wall/10)
+	_, feWait, _ := fe1.since(fe0, wall/10)
+	b.ReportMetric(perRTT(beRun), "be-cpu-us/rtt")
+	b.ReportMetric(perRTT(beWait), "be-wait-us/rtt")
+	b.ReportMetric(perRTT(feWait), "fe-wait-us/rtt")
+	b.ReportMetric(float64(busy), "be-busy-threads")
+}
+
+// threadTimes maps each live thread of a process to its on-CPU and
+// run-queue wait times (/proc/PID/task/TID/schedstat).
+type threadTimes map[int][2]time.Duration
+
+func readThreadTimes(pid int) threadTimes {
+	tt := threadTimes{}
+	files, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/schedstat")
+	for _, f := range files {
+		tid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err != nil {
+			continue
+		}
+		buf, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if run, wait, ok := dpdk.ParseSchedstat(string(buf)); ok {
+			tt[tid] = [2]time.Duration{run, wait}
+		}
+	}
+	return tt
+}
+
+// since returns the on-CPU and run-queue wait time the process's threads
+// added since before (threads born since count from 0; threads gone are
+// not counted), and how many threads ran for at least busy of it.
+func (tt threadTimes) since(before threadTimes, busy time.Duration) (run, wait time.Duration, nbusy int) {
+	for tid, t := range tt {
+		r, w := t[0]-before[tid][0], t[1]-before[tid][1]
+		run += r
+		wait += w
+		if r >= busy {
+			nbusy++
+		}
+	}
+	return run, wait, nbusy
 }
 
 // processCPU returns the CPU time process pid's live threads have run
