@@ -60,7 +60,6 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 	for i := range pkts {
 		m := &sc[i]
 		m.kind = e.parse(from, &pkts[i], m)
-		m.w0, m.w1 = m.key.words()
 		m.hash = hashWords(m.w0, m.w1, &t.seed)
 		addrs[i] = uintptr(unsafe.Pointer(&ix.slots[m.hash&ix.mask]))
 	}
@@ -103,10 +102,10 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 				break
 			}
 		}
-		if m.ref == 0 && from == Guest && m.key.Proto != UDP {
+		if m.ref == 0 && from == Guest && Proto(m.w1>>32) != UDP {
 			// Probably a new flow: pickPort will first try the guest's own
 			// port, so fetch the slot of that reply key too.
-			k := &m.key
+			k := keyOf(m.w0, m.w1)
 			r := flowKey{Src: k.Dst, Dst: e.ext, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: Uplink}
 			sl := &ix.slots[r.hash(&t.seed)&ix.mask]
 			if havePrefetch {
@@ -147,7 +146,6 @@ func (e *Engine) translateSerial(from Side, pkts []Packet, now int64, ps *pass) 
 		m.kind = e.parse(from, p, &m)
 		m.ref = 0
 		if m.kind == kindFlow {
-			m.w0, m.w1 = m.key.words()
 			m.hash = hashWords(m.w0, m.w1, &e.tab.seed)
 			if e.fast(from, p, &m, now, ps) {
 				continue
@@ -157,7 +155,8 @@ func (e *Engine) translateSerial(from Side, pkts []Packet, now int64, ps *pass) 
 	}
 }
 
-// parse validates the headers of p, and for kindFlow fills m.key and m.l4.
+// parse validates the headers of p, and for kindFlow sets m.w0 and m.w1 (the
+// packet's flowKey as words: the slow path builds m.key from them) and m.l4.
 // Nothing here trusts a length field beyond what it checked.
 func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 	p.Verdict, p.Reason = Drop, ReasonNone
@@ -194,10 +193,10 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 	}
 	m.first = ff&0x2000 != 0
 	m.l4 = uint16(ihl)
-	k := &m.key
-	k.Src = mapped(b[12:])
-	k.Dst = mapped(b[16:])
-	k.Side = from
+	// The key's words (flowKey.words): source and destination address are
+	// the 8 bytes at 12 as one big-endian integer.
+	m.w0 = binary.BigEndian.Uint64(b[12:])
+	w1 := uint64(from) << 40
 	l := b[ihl:]
 	switch b[9] {
 	case 6:
@@ -205,27 +204,25 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		k.Proto = TCP
-		k.SrcPort, k.DstPort = be16(l), be16(l[2:])
+		m.w1 = w1 | uint64(TCP)<<32 | uint64(be16(l[2:]))<<16 | uint64(be16(l))
 	case 17:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		k.Proto = UDP
-		k.SrcPort, k.DstPort = be16(l), be16(l[2:])
+		m.w1 = w1 | uint64(UDP)<<32 | uint64(be16(l[2:]))<<16 | uint64(be16(l))
 	case 1:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		k.Proto = ICMP
+		w1 |= uint64(ICMP) << 32
 		switch l[0] {
-		case 8: // echo request
-			k.SrcPort, k.DstPort = be16(l[4:]), 0
+		case 8: // echo request: the identifier is the source port
+			m.w1 = w1 | uint64(be16(l[4:]))
 			m.echo = true
-		case 0: // echo reply
-			k.SrcPort, k.DstPort = 0, be16(l[4:])
+		case 0: // echo reply: the identifier is the destination port
+			m.w1 = w1 | uint64(be16(l[4:]))<<16
 			m.echo = false
 		case 3, 11, 12: // destination unreachable, time exceeded, parameter problem
 			if m.first {
@@ -320,7 +317,7 @@ func rewrite(p *Packet, m *meta, o0, o1 uint64, da, dp uint16) {
 	put16(b[10:], adjust(be16(b[10:]), da))
 	l := b[m.l4:]
 	partial := p.Flags&(CsumPartial|GSO) != 0
-	switch m.key.Proto {
+	switch Proto(m.w1 >> 32) {
 	case TCP:
 		put16(l, dport)
 		put16(l[2:], sport)
