@@ -5,7 +5,11 @@
 # figure and the median per benchmark and side of cpu-Mpps (BenchmarkTranslate*)
 # or cpu-flows/s (BenchmarkNewFlows*), the rates per CPU-second of the
 # process. Benchmark files the old commit lacks (bench_churn_test.go) are
-# copied into its tree first, so both sides run the same benchmarks.
+# copied into its tree first, so both sides run the same benchmarks. With
+# NAT_AB_HARNESS=work the work tree's bench_test.go replaces the old one
+# too, so that both sides also use the same packet generator (it lost a
+# division per packet in 2026-12; bench_test.go must compile against the
+# old engine).
 set -eu
 old=$1
 rounds=${2:-5}
@@ -18,8 +22,12 @@ git -C "$top" worktree add --detach "$tmp/old" "$old" >/dev/null 2>&1
 for f in bench_churn_test.go; do
 	[ -e "$tmp/old/nat/$f" ] || cp "$top/nat/$f" "$tmp/old/nat/"
 done
+if [ "${NAT_AB_HARNESS:-}" = work ]; then
+	cp "$top/nat/bench_test.go" "$tmp/old/nat/"
+fi
 (cd "$tmp/old" && go test -c -o "$tmp/old.test" ./nat)
 (cd "$top" && go test -c -o "$tmp/new.test" ./nat)
+echo "# old $old, new: work tree at $(git -C "$top" rev-parse --short HEAD), harness: ${NAT_AB_HARNESS:-own}"
 echo "# load before: $(uptime)"
 for r in $(seq "$rounds"); do
 	for side in old new; do

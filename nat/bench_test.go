@@ -50,12 +50,12 @@ func newBenchGen() *benchGen {
 func (g *benchGen) put(b []byte, j int, from Side, fl uint8) {
 	addr, port := benchGuest(j)
 	if from == Guest {
-		copy(b, g.out[:])
+		*(*[40]byte)(b) = g.out
 		binary.BigEndian.PutUint32(b[12:], addr)
 		binary.BigEndian.PutUint32(b[16:], benchRemote(j))
 		binary.BigEndian.PutUint16(b[20:], port)
 	} else {
-		copy(b, g.in[:])
+		*(*[40]byte)(b) = g.in
 		binary.BigEndian.PutUint32(b[12:], benchRemote(j))
 		binary.BigEndian.PutUint32(b[16:], g.ext)
 		binary.BigEndian.PutUint16(b[20:], 443)
@@ -68,7 +68,7 @@ func (g *benchGen) put(b []byte, j int, from Side, fl uint8) {
 func (g *benchGen) fill(ps []Packet, n int, from Side, fl uint8) {
 	for i := range ps {
 		g.rng = g.rng*6364136223846793005 + 1442695040888963407
-		j := int((g.rng >> 33) % uint64(n))
+		j := int((g.rng >> 32) * uint64(n) >> 32) // in [0, n) without a division
 		ps[i].Buf = ps[i].Buf[:40]
 		g.put(ps[i].Buf, j, from, fl)
 		ps[i].Flags = 0
