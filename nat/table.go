@@ -15,7 +15,10 @@ package nat
 // until it fills): BenchmarkNewFlows reports 104 B/flow on a table of 1M
 // flows, the index included.
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"unsafe"
+)
 
 const (
 	chunkShift = 10
@@ -264,8 +267,7 @@ func (t *table) insert(i uint32) {
 	}
 	f := t.flow(i)
 	for d := uint32(0); d < 2; d++ {
-		k := f.key(d)
-		t.put(k.hash(&t.seed), i<<1|d)
+		t.put(t.hashOf(f, d), i<<1|d)
 	}
 }
 
@@ -295,6 +297,25 @@ func (t *table) grow() {
 	t.setIndex(t.slots)
 }
 
+// hashOf returns the hash of direction d's key of f.
+func (t *table) hashOf(f *flow, d uint32) uint64 {
+	return hashWords(f.kw[d][0].Load(), f.kw[d][1].Load(), &t.seed)
+}
+
+// prefetchSlots starts bringing the home index slots of both directions of
+// f into the cache, for a remove that follows.
+func (t *table) prefetchSlots(f *flow) {
+	a := [2]uintptr{
+		uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 0)&t.mask])),
+		uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 1)&t.mask])),
+	}
+	if havePrefetch {
+		prefetch(&a[0], 2)
+	} else if t.slots[t.hashOf(f, 0)&t.mask]+t.slots[t.hashOf(f, 1)&t.mask] == 0x5eed {
+		t.sinkHit++
+	}
+}
+
 // remove deletes both directions of flow i from the index and the cache, by
 // backward-shift deletion (no tombstones, so probe chains stay short). A
 // lock-free reader probing meanwhile may miss an entry being moved; it then
@@ -305,11 +326,7 @@ func (t *table) grow() {
 // of the second waiting for the first's store.
 func (t *table) remove(i uint32) {
 	f := t.flow(i)
-	var hs [2]uint64
-	for d := range hs {
-		k := f.key(uint32(d))
-		hs[d] = k.hash(&t.seed)
-	}
+	hs := [2]uint64{t.hashOf(f, 0), t.hashOf(f, 1)}
 	if t.slots[hs[0]&t.mask]+t.slots[hs[1]&t.mask] == 0x5eed {
 		t.sinkHit++
 	}

@@ -73,6 +73,9 @@ func (e *Engine) shortened(i uint32, f *flow) {
 	}
 }
 
+// reclaimGroup is the number of flows advance looks at together.
+const reclaimGroup = 32
+
 // advance runs the wheel up to now, doing at most budget units of work (one
 // per slot passed and one per flow looked at), and returns how many flows it
 // reclaimed. With current set, it also reclaims the dead flows of the
@@ -87,6 +90,7 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 		w.cursor = nowTick - wheelSize
 	}
 	n := 0
+	var grp [reclaimGroup]uint32
 	for w.cursor < nowTick {
 		s := w.cursor & wheelMask
 		for w.heads[s] != 0 {
@@ -94,15 +98,29 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 				e.wheelAt.Store(w.cursor)
 				return n
 			}
-			budget--
-			i := w.heads[s]
-			f := e.tab.flow(i)
-			e.unschedule(i, f)
-			if e.kill(f, now) {
-				e.reclaim(i)
-				n++
-			} else {
-				e.schedule(i, f)
+			// Walk the first flows of the slot (each record a cache miss,
+			// one after the other) and start fetching their index slots,
+			// which then arrive while the walk goes on; remove finds them in
+			// the cache.
+			g := 0
+			for i := w.heads[s]; i != 0 && g < len(grp) && g < budget; g++ {
+				f := e.tab.flow(i)
+				e.tab.prefetchSlots(f)
+				grp[g] = i
+				i = f.next
+			}
+			budget -= g
+			// Each is the slot's head in turn: a flow that lives on moves
+			// to a later slot.
+			for _, i := range grp[:g] {
+				f := e.tab.flow(i)
+				e.unschedule(i, f)
+				if e.kill(f, now) {
+					e.reclaim(i)
+					n++
+				} else {
+					e.schedule(i, f)
+				}
 			}
 		}
 		budget--
