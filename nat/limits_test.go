@@ -77,6 +77,42 @@ func TestWheelExpiry(t *testing.T) {
 	require.Equal(t, 1, e.Expire())
 }
 
+// TestWheelGroups: expiry looks at a slot's flows in groups (advance); a
+// slot of 100 flows of which every third was refreshed loses exactly the
+// others, whether Translate reclaims them a few per call or Expire at once,
+// and the refreshed flows keep their translation.
+func TestWheelGroups(t *testing.T) {
+	for _, byTranslate := range []bool{true, false} {
+		e, clk := newEngine(t, func(c *Config) { c.Timeouts.UDP = 10 * time.Second })
+		flow := func(i int) []byte {
+			return pkt{proto: UDP, src: ap(guestA, uint16(10000+i)), dst: ap(remote, 53)}.build()
+		}
+		for i := range 100 {
+			require.NotEqual(t, Drop, one(e, Guest, flow(i), 0).Verdict)
+		}
+		clk.Advance(5 * time.Second)
+		for i := 0; i < 100; i += 3 {
+			require.NotEqual(t, Drop, one(e, Guest, flow(i), 0).Verdict)
+		}
+		clk.Advance(6 * time.Second)
+		if byTranslate {
+			for range 50 {
+				one(e, Guest, []byte{0}, 0) // dropped; each call reclaims a few
+			}
+		} else {
+			require.Equal(t, 66, e.Expire())
+		}
+		require.Equal(t, 34, e.Len())
+		require.Equal(t, uint64(66), e.Stats().Expired)
+		for i := 0; i < 100; i += 3 {
+			p := one(e, Guest, flow(i), 0)
+			require.Equal(t, ToUplink, p.Verdict)
+			require.Equal(t, uint16(10000+i), be16(p.Buf[20:]), "flow %d kept its port", i)
+		}
+		require.Equal(t, uint64(100), e.Stats().Created)
+	}
+}
+
 func TestTCPStates(t *testing.T) {
 	e, clk := newEngine(t, func(c *Config) { c.Timeouts.TCPEstablished = time.Hour })
 	g, r, x := ap(guestA, 7000), ap(remote, 22), ap(extAddr, 7000)
