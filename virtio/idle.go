@@ -143,8 +143,18 @@ var lastCall atomic.Int64
 
 // CallSent records that a device has just sent a used buffer notification
 // to a driver (written its call fd), that is, woken a thread of a guest
-// that slept waiting for it.
-func CallSent() { lastCall.Store(int64(time.Since(epoch))) }
+// that slept waiting for it. It stores at most once a callGrain: the
+// workers of many rings share the word, and a spin is tens of
+// microseconds.
+func CallSent() {
+	now := int64(time.Since(epoch))
+	if now-lastCall.Load() >= int64(callGrain) {
+		lastCall.Store(now)
+	}
+}
+
+// callGrain is how finely lastCall follows the calls.
+const callGrain = time.Microsecond
 
 func lock(mu sync.Locker) {
 	if mu != nil {
