@@ -121,12 +121,10 @@ func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
 		// Fast path: the whole frame goes into one contiguous buffer
 		// (Write checked it is large enough).
 		b := c.In[0].Buf
-		if r.hdrLen == NetHdrSize {
-			hdr.Encode(b)
-		} else {
-			hdr.Encode(r.hdr[:])
-			copy(b, r.hdr[:r.hdrLen])
-		}
+		// Straight into guest memory: encoding into r.hdr and copying
+		// from there would load wide what was just stored narrow (see
+		// NetHdr.Encode).
+		hdr.encodeLen(b, r.hdrLen)
 		off := r.hdrLen
 		for _, p := range payload {
 			off += copy(b[off:], p)
@@ -137,9 +135,22 @@ func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
 		_ = r.q.Push(c.Head, uint32(off)) // head < size: it was popped
 		return
 	}
-	hdr.Encode(r.hdr[:])
 	w := rxWriter{r: r, n: n, c: &r.chains[0], log: r.q.log.Load()}
-	w.write(r.hdr[:r.hdrLen])
+	if in := w.c.In; len(in) > 0 && len(in[0].Buf) >= r.hdrLen {
+		// The header fits the first buffer (as good as always): encode
+		// it in place, as the fast path does.
+		hdr.encodeLen(in[0].Buf, r.hdrLen)
+		if w.log != nil {
+			w.log.Mark(in[0].GPA, uint64(r.hdrLen))
+		}
+		w.written = uint32(r.hdrLen)
+		if w.cur.off = r.hdrLen; w.cur.off == len(in[0].Buf) {
+			w.cur = cursor{seg: 1}
+		}
+	} else {
+		hdr.Encode(r.hdr[:])
+		w.write(r.hdr[:r.hdrLen])
+	}
 	for _, p := range payload {
 		w.write(p)
 	}

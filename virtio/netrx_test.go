@@ -41,6 +41,9 @@ func TestNetRXSingle(t *testing.T) {
 		{"header and data split", virtio.FVersion1, 12, []uint32{12, 1024, 1024}, 2000},
 		{"header split", virtio.FVersion1, 12, []uint32{5, 7, 100}, 60},
 		{"legacy header", 0, 10, []uint32{2048}, 1514},
+		{"legacy header alone in a buffer", 0, 10, []uint32{10, 200}, 150},
+		{"legacy header split", 0, 10, []uint32{4, 6, 200}, 150},
+		{"header in a larger first buffer", virtio.FVersion1, 12, []uint32{40, 100}, 120},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPair(t, 8, tc.features)

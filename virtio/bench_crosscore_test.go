@@ -1,0 +1,97 @@
+package virtio_test
+
+import (
+	"encoding/binary"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+)
+
+// BenchmarkNetRXCrossCore is the backend->frontend path of bench/vs-dpdk.sh
+// (b2f) in one process: the device writes frames into a split receive
+// queue while a driver goroutine on another thread busy-polls the used
+// ring, reads each frame's header (num_buffers, as virtio_user's receive
+// path does) and gives the buffer straight back. Unlike BenchmarkNetRXWrite
+// the buffers, ring entries and used elements move between two CPUs' caches
+// as they do with a real frontend, which is where the 64-byte path spends
+// its time. Queue of 256 buffers of 2 KiB with VIRTIO_NET_F_MRG_RXBUF, as
+// virtio_user's defaults. It needs two CPUs (GOMAXPROCS >= 2) and, being a
+// two-thread race, is as noisy as the machine: compare builds interleaved.
+func BenchmarkNetRXCrossCore(b *testing.B) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		b.Skip("needs GOMAXPROCS >= 2")
+	}
+	for _, tc := range []struct {
+		name     string
+		features uint64
+		frame    int
+	}{
+		{"mergeable/64B", virtio.FVersion1 | virtio.NetFMrgRxbuf, 64},
+		{"single/64B", virtio.FVersion1, 64},
+		{"mergeable/1518B", virtio.FVersion1 | virtio.NetFMrgRxbuf, 1518},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const size, batch = 256, 64
+			p := rawPair(b, size, tc.features, 2048, true)
+			for i := range uint16(size) {
+				p.d.AddHead(i)
+			}
+			p.d.Publish()
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // driver
+				defer wg.Done()
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				sum := 0
+				for !stop.Load() {
+					got := false
+					for {
+						e, ok := p.d.Used()
+						if !ok {
+							break
+						}
+						_, buf := p.d.Slot(int(e.ID))
+						sum += int(binary.LittleEndian.Uint16(buf[10:12]))
+						p.d.AddHead(uint16(e.ID))
+						got = true
+					}
+					if got {
+						p.d.Publish()
+					}
+				}
+				_ = sum
+			}()
+			rx := virtio.NewNetRX(p.q)
+			payload := [][]byte{frame(tc.frame)}
+			p.q.DisableNotify()
+			b.SetBytes(int64(tc.frame))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n := 0; n < b.N; {
+				k := 0
+				for ; k < batch && n+k < b.N; k++ {
+					ok, err := rx.Write(virtio.NetHdr{}, payload)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if !ok {
+						break
+					}
+				}
+				if k > 0 {
+					p.q.Publish()
+					p.q.NeedNotify()
+				}
+				n += k
+			}
+			b.StopTimer()
+			stop.Store(true)
+			wg.Wait()
+		})
+	}
+}
