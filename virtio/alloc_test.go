@@ -86,28 +86,41 @@ func TestAllocsNetRXWrite(t *testing.T) {
 		{"mergeable", virtio.FVersion1 | virtio.NetFMrgRxbuf, 2048, 1},
 		{"mergeable 3 chains", virtio.FVersion1 | virtio.NetFMrgRxbuf, 600, 3},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := rawPair(t, 256, tc.features|virtio.FEventIdx, tc.buf, true)
-			p.q.SetLog(virtio.NewDirtyLog(make([]byte, 4096)))
-			rx := virtio.NewNetRX(p.q)
-			payload := [][]byte{frame(14), frame(1500)}
-			i := uint16(0)
-			allocs := testing.AllocsPerRun(500, func() {
-				for range tc.per {
-					p.d.AddHead(i % 256)
-					i++
-				}
-				p.d.Publish()
-				if ok, err := rx.Write(virtio.NetHdr{}, payload); !ok || err != nil {
-					t.Fatal("write", ok, err)
-				}
-				p.q.Publish()
-				if p.q.LastAvail() != i {
-					t.Fatal("frame took", p.q.LastAvail(), "want", i)
-				}
+		for _, plain := range []bool{false, true} {
+			name := tc.name
+			if plain {
+				name += " plain"
+			}
+			t.Run(name, func(t *testing.T) {
+				p := rawPair(t, 256, tc.features|virtio.FEventIdx, tc.buf, true)
+				p.q.SetLog(virtio.NewDirtyLog(make([]byte, 4096)))
+				rx := virtio.NewNetRX(p.q)
+				payload := [][]byte{frame(14), frame(1500)}
+				i := uint16(0)
+				allocs := testing.AllocsPerRun(500, func() {
+					for range tc.per {
+						p.d.AddHead(i % 256)
+						i++
+					}
+					p.d.Publish()
+					var ok bool
+					var err error
+					if plain {
+						ok, err = rx.WritePlain(payload)
+					} else {
+						ok, err = rx.Write(virtio.NetHdr{}, payload)
+					}
+					if !ok || err != nil {
+						t.Fatal("write", ok, err)
+					}
+					p.q.Publish()
+					if p.q.LastAvail() != i {
+						t.Fatal("frame took", p.q.LastAvail(), "want", i)
+					}
+				})
+				require.Zero(t, allocs)
 			})
-			require.Zero(t, allocs)
-		})
+		}
 	}
 }
 

@@ -1,6 +1,9 @@
 package virtio
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // NetRX writes received frames into a virtio-net receive queue (virtio 1.2
 // §5.1.6.4): one chain per frame, or with VIRTIO_NET_F_MRG_RXBUF as many
@@ -47,6 +50,18 @@ func (r *NetRX) TooBig() bool { return r.short }
 // it looked at are un-popped). A guest error breaks the queue and is
 // returned.
 func (r *NetRX) Write(hdr NetHdr, payload [][]byte) (ok bool, err error) {
+	return r.write(&hdr, payload)
+}
+
+// WritePlain is Write with a header of zeros but num_buffers: a frame
+// without checksum or segmentation metadata, the common case. It stores
+// that header as two constants and reads no NetHdr.
+func (r *NetRX) WritePlain(payload [][]byte) (ok bool, err error) {
+	return r.write(nil, payload)
+}
+
+// write is Write, or WritePlain when hdr is nil. hdr's NumBuffers is set.
+func (r *NetRX) write(hdr *NetHdr, payload [][]byte) (ok bool, err error) {
 	q := r.q
 	r.short = false
 	total := uint64(r.hdrLen)
@@ -66,7 +81,6 @@ func (r *NetRX) Write(hdr NetHdr, payload [][]byte) (ok bool, err error) {
 			r.short = true
 			return false, nil
 		}
-		hdr.NumBuffers = 1
 		r.fill(1, hdr, payload)
 		return true, nil
 	}
@@ -100,7 +114,6 @@ func (r *NetRX) Write(hdr NetHdr, payload [][]byte) (ok bool, err error) {
 		}
 		room += uint64(c.InLen)
 	}
-	hdr.NumBuffers = uint16(n)
 	r.fill(n, hdr, payload)
 	return true, nil
 }
@@ -114,9 +127,10 @@ func (r *NetRX) check(c *Chain) error {
 	return nil
 }
 
-// fill writes hdr and payload across the first n chains of r.chains (room
+// fill writes the header (hdr with num_buffers n, or zeros but num_buffers
+// when hdr is nil) and payload across the first n chains of r.chains (room
 // for all of it was checked) and pushes them.
-func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
+func (r *NetRX) fill(n int, hdr *NetHdr, payload [][]byte) {
 	if c := &r.chains[0]; n == 1 && len(c.In) == 1 {
 		// Fast path: the whole frame goes into one contiguous buffer
 		// (Write checked it is large enough).
@@ -124,7 +138,7 @@ func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
 		// Straight into guest memory: encoding into r.hdr and copying
 		// from there would load wide what was just stored narrow (see
 		// NetHdr.Encode).
-		hdr.encodeLen(b, r.hdrLen)
+		r.header(b, hdr, 1)
 		off := r.hdrLen
 		for _, p := range payload {
 			off += copy(b[off:], p)
@@ -139,7 +153,7 @@ func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
 	if in := w.c.In; len(in) > 0 && len(in[0].Buf) >= r.hdrLen {
 		// The header fits the first buffer (as good as always): encode
 		// it in place, as the fast path does.
-		hdr.encodeLen(in[0].Buf, r.hdrLen)
+		r.header(in[0].Buf, hdr, n)
 		if w.log != nil {
 			w.log.Mark(in[0].GPA, uint64(r.hdrLen))
 		}
@@ -148,7 +162,7 @@ func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
 			w.cur = cursor{seg: 1}
 		}
 	} else {
-		hdr.Encode(r.hdr[:])
+		r.header(r.hdr[:], hdr, n)
 		w.write(r.hdr[:r.hdrLen])
 	}
 	for _, p := range payload {
@@ -159,6 +173,25 @@ func (r *NetRX) fill(n int, hdr NetHdr, payload [][]byte) {
 	for ; w.ci < n; w.ci++ {
 		_ = r.q.Push(r.chains[w.ci].Head, w.written) // head < size: it was popped
 		w.written = 0
+	}
+}
+
+// header writes the r.hdrLen-byte header of a frame in n chains into b:
+// hdr with num_buffers n, or with hdr nil zeros and num_buffers n, stored
+// as constants (two stores). num_buffers: virtio 1.2 §5.1.6.4.1, 1 without
+// VIRTIO_NET_F_MRG_RXBUF; absent from the legacy 10-byte header.
+func (r *NetRX) header(b []byte, hdr *NetHdr, n int) {
+	if hdr != nil {
+		hdr.NumBuffers = uint16(n)
+		hdr.encodeLen(b, r.hdrLen)
+		return
+	}
+	_ = b[NetHdrSizeLegacy-1]
+	binary.LittleEndian.PutUint64(b[0:8], 0)
+	if r.hdrLen == NetHdrSize {
+		binary.LittleEndian.PutUint32(b[8:12], uint32(n)<<16)
+	} else {
+		binary.LittleEndian.PutUint16(b[8:10], 0)
 	}
 }
 

@@ -417,9 +417,9 @@ func (q *Queue) Push(head uint16, written uint32) error {
 		return fmt.Errorf("push head %d out of range (queue size %d): %w", head, q.size, ErrBadChain)
 	}
 	slot := uint32(q.usedIdx&q.mask) * usedElemSize
-	e := q.usedRing[slot : slot+usedElemSize : slot+usedElemSize]
-	binary.LittleEndian.PutUint32(e[0:4], uint32(head))
-	binary.LittleEndian.PutUint32(e[4:8], written)
+	// One 8-byte store of struct virtq_used_elem {le32 id; le32 len}
+	// (the two 4-byte stores compiled to four).
+	binary.LittleEndian.PutUint64(q.usedRing[slot:slot+usedElemSize:slot+usedElemSize], uint64(head)|uint64(written)<<32)
 	q.usedIdx++
 	if l := q.log.Load(); l != nil {
 		l.Mark(q.usedLog+4+uint64(slot), usedElemSize)
