@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // maxBatch is the largest number of packets Translate handles in one pass;
@@ -326,10 +327,11 @@ func (e *Engine) kill(f *flow, now int64) bool {
 // setDeadline sets f's deadline and its fast class, from its protocol,
 // state and flags as the caller (holding the mutex) left them.
 func (e *Engine) setDeadline(f *flow, dl int64) {
-	// A store is a locked instruction; opening a TCP flow sets the same
-	// word twice (open, then tcpTrack on the SYN).
+	// Opening a TCP flow sets the same word twice (open, then tcpTrack on
+	// the SYN). The store is a release (storeRel): the record's keys, set
+	// before, become visible first.
 	if w := uint64(dl)<<3 | fastClass(f); f.word.Load() != w {
-		f.word.Store(w)
+		storeRel((*uint64)(unsafe.Pointer(&f.word)), w)
 	}
 }
 

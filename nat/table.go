@@ -75,19 +75,18 @@ func (f *flow) proto() Proto { return Proto(f.kw[0][1].Load() >> 32) }
 
 // setKeys sets both keys and the checksum deltas of a record that no lookup
 // can return yet (or any more): the caller holds the lock and the record is
-// dead (word 0), so that a packet that raced to it fails its CAS.
+// dead (word 0), so that a packet that raced to it fails its CAS. The stores
+// are releases (storeRel): the word that makes the record live again is
+// stored after them.
 func (f *flow) setKeys(k0, k1 *flowKey) {
 	a0, b0 := k0.words()
 	a1, b1 := k1.words()
-	f.kw[0][0].Store(a0)
-	f.kw[0][1].Store(b0)
-	f.kw[1][0].Store(a1)
-	f.kw[1][1].Store(b1)
+	storeRel4((*uint64)(unsafe.Pointer(&f.kw)), a0, b0, a1, b1)
 	t0 := k1.reverse()
 	t1 := k0.reverse()
 	da0, dp0 := csumDelta(k0, &t0)
 	da1, dp1 := csumDelta(k1, &t1)
-	f.delta.Store(uint64(da0) | uint64(dp0)<<16 | uint64(da1)<<32 | uint64(dp1)<<48)
+	storeRel((*uint64)(unsafe.Pointer(&f.delta)), uint64(da0)|uint64(dp0)<<16|uint64(da1)<<32|uint64(dp1)<<48)
 }
 
 // deltas returns the address and port checksum deltas of direction d.
@@ -240,7 +239,7 @@ func (t *table) alloc() uint32 {
 	t.free = f.next
 	f.next = 0
 	t.n++
-	t.live.Store(int64(t.n))
+	storeRel((*uint64)(unsafe.Pointer(&t.live)), uint64(t.n))
 	return i
 }
 
@@ -257,7 +256,7 @@ func (t *table) release(i uint32) {
 	*t.coldOf(i) = flowCold{}
 	t.free = i
 	t.n--
-	t.live.Store(int64(t.n))
+	storeRel((*uint64)(unsafe.Pointer(&t.live)), uint64(t.n))
 }
 
 // insert adds both directions of flow i to the index.
@@ -274,7 +273,7 @@ func (t *table) insert(i uint32) {
 func (t *table) put(h uint64, r ref) {
 	for j := h & t.mask; ; j = (j + 1) & t.mask {
 		if t.slots[j] == 0 {
-			atomic.StoreUint64(&t.slots[j], h<<32|uint64(r))
+			storeRel(&t.slots[j], h<<32|uint64(r))
 			t.used++
 			return
 		}
@@ -305,12 +304,13 @@ func (t *table) hashOf(f *flow, d uint32) uint64 {
 // prefetchSlots starts bringing the home index slots of both directions of
 // f into the cache, for a remove that follows.
 func (t *table) prefetchSlots(f *flow) {
-	a := [2]uintptr{
-		uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 0)&t.mask])),
-		uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 1)&t.mask])),
-	}
+	a0 := uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 0)&t.mask]))
+	a1 := uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 1)&t.mask]))
+	// and the line after each, where the backward shift usually reads on
+	// (a prefetch past the end of the index is harmless)
+	a := [4]uintptr{a0, a1, a0 + 64, a1 + 64}
 	if havePrefetch {
-		prefetch(&a[0], 2)
+		prefetch(&a[0], 4)
 	} else if t.slots[t.hashOf(f, 0)&t.mask]+t.slots[t.hashOf(f, 1)&t.mask] == 0x5eed {
 		t.sinkHit++
 	}
@@ -321,9 +321,8 @@ func (t *table) prefetchSlots(f *flow) {
 // lock-free reader probing meanwhile may miss an entry being moved; it then
 // takes the locked path.
 //
-// The index stores are atomic (locked instructions on amd64, barriers), so
-// both home slots are loaded first: their cache misses then overlap instead
-// of the second waiting for the first's store.
+// Both home slots are loaded first, so that their cache misses overlap. The
+// index stores are releases (storeRel): a reader sees them in order.
 func (t *table) remove(i uint32) {
 	f := t.flow(i)
 	hs := [2]uint64{t.hashOf(f, 0), t.hashOf(f, 1)}
@@ -346,7 +345,7 @@ func (t *table) remove(i uint32) {
 			}
 			j = (j + 1) & t.mask
 		}
-		atomic.StoreUint64(&t.slots[j], 0)
+		storeRel(&t.slots[j], 0)
 		t.used--
 		// Shift later entries of the run back over the hole when their home
 		// slot is not in (hole, k].
@@ -354,8 +353,8 @@ func (t *table) remove(i uint32) {
 		for k := (j + 1) & t.mask; t.slots[k] != 0; k = (k + 1) & t.mask {
 			home := (t.slots[k] >> 32) & t.mask
 			if (k-home)&t.mask >= (k-hole)&t.mask {
-				atomic.StoreUint64(&t.slots[hole], t.slots[k])
-				atomic.StoreUint64(&t.slots[k], 0)
+				storeRel(&t.slots[hole], t.slots[k])
+				storeRel(&t.slots[k], 0)
 				hole = k
 			}
 		}

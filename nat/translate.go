@@ -40,7 +40,7 @@ func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 // guest packet that matches nothing, the home slot of the reply key that
 // pickPort tries first); then translate, each packet with its two lines
 // already in cache. The prefetches are one assembly loop per pass
-// (prefetch_asm.go): loads in a Go loop kept only about a dozen packets'
+// (asm.go): loads in a Go loop kept only about a dozen packets'
 // misses in flight, as many as the reorder buffer holds (1M flows in
 // BenchmarkTranslate). Where there is no assembly, the passes load
 // instead.
