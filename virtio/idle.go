@@ -130,7 +130,7 @@ func (w *Idle) spinning() bool {
 	if w.n == 1 {
 		w.start = now
 	}
-	w.polite = now-time.Duration(lastCall.Load()) < w.Spin
+	w.polite = now-time.Duration(lastCall.Load()) < w.Spin // SinceCall
 	return now-w.start < w.Spin
 }
 
@@ -151,6 +151,12 @@ func CallSent() {
 	if now-lastCall.Load() >= int64(callGrain) {
 		lastCall.Store(now)
 	}
+}
+
+// SinceCall returns how long ago a device of the process last sent a used
+// buffer notification (CallSent), to within a callGrain.
+func SinceCall() time.Duration {
+	return time.Since(epoch) - time.Duration(lastCall.Load())
 }
 
 // callGrain is how finely lastCall follows the calls.
