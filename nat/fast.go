@@ -26,6 +26,13 @@ import "sync/atomic"
 // been held from step 1 to step 3. When a step fails, the packet takes the
 // locked path, which looks the flow up again.
 //
+// The lock holder writes index slots, the keys and deltas of records that
+// are not live, and the word that makes a record live with release stores
+// (storeRel, asm.go), not sequentially consistent ones: the argument above
+// needs only that a packet which reads a key or delta stored after kill's
+// CAS then also sees that CAS (or a later word) when it loads the word
+// again, which release stores and acquire loads give.
+//
 // The index is read through the pointer the lock holder publishes: a stale
 // one (the index grew), or a probe meeting a backward-shift deletion, can
 // only make a packet miss (locked path) or find a candidate that step 2
