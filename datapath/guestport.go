@@ -249,6 +249,7 @@ type txBatch struct {
 	segs   [MaxBatch][][]byte
 	hdrLen int
 	off    offloads
+	sink   byte // transmit's read-ahead stores what it read here
 }
 
 func (p *GuestPort) runTX(qp uint16, q *virtio.Queue, kick virtio.Doorbell, call virtio.Notifier, w *worker) {
@@ -340,6 +341,17 @@ func newTxBatch(q *virtio.Queue) *txBatch {
 // peer.
 func (p *GuestPort) transmit(qp uint16, b *txBatch, n int) {
 	nf, bytes, bad := 0, 0, 0
+	// Touch every frame's first line (its virtio-net header) in one loop
+	// first, so that the misses on them overlap rather than come one
+	// txFrame at a time (perf, loop-64). Read only: these are the
+	// device-readable buffers.
+	var sink byte
+	for i := 0; i < n; i++ {
+		if out := b.chains[i].Out; len(out) > 0 && len(out[0].Buf) > 0 {
+			sink += out[0].Buf[0]
+		}
+	}
+	b.sink = sink
 	for i := 0; i < n; i++ {
 		f := &b.frames[nf]
 		if !txFrame(&b.chains[i], b.hdrLen, b.off, f, &b.segs[nf]) {
@@ -474,6 +486,10 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 	n, bytes, bad, tooBig := 0, 0, 0, 0
 	reason := DropNoBuffer
 	i := 0
+	// Read the batch's receive descriptors ahead in one loop: taken one
+	// Pop at a time their cache misses did not overlap (perf, loop-64:
+	// half the time in Queue.walk on this queue).
+	r.q.Prefetch(len(frames))
 	for ; i < len(frames); i++ {
 		f := &frames[i]
 		// Most frames carry no offload metadata: skip prepare and its

@@ -162,6 +162,7 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 	require.NoError(t, err)
 	var c virtio.Chain
 	for range 2*int(cfg.Size) + 2 {
+		q.Prefetch(int(cfg.Size)) // reads ahead only: must not change what Pop sees
 		ok, err := q.Pop(&c)
 		if err != nil {
 			require.ErrorIs(t, err, virtio.ErrBroken)
@@ -195,8 +196,13 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 	q.SetLog(virtio.NewDirtyLog(make([]byte, 8)))
 	rx := virtio.NewNetRX(q)
 	payload := [][]byte{make([]byte, 60), make([]byte, 1000)}
-	for range int(cfg.Size) + 1 {
-		ok, err := rx.Write(virtio.NetHdr{}, payload)
+	for i := range int(cfg.Size) + 1 {
+		q.Prefetch(2)
+		write := rx.Write
+		if i%2 == 1 {
+			write = func(_ virtio.NetHdr, p [][]byte) (bool, error) { return rx.WritePlain(p) }
+		}
+		ok, err := write(virtio.NetHdr{}, payload)
 		if err != nil {
 			require.ErrorIs(t, err, virtio.ErrBroken)
 			break
