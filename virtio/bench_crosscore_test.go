@@ -8,17 +8,19 @@ import (
 	"testing"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
 )
 
 // BenchmarkNetRXCrossCore is the backend->frontend path of bench/vs-dpdk.sh
 // (b2f) in one process: the device writes frames into a split receive
 // queue while a driver goroutine on another thread busy-polls the used
 // ring, reads each frame's header (num_buffers, as virtio_user's receive
-// path does) and gives the buffer straight back. Unlike BenchmarkNetRXWrite
+// path does) and gives the buffer straight back, descriptor rewritten. Unlike BenchmarkNetRXWrite
 // the buffers, ring entries and used elements move between two CPUs' caches
 // as they do with a real frontend, which is where the 64-byte path spends
 // its time. Queue of 256 buffers of 2 KiB with VIRTIO_NET_F_MRG_RXBUF, as
-// virtio_user's defaults. It needs two CPUs (GOMAXPROCS >= 2) and, being a
+// virtio_user's defaults. The plain variant writes as GuestPort.deliver
+// does. It needs two CPUs (GOMAXPROCS >= 2) and, being a
 // two-thread race, is as noisy as the machine: compare builds interleaved.
 func BenchmarkNetRXCrossCore(b *testing.B) {
 	if runtime.GOMAXPROCS(0) < 2 {
@@ -28,10 +30,12 @@ func BenchmarkNetRXCrossCore(b *testing.B) {
 		name     string
 		features uint64
 		frame    int
+		plain    bool // WritePlain, as GuestPort.deliver for frames without metadata
 	}{
-		{"mergeable/64B", virtio.FVersion1 | virtio.NetFMrgRxbuf, 64},
-		{"single/64B", virtio.FVersion1, 64},
-		{"mergeable/1518B", virtio.FVersion1 | virtio.NetFMrgRxbuf, 1518},
+		{"mergeable/64B", virtio.FVersion1 | virtio.NetFMrgRxbuf, 64, false},
+		{"mergeable/64B/plain", virtio.FVersion1 | virtio.NetFMrgRxbuf, 64, true},
+		{"single/64B", virtio.FVersion1, 64, false},
+		{"mergeable/1518B", virtio.FVersion1 | virtio.NetFMrgRxbuf, 1518, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			const size, batch = 256, 64
@@ -55,8 +59,11 @@ func BenchmarkNetRXCrossCore(b *testing.B) {
 						if !ok {
 							break
 						}
-						_, buf := p.d.Slot(int(e.ID))
+						gpa, buf := p.d.Slot(int(e.ID))
 						sum += int(binary.LittleEndian.Uint16(buf[10:12]))
+						// Refill as virtio_user and Linux do: the
+						// descriptor is written again, then the ring entry.
+						p.d.WriteDesc(uint16(e.ID), virtiotest.Desc{Addr: gpa, Len: 2048, Flags: virtiotest.DescFWrite})
 						p.d.AddHead(uint16(e.ID))
 						got = true
 					}
@@ -75,7 +82,13 @@ func BenchmarkNetRXCrossCore(b *testing.B) {
 			for n := 0; n < b.N; {
 				k := 0
 				for ; k < batch && n+k < b.N; k++ {
-					ok, err := rx.Write(virtio.NetHdr{}, payload)
+					var ok bool
+					var err error
+					if tc.plain {
+						ok, err = rx.WritePlain(payload)
+					} else {
+						ok, err = rx.Write(virtio.NetHdr{}, payload)
+					}
 					if err != nil {
 						b.Fatal(err)
 					}

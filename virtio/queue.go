@@ -88,7 +88,6 @@ type Queue struct {
 	signalled     uint16 // used->idx at the last NeedNotify (or NewQueue)
 	signalledOK   bool   // a NeedNotify has run: signalled is a notified index
 	scratch       []byte // copy of an indirect table that crosses regions
-	sink          uint32 // Prefetch stores what it read here (so the loads stay)
 
 	// Packed rings only (packed.go).
 	packed     bool
@@ -251,34 +250,6 @@ func (q *Queue) Pop(c *Chain) (ok bool, err error) {
 		q.setAvailEvent(q.lastAvail)
 	}
 	return true, nil
-}
-
-// Prefetch reads ahead, without consuming anything, the avail ring
-// entries and head descriptors of up to k available chains of a split
-// ring, so that the cache misses on them, taken one at a time by the Pops
-// that follow (the driver wrote those lines on its CPU), overlap in one
-// short loop. It only warms the cache: Pop reads and validates everything
-// again, and a head out of range is skipped here. It writes nothing guest
-// visible. Packed rings: a no-op (their descriptors are read in ring
-// order, which the hardware prefetcher follows).
-func (q *Queue) Prefetch(k int) {
-	if q.err != nil || q.packed || k <= 0 {
-		return
-	}
-	// Acquire, as in Pop: the entries below idx were written before it.
-	d := ring.LoadAcquire16(q.availIdx) - q.lastAvail
-	if d > q.size {
-		return // Pop breaks the queue
-	}
-	n := min(uint16(min(k, MaxQueueSize)), d)
-	var sink uint32
-	for i := range n {
-		slot := uint32((q.lastAvail+i)&q.mask) * 2
-		if h := uint32(binary.LittleEndian.Uint16(q.availRing[slot : slot+2])); h < uint32(q.size) {
-			sink += uint32(q.desc[h*descSize])
-		}
-	}
-	q.sink = sink
 }
 
 // walk reads the chain starting at descriptor head into c (virtio 1.2
