@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"sync/atomic"
 	"unsafe"
 )
@@ -309,26 +310,27 @@ func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 // checksum is adjusted by the direction's precomputed RFC 1624 deltas (da
 // for the addresses, dp for the ports).
 func rewrite(p *Packet, m *meta, o0, o1 uint64, da, dp uint16) {
-	b := p.Buf
-	// The fields of keyOf(o0, o1), without building the key.
-	src, dst, sport, dport := uint32(o0>>32), uint32(o0), uint16(o1), uint16(o1>>16)
-	binary.BigEndian.PutUint32(b[12:], dst)
-	binary.BigEndian.PutUint32(b[16:], src)
-	put16(b[10:], adjust(be16(b[10:]), da))
-	l := b[m.l4:]
+	// Fixed-size views of the headers (parse checked their lengths): one
+	// bounds check each instead of one per field.
+	ip := (*[20]byte)(p.Buf)
+	// The fields of keyOf(o0, o1), without building the key: the new
+	// destination and source addresses are o0's halves swapped, one store.
+	sport, dport := uint16(o1), uint16(o1>>16)
+	binary.BigEndian.PutUint64(ip[12:], bits.RotateLeft64(o0, 32))
+	put16(ip[10:], adjust(be16(ip[10:]), da))
 	partial := p.Flags&(CsumPartial|GSO) != 0
 	switch Proto(m.w1 >> 32) {
 	case TCP:
-		put16(l, dport)
-		put16(l[2:], sport)
+		l := (*[18]byte)(p.Buf[m.l4:])
+		binary.BigEndian.PutUint32(l[:], uint32(dport)<<16|uint32(sport))
 		if partial {
 			put16(l[16:], add(be16(l[16:]), da))
 		} else {
 			put16(l[16:], adjust(be16(l[16:]), add(da, dp)))
 		}
 	case UDP:
-		put16(l, dport)
-		put16(l[2:], sport)
+		l := (*[8]byte)(p.Buf[m.l4:])
+		binary.BigEndian.PutUint32(l[:], uint32(dport)<<16|uint32(sport))
 		if partial {
 			put16(l[6:], add(be16(l[6:]), da))
 		} else if c := be16(l[6:]); c != 0 {
@@ -341,6 +343,7 @@ func rewrite(p *Packet, m *meta, o0, o1 uint64, da, dp uint16) {
 			put16(l[6:], c)
 		}
 	case ICMP:
+		l := (*[8]byte)(p.Buf[m.l4:])
 		if m.echo {
 			put16(l[4:], dport)
 		} else {
