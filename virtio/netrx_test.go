@@ -251,14 +251,22 @@ func TestNetRXWritePlain(t *testing.T) {
 		{"legacy split", 0, [][]uint32{{3, 200}}, 64},
 		{"mergeable one chain", virtio.FVersion1 | virtio.NetFMrgRxbuf, [][]uint32{{2048}}, 1514},
 		{"mergeable three chains", virtio.FVersion1 | virtio.NetFMrgRxbuf, [][]uint32{{100}, {100}, {100}}, 250},
+		{"one buffer, event idx", virtio.FVersion1 | virtio.FEventIdx, [][]uint32{{2048}}, 64},
+		{"exact fit", virtio.FVersion1, [][]uint32{{76}}, 64},
+		{"mergeable first chain too small", virtio.FVersion1 | virtio.NetFMrgRxbuf | virtio.FEventIdx, [][]uint32{{40}, {100}}, 64},
+		{"mergeable exact fit", virtio.FVersion1 | virtio.NetFMrgRxbuf, [][]uint32{{76}}, 64},
 		{"packed one buffer", virtio.FVersion1 | virtio.FRingPacked, [][]uint32{{2048}}, 64},
 		{"packed mergeable three chains", virtio.FVersion1 | virtio.FRingPacked | virtio.NetFMrgRxbuf, [][]uint32{{100}, {100}, {100}}, 250},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out [2][]byte
+			var logs [2][]byte
+			var after [2][2]uint16
 			for i, plain := range []bool{false, true} {
 				packed := tc.features&virtio.FRingPacked != 0
 				p := newPair(t, 8, tc.features, virtiotest.DriverOptions{SlotSize: 2048, Packed: packed})
+				logs[i] = make([]byte, 64)
+				p.q.SetLog(virtio.NewDirtyLog(logs[i]))
 				rx := virtio.NewNetRX(p.q)
 				var heads []uint16
 				for _, c := range tc.chains {
@@ -287,8 +295,15 @@ func TestNetRXWritePlain(t *testing.T) {
 				}
 				_, ok = p.d.Used()
 				require.False(t, ok, "every chain used, no more")
+				after[i] = [2]uint16{p.q.LastAvail(), 0}
+				if tc.features&virtio.FEventIdx != 0 && !packed {
+					after[i][1] = p.d.AvailEvent()
+				}
 			}
 			require.Equal(t, out[0], out[1])
+			require.Equal(t, after[0], after[1], "last avail, avail_event")
+			require.Equal(t, logs[0], logs[1], "dirty log")
+			require.NotEqual(t, make([]byte, 64), logs[1], "dirty log marked")
 			hl := virtio.NetHdrLen(tc.features)
 			require.Equal(t, frame(tc.frame), out[1][hl:])
 			var h virtio.NetHdr
@@ -300,6 +315,38 @@ func TestNetRXWritePlain(t *testing.T) {
 				want.NumBuffers = 0
 			}
 			require.Equal(t, want, h)
+		})
+	}
+}
+
+// TestNetRXWritePlainDoesNotFit: a single receive buffer too small for the
+// frame is not taken by WritePlain's one-buffer path either: nothing is
+// consumed, and without VIRTIO_NET_F_MRG_RXBUF the frame is too big.
+func TestNetRXWritePlainDoesNotFit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		features uint64
+		tooBig   bool
+	}{
+		{"single", virtio.FVersion1, true},
+		{"mergeable", virtio.FVersion1 | virtio.NetFMrgRxbuf, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPair(t, 8, tc.features)
+			rx := virtio.NewNetRX(p.q)
+			_, err := p.d.AddIn(75)
+			require.NoError(t, err)
+			p.d.Publish()
+			ok, err := rx.WritePlain([][]byte{frame(64)})
+			require.NoError(t, err)
+			require.False(t, ok)
+			require.Equal(t, tc.tooBig, rx.TooBig())
+			require.Equal(t, uint16(0), p.q.LastAvail())
+			p.q.Publish()
+			require.Equal(t, uint16(0), p.d.UsedIdx())
+			ok, err = rx.WritePlain([][]byte{frame(63)})
+			require.NoError(t, err)
+			require.True(t, ok)
 		})
 	}
 }

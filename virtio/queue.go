@@ -252,6 +252,44 @@ func (q *Queue) Pop(c *Chain) (ok bool, err error) {
 	return true, nil
 }
 
+// peekWritable is Pop's fast path for the common receive chain: the next
+// available chain is one device-writable descriptor (no NEXT, no INDIRECT)
+// whose buffer lies in the region of the last lookup. It returns that
+// buffer, its GPA and the chain's head without consuming the chain (take
+// commits it); ok=false when the chain is anything else, none is cached
+// as available, or the queue is broken or packed: then Pop, which reads and
+// validates everything again, decides. The descriptor is read once and
+// only the copy is used.
+func (q *Queue) peekWritable() (b []byte, gpa uint64, head uint16, ok bool) {
+	if q.lastAvail == q.availCache || q.err != nil || q.packed {
+		return nil, 0, 0, false
+	}
+	slot := uint32(q.lastAvail&q.mask) * 2
+	head = binary.LittleEndian.Uint16(q.availRing[slot : slot+2])
+	if head >= q.size {
+		return nil, 0, 0, false
+	}
+	d := q.desc[uint32(head)*descSize : uint32(head)*descSize+descSize : uint32(head)*descSize+descSize]
+	addr := binary.LittleEndian.Uint64(d[0:8])
+	length := uint64(binary.LittleEndian.Uint32(d[8:12]))
+	if binary.LittleEndian.Uint16(d[12:14]) != descFWrite || length == 0 {
+		return nil, 0, 0, false
+	}
+	r := &q.regions[q.hint]
+	if off := addr - r.gpa; off < r.size && length <= r.size-off {
+		return r.data[off : off+length : off+length], addr, head, true
+	}
+	return nil, 0, 0, false
+}
+
+// take consumes the chain peekWritable returned, as Pop would have.
+func (q *Queue) take() {
+	q.lastAvail++
+	if q.eventIdx && !q.notifyOff {
+		q.setAvailEvent(q.lastAvail)
+	}
+}
+
 // walk reads the chain starting at descriptor head into c (virtio 1.2
 // §2.7.5). Each descriptor is read once, its copy validated and used. The
 // walk is bounded by the number of descriptors of the table it runs in, so
