@@ -13,7 +13,9 @@ package nat
 // slots (16 to 32 bytes with the index between 3/8 and 3/4 full; New sizes
 // it for min(MaxFlows, 1M) flows, so a table below that holds more per flow
 // until it fills): BenchmarkNewFlows reports 104 B/flow on a table of 1M
-// flows, the index included.
+// flows, the index included. Both are advised onto huge pages on Linux
+// (adviseHuge); the records of a table of at least slabChunks chunks' flows
+// come in slabs of slabChunks chunks.
 
 import (
 	"sync/atomic"
@@ -122,8 +124,9 @@ type index struct {
 type table struct {
 	dir  []atomic.Pointer[[chunkSize]flow] // the flow records, by chunk; fixed length, filled as needed
 	cold [][]flowCold
-	free uint32 // head of the free list
-	n    int    // live flows
+	slab [][chunkSize]flow // chunks allocated but not used yet
+	free uint32            // head of the free list
+	n    int               // live flows
 	live atomic.Int64
 	// limit is MaxFlows; chunks counts the chunks allocated.
 	limit  int
@@ -145,7 +148,7 @@ func (t *table) init(limit, cache int, seed [6]uint64) {
 	t.limit = limit
 	t.seed = seed
 	t.dir = make([]atomic.Pointer[[chunkSize]flow], limit>>chunkShift+1)
-	t.setIndex(make([]uint64, indexSlots(min(limit, preallocFlows))))
+	t.setIndex(newSlots(indexSlots(min(limit, preallocFlows))))
 	// Flow 0 is reserved: ref 0 means "none".
 	t.addChunk(1)
 	if cache > 0 {
@@ -177,7 +180,18 @@ func indexSlots(n int) int {
 // addChunk allocates the next chunk of records and puts its records from
 // first on onto the free list.
 func (t *table) addChunk(first int) {
-	c := new([chunkSize]flow)
+	var c *[chunkSize]flow
+	if k := min(slabChunks, len(t.dir)-t.chunks); len(t.slab) == 0 && t.limit >= slabChunks<<chunkShift && k > 1 {
+		// the next k chunks in one allocation, most of it on huge pages
+		t.slab = make([][chunkSize]flow, k)
+		adviseHuge(unsafe.Pointer(&t.slab[0]), unsafe.Sizeof(t.slab[0])*uintptr(k))
+	}
+	if len(t.slab) > 0 {
+		c = &t.slab[0]
+		t.slab = t.slab[1:]
+	} else {
+		c = new([chunkSize]flow)
+	}
 	base := uint32(t.chunks) << chunkShift
 	for i := chunkSize - 1; i >= first; i-- {
 		c[i].next = t.free
@@ -187,6 +201,21 @@ func (t *table) addChunk(first int) {
 	t.dir[t.chunks].Store(c)
 	t.chunks++
 }
+
+// newSlots returns a zeroed index of n slots, advised onto huge pages
+// (adviseHuge): lookups reach it at random.
+func newSlots(n int) []uint64 {
+	s := make([]uint64, n)
+	adviseHuge(unsafe.Pointer(&s[0]), uintptr(n)*8)
+	return s
+}
+
+// slabChunks is the number of chunks a table of at least that many chunks'
+// flows allocates at once (fewer for the last ones MaxFlows allows): 4 MiB,
+// so that at least 2 MiB of it are one aligned huge page (adviseHuge). A
+// table holds up to slabChunks-1 chunks it does not use yet (under 4 MiB,
+// untouched until used).
+const slabChunks = 64
 
 func (t *table) setIndex(s []uint64) {
 	t.slots = s
@@ -291,7 +320,7 @@ func (t *table) put(h uint64, r ref) {
 // filled before lock-free readers see it.
 func (t *table) grow() {
 	old := t.slots
-	t.slots = make([]uint64, 2*len(old))
+	t.slots = newSlots(2 * len(old))
 	t.mask = uint64(len(t.slots) - 1)
 	t.used = 0
 	for _, s := range old {
