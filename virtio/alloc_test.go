@@ -103,13 +103,7 @@ func TestAllocsNetRXWrite(t *testing.T) {
 						i++
 					}
 					p.d.Publish()
-					var ok bool
-					var err error
-					if plain {
-						ok, err = rx.WritePlain(payload)
-					} else {
-						ok, err = rx.Write(virtio.NetHdr{}, payload)
-					}
+					ok, err := writeZeroHdr(rx, plain, payload)
 					if !ok || err != nil {
 						t.Fatal("write", ok, err)
 					}

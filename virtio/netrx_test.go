@@ -233,6 +233,15 @@ func TestNetRXHostile(t *testing.T) {
 	}
 }
 
+// writeZeroHdr writes payload with a header of zeros: by WritePlain if
+// plain, else by Write (the two must write the same).
+func writeZeroHdr(rx *virtio.NetRX, plain bool, payload [][]byte) (bool, error) {
+	if plain {
+		return rx.WritePlain(payload)
+	}
+	return rx.Write(virtio.NetHdr{}, payload)
+}
+
 // TestNetRXWritePlain checks that WritePlain writes exactly what Write
 // writes with a header of zeros (num_buffers aside, which both set), in
 // every layout of the header: one buffer, header alone, header split,
@@ -276,13 +285,7 @@ func TestNetRXWritePlain(t *testing.T) {
 				}
 				p.d.Publish()
 				payload := split(frame(tc.frame), 50)
-				var ok bool
-				var err error
-				if plain {
-					ok, err = rx.WritePlain(payload)
-				} else {
-					ok, err = rx.Write(virtio.NetHdr{}, payload)
-				}
+				ok, err := writeZeroHdr(rx, plain, payload)
 				require.NoError(t, err)
 				require.True(t, ok)
 				p.q.Publish()
