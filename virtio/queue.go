@@ -242,8 +242,10 @@ func (q *Queue) Pop(c *Chain) (ok bool, err error) {
 	if head >= q.size {
 		return false, q.brk(fmt.Errorf("avail ring entry %d: head %d out of range (queue size %d): %w", q.lastAvail, head, q.size, ErrBadChain))
 	}
-	if err := q.walk(c, head); err != nil {
-		return false, q.brk(fmt.Errorf("chain at head %d: %w", head, err))
+	if !q.oneReadable(c, head) {
+		if err := q.walk(c, head); err != nil {
+			return false, q.brk(fmt.Errorf("chain at head %d: %w", head, err))
+		}
 	}
 	q.lastAvail++
 	if q.eventIdx && !q.notifyOff {
@@ -280,6 +282,32 @@ func (q *Queue) peekWritable() (b []byte, gpa uint64, head uint16, ok bool) {
 		return r.data[off : off+length : off+length], addr, head, true
 	}
 	return nil, 0, 0, false
+}
+
+// oneReadable is walk's fast path for the common transmit chain: head is
+// one device-readable descriptor (flags 0: no NEXT, WRITE or INDIRECT) of
+// non-zero length whose buffer lies in the region of the last lookup. It
+// fills c as walk would and reports true; for anything else it leaves the
+// chain to walk, which reads and validates the descriptor again, and
+// reports false. The descriptor is read once and only the copy is used.
+func (q *Queue) oneReadable(c *Chain, head uint16) bool {
+	d := q.desc[uint32(head)*descSize : uint32(head)*descSize+descSize : uint32(head)*descSize+descSize]
+	addr := binary.LittleEndian.Uint64(d[0:8])
+	length := binary.LittleEndian.Uint32(d[8:12])
+	if binary.LittleEndian.Uint16(d[12:14]) != 0 || length == 0 {
+		return false
+	}
+	r := &q.regions[q.hint]
+	off := addr - r.gpa
+	if off >= r.size || uint64(length) > r.size-off {
+		return false
+	}
+	end := off + uint64(length)
+	c.Head = head
+	c.Out = append(c.Out[:0], Segment{Buf: r.data[off:end:end], GPA: addr})
+	c.In = c.In[:0]
+	c.OutLen, c.InLen = length, 0
+	return true
 }
 
 // take consumes the chain peekWritable returned, as Pop would have.
