@@ -384,6 +384,27 @@ func txFrame(c *virtio.Chain, hdrLen int, off offloads, f *Frame, segs *[][]byte
 	if total < hdrLen+minFrameLen || total > hdrLen+maxFrameLen {
 		return false
 	}
+	if len(c.Out) == 1 && hdrLen == virtio.NetHdrSize {
+		// The common chain, one buffer: decode the header straight from
+		// it (each byte read once into f.Hdr, which alone is validated)
+		// instead of copying it first.
+		buf := c.Out[0].Buf
+		f.Hdr.Decode(buf)
+		*segs = append((*segs)[:0], buf[hdrLen:])
+		f.Segs = *segs
+	} else {
+		txSegs(c, hdrLen, f, segs)
+	}
+	f.Hdr.NumBuffers = 0
+	f.flowSet = false // learn sets it
+	f.Len = total - hdrLen
+	return off.validTX(&f.Hdr, f.Len)
+}
+
+// txSegs is txFrame for any chain: it gathers the header from the first
+// segments into a copy and decodes it into f.Hdr, and points f.Segs at the
+// frame bytes after it.
+func txSegs(c *virtio.Chain, hdrLen int, f *Frame, segs *[][]byte) {
 	var raw [virtio.NetHdrSize]byte
 	skip := hdrLen
 	s := (*segs)[:0]
@@ -400,11 +421,7 @@ func txFrame(c *virtio.Chain, hdrLen int, off offloads, f *Frame, segs *[][]byte
 	}
 	*segs = s
 	f.Hdr.Decode(raw[:])
-	f.Hdr.NumBuffers = 0
 	f.Segs = s
-	f.flowSet = false // learn sets it
-	f.Len = total - hdrLen
-	return off.validTX(&f.Hdr, f.Len)
 }
 
 // Send writes frames into the guest's receive queues: with one queue pair
