@@ -76,15 +76,25 @@ func (r *NetRX) write(hdr *NetHdr, payload [][]byte) (ok bool, err error) {
 		// lets more frames' misses be in flight (perf, b2f-64).
 		if b, gpa, head, ok := q.peekWritable(); ok && uint64(len(b)) >= total {
 			q.take()
-			r.header(b, nil, 1)
+			// The header of zeros but num_buffers 1, as header stores it
+			// (len(b) >= total >= r.hdrLen >= 10), here in line.
+			binary.LittleEndian.PutUint64(b[0:8], 0)
+			if r.hdrLen == NetHdrSize {
+				binary.LittleEndian.PutUint32(b[8:12], 1<<16)
+			} else {
+				binary.LittleEndian.PutUint16(b[8:10], 0)
+			}
 			off := r.hdrLen
 			for _, p := range payload {
 				off += copy(b[off:], p)
 			}
+			// Push, in line: a split queue, not broken, head < size
+			// (checked by peekWritable).
+			slot := q.putUsed(head, uint32(off))
 			if l := q.log.Load(); l != nil {
 				l.Mark(gpa, uint64(off))
+				l.markUsed(q, slot)
 			}
-			_ = q.Push(head, uint32(off)) // head < size: checked by peekWritable
 			return true, nil
 		}
 	}

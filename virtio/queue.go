@@ -482,15 +482,29 @@ func (q *Queue) Push(head uint16, written uint32) error {
 	if head >= q.size {
 		return fmt.Errorf("push head %d out of range (queue size %d): %w", head, q.size, ErrBadChain)
 	}
-	slot := uint32(q.usedIdx&q.mask) * usedElemSize
+	slot := q.putUsed(head, written)
+	if l := q.log.Load(); l != nil {
+		l.markUsed(q, slot)
+	}
+	return nil
+}
+
+// putUsed is Push on a split queue that is not broken, for a head below
+// the queue size (the caller checked all three), but for the dirty log:
+// it returns the byte offset of the element in used->ring for markUsed.
+// It is small enough to be inlined.
+func (q *Queue) putUsed(head uint16, written uint32) (slot uint32) {
+	slot = uint32(q.usedIdx&q.mask) * usedElemSize
 	// One 8-byte store of struct virtq_used_elem {le32 id; le32 len}
 	// (the two 4-byte stores compiled to four).
 	binary.LittleEndian.PutUint64(q.usedRing[slot:slot+usedElemSize:slot+usedElemSize], uint64(head)|uint64(written)<<32)
 	q.usedIdx++
-	if l := q.log.Load(); l != nil {
-		l.Mark(q.usedLog+4+uint64(slot), usedElemSize)
-	}
-	return nil
+	return slot
+}
+
+// markUsed marks the used element putUsed stored at slot in l.
+func (l *DirtyLog) markUsed(q *Queue, slot uint32) {
+	l.Mark(q.usedLog+4+uint64(slot), usedElemSize)
 }
 
 // Publish makes every pushed used element visible to the driver with one
