@@ -32,8 +32,13 @@ func (k *flowKey) reverse() flowKey {
 
 // words returns the key as two 64-bit words (the padding excluded).
 func (k *flowKey) words() (uint64, uint64) {
-	return uint64(k.Src)<<32 | uint64(k.Dst),
-		uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Side)<<40
+	return uint64(k.Src)<<32 | uint64(k.Dst), word1(k.Side, k.Proto, k.SrcPort, k.DstPort)
+}
+
+// word1 is the second word of the key with these fields (words; parse
+// builds it straight from the headers).
+func word1(side Side, p Proto, sport, dport uint16) uint64 {
+	return uint64(sport) | uint64(dport)<<16 | uint64(p)<<32 | uint64(side)<<40
 }
 
 // keyOf returns the key whose words are w0, w1.

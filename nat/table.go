@@ -339,14 +339,14 @@ func (t *table) hashOf(f *flow, d uint32) uint64 {
 // prefetchSlots starts bringing the home index slots of both directions of
 // f into the cache, for a remove that follows.
 func (t *table) prefetchSlots(f *flow) {
-	a0 := uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 0)&t.mask]))
-	a1 := uintptr(unsafe.Pointer(&t.slots[t.hashOf(f, 1)&t.mask]))
+	s0, s1 := &t.slots[t.hashOf(f, 0)&t.mask], &t.slots[t.hashOf(f, 1)&t.mask]
+	a0, a1 := uintptr(unsafe.Pointer(s0)), uintptr(unsafe.Pointer(s1))
 	// and the line after each, where the backward shift usually reads on
 	// (a prefetch past the end of the index is harmless)
 	a := [4]uintptr{a0, a1, a0 + 64, a1 + 64}
 	if havePrefetch {
 		prefetch(&a[0], 4)
-	} else if t.slots[t.hashOf(f, 0)&t.mask]+t.slots[t.hashOf(f, 1)&t.mask] == 0x5eed {
+	} else if *s0+*s1 == 0x5eed {
 		t.sinkHit++
 	}
 }

@@ -197,7 +197,6 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 	// The key's words (flowKey.words): source and destination address are
 	// the 8 bytes at 12 as one big-endian integer.
 	m.w0 = binary.BigEndian.Uint64(b[12:])
-	w1 := uint64(from) << 40
 	l := b[ihl:]
 	switch b[9] {
 	case 6:
@@ -205,25 +204,24 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		m.w1 = w1 | uint64(TCP)<<32 | uint64(be16(l[2:]))<<16 | uint64(be16(l))
+		m.w1 = word1(from, TCP, be16(l), be16(l[2:]))
 	case 17:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		m.w1 = w1 | uint64(UDP)<<32 | uint64(be16(l[2:]))<<16 | uint64(be16(l))
+		m.w1 = word1(from, UDP, be16(l), be16(l[2:]))
 	case 1:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		w1 |= uint64(ICMP) << 32
 		switch l[0] {
 		case 8: // echo request: the identifier is the source port
-			m.w1 = w1 | uint64(be16(l[4:]))
+			m.w1 = word1(from, ICMP, be16(l[4:]), 0)
 			m.echo = true
 		case 0: // echo reply: the identifier is the destination port
-			m.w1 = w1 | uint64(be16(l[4:]))<<16
+			m.w1 = word1(from, ICMP, 0, be16(l[4:]))
 			m.echo = false
 		case 3, 11, 12: // destination unreachable, time exceeded, parameter problem
 			if m.first {

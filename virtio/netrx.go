@@ -76,14 +76,7 @@ func (r *NetRX) write(hdr *NetHdr, payload [][]byte) (ok bool, err error) {
 		// lets more frames' misses be in flight (perf, b2f-64).
 		if b, gpa, head, ok := q.peekWritable(); ok && uint64(len(b)) >= total {
 			q.take()
-			// The header of zeros but num_buffers 1, as header stores it
-			// (len(b) >= total >= r.hdrLen >= 10), here in line.
-			binary.LittleEndian.PutUint64(b[0:8], 0)
-			if r.hdrLen == NetHdrSize {
-				binary.LittleEndian.PutUint32(b[8:12], 1<<16)
-			} else {
-				binary.LittleEndian.PutUint16(b[8:10], 0)
-			}
+			plainHeader(b, r.hdrLen, 1) // len(b) >= total >= r.hdrLen
 			off := r.hdrLen
 			for _, p := range payload {
 				off += copy(b[off:], p)
@@ -216,9 +209,17 @@ func (r *NetRX) header(b []byte, hdr *NetHdr, n int) {
 		hdr.encodeLen(b, r.hdrLen)
 		return
 	}
+	plainHeader(b, r.hdrLen, n)
+}
+
+// plainHeader writes the hdrLen-byte header of zeros but num_buffers n into
+// b as two constant-width stores. It is small enough to be inlined: the
+// one-buffer path of write is bound by its stores into guest memory, and a
+// call spilled its arguments (perf, b2f-64).
+func plainHeader(b []byte, hdrLen, n int) {
 	_ = b[NetHdrSizeLegacy-1]
 	binary.LittleEndian.PutUint64(b[0:8], 0)
-	if r.hdrLen == NetHdrSize {
+	if hdrLen == NetHdrSize {
 		binary.LittleEndian.PutUint32(b[8:12], uint32(n)<<16)
 	} else {
 		binary.LittleEndian.PutUint16(b[8:10], 0)
