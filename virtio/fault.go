@@ -219,14 +219,8 @@ func (q *Queue) OnBroken(fn func(error)) { q.onBroken = fn }
 // Mark is a position of a queue's consumption: what Rewind goes back to.
 type Mark struct{ lastAvail, usedIdx uint16 }
 
-// Mark returns the queue's position now. Packed rings: from here to the
-// next Publish or Rewind, Push keeps what it overwrites in the ring, for
-// Rewind.
+// Mark returns the queue's position now.
 func (q *Queue) Mark() Mark {
-	if q.packed {
-		q.marked = true
-		q.undo = q.undo[:0]
-	}
 	return Mark{q.lastAvail, q.usedIdx}
 }
 
@@ -238,13 +232,13 @@ func (q *Queue) Mark() Mark {
 // publishes.
 //
 // Packed rings: Push wrote its used descriptors into the ring, over the
-// available descriptors of the chains it used; Rewind writes those bytes
-// back (Mark started the record), so the chains given back are read again
+// available descriptors of chains it consumed; Rewind writes those back
+// as Pop read them (packed.go), so the chains given back are read again
 // from their descriptors, and the driver, which saw no used descriptor of
 // them (the first one's flags wait for Publish), sees no change.
 func (q *Queue) Rewind(m Mark) {
-	q.lastAvail, q.usedIdx = m.lastAvail, m.usedIdx
 	if q.packed {
-		q.rewindPacked()
+		q.rewindPacked(m.usedIdx)
 	}
+	q.lastAvail, q.usedIdx = m.lastAvail, m.usedIdx
 }

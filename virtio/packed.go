@@ -31,11 +31,17 @@ import (
 // order, so it sees none of the batch before Publish. A used descriptor goes
 // where the device consumed available ones, never past them, so the
 // descriptors of chains popped and not pushed are still there for Unpop to
-// give back. Rewind gives back pushed chains too: Mark starts an undo record
-// of the ring bytes Push overwrites (8 per used descriptor), which Rewind
-// writes back and Publish drops. (Staging used descriptors in backend memory
-// until Publish, as this file first did, cost a second pass over them:
-// BenchmarkPopPush.)
+// give back. Rewind gives back pushed chains too: Pop keeps a shadow of the
+// ring bytes a used descriptor can overwrite (bytes 8..15 of every
+// descriptor it consumes, from the values it read anyway: one store into
+// backend memory), which Rewind writes back over the used descriptors
+// pushed since the Mark. (Staging used descriptors in backend memory until
+// Publish, as this file first did, cost a second pass over them:
+// BenchmarkPopPush. Recording at Push what it overwrote, as it did next,
+// read the ring again and went through a stack copy whose reload failed
+// store forwarding: it waited for every store before it, the frame's
+// copies into guest memory included, to commit; perf b2f-64-packed: 93% of
+// pushPacked at that reload.)
 //
 // Deviation: the spec does not bound the Buffer ID. Like the drivers we
 // know (Linux virtio_ring, DPDK's virtio PMD, our virtiotest), we require
@@ -58,13 +64,6 @@ const (
 
 	eventSuppressSize = 4 // struct pvirtq_event_suppress
 )
-
-// usedUndo is what a Push after a Mark overwrote: the length, id and flags
-// (bytes 8..15) of the descriptor at byte offset slot of the ring.
-type usedUndo struct {
-	slot uint32
-	was  [8]byte
-}
 
 // newPackedQueue is NewQueue for VIRTIO_F_RING_PACKED. DescGPA is the
 // descriptor ring, AvailGPA the driver event suppression structure ("driver
@@ -119,7 +118,7 @@ func newPackedQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 		pcount:    make([]uint16, n),
 		phist:     make([]uint16, hist),
 		phmask:    hist - 1,
-		undo:      make([]usedUndo, 0, n),
+		shadow:    make([]uint64, n),
 		devFlags:  0xffff, // unknown: the first setDeviceEvent stores its flags
 	}
 	if q.usedLog == 0 {
@@ -192,7 +191,9 @@ func (q *Queue) popPacked(c *Chain) (ok bool, err error) {
 		// A buffer of one descriptor, the common case: walkPacked
 		// unrolled (it reads the same fields once).
 		id, k = binary.LittleEndian.Uint16(d[12:14]), 1
-		err = q.singlePacked(c, binary.LittleEndian.Uint64(d[0:8]), binary.LittleEndian.Uint32(d[8:12]), flags)
+		length := binary.LittleEndian.Uint32(d[8:12])
+		q.shadow[idx] = descWord(length, id, flags)
+		err = q.singlePacked(c, binary.LittleEndian.Uint64(d[0:8]), length, flags)
 	} else {
 		id, k, err = q.walkPacked(c, idx, flags)
 	}
@@ -238,6 +239,7 @@ func (q *Queue) walkPacked(c *Chain, idx uint32, flags uint16) (id, k uint16, er
 			// acquire above (the driver wrote them before it).
 			flags = binary.LittleEndian.Uint16(d[14:16])
 		}
+		q.shadow[idx] = descWord(length, id, flags)
 		if flags&descFIndirect != 0 {
 			// §2.8.19: "A driver MUST NOT set both VIRTQ_DESC_F_INDIRECT
 			// and VIRTQ_DESC_F_NEXT in flags" and MUST NOT put an
@@ -384,35 +386,7 @@ func (q *Queue) pushPacked(id uint16, written uint32) error {
 		return fmt.Errorf("push of buffer id %d: %d ring descriptors, %d consumed and not used (more pushes than pops?): %w",
 			id, k, q.distance(pos, q.lastAvail), ErrBadChain)
 	}
-	slot := uint32(pos&packedIdxMask) * descSize
-	d := q.desc[slot : slot+descSize : slot+descSize]
-	if q.marked {
-		u := usedUndo{slot: slot}
-		copy(u.was[:], d[8:16])
-		q.undo = append(q.undo, u) // cap: size, and at most size descriptors lie between used and avail
-	}
-	binary.LittleEndian.PutUint32(d[8:12], written)
-	binary.LittleEndian.PutUint16(d[12:14], id)
-	f := uint16(0)
-	if pos&packedWrap != 0 {
-		f = descFAvail | descFUsed
-	}
-	if written > 0 {
-		// §2.8.4: Element Length of a used descriptor is valid when
-		// VIRTQ_DESC_F_WRITE is set.
-		f |= descFWrite
-	}
-	if pos == q.published {
-		q.firstFlags = f
-	} else {
-		// A plain store: the driver reads used descriptors in ring
-		// order, so it reads this one only after the first one's flags,
-		// whose release store in Publish orders this.
-		binary.LittleEndian.PutUint16(d[14:16], f)
-	}
-	if l := q.log.Load(); l != nil {
-		l.Mark(q.descGPA+uint64(slot)+8, 8)
-	}
+	q.putUsedPacked(pos, id, written)
 	q.usedIdx = q.advance(pos, k)
 	return nil
 }
@@ -428,24 +402,24 @@ func (q *Queue) publishPacked() {
 		l.Mark(q.descGPA+uint64(slot)+14, 2)
 	}
 	q.published = q.usedIdx
-	q.marked = false
-	q.undo = q.undo[:0]
 }
 
-// rewindPacked writes back what the pushes since the last Mark overwrote,
-// last first, so that the chains given back are read again as the driver
-// made them available.
-func (q *Queue) rewindPacked() {
+// rewindPacked writes back, as Pop read them, the ring descriptors the
+// used descriptors pushed from position from to q.usedIdx overwrote. Each
+// of them went over descriptors consumed (Push checks it), whose bytes
+// 8..15 Pop kept in q.shadow; the used ones are all after the last Publish
+// (Rewind's contract), so the driver saw none of them.
+func (q *Queue) rewindPacked(from uint16) {
 	l := q.log.Load()
-	for i := len(q.undo) - 1; i >= 0; i-- {
-		u := &q.undo[i]
-		copy(q.desc[u.slot+8:u.slot+16], u.was[:])
+	for n := q.distance(from, q.usedIdx); n > 0; n-- {
+		idx := uint32(from & packedIdxMask)
+		slot := idx * descSize
+		binary.LittleEndian.PutUint64(q.desc[slot+8:slot+16:slot+16], q.shadow[idx])
 		if l != nil {
-			l.Mark(q.descGPA+uint64(u.slot)+8, 8)
+			l.Mark(q.descGPA+uint64(slot)+8, 8)
 		}
+		from = q.advance(from, 1)
 	}
-	q.undo = q.undo[:0]
-	q.marked = false
 }
 
 // needNotifyPacked is NeedNotify for a packed ring (§2.8.10, §2.8.14): the

@@ -91,17 +91,16 @@ type Queue struct {
 
 	// Packed rings only (packed.go).
 	packed     bool
-	drvEvent   []byte     // driver event suppression (driver area)
-	devEvent   []byte     // device event suppression (device area)
-	descGPA    uint64     // GPA of the descriptor ring (used writes are logged there)
-	pcount     []uint16   // ring descriptors of each buffer id in flight
-	phist      []uint16   // positions before the last pops (Unpop)
-	phmask     uint16     // len(phist)-1
-	nhist      uint16     // pops so far (index into phist)
-	firstFlags uint16     // flags of the used descriptor at published, stored by Publish
-	marked     bool       // a Mark since the last Publish/Rewind: Push records undo
-	undo       []usedUndo // ring bytes Push overwrote since the Mark (Rewind)
-	devFlags   uint16     // device event flags as last stored (0xffff: none yet)
+	drvEvent   []byte   // driver event suppression (driver area)
+	devEvent   []byte   // device event suppression (device area)
+	descGPA    uint64   // GPA of the descriptor ring (used writes are logged there)
+	pcount     []uint16 // ring descriptors of each buffer id in flight
+	phist      []uint16 // positions before the last pops (Unpop)
+	phmask     uint16   // len(phist)-1
+	nhist      uint16   // pops so far (index into phist)
+	firstFlags uint16   // flags of the used descriptor at published, stored by Publish
+	shadow     []uint64 // bytes 8..15 of each ring descriptor as last popped (Rewind)
+	devFlags   uint16   // device event flags as last stored (0xffff: none yet)
 }
 
 // NewQueue validates cfg against mem and returns the queue: a packed one
