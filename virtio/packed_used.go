@@ -15,8 +15,7 @@ func descWord(length uint32, id, flags uint16) uint64 {
 // VIRTQ_DESC_F_WRITE when the device wrote into the buffer (§2.8.4: the
 // Element Length is valid then).
 func usedFlags(pos uint16, written uint32) uint16 {
-	w := pos >> 15 // 0 or 1
-	f := w<<7 | w<<15
+	f := (descFAvail | descFUsed) * (pos >> 15) // the wrap counter: 0 or 1
 	if written > 0 {
 		f |= descFWrite
 	}
