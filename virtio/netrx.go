@@ -57,6 +57,9 @@ func (r *NetRX) Write(hdr NetHdr, payload [][]byte) (ok bool, err error) {
 // without checksum or segmentation metadata, the common case. It stores
 // that header as two constants and reads no NetHdr.
 func (r *NetRX) WritePlain(payload [][]byte) (ok bool, err error) {
+	if r.q.packed {
+		return r.writePlainPacked(payload) // packed_rx.go
+	}
 	return r.write(nil, payload)
 }
 
@@ -74,9 +77,6 @@ func (r *NetRX) write(hdr *NetHdr, payload [][]byte) (ok bool, err error) {
 		// the stores into guest memory, which miss and commit in order:
 		// every store less per frame (Chain fields, spilled arguments)
 		// lets more frames' misses be in flight (perf, b2f-64).
-		if q.packed && q.writePlainPacked(r.hdrLen, total, payload) {
-			return true, nil // packed_rx.go
-		}
 		if b, gpa, head, ok := q.peekWritable(); ok && uint64(len(b)) >= total {
 			q.take()
 			plainHeader(b, r.hdrLen, 1) // len(b) >= total >= r.hdrLen

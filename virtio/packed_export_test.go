@@ -1,14 +1,9 @@
 package virtio
 
-// WritePlainPacked is NetRX.WritePlain's packed fast path alone (tests
-// check when it is taken).
-func (r *NetRX) WritePlainPacked(payload [][]byte) bool {
-	total := uint64(r.hdrLen)
-	for _, p := range payload {
-		total += uint64(len(p))
-	}
-	return r.q.writePlainPacked(r.hdrLen, total, payload)
-}
+// FirstChain is the NetRX's first scratch chain, which the general receive
+// path pops into and the packed fast path leaves alone: tests see which
+// one wrote a frame.
+func (r *NetRX) FirstChain() *Chain { return &r.chains[0] }
 
 // PackedBook returns copies of a packed queue's per-descriptor shadow (what
 // Rewind writes back) and per-buffer descriptor counts (what Push skips).

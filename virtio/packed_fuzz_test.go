@@ -199,7 +199,7 @@ func FuzzPackedWritePlain(f *testing.F) {
 		{3, 3, 0x01, func(i int) []virtiotest.Elem {
 			return []virtiotest.Elem{{GPA: in(uint64(i) * 0x80), Len: 8, Write: true}, {GPA: in(uint64(i)*0x80 + 8), Len: 0x78, Write: true}}
 		}},
-		{7, 8 | 16, 0x0202, func(i int) []virtiotest.Elem {
+		{7, 8 | 16 | 32, 0x0202, func(i int) []virtiotest.Elem {
 			return []virtiotest.Elem{{GPA: in(uint64(i) * 0x20), Len: 0x20, Write: true}}
 		}},
 	} {
