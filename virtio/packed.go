@@ -192,10 +192,10 @@ func (q *Queue) popPacked(c *Chain) (ok bool, err error) {
 		// unrolled (it reads the same fields once).
 		id, k = binary.LittleEndian.Uint16(d[12:14]), 1
 		length := binary.LittleEndian.Uint32(d[8:12])
-		q.shadow[idx] = descWord(length, id, flags)
+		q.keepShadow(idx, shadowWord(length, id, flags, pos))
 		err = q.singlePacked(c, binary.LittleEndian.Uint64(d[0:8]), length, flags)
 	} else {
-		id, k, err = q.walkPacked(c, idx, flags)
+		id, k, err = q.walkPacked(c, pos, flags)
 	}
 	if err != nil {
 		return false, q.brk(fmt.Errorf("chain at ring position %d: %w", idx, err))
@@ -204,7 +204,9 @@ func (q *Queue) popPacked(c *Chain) (ok bool, err error) {
 		return false, q.brk(fmt.Errorf("chain at ring position %d: buffer id %d not below queue size %d: %w", idx, id, q.size, ErrBadChain))
 	}
 	c.Head = id
-	q.pcount[id] = k
+	if q.pcount[id] != k {
+		q.pcount[id] = k // a store less in the steady state
+	}
 	q.phist[q.nhist&q.phmask] = pos
 	q.nhist++
 	q.lastAvail = q.advance(pos, k)
@@ -214,13 +216,14 @@ func (q *Queue) popPacked(c *Chain) (ok bool, err error) {
 	return true, nil
 }
 
-// walkPacked reads the buffer whose first descriptor is at ring slot idx
+// walkPacked reads the buffer whose first descriptor is at position pos
 // (flags already loaded) into c and returns its Buffer ID and the number of
 // ring descriptors it takes. Each descriptor is read once; the walk is
 // bounded by the queue size (§2.8.17: "A driver MUST NOT create a
 // descriptor list longer than allowed by the device"), so a driver marking
 // every descriptor with NEXT ends with an error.
-func (q *Queue) walkPacked(c *Chain, idx uint32, flags uint16) (id, k uint16, err error) {
+func (q *Queue) walkPacked(c *Chain, pos uint16, flags uint16) (id, k uint16, err error) {
+	idx, wrap := uint32(pos&packedIdxMask), pos&packedWrap
 	c.Out = c.Out[:0]
 	c.In = c.In[:0]
 	var outLen, inLen uint64
@@ -239,7 +242,7 @@ func (q *Queue) walkPacked(c *Chain, idx uint32, flags uint16) (id, k uint16, er
 			// acquire above (the driver wrote them before it).
 			flags = binary.LittleEndian.Uint16(d[14:16])
 		}
-		q.shadow[idx] = descWord(length, id, flags)
+		q.keepShadow(idx, shadowWord(length, id, flags, uint16(idx)|wrap))
 		if flags&descFIndirect != 0 {
 			// §2.8.19: "A driver MUST NOT set both VIRTQ_DESC_F_INDIRECT
 			// and VIRTQ_DESC_F_NEXT in flags" and MUST NOT put an
@@ -266,7 +269,7 @@ func (q *Queue) walkPacked(c *Chain, idx uint32, flags uint16) (id, k uint16, er
 		}
 		idx++
 		if idx == size {
-			idx = 0
+			idx, wrap = 0, wrap^packedWrap
 		}
 	}
 }
@@ -407,14 +410,14 @@ func (q *Queue) publishPacked() {
 // rewindPacked writes back, as Pop read them, the ring descriptors the
 // used descriptors pushed from position from to q.usedIdx overwrote. Each
 // of them went over descriptors consumed (Push checks it), whose bytes
-// 8..15 Pop kept in q.shadow; the used ones are all after the last Publish
+// 8..15 Pop kept in q.shadow (shadowWord); the used ones are all after the last Publish
 // (Rewind's contract), so the driver saw none of them.
 func (q *Queue) rewindPacked(from uint16) {
 	l := q.log.Load()
 	for n := q.distance(from, q.usedIdx); n > 0; n-- {
 		idx := uint32(from & packedIdxMask)
 		slot := idx * descSize
-		binary.LittleEndian.PutUint64(q.desc[slot+8:slot+16:slot+16], q.shadow[idx])
+		binary.LittleEndian.PutUint64(q.desc[slot+8:slot+16:slot+16], q.shadow[idx]^uint64(availFlags(from))<<48)
 		if l != nil {
 			l.Mark(q.descGPA+uint64(slot)+8, 8)
 		}

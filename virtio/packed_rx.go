@@ -68,15 +68,22 @@ func (r *NetRX) writePlainPacked(payload [][]byte) (ok bool, err error) {
 		// The frame would overwrite the descriptor ring: the used
 		// descriptor, which the general path writes after the frame,
 		// must end up the same.
-		addr < q.descGPA+uint64(q.size)*descSize && q.descGPA < addr+total {
+		addr < q.descGPA+uint64(q.size)*descSize && q.descGPA < addr+total ||
+		// The device event flags are not yet RING_EVENT_FLAGS_DESC:
+		// setDeviceEvent stores them once, and its call here would spill.
+		q.eventIdx && !q.notifyOff && q.devFlags != eventFlagsDesc {
 		return r.write(nil, payload)
 	}
-	// Pop's bookkeeping.
-	q.shadow[idx] = descWord(length, id, flags)
-	q.pcount[id] = 1
+	// Pop's bookkeeping, stores only where something changes.
+	q.keepShadow(idx, shadowWord(length, id, flags, pos))
+	if q.pcount[id] != 1 {
+		q.pcount[id] = 1
+	}
 	q.lastAvail = next
 	if q.eventIdx && !q.notifyOff {
-		q.setDeviceEvent(eventFlagsDesc, next)
+		// setDeviceEvent(eventFlagsDesc, next) in line: the flags are
+		// DESC already (checked above) and there is no dirty log.
+		ring.StoreRelease16(q.devEvent[0:2], next)
 	}
 	// Push's (putUsedPacked without the log): total > 0 bytes written.
 	slot := uint32(used&packedIdxMask) * descSize
