@@ -16,7 +16,7 @@ top=$(git rev-parse --show-toplevel)
 tmp=$(mktemp -d)
 trap 'git -C "$top" worktree remove --force "$tmp/old" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 git -C "$top" worktree add --detach "$tmp/old" "$old" >/dev/null 2>&1
-cp "$top/virtio/bench_crosscore_test.go" "$tmp/old/virtio/"
+cp "$top/virtio/bench_crosscore_test.go" "$top"/virtio/threadcpu_*_test.go "$tmp/old/virtio/"
 (cd "$tmp/old" && go test -c -o "$tmp/old.test" ./virtio)
 (cd "$top" && go test -c -o "$tmp/new.test" ./virtio)
 echo "# load before: $(uptime)"

@@ -1,0 +1,71 @@
+package datapath
+
+import (
+	"testing"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/stretchr/testify/require"
+)
+
+// TestGuestPortDeliverMix sends one batch that mixes frames the batched
+// one-buffer path takes (no offload metadata, fit one buffer) with frames
+// it leaves to NetRX.Write/WritePlain (offload metadata, too big for one
+// buffer, malformed): every frame that fits arrives in order, with the
+// bytes and header the general path writes, and the drops are counted by
+// reason; when the buffers run out the rest is counted as drop_no_buffer.
+func TestGuestPortDeliverMix(t *testing.T) {
+	for _, mrg := range []bool{false, true} {
+		f := baseFeatures
+		if mrg {
+			f |= virtio.NetFMrgRxbuf
+		}
+		r := newRig(t, f, GuestPortOptions{}, 2048)
+		r.start()
+		r.postRX(7, 2048)
+		frames := []Frame{
+			frameOf(testFrame(64, 1)),
+			frameOf(testFrame(100, 2)[:30], testFrame(100, 2)[30:]),
+			{Hdr: virtio.NetHdr{Flags: virtio.NetHdrFDataValid}, Segs: [][]byte{testFrame(80, 3)}, Len: 80}, // offload metadata: Write
+			frameOf(testFrame(3000, 4)),                                                                  // two buffers (mergeable) or too big
+			{Hdr: virtio.NetHdr{GSOType: virtio.NetHdrGSOTCPv4, GSOSize: 100}, Segs: [][]byte{testFrame(300, 5)}, Len: 300}, // GSO the guest did not take: malformed
+			frameOf(testFrame(60, 6)),
+			frameOf(testFrame(1514, 7)),
+			frameOf(testFrame(64, 8)),
+			frameOf(testFrame(64, 9)),
+			frameOf(testFrame(64, 10)),
+		}
+		r.port.Send(frames)
+		// The receiver's 7 buffers take, in order: 1, 2, 3 (by Write), 4
+		// (mergeable: in two buffers; else dropped as too big), 6, 7, and
+		// without mergeable buffers 8 and 9; then they run out.
+		idx := []int{0, 1, 2, 5, 6, 7, 8}
+		if mrg {
+			idx = []int{0, 1, 2, 3, 5, 6}
+		}
+		var want [][]byte
+		for _, i := range idx {
+			want = append(want, flat(frames[i].Segs))
+		}
+		_, got := r.received(len(want))
+		require.Equal(t, want, got)
+		_, more := r.rx.Used()
+		require.False(t, more, "more used buffers than frames")
+		st := r.port.Stats()
+		require.EqualValues(t, len(want), st.TxPackets.Load())
+		require.EqualValues(t, 1, st.Drops(DropMalformed))
+		tooBig := 0
+		if !mrg {
+			tooBig = 1
+		}
+		require.EqualValues(t, tooBig, st.Drops(DropTooBig))
+		require.EqualValues(t, len(frames)-len(want)-1-tooBig, st.Drops(DropNoBuffer), "the frames after the last buffer")
+	}
+}
+
+func flat(segs [][]byte) []byte {
+	var b []byte
+	for _, s := range segs {
+		b = append(b, s...)
+	}
+	return b
+}

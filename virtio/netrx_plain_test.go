@@ -1,0 +1,219 @@
+package virtio_test
+
+import (
+	"testing"
+
+	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
+	"github.com/stretchr/testify/require"
+)
+
+// plainResult is what a sequence of frames did to a receive queue.
+type plainResult struct {
+	written, tooBig int
+	err             error
+}
+
+// writePlainEach writes frames one WritePlain at a time, as GuestPort.deliver
+// did before PeekPlain: a frame too big is dropped alone, anything else that
+// does not fit (or an error) stops.
+func writePlainEach(rx *virtio.NetRX, frames [][][]byte) plainResult {
+	var r plainResult
+	for _, f := range frames {
+		ok, err := rx.WritePlain(f)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		if !ok {
+			if rx.TooBig() {
+				r.tooBig++
+				continue
+			}
+			return r
+		}
+		r.written++
+	}
+	return r
+}
+
+// writePlainBatch writes frames as GuestPort.deliver does: runs of frames
+// that fit the next one-buffer chains through PeekPlain, PlainFrame and
+// CommitPlain, len(bufs) at most long, and every other frame through
+// WritePlain. It must do exactly what writePlainEach does.
+func writePlainBatch(rx *virtio.NetRX, frames [][][]byte, bufs []virtio.PlainBuf) plainResult {
+	var r plainResult
+	batch := len(bufs)
+	for i := 0; i < len(frames); {
+		if k := rx.PeekPlain(bufs[:min(len(frames)-i, batch)]); k > 0 {
+			j := 0
+			for ; j < k; j++ {
+				size := 0
+				for _, s := range frames[i+j] {
+					size += len(s)
+				}
+				dst, ok := rx.PlainFrame(&bufs[j], size)
+				if !ok {
+					break
+				}
+				off := 0
+				for _, s := range frames[i+j] {
+					off += copy(dst[off:], s)
+				}
+			}
+			if j > 0 {
+				rx.CommitPlain(bufs[:j])
+				r.written += j
+				i += j
+				continue
+			}
+		}
+		ok, err := rx.WritePlain(frames[i])
+		i++
+		if err != nil {
+			r.err = err
+			return r
+		}
+		if !ok {
+			if rx.TooBig() {
+				r.tooBig++
+				continue
+			}
+			return r
+		}
+		r.written++
+	}
+	return r
+}
+
+// plainRingState is everything of a receive test ring the device side
+// changes: the driver's memory (rings and buffers), the dirty log, and the
+// queue's position.
+type plainRingState struct {
+	mem, log  []byte
+	lastAvail uint16
+	broken    bool
+}
+
+// TestNetRXPlainBatch compares the batched one-buffer path
+// (PeekPlain/PlainFrame/CommitPlain, falling back to WritePlain) with
+// WritePlain one frame at a time, on the same rings and frames: same bytes
+// in guest memory (buffers, used ring, avail_event), same dirty log, same
+// position, same frames written and dropped.
+func TestNetRXPlainBatch(t *testing.T) {
+	one := func(n uint32) []uint32 { return []uint32{n} }
+	type chain struct {
+		in       []uint32
+		indirect bool
+		out      bool // a device-readable buffer first (a driver bug)
+	}
+	for _, tc := range []struct {
+		name     string
+		features uint64
+		chains   []chain
+		frames   []int // frame sizes; each frame is split in two segments
+		batch    int
+	}{
+		{"all one buffer", virtio.FVersion1, []chain{{in: one(2048)}, {in: one(2048)}, {in: one(2048)}}, []int{64, 64, 64}, 64},
+		{"more frames than chains", virtio.FVersion1, []chain{{in: one(2048)}, {in: one(2048)}}, []int{64, 100, 64, 64}, 64},
+		{"batch smaller than frames", virtio.FVersion1 | virtio.FEventIdx, []chain{{in: one(2048)}, {in: one(2048)}, {in: one(2048)}, {in: one(2048)}}, []int{60, 61, 62, 63}, 3},
+		{"two-buffer chain in the middle", virtio.FVersion1, []chain{{in: one(2048)}, {in: []uint32{12, 2000}}, {in: one(2048)}}, []int{64, 64, 64}, 64},
+		{"indirect chain in the middle", virtio.FVersion1 | virtio.FIndirectDesc, []chain{{in: one(2048)}, {in: one(2048), indirect: true}, {in: one(2048)}}, []int{64, 64, 64}, 64},
+		{"too small, not mergeable", virtio.FVersion1, []chain{{in: one(2048)}, {in: one(70)}, {in: one(2048)}}, []int{64, 64, 64}, 64},
+		{"exact fit", virtio.FVersion1, []chain{{in: one(76)}, {in: one(75)}}, []int{64, 63}, 64},
+		{"too small, mergeable", virtio.FVersion1 | virtio.NetFMrgRxbuf, []chain{{in: one(2048)}, {in: one(70)}, {in: one(2048)}, {in: one(2048)}}, []int{64, 64, 64}, 64},
+		{"mergeable big frame", virtio.FVersion1 | virtio.NetFMrgRxbuf | virtio.FEventIdx, []chain{{in: one(100)}, {in: one(100)}, {in: one(100)}, {in: one(2048)}}, []int{250, 64}, 64},
+		{"legacy header", 0, []chain{{in: one(2048)}, {in: one(2048)}}, []int{64, 64}, 64},
+		{"device-readable chain breaks the queue", virtio.FVersion1, []chain{{in: one(2048)}, {in: one(2048), out: true}, {in: one(2048)}}, []int{64, 64, 64}, 64},
+		{"empty ring", virtio.FVersion1, nil, []int{64}, 64},
+		{"empty frame", virtio.FVersion1, []chain{{in: one(12)}, {in: one(2048)}}, []int{0, 64}, 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var states [2]plainRingState
+			var results [2]plainResult
+			for i := range 2 {
+				p := newPair(t, 16, tc.features, virtiotest.DriverOptions{SlotSize: 2048})
+				log := make([]byte, 64)
+				p.q.SetLog(virtio.NewDirtyLog(log))
+				rx := virtio.NewNetRX(p.q)
+				for _, c := range tc.chains {
+					var out [][]byte
+					if c.out {
+						out = [][]byte{make([]byte, 10)}
+					}
+					_, err := p.d.AddChain(out, c.in, c.indirect)
+					require.NoError(t, err)
+				}
+				p.d.Publish()
+				var frames [][][]byte
+				for _, n := range tc.frames {
+					frames = append(frames, split(frame(n), n/3+1))
+				}
+				if i == 0 {
+					results[i] = writePlainEach(rx, frames)
+				} else {
+					results[i] = writePlainBatch(rx, frames, make([]virtio.PlainBuf, tc.batch))
+				}
+				p.q.Publish()
+				states[i] = plainRingState{mem: p.buf, log: log, lastAvail: p.q.LastAvail(), broken: p.q.Err() != nil}
+			}
+			require.Equal(t, results[0].written, results[1].written, "frames written")
+			require.Equal(t, results[0].tooBig, results[1].tooBig, "frames too big")
+			require.Equal(t, results[0].err, results[1].err)
+			require.Equal(t, states[0].lastAvail, states[1].lastAvail)
+			require.Equal(t, states[0].broken, states[1].broken)
+			require.Equal(t, states[0].log, states[1].log, "dirty log")
+			require.True(t, string(states[0].mem) == string(states[1].mem), "guest memory differs")
+		})
+	}
+}
+
+// TestNetRXPlainPackedAndBroken: PeekPlain takes nothing from a packed
+// queue or a broken one (WritePlain decides there).
+func TestNetRXPlainPackedAndBroken(t *testing.T) {
+	p := newPair(t, 8, virtio.FVersion1|virtio.FRingPacked, virtiotest.DriverOptions{SlotSize: 2048, Packed: true})
+	_, err := p.d.AddIn(2048)
+	require.NoError(t, err)
+	p.d.Publish()
+	bufs := make([]virtio.PlainBuf, 4)
+	require.Zero(t, virtio.NewNetRX(p.q).PeekPlain(bufs))
+
+	p = newPair(t, 8, virtio.FVersion1)
+	_, err = p.d.AddIn(2048)
+	require.NoError(t, err)
+	p.d.SetAvailIdx(p.d.AvailIdx() + 100) // more than the queue size: Pop breaks the queue
+	rx := virtio.NewNetRX(p.q)
+	require.Zero(t, rx.PeekPlain(bufs))
+	_, err = rx.WritePlain([][]byte{frame(64)})
+	require.ErrorIs(t, err, virtio.ErrBroken)
+	require.Zero(t, rx.PeekPlain(bufs))
+}
+
+func TestAllocsNetRXPlainBatch(t *testing.T) {
+	p := rawPair(t, 256, virtio.FVersion1|virtio.FEventIdx, 2048, true)
+	rx := virtio.NewNetRX(p.q)
+	bufs := make([]virtio.PlainBuf, 32)
+	payload := [][]byte{frame(12), frame(52)}
+	frames := make([][][]byte, 32)
+	for i := range frames {
+		frames[i] = payload
+	}
+	next := uint16(0)
+	run := func() {
+		for range 32 {
+			p.d.AddHead(next % 256)
+			next++
+		}
+		p.d.Publish()
+		r := writePlainBatch(rx, frames, bufs)
+		if r.written != 32 {
+			panic("batch not written")
+		}
+		p.q.Publish()
+		for range 32 {
+			p.d.Used()
+		}
+	}
+	run()
+	require.Zero(t, testing.AllocsPerRun(100, run))
+}
