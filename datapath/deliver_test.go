@@ -26,7 +26,7 @@ func TestGuestPortDeliverMix(t *testing.T) {
 			frameOf(testFrame(64, 1)),
 			frameOf(testFrame(100, 2)[:30], testFrame(100, 2)[30:]),
 			{Hdr: virtio.NetHdr{Flags: virtio.NetHdrFDataValid}, Segs: [][]byte{testFrame(80, 3)}, Len: 80}, // offload metadata: Write
-			frameOf(testFrame(3000, 4)),                                                                  // two buffers (mergeable) or too big
+			frameOf(testFrame(3000, 4)), // two buffers (mergeable) or too big
 			{Hdr: virtio.NetHdr{GSOType: virtio.NetHdrGSOTCPv4, GSOSize: 100}, Segs: [][]byte{testFrame(300, 5)}, Len: 300}, // GSO the guest did not take: malformed
 			frameOf(testFrame(60, 6)),
 			frameOf(testFrame(1514, 7)),
