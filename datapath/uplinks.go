@@ -131,7 +131,9 @@ func (l *Loopback) Send(frames []Frame) {
 			// swapped into backend memory.
 			swapMACs(head, s0)
 			segs = append(b.segs[n][:0], head[:], s0[macSwapLen:])
-			segs = append(segs, f.Segs[1:]...)
+			if len(f.Segs) > 1 {
+				segs = append(segs, f.Segs[1:]...)
+			}
 		} else {
 			if copyFrame(head[:], f.Segs) < macSwapLen {
 				l.stats.Drop(DropMalformed, 1)
