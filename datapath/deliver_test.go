@@ -13,11 +13,16 @@ import (
 // buffer, malformed): every frame that fits arrives in order, with the
 // bytes and header the general path writes, and the drops are counted by
 // reason; when the buffers run out the rest is counted as drop_no_buffer.
+// Packed rings, which take no batch, deliver the same.
 func TestGuestPortDeliverMix(t *testing.T) {
-	for _, mrg := range []bool{false, true} {
+	for _, tc := range []struct{ mrg, packed bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		mrg := tc.mrg
 		f := baseFeatures
 		if mrg {
 			f |= virtio.NetFMrgRxbuf
+		}
+		if tc.packed {
+			f |= virtio.FRingPacked // WritePlain and Write alone
 		}
 		r := newRig(t, f, GuestPortOptions{}, 2048)
 		r.start()
