@@ -1,5 +1,6 @@
 #!/bin/sh
 # netrx-ab.sh OLD [ROUNDS] [BENCH-REGEX] [BENCHTIME]: BenchmarkNetRXCrossCore
+# (or another benchmark of the package: BENCH-REGEX)
 # (virtio/bench_crosscore_test.go: the b2f receive path in one process, the
 # driver on another thread) built at commit OLD and at the work tree, run
 # interleaved (old new old new ...); prints every ns/op and, per benchmark
@@ -17,6 +18,9 @@ tmp=$(mktemp -d)
 trap 'git -C "$top" worktree remove --force "$tmp/old" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 git -C "$top" worktree add --detach "$tmp/old" "$old" >/dev/null 2>&1
 cp "$top/virtio/bench_crosscore_test.go" "$top"/virtio/threadcpu_*_test.go "$tmp/old/virtio/"
+# The packed ring benchmarks (BenchmarkPackedNetRXCrossCore,
+# BenchmarkPackedWritePlain) too, where the work tree has them.
+[ -e "$top/virtio/packed_bench_test.go" ] && cp "$top/virtio/packed_bench_test.go" "$tmp/old/virtio/"
 (cd "$tmp/old" && go test -c -o "$tmp/old.test" ./virtio)
 (cd "$top" && go test -c -o "$tmp/new.test" ./virtio)
 echo "# load before: $(uptime)"
