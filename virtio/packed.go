@@ -191,9 +191,27 @@ func (q *Queue) popPacked(c *Chain) (ok bool, err error) {
 		// A buffer of one descriptor, the common case: walkPacked
 		// unrolled (it reads the same fields once).
 		id, k = binary.LittleEndian.Uint16(d[12:14]), 1
+		addr := binary.LittleEndian.Uint64(d[0:8])
 		length := binary.LittleEndian.Uint32(d[8:12])
 		q.keepShadow(idx, shadowWord(length, id, flags, pos))
-		err = q.singlePacked(c, binary.LittleEndian.Uint64(d[0:8]), length, flags)
+		if r := &q.regions[q.hint]; length > 0 && addr-r.gpa < r.size && uint64(length) <= r.size-(addr-r.gpa) {
+			// singlePacked in line for a buffer in the region of the
+			// last lookup (its call spilled on the transmit path).
+			off := addr - r.gpa
+			end := off + uint64(length)
+			seg := Segment{Buf: r.data[off:end:end], GPA: addr}
+			if flags&descFWrite != 0 {
+				c.In = append(c.In[:0], seg)
+				c.Out = c.Out[:0]
+				c.OutLen, c.InLen = 0, length
+			} else {
+				c.Out = append(c.Out[:0], seg)
+				c.In = c.In[:0]
+				c.OutLen, c.InLen = length, 0
+			}
+		} else {
+			err = q.singlePacked(c, addr, length, flags)
+		}
 	} else {
 		id, k, err = q.walkPacked(c, pos, flags)
 	}

@@ -116,8 +116,22 @@ func fuzzPackedChainWalk(t *testing.T, data []byte) {
 	require.NoError(t, err)
 	var c virtio.Chain
 	var broken error
+	var w virtio.Chain
 	for i := range 2*int(cfg.Size) + 2 {
+		// The general walk on the same buffer first: Pop's
+		// one-descriptor path must read it the same.
+		okW, errW := q.WalkPacked(&w)
 		ok, err := q.Pop(&c)
+		switch {
+		case ok:
+			require.True(t, okW)
+			require.NoError(t, errW)
+			requireSameChain(t, &w, &c)
+		case err != nil:
+			require.True(t, errW != nil || w.Head >= cfg.Size, "Pop failed, the walk did not: %v", err)
+		default:
+			require.False(t, okW)
+		}
 		if err != nil {
 			require.ErrorIs(t, err, virtio.ErrBroken)
 			require.True(t, errors.Is(err, virtio.ErrBadRing) || errors.Is(err, virtio.ErrBadChain) || errors.Is(err, virtio.ErrOutOfBounds))
