@@ -8,7 +8,8 @@
 # started before and stopped by PID after. Prints every run, then the median per case of each
 # metric over the rounds with min..max, like bench/latency.sh.
 # Usage: bench/latency-rules.sh [ROUNDS [BENCHTIME [REV]]]
-# (defaults: 5, 3000x, HEAD; RULES="never call crowd late pair nrrun" to choose the rules).
+# (defaults: 5, 3000x, HEAD; RULES="never call crowd late pair nrrun" to choose the rules;
+# the patch also has sleep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
