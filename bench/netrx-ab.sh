@@ -21,7 +21,15 @@ cp "$top/virtio/bench_crosscore_test.go" "$top"/virtio/threadcpu_*_test.go "$tmp
 # The packed ring benchmarks (BenchmarkPackedNetRXCrossCore,
 # BenchmarkPackedWritePlain) too, where the work tree has them.
 [ -e "$top/virtio/packed_bench_test.go" ] && cp "$top/virtio/packed_bench_test.go" "$tmp/old/virtio/"
-(cd "$tmp/old" && go test -c -o "$tmp/old.test" ./virtio)
+if ! (cd "$tmp/old" && go test -c -o "$tmp/old.test" ./virtio >/dev/null 2>&1); then
+	# The work tree's cross-core benchmark does not build in the old tree
+	# (its other cases use a newer API): keep the old tree's own, and the
+	# packed ring benchmarks, which use only old API.
+	git -C "$tmp/old" checkout -q -- virtio
+	git -C "$tmp/old" clean -qf virtio
+	[ -e "$top/virtio/packed_bench_test.go" ] && cp "$top/virtio/packed_bench_test.go" "$tmp/old/virtio/"
+	(cd "$tmp/old" && go test -c -o "$tmp/old.test" ./virtio)
+fi
 (cd "$top" && go test -c -o "$tmp/new.test" ./virtio)
 echo "# load before: $(uptime)"
 for r in $(seq "$rounds"); do
