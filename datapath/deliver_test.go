@@ -13,7 +13,7 @@ import (
 // buffer, malformed): every frame that fits arrives in order, with the
 // bytes and header the general path writes, and the drops are counted by
 // reason; when the buffers run out the rest is counted as drop_no_buffer.
-// Packed rings, which take no batch, deliver the same.
+// Packed rings (virtio.NetRX.PeekPlain's packed twin) deliver the same.
 func TestGuestPortDeliverMix(t *testing.T) {
 	for _, tc := range []struct{ mrg, packed bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 		mrg := tc.mrg
@@ -22,7 +22,7 @@ func TestGuestPortDeliverMix(t *testing.T) {
 			f |= virtio.NetFMrgRxbuf
 		}
 		if tc.packed {
-			f |= virtio.FRingPacked // WritePlain and Write alone
+			f |= virtio.FRingPacked
 		}
 		r := newRig(t, f, GuestPortOptions{}, 2048)
 		r.start()

@@ -510,18 +510,13 @@ func (p *GuestPort) rxFor(qp uint16) *rxQueue {
 func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 	n, bytes, bad, tooBig := 0, 0, 0, 0
 	reason := DropNoBuffer
-	split := !r.q.Packed() // PeekPlain takes split rings only
 	i := 0
 	for i < len(frames) {
 		// Frames without offload metadata (most) that fit the next
 		// chains' single buffers go in a batch (virtio.NetRX.PeekPlain:
 		// the same bytes and used elements as WritePlain, but with every
 		// descriptor read first and then one loop of copies).
-		k := 0
-		if split {
-			k = r.nrx.PeekPlain(r.plain[:min(len(frames)-i, len(r.plain))])
-		}
-		if k > 0 {
+		if k := r.nrx.PeekPlain(r.plain[:min(len(frames)-i, len(r.plain))]); k > 0 {
 			j := 0
 			for ; j < k; j++ {
 				f := &frames[i+j]

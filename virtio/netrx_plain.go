@@ -7,13 +7,14 @@ import (
 )
 
 // PlainBuf is a receive buffer found by NetRX.PeekPlain: the one
-// device-writable buffer of an available split-ring chain, and, once
+// device-writable buffer of an available chain, and, once
 // NetRX.PlainFrame filled it, how many bytes were written into it.
 type PlainBuf struct {
-	b    []byte // the buffer, in guest memory
-	gpa  uint64 // its guest physical address
-	head uint16 // the chain's head descriptor
-	n    uint32 // bytes written (header and frame), set by PlainFrame
+	b     []byte // the buffer, in guest memory
+	gpa   uint64 // its guest physical address
+	head  uint16 // the chain's head descriptor (packed: its Buffer ID)
+	flags uint16 // packed: the descriptor's flags, for Rewind's shadow
+	n     uint32 // bytes written (header and frame), set by PlainFrame
 }
 
 // PeekPlain is WritePlain's one-buffer path for a batch of frames, in
@@ -37,12 +38,16 @@ type PlainBuf struct {
 // once (perf, loop-64).
 //
 // PeekPlain returns how many entries of bufs it filled: 0 when the queue
-// is packed or broken, when no chain is available, or when the next one is
-// anything else (then WritePlain or Write decides, with every check of
-// Pop). A split queue only; one goroutine at a time, as for the Queue.
+// is broken, when no chain is available, or when the next one is anything
+// else (then WritePlain or Write decides, with every check of Pop). On a
+// packed ring it takes what writePlainPacked takes (peekPlainPacked,
+// netrx_plain_packed.go). One goroutine at a time, as for the Queue.
 func (r *NetRX) PeekPlain(bufs []PlainBuf) int {
 	q := r.q
-	if q.err != nil || q.packed {
+	if q.packed {
+		return r.peekPlainPacked(bufs)
+	}
+	if q.err != nil {
 		return 0
 	}
 	if q.lastAvail == q.availCache {
@@ -102,6 +107,10 @@ func (r *NetRX) PlainFrame(b *PlainBuf, n int) (frame []byte, ok bool) {
 // bytes PlainFrame wrote (the caller Publishes, once per batch).
 func (r *NetRX) CommitPlain(bufs []PlainBuf) {
 	q := r.q
+	if q.packed {
+		r.commitPlainPacked(bufs)
+		return
+	}
 	l := q.log.Load()
 	for i := range bufs {
 		b := &bufs[i]

@@ -42,7 +42,13 @@ func writePlainEach(rx *virtio.NetRX, frames [][][]byte) plainResult {
 // CommitPlain, len(bufs) at most long, and every other frame through
 // WritePlain. It must do exactly what writePlainEach does.
 func writePlainBatch(rx *virtio.NetRX, frames [][][]byte, bufs []virtio.PlainBuf) plainResult {
-	var r plainResult
+	r, _ := writePlainBatchN(rx, frames, bufs)
+	return r
+}
+
+// writePlainBatchN is writePlainBatch that also returns how many of the
+// frames written went through PeekPlain/CommitPlain.
+func writePlainBatchN(rx *virtio.NetRX, frames [][][]byte, bufs []virtio.PlainBuf) (r plainResult, batched int) {
 	batch := len(bufs)
 	for i := 0; i < len(frames); {
 		if k := rx.PeekPlain(bufs[:min(len(frames)-i, batch)]); k > 0 {
@@ -64,6 +70,7 @@ func writePlainBatch(rx *virtio.NetRX, frames [][][]byte, bufs []virtio.PlainBuf
 			if j > 0 {
 				rx.CommitPlain(bufs[:j])
 				r.written += j
+				batched += j
 				i += j
 				continue
 			}
@@ -72,18 +79,18 @@ func writePlainBatch(rx *virtio.NetRX, frames [][][]byte, bufs []virtio.PlainBuf
 		i++
 		if err != nil {
 			r.err = err
-			return r
+			return r, batched
 		}
 		if !ok {
 			if rx.TooBig() {
 				r.tooBig++
 				continue
 			}
-			return r
+			return r, batched
 		}
 		r.written++
 	}
-	return r
+	return r, batched
 }
 
 // plainRingState is everything of a receive test ring the device side
@@ -168,18 +175,12 @@ func TestNetRXPlainBatch(t *testing.T) {
 	}
 }
 
-// TestNetRXPlainPackedAndBroken: PeekPlain takes nothing from a packed
-// queue or a broken one (WritePlain decides there).
-func TestNetRXPlainPackedAndBroken(t *testing.T) {
-	p := newPair(t, 8, virtio.FVersion1|virtio.FRingPacked, virtiotest.DriverOptions{SlotSize: 2048, Packed: true})
-	_, err := p.d.AddIn(2048)
-	require.NoError(t, err)
-	p.d.Publish()
+// TestNetRXPlainBroken: PeekPlain takes nothing from a broken queue
+// (WritePlain decides there).
+func TestNetRXPlainBroken(t *testing.T) {
 	bufs := make([]virtio.PlainBuf, 4)
-	require.Zero(t, virtio.NewNetRX(p.q).PeekPlain(bufs))
-
-	p = newPair(t, 8, virtio.FVersion1)
-	_, err = p.d.AddIn(2048)
+	p := newPair(t, 8, virtio.FVersion1)
+	_, err := p.d.AddIn(2048)
 	require.NoError(t, err)
 	p.d.SetAvailIdx(p.d.AvailIdx() + 100) // more than the queue size: Pop breaks the queue
 	rx := virtio.NewNetRX(p.q)
