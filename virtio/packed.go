@@ -390,9 +390,51 @@ func (q *Queue) unpopPacked(n uint16) {
 // pushPacked writes the used descriptor of buffer id at the device's used
 // position (§2.8.22: "the device writes the Buffer ID and length, then flags
 // with VIRTQ_DESC_F_AVAIL and VIRTQ_DESC_F_USED equal to its Used Ring Wrap
-// Counter", then skips the descriptors of the buffer), in place; the flags
-// of the first one since the last Publish wait for Publish.
+// Counter", then skips the descriptors of the buffer), in place, and marks
+// it in the dirty log. The flags of the first used descriptor since the
+// last Publish wait in q.firstFlags for Publish's release store; any other
+// one is written whole with one 8-byte store (len, id, flags: the driver
+// reads used descriptors in ring order, so it reads this one only after the
+// first one's flags, whose release store orders this).
+//
+// The checks that fail go to pushPackedErr, which builds the error: with no
+// call on the way but the dirty log's, last, nothing lives across a call
+// and nothing is spilled (a spill is a store, which at 64 B waits for the
+// frame's stores into guest memory before it to commit: perf
+// loop-64-packed).
 func (q *Queue) pushPacked(id uint16, written uint32) error {
+	if id >= q.size || int(id) >= len(q.pcount) {
+		return q.pushPackedErr(id)
+	}
+	k := q.pcount[id]
+	pos := q.usedIdx
+	// Used descriptors overwrite consumed available ones only: past
+	// lastAvail are the driver's. (k == 0: never popped.)
+	if k == 0 || q.distance(pos, q.lastAvail) < uint32(k) {
+		return q.pushPackedErr(id)
+	}
+	slot := uint32(pos&packedIdxMask) * descSize
+	d := q.desc[slot+8 : slot+16 : slot+16]
+	f := usedFlags(pos, written)
+	if pos != q.published {
+		binary.LittleEndian.PutUint64(d, descWord(written, id, f))
+	} else {
+		binary.LittleEndian.PutUint32(d[0:4], written)
+		binary.LittleEndian.PutUint16(d[4:6], id)
+		q.firstFlags = f
+	}
+	q.usedIdx = q.advance(pos, k)
+	if l := q.log.Load(); l != nil {
+		l.Mark(q.descGPA+uint64(slot)+8, 8)
+	}
+	return nil
+}
+
+// pushPackedErr is the error of a pushPacked of buffer id whose checks
+// failed.
+//
+//go:noinline
+func (q *Queue) pushPackedErr(id uint16) error {
 	if id >= q.size {
 		return fmt.Errorf("push buffer id %d out of range (queue size %d): %w", id, q.size, ErrBadChain)
 	}
@@ -400,16 +442,8 @@ func (q *Queue) pushPacked(id uint16, written uint32) error {
 	if k == 0 {
 		return fmt.Errorf("push of buffer id %d: never popped: %w", id, ErrBadChain)
 	}
-	pos := q.usedIdx
-	// Used descriptors overwrite consumed available ones only: past
-	// lastAvail are the driver's.
-	if q.distance(pos, q.lastAvail) < uint32(k) {
-		return fmt.Errorf("push of buffer id %d: %d ring descriptors, %d consumed and not used (more pushes than pops?): %w",
-			id, k, q.distance(pos, q.lastAvail), ErrBadChain)
-	}
-	q.putUsedPacked(pos, id, written)
-	q.usedIdx = q.advance(pos, k)
-	return nil
+	return fmt.Errorf("push of buffer id %d: %d ring descriptors, %d consumed and not used (more pushes than pops?): %w",
+		id, k, q.distance(q.usedIdx, q.lastAvail), ErrBadChain)
 }
 
 // publishPacked stores the flags of the first used descriptor pushed since

@@ -85,7 +85,7 @@ func (r *NetRX) writePlainPacked(payload [][]byte) (ok bool, err error) {
 		// DESC already (checked above) and there is no dirty log.
 		ring.StoreRelease16(q.devEvent[0:2], next)
 	}
-	// Push's (putUsedPacked without the log): total > 0 bytes written.
+	// Push's (pushPacked's store, without the log): total > 0 bytes written.
 	slot := uint32(used&packedIdxMask) * descSize
 	f := (descFAvail|descFUsed)*(used>>15) | descFWrite
 	if used != q.published {

@@ -633,3 +633,36 @@ func TestPackedPushBeyondPops(t *testing.T) {
 	require.NoError(t, p.q.Push(0, 8)) // 3 descriptors (the last pop's count)
 	require.ErrorIs(t, p.q.Push(0, 8), virtio.ErrBadChain, "3 more descriptors than the 1 consumed and not used")
 }
+
+// TestPackedPushErrors: each check of a packed Push refuses with its own
+// error and leaves the ring and the used position as they were.
+func TestPackedPushErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		id   uint16
+		pops int
+		want string
+	}{
+		{"buffer id beyond the queue size", 8, 1, "push buffer id 8 out of range (queue size 8)"},
+		{"never popped", 3, 1, "push of buffer id 3: never popped"},
+		{"more pushes than pops", 0, 1, "push of buffer id 0: 1 ring descriptors, 0 consumed and not used"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPackedPair(t, 8, packedFeatures)
+			for range tc.pops {
+				_, err := p.d.AddIn(8)
+				require.NoError(t, err)
+			}
+			p.d.Publish()
+			for range tc.pops {
+				require.NoError(t, p.q.Push(mustPop(t, p.q).Head, 8))
+			}
+			before, used := append([]byte(nil), p.d.Mem()...), p.q.UsedIdx()
+			err := p.q.Push(tc.id, 8)
+			require.ErrorIs(t, err, virtio.ErrBadChain)
+			require.ErrorContains(t, err, tc.want)
+			require.Equal(t, used, p.q.UsedIdx())
+			require.Equal(t, before, p.d.Mem())
+		})
+	}
+}

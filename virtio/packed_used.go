@@ -1,7 +1,5 @@
 package virtio
 
-import "encoding/binary"
-
 // descWord is bytes 8..15 of a packed descriptor (virtio 1.2 §2.8.13,
 // struct pvirtq_desc: le32 len, le16 id, le16 flags) as one little-endian
 // word.
@@ -46,28 +44,4 @@ func usedFlags(pos uint16, written uint32) uint16 {
 		f |= descFWrite
 	}
 	return f
-}
-
-// putUsedPacked writes the used descriptor of buffer id, of which the
-// device wrote written bytes, at position pos (§2.8.22) and marks it in
-// the dirty log. The flags of the first used descriptor since the last
-// Publish wait in q.firstFlags for Publish's release store; any other one
-// is written whole with one 8-byte store (len, id, flags: the driver reads
-// used descriptors in ring order, so it reads this one only after the
-// first one's flags, whose release store orders this). The caller checked
-// that pos is a consumed descriptor and advances q.usedIdx.
-func (q *Queue) putUsedPacked(pos, id uint16, written uint32) {
-	slot := uint32(pos&packedIdxMask) * descSize
-	d := q.desc[slot+8 : slot+16 : slot+16]
-	f := usedFlags(pos, written)
-	if pos != q.published {
-		binary.LittleEndian.PutUint64(d, descWord(written, id, f))
-	} else {
-		binary.LittleEndian.PutUint32(d[0:4], written)
-		binary.LittleEndian.PutUint16(d[4:6], id)
-		q.firstFlags = f
-	}
-	if l := q.log.Load(); l != nil {
-		l.Mark(q.descGPA+uint64(slot)+8, 8)
-	}
 }
