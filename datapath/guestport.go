@@ -303,25 +303,19 @@ func (p *GuestPort) faulted(dir string, idx int, q *virtio.Queue, f *virtio.Faul
 // returns the chains to the guest with one used-ring publication and at most
 // one notification, and returns how many chains it handled.
 func (p *GuestPort) txOnce(qp uint16, q *virtio.Queue, call virtio.Notifier, b *txBatch) (int, error) {
-	n := 0
-	for n < MaxBatch {
-		ok, err := q.Pop(&b.chains[n])
-		if err != nil {
-			return n, err
-		}
-		if !ok {
-			break
-		}
-		n++
+	// PopN and PushN: Pop and Push over the batch, with the common
+	// one-buffer chains read, and every used element stored, in one loop
+	// each.
+	n, err := q.PopN(b.chains[:])
+	if err != nil {
+		return n, err
 	}
 	if n == 0 {
 		return 0, nil
 	}
 	p.transmit(qp, b, n)
-	for i := 0; i < n; i++ {
-		if err := q.Push(b.chains[i].Head, 0); err != nil {
-			return n, err
-		}
+	if err := q.PushN(b.chains[:n], 0); err != nil {
+		return n, err
 	}
 	q.Publish()
 	if q.NeedNotify() && call != nil {

@@ -3,6 +3,7 @@ package virtio_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
@@ -254,6 +255,55 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 	require.Equal(t, after[0].broken, after[1].broken)
 	require.Equal(t, after[0].log, after[1].log)
 	require.True(t, string(after[0].mem) == string(after[1].mem), "guest memory differs")
+
+	// The batched transmit path (PopN, PushN, as GuestPort.txOnce)
+	// against Pop and Push one chain at a time, on the same guest state:
+	// the same chains, errors, bytes in guest memory, dirty log and
+	// position.
+	var txs [2]batchRun
+	for i := range 2 {
+		_, mem = fuzzMemory(data[4:])
+		q, err = virtio.NewQueue(mem, cfg)
+		require.NoError(t, err)
+		log := make([]byte, 8)
+		q.SetLog(virtio.NewDirtyLog(log))
+		if data[1]&0x80 != 0 {
+			q.DisableNotify()
+		}
+		cs := make([]virtio.Chain, 1+int(data[0]>>5))
+		r := &txs[i]
+		for range 2*int(cfg.Size) + 2 {
+			var n int
+			if i == 0 {
+				n, err = popEach(q, cs)
+			} else {
+				n, err = q.PopN(cs)
+			}
+			line := fmt.Sprintf("n=%d err=%v", n, err)
+			for j := range n {
+				line += "; " + chainString(&cs[j])
+			}
+			r.batches = append(r.batches, line)
+			if err != nil || n == 0 {
+				break
+			}
+			if i == 0 {
+				err = pushEach(q, cs[:n], 0)
+			} else {
+				err = q.PushN(cs[:n], 0)
+			}
+			require.NoError(t, err)
+			q.Publish()
+			q.NeedNotify()
+		}
+		r.lastAvail, r.usedIdx = q.LastAvail(), q.UsedIdx()
+		if q.Err() != nil {
+			r.err = q.Err().Error()
+		}
+		r.mem = append([]byte(nil), fuzzBacking...)
+		r.log = log
+	}
+	require.Equal(t, txs[0], txs[1])
 	return popped, broken
 }
 
