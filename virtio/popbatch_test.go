@@ -224,3 +224,57 @@ func TestPopNAllocs(t *testing.T) {
 	round()
 	require.Zero(t, testing.AllocsPerRun(100, round))
 }
+
+// BenchmarkPopNPushN measures the device side of a split transmit queue
+// as GuestPort.txOnce works it, batches of 32 one-buffer chains: "each"
+// pops and pushes them one at a time (Pop, Push), "batch" with PopN and
+// PushN; then one Publish and NeedNotify per batch. One thread: the ring
+// stays in cache, so this measures the instructions, not overlapping
+// misses (for those: bench/arcnet-ab.sh, loop-64).
+func BenchmarkPopNPushN(b *testing.B) {
+	for _, fe := range []struct {
+		name string
+		f    uint64
+	}{{"", virtio.FVersion1}, {"eventidx/", virtio.FVersion1 | virtio.FEventIdx}} {
+		for _, batched := range []bool{false, true} {
+			name := fe.name + "each"
+			if batched {
+				name = fe.name + "batch"
+			}
+			b.Run(name, func(b *testing.B) {
+				const batch = 32
+				p := rawPair(b, 256, fe.f, 64, false)
+				p.q.DisableNotify()
+				cs := make([]virtio.Chain, batch)
+				head := uint16(0)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for n := 0; n < b.N; n += batch {
+					for range batch {
+						p.d.AddHead(head)
+						head = (head + 1) % 256
+					}
+					p.d.Publish()
+					var k int
+					var err error
+					if batched {
+						k, err = p.q.PopN(cs)
+						if err == nil {
+							err = p.q.PushN(cs[:k], 0)
+						}
+					} else {
+						k, err = popEach(p.q, cs)
+						if err == nil {
+							err = pushEach(p.q, cs[:k], 0)
+						}
+					}
+					if k != batch || err != nil {
+						b.Fatal("pop", k, err)
+					}
+					p.q.Publish()
+					p.q.NeedNotify()
+				}
+			})
+		}
+	}
+}
