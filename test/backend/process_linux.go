@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +55,13 @@ type Process struct {
 	exited  bool
 	exitErr error
 	done    chan struct{} // closed once the exit and every record are in
+
+	// termSent is set by the first SIGTERM the harness sends (terminate):
+	// the interrupt watcher and the clean-up may both decide to stop the
+	// process, and a second SIGTERM would kill it before it removes what
+	// it made (CI: sigterm-test-binary, the watcher's SIGTERM after its
+	// grace and the clean-up's own after the same grace, 0.1 s apart).
+	termSent atomic.Bool
 }
 
 // Start starts vhost-arcnet (Binary) with c.Args and waits until it listens
@@ -147,7 +155,16 @@ func (p *Process) stopOnInterrupt() {
 	if _, _, err := p.waitRecord(isStopping, 0, interruptGrace, false); err == nil || p.Exited() {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.terminate()
+}
+
+// terminate sends SIGTERM unless the harness sent it before: vhost-arcnet
+// takes a second signal as "stop now" and dies by it.
+func (p *Process) terminate() error {
+	if p.termSent.Swap(true) {
+		return nil
+	}
+	return p.Signal(syscall.SIGTERM)
 }
 
 // interruptGrace is how long a backend has, after an interrupt, to log
@@ -333,7 +350,7 @@ func (p *Process) Counters(timeout time.Duration) (Counters, error) {
 	return c, nil
 }
 
-// Stop sends SIGTERM and waits up to timeout for the exit, then kills the
+// Stop sends SIGTERM (unless the harness already did) and waits up to timeout for the exit, then kills the
 // process by its PID and fails. It returns the exit error otherwise: an exit
 // status other than 0 is an error, and so is a process that had already
 // exited.
@@ -341,7 +358,7 @@ func (p *Process) Stop(timeout time.Duration) error {
 	if p.Exited() {
 		return fmt.Errorf("backend %s had already exited (%s)", p.Name, p.State())
 	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
+	if err := p.terminate(); err != nil {
 		return err
 	}
 	select {
