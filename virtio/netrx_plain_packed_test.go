@@ -194,20 +194,7 @@ func TestPackedPlainBatchWraps(t *testing.T) {
 				require.Equal(t, len(frames), b.written)
 				require.Equal(t, len(frames), e.written)
 				batched += nb
-				ba.q.Publish()
-				ea.q.Publish()
-				require.Equal(t, ea.q.NeedNotify(), ba.q.NeedNotify())
-				require.Equal(t, ea.d.Mem(), ba.d.Mem(), "round %d", round)
-				require.Equal(t, logE, logB)
-				for {
-					eb, okB := ba.d.Used()
-					ee, okE := ea.d.Used()
-					require.Equal(t, okE, okB)
-					if !okB {
-						break
-					}
-					require.Equal(t, ee, eb)
-				}
+				requireSamePublished(t, ea, ba, logE, logB, round)
 			}
 			switch {
 			case f&(1<<63) != 0:

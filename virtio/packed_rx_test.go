@@ -314,20 +314,7 @@ func TestPackedWritePlainWraps(t *testing.T) {
 				require.True(t, okF)
 				require.True(t, okG)
 			}
-			fa.q.Publish()
-			ge.q.Publish()
-			require.Equal(t, ge.q.NeedNotify(), fa.q.NeedNotify())
-			require.Equal(t, ge.d.Mem(), fa.d.Mem(), "round %d", round)
-			require.Equal(t, logG, logF)
-			for {
-				ef, okF := fa.d.Used()
-				eg, okG := ge.d.Used()
-				require.Equal(t, okG, okF)
-				if !okF {
-					break
-				}
-				require.Equal(t, eg, ef)
-			}
+			requireSamePublished(t, ge, fa, logG, logF, round)
 		}
 	}
 }
@@ -354,4 +341,26 @@ func TestAllocsPackedWritePlain(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+// requireSamePublished publishes both queues of a comparison (want: the
+// reference path, got: the path under test) and requires the same
+// NeedNotify answer, the same guest memory and dirty log, and the same used
+// descriptors seen by the driver.
+func requireSamePublished(t *testing.T, want, got *pair, logWant, logGot []byte, round int) {
+	t.Helper()
+	got.q.Publish()
+	want.q.Publish()
+	require.Equal(t, want.q.NeedNotify(), got.q.NeedNotify())
+	require.Equal(t, want.d.Mem(), got.d.Mem(), "round %d", round)
+	require.Equal(t, logWant, logGot)
+	for {
+		eg, okG := got.d.Used()
+		ew, okW := want.d.Used()
+		require.Equal(t, okW, okG)
+		if !okG {
+			break
+		}
+		require.Equal(t, ew, eg)
+	}
 }
