@@ -18,13 +18,7 @@ rev=${3:-HEAD}
 rules=${RULES:-never call crowd late pair nrrun}
 hog=${HOG:-0}
 tmp=$(mktemp -d)
-hogs=()
-stop_hogs() {
-	local p
-	for p in "${hogs[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${hogs[@]}"; do wait "$p" 2>/dev/null || true; done
-	hogs=()
-}
+. bench/hogs.sh
 trap 'stop_hogs; git worktree remove --force "$tmp/wt" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 git worktree add -q --detach "$tmp/wt" "$rev"
 git -C "$tmp/wt" apply "$PWD/bench/latency-rules.patch"
@@ -42,11 +36,7 @@ for r in $(seq "$rounds"); do
 	echo "# round $r: $order"
 	for rule in $order; do run "$rule" "$rule"; done
 	if [ "$hog" -gt 0 ]; then
-		for i in $(seq "$hog"); do
-			setsid bash -c 'while :; do :; done' &
-			hogs+=($!)
-		done
-		sleep 1
+		start_hogs "$hog"
 		for rule in $order; do run "$rule+hog$hog" "$rule"; done
 		stop_hogs
 	fi

@@ -15,13 +15,7 @@ rounds=${2:-5}
 benchtime=${3:-3000x}
 hog=${HOG:-0}
 tmp=$(mktemp -d)
-hogs=()
-stop_hogs() {
-	local p
-	for p in "${hogs[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${hogs[@]}"; do wait "$p" 2>/dev/null || true; done
-	hogs=()
-}
+. bench/hogs.sh
 trap 'stop_hogs; git worktree remove --force "$tmp/old" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 git worktree add -q --detach "$tmp/old" "$old"
 (cd "$tmp/old" && nice -n 5 go build -o "$tmp/arcnet-old" ./cmd/vhost-arcnet)
@@ -34,21 +28,13 @@ run() { # label bench-regex [ARCNET_BIN]
 		-test.benchtime "$benchtime") 2>&1 | grep '^Benchmark' |
 		sed "s/^BenchmarkPingPong\//$label load=$(cut -d' ' -f1 /proc/loadavg) /" | tee -a "$tmp/all"
 }
-start_hogs() {
-	local i
-	for i in $(seq "$hog"); do
-		setsid bash -c 'while :; do :; done' &
-		hogs+=($!)
-	done
-	sleep 1 # the load average notices them
-}
 for r in $(seq "$rounds"); do
 	echo "# round $r"
 	run old 'PingPong/(loopback|switch)/' "$tmp/arcnet-old"
 	run new 'PingPong/(loopback|switch)/' "$tmp/arcnet-new"
 	run dpdk 'PingPong/dpdk/'
 	if [ "$hog" -gt 0 ]; then
-		start_hogs
+		start_hogs "$hog"
 		run "old+hog$hog" 'PingPong/(loopback|switch)/' "$tmp/arcnet-old"
 		run "new+hog$hog" 'PingPong/(loopback|switch)/' "$tmp/arcnet-new"
 		run "dpdk+hog$hog" 'PingPong/dpdk/'

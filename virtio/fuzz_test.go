@@ -224,6 +224,17 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 	q.Publish()
 	_ = regions
 
+	// loggedQueue builds the queue afresh on the fuzzed guest memory, with
+	// a dirty log, for the comparisons below.
+	loggedQueue := func() (*virtio.Queue, []byte) {
+		_, mem := fuzzMemory(data[4:])
+		q, err := virtio.NewQueue(mem, cfg)
+		require.NoError(t, err)
+		log := make([]byte, 8)
+		q.SetLog(virtio.NewDirtyLog(log))
+		return q, log
+	}
+
 	// The batched one-buffer receive path (PeekPlain, PlainFrame,
 	// CommitPlain, as GuestPort.deliver) against WritePlain one frame at a
 	// time, on the same guest state: the same frames written and dropped,
@@ -236,11 +247,7 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 	var res [2]plainResult
 	var after [2]plainRingState
 	for i := range 2 {
-		_, mem = fuzzMemory(data[4:])
-		q, err = virtio.NewQueue(mem, cfg)
-		require.NoError(t, err)
-		log := make([]byte, 8)
-		q.SetLog(virtio.NewDirtyLog(log))
+		q, log := loggedQueue()
 		rx := virtio.NewNetRX(q)
 		if i == 0 {
 			res[i] = writePlainEach(rx, frames)
@@ -262,11 +269,7 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 	// position.
 	var txs [2]batchRun
 	for i := range 2 {
-		_, mem = fuzzMemory(data[4:])
-		q, err = virtio.NewQueue(mem, cfg)
-		require.NoError(t, err)
-		log := make([]byte, 8)
-		q.SetLog(virtio.NewDirtyLog(log))
+		q, log := loggedQueue()
 		if data[1]&0x80 != 0 {
 			q.DisableNotify()
 		}
