@@ -16,10 +16,15 @@ import (
 // read in one loop, so that the cache misses on their descriptors overlap
 // instead of coming one Pop call at a time, with one avail_event store for
 // them all; the first chain of any other shape, and every chain after it,
-// goes to Pop, which validates it and may break the queue.
+// goes to Pop, which validates it and may break the queue. On a packed
+// ring the same, one-descriptor device-readable buffers (popPackedN).
 func (q *Queue) PopN(cs []Chain) (n int, err error) {
-	if q.err == nil && !q.packed {
-		n = q.popReadable(cs)
+	if q.err == nil {
+		if q.packed {
+			n = q.popPackedN(cs)
+		} else {
+			n = q.popReadable(cs)
+		}
 	}
 	for n < len(cs) {
 		ok, err := q.Pop(&cs[n])
@@ -102,12 +107,7 @@ func (q *Queue) PushN(cs []Chain, written uint32) error {
 		return q.err
 	}
 	if q.packed {
-		for i := range cs {
-			if err := q.Push(cs[i].Head, written); err != nil {
-				return err
-			}
-		}
-		return nil
+		return q.pushPackedN(cs, written)
 	}
 	l := q.log.Load()
 	for i := range cs {
