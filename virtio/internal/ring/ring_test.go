@@ -1,8 +1,11 @@
 package ring
 
 import (
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -85,4 +88,60 @@ func TestLoadAcquireHi16(t *testing.T) {
 		}
 	}()
 	LoadAcquireHi16(b[:3])
+}
+
+// TestFullFenceStoreLoad is the store-buffering litmus test (Intel SDM vol.
+// 3 §9.2.3.4: "Stores Are Not Reordered With Earlier Loads" does not hold
+// for a load after a store to another address): two threads each store
+// their flag, FullFence, and load the other's. Without the fence both may
+// load the old value in the same round (each store still in its CPU's
+// store buffer); with it at least one sees the other's store, which is
+// what every notification suppression handshake relies on (virtio.Idle).
+// Needs two CPUs to run the sides at once; bounded in rounds and time.
+func TestFullFenceStoreLoad(t *testing.T) {
+	if runtime.NumCPU() < 2 || runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("needs two CPUs")
+	}
+	mem := make([]byte, 256) // the two flags on lines of their own
+	flag := [2][]byte{mem[0:2], mem[128:130]}
+	var arrive atomic.Uint32  // round barrier: 2 arrivals a round
+	var seen [2]atomic.Uint32 // what each side loaded this round
+	var done atomic.Uint32    // side 1's last finished round
+	rounds := uint32(200000)
+	deadline := time.Now().Add(2 * time.Second)
+	side := func(me int, r uint32) {
+		arrive.Add(1)
+		for arrive.Load() < 2*r {
+		}
+		StoreRelease16(flag[me], uint16(r))
+		FullFence()
+		seen[me].Store(uint32(LoadAcquire16(flag[1-me])))
+	}
+	stop := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for r := uint32(1); ; r++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			side(1, r)
+			done.Store(r)
+		}
+	}()
+	defer close(stop)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := uint32(1)
+	for ; r <= rounds && time.Now().Before(deadline); r++ {
+		side(0, r)
+		for done.Load() < r {
+		}
+		if a, b := seen[0].Load(), seen[1].Load(); a != r&0xffff && b != r&0xffff {
+			t.Fatalf("round %d: each side loaded the other's old flag (%d, %d): a load passed the fence", r, a, b)
+		}
+	}
+	t.Logf("%d rounds", r-1)
 }
