@@ -35,6 +35,9 @@ func TestTxFrameOneBuffer(t *testing.T) {
 		{"zeros", offloads{}, hdr(0, 0, 0, 0, 0, 0), 64, true},
 		{"num_buffers ignored", offloads{}, hdr(0, 0, 0, 0, 0, 7), 64, true},
 		{"data valid", offloads{}, hdr(virtio.NetHdrFDataValid, 0, 0, 0, 0, 0), 64, true},
+		{"no offload, other fields set", offloads{}, hdr(0, 0, 1448, 60, 16, 0), 64, true},
+		{"ecn alone, not negotiated", offloads{}, hdr(0, virtio.NetHdrGSOECN, 0, 0, 0, 0), 64, false},
+		{"unknown gso type", all, hdr(virtio.NetHdrFNeedsCsum, 7, 1448, 34, 16, 0), 64, false},
 		{"csum", all, hdr(virtio.NetHdrFNeedsCsum, 0, 0, 34, 16, 0), 64, true},
 		{"csum not negotiated", offloads{}, hdr(virtio.NetHdrFNeedsCsum, 0, 0, 34, 16, 0), 64, false},
 		{"csum past the frame", all, hdr(virtio.NetHdrFNeedsCsum, 0, 0, 60, 16, 0), 64, false},
@@ -57,6 +60,9 @@ func TestTxFrameOneBuffer(t *testing.T) {
 			ok2 := txFrame(&split, virtio.NetHdrSize, tc.off, &f2, &s2)
 			require.Equal(t, tc.valid, ok1)
 			require.Equal(t, ok2, ok1)
+			if tc.frame >= minFrameLen && tc.frame <= maxFrameLen {
+				require.Equal(t, tc.off.validTX(&f1.Hdr, f1.Len), ok1, "txFrame's verdict is validTX's")
+			}
 			if !ok1 {
 				return
 			}

@@ -78,7 +78,13 @@ func (s *Sink) Send(frames []Frame) {
 			if len(*buf) < f.Len {
 				*buf = make([]byte, max(f.Len, copyBufSize))
 			}
-			bytes += copyFrame((*buf)[:f.Len], f.Segs)
+			if len(f.Segs) == 1 {
+				// The common frame, one segment: one copy, without
+				// copyFrame's loop.
+				bytes += copy((*buf)[:f.Len], f.Segs[0])
+			} else {
+				bytes += copyFrame((*buf)[:f.Len], f.Segs)
+			}
 		}
 	} else {
 		for i := range frames {
