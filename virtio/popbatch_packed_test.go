@@ -422,3 +422,154 @@ func BenchmarkPackedPopNPushN(b *testing.B) {
 		}
 	}
 }
+
+// TestPackedPushNInOrder: with VIRTIO_F_IN_ORDER, PushN of a transmit
+// batch (written 0) writes one used descriptor for the whole batch
+// (virtio 1.2 §2.8.8) and the driver, which skips the batch's other
+// buffers as used, gets every buffer back in the same order, and the same
+// notifications, as from Push one at a time without IN_ORDER; on rings of
+// odd and even sizes going round many times, with buffers of several
+// descriptors and indirect ones, Mark/Rewind and the dirty log.
+func TestPackedPushNInOrder(t *testing.T) {
+	for _, f := range []uint64{0, virtio.FEventIdx, virtio.FEventIdx | virtio.FIndirectDesc} {
+		for _, size := range []uint16{5, 8, 13} {
+			t.Run(fmt.Sprintf("features %#x size %d", f, size), func(t *testing.T) {
+				features := virtio.FVersion1 | f
+				io, ea := newPackedPair(t, size, features|virtio.FInOrder), newPackedPair(t, size, features)
+				logI, logE := make([]byte, 64), make([]byte, 64)
+				io.q.SetLog(virtio.NewDirtyLog(logI))
+				ea.q.SetLog(virtio.NewDirtyLog(logE))
+				csI, csE := make([]virtio.Chain, 6), make([]virtio.Chain, 6)
+				msg := make([]byte, 64)
+				batches := 0
+				for round := range 40 {
+					for _, p := range []*pair{io, ea} {
+						p.d.EnableInterrupts()
+						for i := 0; p.d.FreeDescs() > 1; i++ {
+							var err error
+							switch (round + i) % 7 {
+							case 3:
+								_, err = p.d.AddOut(msg[:12], msg[12:])
+							case 5:
+								_, err = p.d.AddChain([][]byte{msg[:12], msg[12:]}, nil, f&virtio.FIndirectDesc != 0)
+							default:
+								_, err = p.d.AddOut(msg[:10+round%50])
+							}
+							require.NoError(t, err)
+						}
+						p.d.Publish()
+					}
+					k := 1 + round%len(csI)
+					mi, me := io.q.Mark(), ea.q.Mark()
+					for again := range 2 {
+						ni, err := io.q.PopN(csI[:k])
+						require.NoError(t, err)
+						ne, err := popEach(ea.q, csE[:k])
+						require.NoError(t, err)
+						require.Equal(t, ne, ni)
+						for i := range ni {
+							require.Equal(t, chainString(&csE[i]), chainString(&csI[i]))
+						}
+						from := io.q.UsedIdx()
+						require.NoError(t, io.q.PushN(csI[:ni], 0))
+						require.NoError(t, pushEach(ea.q, csE[:ne], 0))
+						require.Equal(t, ea.q.UsedIdx(), io.q.UsedIdx())
+						// One used descriptor written (length 0, the
+						// batch's last Buffer ID): the batch's others
+						// still read as the available ones Pop read
+						// (lengths above 0).
+						written := 0
+						for pos := from; pos != io.q.UsedIdx(); pos = advancePacked(pos, size) {
+							if d := io.d.ReadPackedDesc(pos & 0x7fff); d.Len == 0 {
+								require.Equal(t, csI[ni-1].Head, d.ID)
+								written++
+							}
+						}
+						require.Equal(t, 1, written, "round %d: used descriptors written", round)
+						if ni > 1 {
+							batches++
+						}
+						if again == 0 && round%4 == 3 {
+							io.q.Rewind(mi)
+							ea.q.Rewind(me)
+							continue
+						}
+						break
+					}
+					io.q.Publish()
+					ea.q.Publish()
+					require.Equal(t, ea.q.NeedNotify(), io.q.NeedNotify(), "round %d: notify", round)
+					for {
+						gi, okI := io.d.Used()
+						ge, okE := ea.d.Used()
+						require.Equal(t, okE, okI, "round %d", round)
+						if !okI {
+							break
+						}
+						require.Equal(t, ge, gi, "round %d", round)
+					}
+					require.Equal(t, ea.q.LastAvail(), io.q.LastAvail())
+					require.Equal(t, ea.d.FreeDescs(), io.d.FreeDescs())
+					require.Equal(t, logE, logI, "dirty log (the ring's page)")
+				}
+				require.Greater(t, batches, 20)
+			})
+		}
+	}
+}
+
+// TestPackedPushNInOrderFallback: with VIRTIO_F_IN_ORDER, the batches
+// PushN does not write as one used descriptor go one by one, exactly as
+// Push over them: a buffer the device wrote into (written > 0: each
+// length counts), a single buffer, a Buffer ID out of range or never
+// popped, and more pushes than pops, with Push's error.
+func TestPackedPushNInOrderFallback(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		n       int
+		written uint32
+		bad     func(cs []virtio.Chain) []virtio.Chain
+		err     bool
+	}{
+		{"written", 4, 60, nil, false},
+		{"one buffer", 1, 0, nil, false},
+		{"id out of range", 4, 0, func(cs []virtio.Chain) []virtio.Chain { cs[2].Head = 0xffff; return cs }, true},
+		{"never popped", 4, 0, func(cs []virtio.Chain) []virtio.Chain { cs[2].Head = 7; return cs }, true},
+		{"more pushes than pops", 3, 0, func(cs []virtio.Chain) []virtio.Chain { return append(cs, cs...) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mem [2][]byte
+			var logs [2][]byte
+			var errs [2]string
+			for side := range 2 {
+				p := newPackedPair(t, 8, virtio.FVersion1|virtio.FEventIdx|virtio.FInOrder)
+				logs[side] = make([]byte, 64)
+				p.q.SetLog(virtio.NewDirtyLog(logs[side]))
+				for range tc.n {
+					_, err := p.d.AddOut(make([]byte, 64))
+					require.NoError(t, err)
+				}
+				p.d.Publish()
+				cs := make([]virtio.Chain, tc.n)
+				n, err := p.q.PopN(cs)
+				require.NoError(t, err)
+				require.Equal(t, tc.n, n)
+				if tc.bad != nil {
+					cs = tc.bad(cs)
+				}
+				if side == 0 {
+					err = pushEach(p.q, cs, tc.written)
+				} else {
+					err = p.q.PushN(cs, tc.written)
+				}
+				require.Equal(t, tc.err, err != nil, "%v", err)
+				errs[side] = fmt.Sprint(err)
+				p.q.Publish()
+				mem[side] = p.buf
+			}
+			require.Equal(t, errs[0], errs[1])
+			require.Equal(t, logs[0], logs[1])
+			require.True(t, string(mem[0]) == string(mem[1]), "guest memory differs")
+		})
+	}
+}

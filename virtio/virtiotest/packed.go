@@ -39,6 +39,18 @@ type packedState struct {
 	used      uint16 // where the next used descriptor is read
 	free      int    // ring descriptors not held by a buffer
 	pending   []pendingHead
+
+	// VIRTIO_F_IN_ORDER (§2.8.8): the ids of the buffers made available
+	// and not used yet, in ring order (a circular queue of size entries:
+	// at most size buffers are outstanding), and, while Used hands out
+	// the buffers of one used descriptor that stood for a batch, the
+	// Buffer ID and length that descriptor carried.
+	order     []uint16
+	orderHead int
+	orderLen  int
+	batch     bool
+	batchID   uint16
+	batchLen  uint32
 }
 
 // pendingHead is the first descriptor of a buffer added since the last
@@ -49,7 +61,37 @@ type pendingHead struct {
 }
 
 func (p *packedState) init(size uint16) {
-	*p = packedState{avail: PackedWrap, published: PackedWrap, used: PackedWrap, free: int(size)}
+	*p = packedState{avail: PackedWrap, published: PackedWrap, used: PackedWrap, free: int(size), order: make([]uint16, size)}
+}
+
+// inOrder reports whether VIRTIO_F_IN_ORDER was negotiated.
+func (d *Driver) inOrder() bool { return d.features&virtio.FInOrder != 0 }
+
+// pushOrder records buffer id as made available after the ones before it.
+func (p *packedState) pushOrder(id uint16) {
+	if p.orderLen == len(p.order) {
+		return // more buffers than the ring holds: a test's raw writes
+	}
+	p.order[(p.orderHead+p.orderLen)%len(p.order)] = id
+	p.orderLen++
+}
+
+// popOrder removes and returns the oldest outstanding buffer id.
+func (p *packedState) popOrder() uint16 {
+	id := p.order[p.orderHead]
+	p.orderHead = (p.orderHead + 1) % len(p.order)
+	p.orderLen--
+	return id
+}
+
+// hasOrder reports whether buffer id is outstanding.
+func (p *packedState) hasOrder(id uint16) bool {
+	for i := range p.orderLen {
+		if p.order[(p.orderHead+i)%len(p.order)] == id {
+			return true
+		}
+	}
+	return false
 }
 
 // advance moves position pos forward by k descriptors.
@@ -156,6 +198,9 @@ func (d *Driver) addPacked(elems []Elem, indirect bool, slots []int32) (id uint1
 	}
 	d.p.avail = d.advance(d.p.avail, uint16(ndesc))
 	d.p.pending = append(d.p.pending, head)
+	if d.inOrder() {
+		d.p.pushOrder(id)
+	}
 	return id, nil
 }
 
@@ -187,23 +232,44 @@ func (d *Driver) publishPacked() (kick bool) {
 
 // usedPacked reads the used descriptor at the driver's position, if the
 // device wrote it (§2.8.22: AVAIL and USED both equal to the wrap
-// counter), and skips the descriptors of its buffer.
+// counter), and skips the descriptors of its buffer. With
+// VIRTIO_F_IN_ORDER one used descriptor may stand for a batch (§2.8.8: its
+// Buffer ID is the batch's last buffer's, and "the skipped buffers ... are
+// assumed to have been used"): Used then returns the batch's buffers one
+// call at a time, in the order they were made available, the skipped ones
+// with length 0, each skipping its own descriptors.
 func (d *Driver) usedPacked() (e UsedElem, ok bool) {
 	pos := d.p.used
-	slot := uint32(pos&^PackedWrap) * 16
-	f := ring.LoadAcquire16(d.desc[slot+14 : slot+16])
-	w := pos >> 15
-	if (f>>7)&1 != w || f>>15 != w {
-		return UsedElem{}, false
+	if !d.p.batch {
+		slot := uint32(pos&^PackedWrap) * 16
+		f := ring.LoadAcquire16(d.desc[slot+14 : slot+16])
+		w := pos >> 15
+		if (f>>7)&1 != w || f>>15 != w {
+			return UsedElem{}, false
+		}
+		id := binary.LittleEndian.Uint16(d.desc[slot+12:])
+		e.Len = binary.LittleEndian.Uint32(d.desc[slot+8:])
+		e.ID = uint32(id)
+		if d.inOrder() && d.p.orderLen > 0 && d.p.order[d.p.orderHead] != id && d.p.hasOrder(id) {
+			d.p.batch, d.p.batchID, d.p.batchLen = true, id, e.Len
+		} else if d.inOrder() && d.p.orderLen > 0 && d.p.order[d.p.orderHead] == id {
+			d.p.popOrder()
+		}
 	}
-	e.ID = uint32(binary.LittleEndian.Uint16(d.desc[slot+12:]))
-	e.Len = binary.LittleEndian.Uint32(d.desc[slot+8:])
+	if d.p.batch {
+		id := d.p.popOrder()
+		e = UsedElem{ID: uint32(id)}
+		if id == d.p.batchID {
+			e.Len = d.p.batchLen
+			d.p.batch = false
+		}
+	}
 	n := uint16(1)
 	if e.ID < uint32(d.size) && d.heads[e.ID].live {
 		n = d.heads[e.ID].n
 	}
 	d.p.used = d.advance(pos, n)
-	if d.features&virtio.FEventIdx != 0 && !d.intrOff {
+	if d.features&virtio.FEventIdx != 0 && !d.intrOff && !d.p.batch {
 		d.setDriverEvent(d.p.used, EventFlagsDesc)
 		// As for split rings (Used): the event store before the next
 		// load of a used descriptor's flags.
@@ -217,6 +283,9 @@ func (d *Driver) usedPacked() (e UsedElem, ok bool) {
 
 // enableInterruptsPacked is EnableInterrupts for a packed ring.
 func (d *Driver) enableInterruptsPacked() (pending bool) {
+	if d.p.batch {
+		return true // the rest of a used batch
+	}
 	if d.features&virtio.FEventIdx != 0 {
 		d.setDriverEvent(d.p.used, EventFlagsDesc)
 	} else {
