@@ -54,16 +54,22 @@ type arcnet struct {
 // its metrics on ns's loopback.
 func startBackend(t testing.TB, ns *netns.NS, args ...string) *arcnet {
 	t.Helper()
+	return startBackendWrapped(t, ns, nil, args...)
+}
+
+// startBackendWrapped is startBackend with vhost-arcnet run under wrap
+// (backend.Config.Wrap; inside ns's `ip netns exec` with ns).
+func startBackendWrapped(t testing.TB, ns *netns.NS, wrap []string, args ...string) *arcnet {
+	t.Helper()
 	dir := backend.WorkDir(t, "arcnet-load-", "LOAD_KEEP")
 	sock := filepath.Join(dir, "vm.sock")
 	// No keep-alive: a scrape leaves no connection (fd, goroutines) in
 	// the process between two measurements.
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	uplink := "none"
-	var wrap []string
 	addr := ""
 	if ns != nil {
-		uplink, wrap, addr = "tap", []string{"ip", "netns", "exec", ns.Name}, "127.0.0.1:9100"
+		uplink, wrap, addr = "tap", append([]string{"ip", "netns", "exec", ns.Name}, wrap...), "127.0.0.1:9100"
 		client = ns.HTTPClient(t) // no keep-alive either
 		client.Timeout = 5 * time.Second
 	} else {
