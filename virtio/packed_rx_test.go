@@ -44,8 +44,9 @@ func packedRxConfig(ctl []byte) virtio.QueueConfig {
 }
 
 // newRxTwin builds a twin from data (fuzz format: 4 control bytes, then
-// the image of region A then B); nil when NewQueue refuses the config.
-func newRxTwin(t testing.TB, data []byte) *rxTwin {
+// the image of region A then B), with the extra features given; nil when
+// NewQueue refuses the config.
+func newRxTwin(t testing.TB, data []byte, extra ...uint64) *rxTwin {
 	tw := &rxTwin{backing: make([]byte, fzASize+fzBSize+fzCSize), log: make([]byte, 8)}
 	a, b, c := tw.backing[:fzASize:fzASize], tw.backing[fzASize:fzASize+fzBSize:fzASize+fzBSize], tw.backing[fzASize+fzBSize:]
 	n := copy(a, data[4:])
@@ -56,7 +57,11 @@ func newRxTwin(t testing.TB, data []byte) *rxTwin {
 		{GuestPhysAddr: fzC, Size: fzCSize, UserAddr: 0x5000_0000, Data: c},
 	})
 	require.NoError(t, err)
-	q, err := virtio.NewQueue(mem, packedRxConfig(data[:4]))
+	cfg := packedRxConfig(data[:4])
+	for _, f := range extra {
+		cfg.Features |= f
+	}
+	q, err := virtio.NewQueue(mem, cfg)
 	if err != nil {
 		require.ErrorIs(t, err, virtio.ErrBadRing)
 		return nil

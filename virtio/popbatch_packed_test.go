@@ -31,14 +31,21 @@ const (
 // shadow Rewind writes back, descriptor counts, dirty log). Every third
 // round gives back half the batch with Unpop before it pushes, every
 // fourth rewinds the round (Mark/Rewind) after its push and does it
-// again, every second publishes and compares NeedNotify. It returns how
-// many ring positions PopN's packed fast path popped (each counted once:
-// Unpop and Rewind give some back to pop again).
+// again, every second publishes and compares NeedNotify. A third twin
+// with VIRTIO_F_IN_ORDER does what the PopN one does: its PushN writes one
+// used descriptor per transmit batch, so its ring differs from the others'
+// in the descriptors it skipped (left as Pop read them), but the device
+// reads none of them as available again (the driver writes no new ones
+// here), so it must keep the same positions, bookkeeping, errors and
+// notifications (requireSameState). It returns how many ring positions
+// PopN's packed fast path popped (each counted once: Unpop and Rewind
+// give some back to pop again).
 func comparePackedPopN(t testing.TB, data []byte, mode byte) (fast int) {
-	ba, ea := newRxTwin(t, data), newRxTwin(t, data)
+	ba, ea, io := newRxTwin(t, data), newRxTwin(t, data), newRxTwin(t, data, virtio.FInOrder)
 	if ba == nil {
 		return 0
 	}
+	csI := make([]virtio.Chain, 64)
 	fastAt := map[uint16]bool{}
 	defer func() { fast = len(fastAt) }()
 	maxBatch := 8
@@ -53,7 +60,7 @@ func comparePackedPopN(t testing.TB, data []byte, mode byte) (fast int) {
 	for round := range 2*int(ba.q.Size()) + 2 {
 		name := fmt.Sprintf("round %d", round)
 		k := 1 + round%maxBatch
-		mb, me := ba.q.Mark(), ea.q.Mark()
+		mb, me, mi := ba.q.Mark(), ea.q.Mark(), io.q.Mark()
 		pop := func(step string) (int, error) {
 			// PopN with its fast path counted: popPackedN first, then
 			// PopN over the rest (whose fast path finds nothing more
@@ -67,12 +74,17 @@ func comparePackedPopN(t testing.TB, data []byte, mode byte) (fast int) {
 			nb, errB := ba.q.PopN(csB[nf:k])
 			nb += nf
 			ne, errE := popEach(ea.q, csE[:k])
+			ni, errI := io.q.PopN(csI[:k])
 			require.Equal(t, ne, nb, "%s: popped", step)
+			require.Equal(t, ne, ni, "%s: popped, in order", step)
 			require.Equal(t, fmt.Sprint(errE), fmt.Sprint(errB), "%s: pop error", step)
+			require.Equal(t, errE != nil, errI != nil, "%s: pop error, in order", step)
 			for i := range nb {
 				require.Equal(t, chainString(&csE[i]), chainString(&csB[i]), "%s: chain %d", step, i)
+				require.Equal(t, chainString(&csE[i]), chainString(&csI[i]), "%s: chain %d, in order", step, i)
 			}
 			requireSameRx(t, ba, ea, step)
+			requireSameState(t, ea, io, step+" (in order)")
 			return nb, errB
 		}
 		n, err := pop(name)
@@ -83,21 +95,25 @@ func comparePackedPopN(t testing.TB, data []byte, mode byte) (fast int) {
 			u := uint16(n / 2)
 			ba.q.Unpop(u)
 			ea.q.Unpop(u)
+			io.q.Unpop(u)
 			requireSameRx(t, ba, ea, name+" unpopped")
 			n -= int(u)
 		}
 		push := func(step string, n int) error {
-			pb, pe := csB[:n], csE[:n]
+			pb, pe, pi := csB[:n], csE[:n], csI[:n]
 			if round == 0 && mode&popNPushBad != 0 {
-				csB[n-1].Head, csE[n-1].Head = 0xffff, 0xffff
+				csB[n-1].Head, csE[n-1].Head, csI[n-1].Head = 0xffff, 0xffff, 0xffff
 			}
 			if round == 0 && mode&popNPushTwice != 0 {
-				pb, pe = append(pb[:n:n], pb...), append(pe[:n:n], pe...)
+				pb, pe, pi = append(pb[:n:n], pb...), append(pe[:n:n], pe...), append(pi[:n:n], pi...)
 			}
 			errB := ba.q.PushN(pb, written)
 			errE := pushEach(ea.q, pe, written)
+			errI := io.q.PushN(pi, written)
 			require.Equal(t, fmt.Sprint(errE), fmt.Sprint(errB), "%s: push error", step)
+			require.Equal(t, fmt.Sprint(errE), fmt.Sprint(errI), "%s: push error, in order", step)
 			requireSameRx(t, ba, ea, step+" pushed")
+			requireSameState(t, ea, io, step+" pushed (in order)")
 			return errB
 		}
 		if err := push(name, n); err != nil {
@@ -106,7 +122,9 @@ func comparePackedPopN(t testing.TB, data []byte, mode byte) (fast int) {
 		if round%4 == 3 && mode&popNNoRewind == 0 {
 			ba.q.Rewind(mb)
 			ea.q.Rewind(me)
+			io.q.Rewind(mi)
 			requireSameRx(t, ba, ea, name+" rewound")
+			requireSameState(t, ea, io, name+" rewound (in order)")
 			n, err := pop(name + " again")
 			if err != nil || n == 0 {
 				return fast
@@ -120,10 +138,26 @@ func comparePackedPopN(t testing.TB, data []byte, mode byte) (fast int) {
 		}
 		ba.q.Publish()
 		ea.q.Publish()
-		require.Equal(t, ea.q.NeedNotify(), ba.q.NeedNotify(), "%s: notify", name)
+		io.q.Publish()
+		notify := ea.q.NeedNotify()
+		require.Equal(t, notify, ba.q.NeedNotify(), "%s: notify", name)
+		require.Equal(t, notify, io.q.NeedNotify(), "%s: notify, in order", name)
 		requireSameRx(t, ba, ea, name+" published")
 	}
 	return fast
+}
+
+// requireSameState is requireSameRx less guest memory and the dirty log:
+// positions, broken or not, shadow and descriptor counts.
+func requireSameState(t testing.TB, want, got *rxTwin, step string) {
+	t.Helper()
+	require.Equal(t, want.q.LastAvail(), got.q.LastAvail(), "%s: avail position", step)
+	require.Equal(t, want.q.UsedIdx(), got.q.UsedIdx(), "%s: used position", step)
+	require.Equal(t, want.q.Err() != nil, got.q.Err() != nil, "%s: broken", step)
+	ws, wc := want.q.PackedBook()
+	gs, gc := got.q.PackedBook()
+	require.Equal(t, ws, gs, "%s: shadow", step)
+	require.Equal(t, wc, gc, "%s: descriptor counts", step)
 }
 
 // advancePacked returns packed ring position pos (index | wrap<<15) moved
