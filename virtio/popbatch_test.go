@@ -108,6 +108,10 @@ func TestPopNPushN(t *testing.T) {
 		{"avail idx too far after a batch", 8, 0, 2, false, false, []step{ones(0, 1, 2, 3), {avail: 12}}},
 		{"push head out of range", 8, 0, 4, false, true, []step{ones(0, 1, 2, 3, 4)}},
 		{"packed", 8, virtio.FRingPacked | virtio.FEventIdx, 3, true, false, []step{ones(0, 1, 2, 3, 4)}},
+		// popReadable reads ahead popAhead (64) chains at a time.
+		{"more than a read-ahead", 256, virtio.FEventIdx, 200, true, false, []step{ones(heads(0, 150)...), ones(heads(150, 256)...)}},
+		{"two descriptors after a read-ahead", 256, 0, 128, false, false, []step{with(ones(heads(0, 100)...), 70, virtiotest.Desc{Addr: buf, Len: 12, Flags: virtiotest.DescFNext, Next: 200})}},
+		{"head out of range after a read-ahead", 256, 0, 128, false, false, []step{{desc: ones(heads(0, 80)...).desc, heads: append(heads(0, 66), 300, 66)}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var runs [2]batchRun
@@ -193,6 +197,15 @@ func TestPopNPushN(t *testing.T) {
 			require.True(t, string(runs[0].mem) == string(runs[1].mem), "guest memory differs")
 		})
 	}
+}
+
+// heads returns the heads from, from+1, ..., to-1.
+func heads(from, to uint16) []uint16 {
+	var s []uint16
+	for h := from; h < to; h++ {
+		s = append(s, h)
+	}
+	return s
 }
 
 // TestPopNAllocs: the transmit batch allocates nothing once its chains

@@ -1,6 +1,7 @@
 // Package ring holds the memory-ordering primitives for virtqueue ring
 // indices shared with a guest, and the dirty-log bit setting: 16-bit
-// load-acquire and store-release, a full fence, and 32-bit atomic OR. It is
+// load-acquire and store-release, a full fence, 32-bit atomic OR, and
+// cache line prefetches (Prefetch). It is
 // the only place of vhost-arcnet that uses package unsafe.
 //
 // It is internal so that both virtio (the device) and virtio/virtiotest (the
@@ -24,7 +25,8 @@
 // amd64 (TSO): every plain load is an acquire and every plain store a
 // release; the helpers are assembly only so that the Go compiler cannot move
 // ordinary memory accesses across them (a call to an assembly function is a
-// compiler barrier). The full fence is MFENCE.
+// compiler barrier). The full fence is a LOCK-prefixed add to the stack
+// (ring_amd64.s says why not MFENCE).
 //
 // arm64: LDARH/STLRH give acquire/release on the halfword itself; the full
 // fence is DMB ISH (inner shareable: all CPUs running the guest and us).

@@ -145,3 +145,14 @@ func TestFullFenceStoreLoad(t *testing.T) {
 	}
 	t.Logf("%d rounds", r-1)
 }
+
+// TestPrefetch: Addr is the address of b[off]; Prefetch of lines inside
+// and outside any mapping (a hint: it neither faults nor reads) returns.
+func TestPrefetch(t *testing.T) {
+	b := make([]byte, 100)
+	if Addr(b, 99)-Addr(b, 0) != 99 || Addr(b, 0) != uintptr(unsafe.Pointer(&b[0])) {
+		t.Fatal("Addr is not the address of b[off]")
+	}
+	Prefetch([]uintptr{Addr(b, 0), Addr(b, 64), 0, 8, ^uintptr(0)})
+	Prefetch(nil)
+}
