@@ -37,7 +37,7 @@ type PlainBuf struct {
 // stores in the store buffer, and more frames' misses are in flight at
 // once (perf, loop-64).
 //
-// PeekPlain returns how many entries of bufs it filled: 0 when the queue
+// PeekPlain returns how many entries of bufs it filled, at most 64: 0 when the queue
 // is broken, when no chain is available, or when the next one is anything
 // else (then WritePlain or Write decides, with every check of Pop). On a
 // packed ring it takes what writePlainPacked takes (peekPlainPacked,
@@ -61,28 +61,48 @@ func (r *NetRX) PeekPlain(bufs []PlainBuf) int {
 		}
 		q.availCache = idx
 	}
-	k := min(len(bufs), int(q.availCache-q.lastAvail))
-	rg := &q.regions[q.hint]
-	for i := 0; i < k; i++ {
-		slot := uint32((q.lastAvail+uint16(i))&q.mask) * 2
+	k := min(len(bufs), int(q.availCache-q.lastAvail), popAhead)
+	// Two passes, as popReadable: the heads (copied once) with their
+	// descriptors prefetched, then the descriptors with the first
+	// readAheadLen bytes of each buffer prefetched for writing (the
+	// header and a small frame's bytes: the receive path is bound by
+	// its stores into these lines, which the driver last held, perf
+	// loop-64).
+	var heads [popAhead]uint16
+	var lines [2 * popAhead]uintptr
+	m := 0
+	for ; m < k; m++ {
+		slot := uint32((q.lastAvail+uint16(m))&q.mask) * 2
 		head := binary.LittleEndian.Uint16(q.availRing[slot : slot+2])
 		if head >= q.size {
-			return i
+			break
 		}
+		heads[m] = head
+		lines[m] = ring.Addr(q.desc, int(head)*descSize)
+	}
+	ring.Prefetch(lines[:m])
+	rg := &q.regions[q.hint]
+	i := 0
+	for ; i < m; i++ {
+		head := heads[i]
 		// Each descriptor is read once, into locals; only they are used.
 		d := q.desc[uint32(head)*descSize : uint32(head)*descSize+descSize : uint32(head)*descSize+descSize]
 		addr := binary.LittleEndian.Uint64(d[0:8])
 		length := uint64(binary.LittleEndian.Uint32(d[8:12]))
 		if binary.LittleEndian.Uint16(d[12:14]) != descFWrite || length == 0 {
-			return i
+			break
 		}
 		off := addr - rg.gpa
 		if off >= rg.size || length > rg.size-off {
-			return i
+			break
 		}
-		bufs[i] = PlainBuf{b: rg.data[off : off+length : off+length], gpa: addr, head: head}
+		b := rg.data[off : off+length : off+length]
+		bufs[i] = PlainBuf{b: b, gpa: addr, head: head}
+		lines[2*i] = ring.Addr(b, 0)
+		lines[2*i+1] = ring.Addr(b, int(min(length, readAheadLen))-1)
 	}
-	return k
+	ring.PrefetchW(lines[:2*i])
+	return i
 }
 
 // PlainFrame writes into b the header of a frame of n bytes without

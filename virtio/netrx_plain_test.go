@@ -102,6 +102,15 @@ type plainRingState struct {
 	broken    bool
 }
 
+// repeat returns n copies of v.
+func repeat[T any](v T, n int) []T {
+	s := make([]T, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
+}
+
 // TestNetRXPlainBatch compares the batched one-buffer path
 // (PeekPlain/PlainFrame/CommitPlain, falling back to WritePlain) with
 // WritePlain one frame at a time, on the same rings and frames: same bytes
@@ -134,12 +143,15 @@ func TestNetRXPlainBatch(t *testing.T) {
 		{"device-readable chain breaks the queue", virtio.FVersion1, []chain{{in: one(2048)}, {in: one(2048), out: true}, {in: one(2048)}}, []int{64, 64, 64}, 64},
 		{"empty ring", virtio.FVersion1, nil, []int{64}, 64},
 		{"empty frame", virtio.FVersion1, []chain{{in: one(12)}, {in: one(2048)}}, []int{0, 64}, 64},
+		// PeekPlain reads ahead at most 64 chains at a time.
+		{"more than a read-ahead", virtio.FVersion1 | virtio.FEventIdx, repeat(chain{in: one(128)}, 100), repeat(64, 90), 100},
+		{"two-buffer chain after a read-ahead", virtio.FVersion1, append(append(repeat(chain{in: one(128)}, 70), chain{in: []uint32{12, 100}}), repeat(chain{in: one(128)}, 20)...), repeat(64, 95), 128},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var states [2]plainRingState
 			var results [2]plainResult
 			for i := range 2 {
-				p := newPair(t, 16, tc.features, virtiotest.DriverOptions{SlotSize: 2048})
+				p := newPair(t, 128, tc.features, virtiotest.DriverOptions{SlotSize: 2048})
 				log := make([]byte, 64)
 				p.q.SetLog(virtio.NewDirtyLog(log))
 				rx := virtio.NewNetRX(p.q)

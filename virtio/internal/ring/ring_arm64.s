@@ -41,3 +41,17 @@ loop:
 	CBNZ R1, loop
 done:
 	RET
+
+// func prefetchw(p *uintptr, n int)
+TEXT ·prefetchw(SB), NOSPLIT, $0-16
+	MOVD p+0(FP), R0
+	MOVD n+8(FP), R1
+	CMP $0, R1
+	BLE done
+loop:
+	MOVD.P 8(R0), R2
+	PRFM (R2), PSTL1KEEP
+	SUB $1, R1
+	CBNZ R1, loop
+done:
+	RET

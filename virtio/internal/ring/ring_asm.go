@@ -20,3 +20,9 @@ func fullFence()
 //
 //go:noescape
 func prefetch(p *uintptr, n int)
+
+// prefetchw is implemented in ring_$GOARCH.s: it prefetches the n
+// addresses at p for writing (PrefetchW).
+//
+//go:noescape
+func prefetchw(p *uintptr, n int)

@@ -30,3 +30,6 @@ func fullFence() { fence.Add(1) }
 
 // prefetch is a no-op where no assembly says how to prefetch.
 func prefetch(p *uintptr, n int) {}
+
+// prefetchw is a no-op where no assembly says how to prefetch.
+func prefetchw(p *uintptr, n int) {}

@@ -154,5 +154,7 @@ func TestPrefetch(t *testing.T) {
 		t.Fatal("Addr is not the address of b[off]")
 	}
 	Prefetch([]uintptr{Addr(b, 0), Addr(b, 64), 0, 8, ^uintptr(0)})
+	PrefetchW([]uintptr{Addr(b, 0), Addr(b, 64), 0, 8, ^uintptr(0)})
+	PrefetchW(nil)
 	Prefetch(nil)
 }
