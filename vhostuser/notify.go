@@ -47,9 +47,6 @@ var errKickClosed = errors.New("kick fd closed by the frontend")
 // registered with the network poller at all (no os.File), so a kick wakes
 // the one thread that waits for it and no other. A sleeping worker costs
 // one thread blocked in the kernel (Go's threads are reused, not freed).
-// The runtime sees a system call: its sysmon takes the thread's P away
-// after 20-40 us unless another P is idle, which is why the command keeps
-// at least two (cmd/vhost-arcnet/procs.go; issue 14).
 type doorbell struct {
 	// fd mode (kick >= 0): the kick fd, nonblocking (poll(2) does the
 	// waiting), and the wake fd Interrupt and close write to (an eventfd,

@@ -48,7 +48,7 @@ func main() {
 	slog.SetDefault(log)
 	log.Info("starting", "version", version(), "pid", os.Getpid())
 	if before, after := raiseProcs(); after != before {
-		log.Info("GOMAXPROCS raised", "from", before, "to", after, "why", "one CPU: a queue worker asleep on its kick keeps its P")
+		log.Info("GOMAXPROCS raised: a sleeping queue worker keeps its P (procs.go)", "from", before, "to", after)
 	}
 
 	if cfg.cpuProfile != "" {
