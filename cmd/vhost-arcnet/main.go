@@ -47,9 +47,6 @@ func main() {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
 	log.Info("starting", "version", version(), "pid", os.Getpid())
-	if before, after := raiseProcs(); after != before {
-		log.Info("GOMAXPROCS raised: a sleeping queue worker keeps its P (procs.go)", "from", before, "to", after)
-	}
 
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
