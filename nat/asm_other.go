@@ -7,12 +7,6 @@ import (
 	"unsafe"
 )
 
-// prefetch is a no-op where the package has no assembly for it: the batch
-// loop's later loads then miss (asm.go).
-func prefetch(p *uintptr, n int) {}
-
-const havePrefetch = false
-
 // storeRel stores v at p (asm.go); without assembly, a sequentially
 // consistent store.
 func storeRel(p *uint64, v uint64) { atomic.StoreUint64(p, v) }

@@ -20,6 +20,8 @@ package nat
 import (
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/arcnet/vhost-arcnet/internal/prefetch"
 )
 
 const (
@@ -344,8 +346,8 @@ func (t *table) prefetchSlots(f *flow) {
 	// and the line after each, where the backward shift usually reads on
 	// (a prefetch past the end of the index is harmless)
 	a := [4]uintptr{a0, a1, a0 + 64, a1 + 64}
-	if havePrefetch {
-		prefetch(&a[0], 4)
+	if prefetch.Available {
+		prefetch.Lines(a[:])
 	} else if *s0+*s1 == 0x5eed {
 		t.sinkHit++
 	}

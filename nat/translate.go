@@ -5,6 +5,8 @@ import (
 	"math/bits"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/arcnet/vhost-arcnet/internal/prefetch"
 )
 
 // Packet kinds found by parse.
@@ -41,7 +43,7 @@ func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 // guest packet that matches nothing, the home slot of the reply key that
 // pickPort tries first); then translate, each packet with its two lines
 // already in cache. The prefetches are one assembly loop per pass
-// (asm.go): loads in a Go loop kept only about a dozen packets'
+// (internal/prefetch): loads in a Go loop kept only about a dozen packets'
 // misses in flight, as many as the reorder buffer holds (1M flows in
 // BenchmarkTranslate). Where there is no assembly, the passes load
 // instead.
@@ -66,8 +68,8 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 	}
 	// Every packet's home slot: all misses in flight at once.
 	var sink uint64
-	if havePrefetch {
-		prefetch(&addrs[0], len(pkts))
+	if prefetch.Available {
+		prefetch.Lines(addrs[:len(pkts)])
 	} else {
 		for i := range pkts {
 			sink += atomic.LoadUint64(&ix.slots[sc[i].hash&ix.mask])
@@ -93,7 +95,7 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 			if s>>32 == tag {
 				r := ref(s)
 				f := t.flow(r >> 1)
-				if havePrefetch {
+				if prefetch.Available {
 					addrs[n] = uintptr(unsafe.Pointer(f))
 					n++
 				} else {
@@ -109,7 +111,7 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 			k := keyOf(m.w0, m.w1)
 			r := flowKey{Src: k.Dst, Dst: e.ext, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: Uplink}
 			sl := &ix.slots[r.hash(&t.seed)&ix.mask]
-			if havePrefetch {
+			if prefetch.Available {
 				addrs[n] = uintptr(unsafe.Pointer(sl))
 				n++
 			} else {
@@ -117,9 +119,7 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 			}
 		}
 	}
-	if n > 0 {
-		prefetch(&addrs[0], n)
-	}
+	prefetch.Lines(addrs[:n])
 	if sink == 0x5eed {
 		e.sinkHit.Add(1)
 	}

@@ -1,7 +1,7 @@
 // Package ring holds the memory-ordering primitives for virtqueue ring
 // indices shared with a guest, and the dirty-log bit setting: 16-bit
 // load-acquire and store-release, a full fence, 32-bit atomic OR, and
-// cache line prefetches (Prefetch). It is
+// cache line prefetches (Prefetch, through internal/prefetch). It is
 // the only place of vhost-arcnet that uses package unsafe.
 //
 // It is internal so that both virtio (the device) and virtio/virtiotest (the

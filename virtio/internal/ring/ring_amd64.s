@@ -35,34 +35,3 @@ TEXT ·fullFence(SB), NOSPLIT, $0-0
 	LOCK
 	ADDL $0, 0(SP)
 	RET
-
-// func prefetch(p *uintptr, n int)
-TEXT ·prefetch(SB), NOSPLIT, $0-16
-	MOVQ p+0(FP), SI
-	MOVQ n+8(FP), CX
-	TESTQ CX, CX
-	JLE done
-loop:
-	MOVQ (SI), AX
-	PREFETCHT0 (AX)
-	ADDQ $8, SI
-	DECQ CX
-	JNZ loop
-done:
-	RET
-
-// func prefetchw(p *uintptr, n int)
-TEXT ·prefetchw(SB), NOSPLIT, $0-16
-	MOVQ p+0(FP), SI
-	MOVQ n+8(FP), CX
-	TESTQ CX, CX
-	JLE done
-loop:
-	MOVQ (SI), AX
-	// PREFETCHW (AX): 0F 0D /1, which the Go assembler does not name.
-	BYTE $0x0F; BYTE $0x0D; BYTE $0x08
-	ADDQ $8, SI
-	DECQ CX
-	JNZ loop
-done:
-	RET

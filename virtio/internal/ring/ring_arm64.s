@@ -27,31 +27,3 @@ TEXT ·storeRelease16(SB), NOSPLIT, $0-10
 TEXT ·fullFence(SB), NOSPLIT, $0-0
 	DMB $0xb
 	RET
-
-// func prefetch(p *uintptr, n int)
-TEXT ·prefetch(SB), NOSPLIT, $0-16
-	MOVD p+0(FP), R0
-	MOVD n+8(FP), R1
-	CMP $0, R1
-	BLE done
-loop:
-	MOVD.P 8(R0), R2
-	PRFM (R2), PLDL1KEEP
-	SUB $1, R1
-	CBNZ R1, loop
-done:
-	RET
-
-// func prefetchw(p *uintptr, n int)
-TEXT ·prefetchw(SB), NOSPLIT, $0-16
-	MOVD p+0(FP), R0
-	MOVD n+8(FP), R1
-	CMP $0, R1
-	BLE done
-loop:
-	MOVD.P 8(R0), R2
-	PRFM (R2), PSTL1KEEP
-	SUB $1, R1
-	CBNZ R1, loop
-done:
-	RET

@@ -14,15 +14,3 @@ func storeRelease16(p *uint16, v uint16)
 
 // fullFence is implemented in ring_$GOARCH.s.
 func fullFence()
-
-// prefetch is implemented in ring_$GOARCH.s: it prefetches the n addresses
-// at p (Prefetcher.Flush).
-//
-//go:noescape
-func prefetch(p *uintptr, n int)
-
-// prefetchw is implemented in ring_$GOARCH.s: it prefetches the n
-// addresses at p for writing (PrefetchW).
-//
-//go:noescape
-func prefetchw(p *uintptr, n int)

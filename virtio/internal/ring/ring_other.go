@@ -27,9 +27,3 @@ func storeRelease16(p *uint16, v uint16) {
 // fullFence is a sequentially consistent RMW, implemented with full
 // hardware barriers on every Go port.
 func fullFence() { fence.Add(1) }
-
-// prefetch is a no-op where no assembly says how to prefetch.
-func prefetch(p *uintptr, n int) {}
-
-// prefetchw is a no-op where no assembly says how to prefetch.
-func prefetchw(p *uintptr, n int) {}
