@@ -13,7 +13,8 @@ import (
 // (§2.8.1; its flags read with acquire, §2.8.21.1, the other fields once,
 // after them), one device-writable descriptor (no NEXT, no INDIRECT), a
 // Buffer ID below the queue size, a non-zero length in the region of the
-// last lookup and not over the descriptor ring, on a queue that is not
+// last lookup and not over the descriptor ring or the device event
+// suppression structure, on a queue that is not
 // broken, has no dirty log and whose device event flags are already
 // RING_EVENT_FLAGS_DESC when it has VIRTIO_F_EVENT_IDX. Where
 // writePlainPacked checks the frame's bytes against the ring and the
@@ -42,6 +43,13 @@ func (r *NetRX) peekPlainPacked(bufs []PlainBuf) int {
 	k := min(len(bufs), int(uint32(q.size)-out))
 	rg := &q.regions[q.hint]
 	ringLo, ringHi := q.descGPA, q.descGPA+uint64(q.size)*descSize
+	// The device event suppression structure, by host address (one
+	// piece of memory may be mapped at two guest addresses):
+	// commitPlainPacked stores the event position after the caller wrote
+	// the frames, writePlainPacked and Pop before; a buffer over it would
+	// end up different (FuzzPackedPlainBatch found one).
+	evLo := ring.Addr(q.devEvent, 0)
+	evHi := evLo + eventSuppressSize
 	for i := 0; i < k; i++ {
 		idx := uint32(pos & packedIdxMask)
 		d := q.desc[idx*descSize : idx*descSize+descSize : idx*descSize+descSize]
@@ -55,6 +63,9 @@ func (r *NetRX) peekPlainPacked(bufs []PlainBuf) int {
 		off := addr - rg.gpa
 		if id >= q.size || length == 0 || off >= rg.size || length > rg.size-off ||
 			addr < ringHi && ringLo < addr+length {
+			return i
+		}
+		if lo := ring.Addr(rg.data, int(off)); lo < evHi && evLo < lo+uintptr(length) {
 			return i
 		}
 		bufs[i] = PlainBuf{b: rg.data[off : off+length : off+length], gpa: addr, head: id, flags: flags}

@@ -131,8 +131,16 @@ func TestPackedPlainBatch(t *testing.T) {
 		{"buffer across regions", 4, 0, 0x20, 64, func(d *virtiotest.Driver) {
 			_, _ = d.AddElems(w(fzB-0x40, 0x100), false)
 		}, 0},
-		{"buffer over the descriptor ring", 4, 0, 0x02, 64, func(d *virtiotest.Driver) {
+		// Size 4: the descriptor ring is fzA..+0x40, the driver and
+		// device event suppression structures +0x40 and +0x44.
+		{"buffer over the device event structure", 4, evidx, 0x02, 64, func(d *virtiotest.Driver) {
+			_, _ = d.AddElems(w(in(0), 0x100), false)
 			_, _ = d.AddElems(w(fzA+0x40, 0x100), false)
+			_, _ = d.AddElems(w(in(0x200), 0x100), false)
+			_, _ = d.AddElems(w(in(0x300), 0x100), false)
+		}, 2},
+		{"buffer over the descriptor ring", 4, 0, 0x02, 64, func(d *virtiotest.Driver) {
+			_, _ = d.AddElems(w(fzA+0x48, 0x100), false)
 			_, _ = d.AddElems(w(fzA+0x30, 0x100), false)
 			_, _ = d.AddElems(w(fzA+0x140, 0x100), false)
 		}, 2},
