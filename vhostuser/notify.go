@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/arcnet/vhost-arcnet/internal/blockpoll"
 	"github.com/arcnet/vhost-arcnet/virtio"
 )
 
@@ -47,6 +48,9 @@ var errKickClosed = errors.New("kick fd closed by the frontend")
 // registered with the network poller at all (no os.File), so a kick wakes
 // the one thread that waits for it and no other. A sleeping worker costs
 // one thread blocked in the kernel (Go's threads are reused, not freed).
+// The poll gives up the goroutine's P first (internal/blockpoll): with
+// unix.Poll the sleeping worker held it, and the process's other workers
+// stood still until Go's monitor thread took it back, up to 20 ms later.
 type doorbell struct {
 	// fd mode (kick >= 0): the kick fd, nonblocking (poll(2) does the
 	// waiting), and the wake fd Interrupt and close write to (an eventfd,
@@ -130,7 +134,7 @@ func (d *doorbell) waitFD() {
 	}
 	d.pfd[0] = unix.PollFd{Fd: int32(d.kick), Events: unix.POLLIN}
 	d.pfd[1] = unix.PollFd{Fd: int32(d.wakeR), Events: unix.POLLIN}
-	_, err := unix.Poll(d.pfd[:], -1)
+	_, err := blockpoll.Poll(d.pfd[:])
 	switch {
 	case err == unix.EINTR:
 		return

@@ -18,6 +18,7 @@ import (
 
 	"github.com/arcnet/vhost-arcnet/datapath"
 	"github.com/arcnet/vhost-arcnet/datapath/header"
+	"github.com/arcnet/vhost-arcnet/internal/blockpoll"
 )
 
 // Uplink is the XDP uplink on one host NIC: the XDP program attached to it
@@ -312,7 +313,7 @@ func (u *Uplink) readLoop(s *socket) {
 		taken, good := s.receive()
 		if taken == 0 {
 			fds[0].Revents, fds[1].Revents = 0, 0
-			if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			if _, err := blockpoll.Poll(fds); err != nil && err != unix.EINTR {
 				u.log.Error("xdp uplink: poll failed: the queue stops", "queue", s.queue, "err", err)
 				return
 			}
