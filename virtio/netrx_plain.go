@@ -82,6 +82,15 @@ func (r *NetRX) PeekPlain(bufs []PlainBuf) int {
 	}
 	ring.Prefetch(lines[:m])
 	rg := &q.regions[q.hint]
+	// A buffer over the rings themselves (the driver's own memory, so
+	// only a hostile or broken driver's) is left to WritePlain: it reads
+	// each chain after the previous frame was written and stores each
+	// used element right after its frame, the batch reads every chain
+	// first and stores the used elements after every frame, so such a
+	// frame would end up different (the split twin of what
+	// FuzzPackedPlainBatch found on packed rings). Compared by host
+	// address: one piece of memory may be mapped at two guest addresses.
+	rings := q.ringSpans()
 	i := 0
 	for ; i < m; i++ {
 		head := heads[i]
@@ -97,6 +106,9 @@ func (r *NetRX) PeekPlain(bufs []PlainBuf) int {
 			break
 		}
 		b := rg.data[off : off+length : off+length]
+		if rings.overlap(ring.Addr(b, 0), uintptr(length)) {
+			break
+		}
 		bufs[i] = PlainBuf{b: b, gpa: addr, head: head}
 		lines[2*i] = ring.Addr(b, 0)
 		lines[2*i+1] = ring.Addr(b, int(min(length, readAheadLen))-1)
@@ -146,4 +158,37 @@ func (r *NetRX) CommitPlain(bufs []PlainBuf) {
 	if q.eventIdx && !q.notifyOff {
 		q.setAvailEvent(q.lastAvail)
 	}
+}
+
+// ringSpans are the host address ranges of a split queue's descriptor
+// table, available ring and used ring.
+type ringSpans [3]struct{ lo, hi uintptr }
+
+// ringSpans returns q's (split).
+func (q *Queue) ringSpans() ringSpans {
+	var s ringSpans
+	for i, p := range [3]struct {
+		first []byte
+		last  []byte
+	}{{q.desc, q.desc}, {q.availFlags, q.availRing}, {q.usedFlags, q.usedRing}} {
+		s[i].lo = ring.Addr(p.first, 0)
+		s[i].hi = ring.Addr(p.last, len(p.last))
+	}
+	if q.eventIdx {
+		// used_event after the avail ring, avail_event after the used one.
+		s[1].hi += 2
+		s[2].hi += 2
+	}
+	return s
+}
+
+// overlap reports whether the n bytes at host address lo overlap one of s.
+func (s *ringSpans) overlap(lo, n uintptr) bool {
+	hi := lo + n
+	for i := range s {
+		if lo < s[i].hi && s[i].lo < hi {
+			return true
+		}
+	}
+	return false
 }

@@ -104,3 +104,42 @@ func TestRegressionChainWalk(t *testing.T) {
 		})
 	}
 }
+
+// TestRegressionPlainBatchOverUsedRing: a receive buffer over the split
+// rings (the driver's own memory, a hostile layout). The batched receive
+// path reads every chain before it writes the frames and stores the used
+// elements after them; WritePlain reads each chain after the frame before
+// it and stores each used element right after its frame. The paths must
+// still leave the same guest memory (fuzzChainWalk compares them), with and
+// without EVENT_IDX: PeekPlain leaves such a buffer to WritePlain. All but
+// the avail_event case failed before it did.
+func TestRegressionPlainBatchOverUsedRing(t *testing.T) {
+	// Size 4: descriptors at fzA, the avail ring at +0x40, the used ring
+	// at +0x50 (flags, idx, 4 elements from +0x54, avail_event at +0x74).
+	for _, tc := range []struct {
+		name string
+		ctl  byte
+		gpa  uint64
+	}{
+		{"over the used elements", 0, fzA + 0x54},
+		{"over the used ring, event index", 2, fzA + 0x50},
+		{"over avail_event", 2, fzA + 0x70},
+		{"over the descriptor table", 0, fzA + 0x20},
+		{"over the avail ring", 0, fzA + 0x40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := fuzzInput(t, 2, tc.ctl, 0, func(d *virtiotest.Driver, _ []byte) {
+				// Buffers large enough for every frame fuzzChainWalk
+				// writes (60, 1000, 14 and 2000 bytes), so that they go
+				// in one batch; the second is over the rings.
+				for _, b := range []struct{ gpa, n uint64 }{{fzA + 0x900, 0x800}, {tc.gpa, 0x800}, {fzA + 0x1100, 0x800}, {fzA + 0x1900, 0x700}} {
+					_, err := d.AddElems([]virtiotest.Elem{{GPA: b.gpa, Len: uint32(b.n), Write: true}}, false)
+					require.NoError(t, err)
+				}
+				d.Publish()
+			})
+			in[0] = 0xe3 // size 4 (0xe3 % 5 == 2), batches of 8 (1 + 0xe3>>5)
+			fuzzChainWalk(t, in)
+		})
+	}
+}
