@@ -177,6 +177,7 @@ type RunResult struct {
 	FE, BE, Wait float64 // median shares (0..1, 2 decimals) of the samples the figure uses; 0 without samples
 	Flag         string
 	NoSamples    bool
+	C2C          time.Duration // cache line round trip between the two CPUs before the run (C2CRoundTrip); 0: not measured
 }
 
 // Result is the run's figure: the median of its clean samples, or of all

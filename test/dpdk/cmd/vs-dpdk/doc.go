@@ -78,7 +78,12 @@
 // either backend sometimes land in a slow mode, 2x apart, while the samples
 // inside a run agree; compare the two ratios, raise -rounds when they
 // differ), arcnet_ctr_mpps (backend counters), min..max over the runs used,
-// clean/all samples, median CPU shares fe/be per run.
+// clean/all samples, median CPU shares fe/be per run, and per run the
+// round trip of a cache line between the two CPUs measured just before it
+// (arcnet_c2c_ns, dpdk_c2c_ns: dpdk.C2CRoundTrip). On the test VM that
+// figure tells the machine's mode: 100-170 ns in the fast runs, 450-480 in
+// the slow ones, where every backend runs 2-3x slower; compare ratios of
+// runs in the same mode.
 // Caveat, f2b: at 1518 B the arcnet figure with the counting sink is mostly
 // virtio_user's own transmit ceiling (txonly does not write payload
 // either); f2b-copy is the comparison. Progress goes to

@@ -176,7 +176,8 @@ func (b *bench) main() error {
 			if b.arcnet != "" {
 				a = runs[m]
 			}
-			line := dpdk.CaseLine(name, size, a, runs["dpdk"], c.mem) + " like_for_like=" + likeForLike(dir)
+			line := dpdk.CaseLine(name, size, a, runs["dpdk"], c.mem) + " like_for_like=" + likeForLike(dir) +
+				" arcnet_c2c_ns=" + a.C2CString() + " dpdk_c2c_ns=" + runs["dpdk"].C2CString()
 			fmt.Println(line)
 			fmt.Fprintln(b.results, line)
 		}
@@ -446,6 +447,12 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 	_ = os.WriteFile(filepath.Join(b.logDir, id+"-cmd.txt"),
 		[]byte("BE: "+strings.Join(beArgv, " ")+"\nFE: "+strings.Join(feArgv, " ")+"\n"), 0o644)
 
+	// The machine's mode for this run (dpdk.C2CRoundTrip), measured
+	// before either process starts.
+	c2c, c2cErr := dpdk.C2CRoundTrip(c.beCPU, c.feCPU)
+	if c2cErr != nil {
+		logf("%s: %v", id, c2cErr)
+	}
 	os.Remove(b.sock)
 	defer func() {
 		os.Remove(b.sock)
@@ -489,6 +496,7 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 	b.stop(be)
 
 	res := smp.Result(c.filter)
+	res.C2C = c2c
 	if kind != "dpdk" && ctrN > 0 && ctrT2 > ctrT1 {
 		if log, err := os.ReadFile(belog); err == nil {
 			res.CtrMpps = dpdk.CounterMpps(log, "guest0", dir == dirB2F || dir == dirLoop, ctrN, ctrT2-ctrT1)
@@ -499,10 +507,11 @@ func (b *bench) runOne(kind, dir string, size int, packed bool, round int) dpdk.
 		fe2, be2, w2 = dpdk.Fmt(res.FE, 2), dpdk.Fmt(res.BE, 2), dpdk.Fmt(res.Wait, 2)
 	}
 	mpps, ctr := dpdk.Fmt(res.Mpps, 3), dpdk.Fmt(res.CtrMpps, 3)
-	b.result("%s mpps=%s ctr_mpps=%s clean=%d/%d fe_cpu=%s be_cpu=%s be_wait_steal=%s %s MEM=%s",
-		id, mpps, ctr, res.Clean, res.Total, fe2, be2, w2, res.Flag, c.mem)
-	logf("%s: %s Mpps (backend counters: %s) clean=%d/%d cpu fe=%s be=%s wait+steal=%s %s",
-		id, mpps, ctr, res.Clean, res.Total, fe2, be2, w2, res.Flag)
+	c2cNs := dpdk.Runs{res}.C2CString()
+	b.result("%s mpps=%s ctr_mpps=%s clean=%d/%d fe_cpu=%s be_cpu=%s be_wait_steal=%s %s MEM=%s c2c_ns=%s",
+		id, mpps, ctr, res.Clean, res.Total, fe2, be2, w2, res.Flag, c.mem, c2cNs)
+	logf("%s: %s Mpps (backend counters: %s) clean=%d/%d cpu fe=%s be=%s wait+steal=%s %s c2c=%s ns",
+		id, mpps, ctr, res.Clean, res.Total, fe2, be2, w2, res.Flag, c2cNs)
 	return res
 }
 
