@@ -47,10 +47,10 @@ func (q *Queue) PopN(cs []Chain) (n int, err error) {
 // transmit batch (datapath.MaxBatch).
 const popAhead = 64
 
-// readAheadLen is how much of each buffer popReadable prefetches: a
-// virtio-net header and the Ethernet header after it (the MACs a switch
-// or loopback reads first) wherever the buffer starts in a cache line
-// (virtio_user puts the header at the end of one, before the frame).
+// readAheadLen is how much of each receive buffer NetRX.PeekPlain
+// prefetches for writing: a virtio-net header and the Ethernet header
+// after it wherever the buffer starts in a cache line (virtio_user puts
+// the header at the end of one, before the frame).
 const readAheadLen = 64
 
 // popReadable is PopN's fast path on a split ring that is not broken: it
@@ -63,12 +63,19 @@ const readAheadLen = 64
 // once and only the copy is used.
 //
 // It works in two passes: the first copies the heads out of the avail
-// ring and prefetches their descriptors, the second reads and checks the
-// descriptors and prefetches the first readAheadLen bytes of each buffer
-// for the caller (ring.Prefetch: a prefetch retires at once and never
-// faults, so every line of the batch is in flight together; the loads of
-// one loop doing all the work per chain had a few at a time, perf
-// f2b-copy-64).
+// ring and prefetches their descriptors (ring.Prefetch: a prefetch
+// retires at once and never faults, so every descriptor line of the batch
+// is in flight together; the loads of one loop doing all the work per
+// chain had a few at a time, perf f2b-copy-64), the second reads and
+// checks the descriptors. It does not prefetch the buffers: with the
+// frames' first lines of a whole batch requested at once (up to 128
+// lines the driver had just written) the frontend sent fewer frames when
+// its CPU and the backend's were far apart (issue 14: a cache line round
+// trip of 420-560 ns between them; f2b-copy-64 0.93-0.97x DPDK's
+// net_vhost with the prefetch, 0.96-0.98x without, loop-64 0.91-0.93x
+// and 1.06-1.07x), and nothing measurable was gained when they were
+// close. The caller's own first touch of the frames (GuestPort.transmit)
+// stays: without it loop-64 lost when the CPUs were close.
 func (q *Queue) popReadable(cs []Chain) int {
 	if q.lastAvail == q.availCache {
 		// Acquire, as in Pop: the ring entries and descriptors are read
@@ -83,7 +90,7 @@ func (q *Queue) popReadable(cs []Chain) int {
 	desc, availRing := q.desc, q.availRing
 	pos, mask, size := q.lastAvail, q.mask, q.size
 	var heads [popAhead]uint16
-	var lines [2 * popAhead]uintptr
+	var lines [popAhead]uintptr
 	m := 0
 	for ; m < k; m++ {
 		slot := uint32((pos+uint16(m))&mask) * 2
@@ -111,15 +118,12 @@ func (q *Queue) popReadable(cs []Chain) int {
 		}
 		end := off + uint64(length)
 		buf := r.data[off:end:end]
-		lines[2*i] = ring.Addr(buf, 0)
-		lines[2*i+1] = ring.Addr(buf, int(min(length, readAheadLen))-1)
 		c := &cs[i]
 		c.Head = head
 		c.Out = append(c.Out[:0], Segment{Buf: buf, GPA: addr})
 		c.In = c.In[:0]
 		c.OutLen, c.InLen = length, 0
 	}
-	ring.Prefetch(lines[:2*i])
 	if i > 0 {
 		q.lastAvail = pos + uint16(i)
 		if q.eventIdx && !q.notifyOff {
