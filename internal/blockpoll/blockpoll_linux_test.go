@@ -83,7 +83,8 @@ func TestPollWakes(t *testing.T) {
 // backed off to its 10 ms period, as it has after the busy loop below (it
 // backs off after 1 ms without anything to take). The handoff here takes a
 // thread wake-up (tens of microseconds, a few milliseconds on a loaded
-// machine); the test takes the median of 7 and allows 5 ms.
+// machine); the test takes the median of 7 and allows 8 ms
+// (unix.Poll: 15.7 ms median, 5.7 ms the shortest, on the test machine).
 func TestPollGivesUpP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("about 0.3 s of busy loop")
@@ -115,6 +116,6 @@ func TestPollGivesUpP(t *testing.T) {
 	}
 	slices.Sort(delays)
 	t.Logf("delays until the runnable goroutine ran: %v", delays)
-	require.Less(t, delays[len(delays)/2], 5*time.Millisecond,
+	require.Less(t, delays[len(delays)/2], 8*time.Millisecond,
 		"the goroutine sleeping in Poll held the only P: %v", delays)
 }
