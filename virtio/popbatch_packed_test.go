@@ -567,12 +567,20 @@ func TestPackedPushNInOrderFallback(t *testing.T) {
 		written uint32
 		bad     func(cs []virtio.Chain) []virtio.Chain
 		err     bool
+		// lastUsed, when not 0, is the used position the queue starts
+		// with (SET_VRING_BASE from a frontend that got it wrong).
+		lastUsed uint16
 	}{
-		{"written", 4, 60, nil, false},
-		{"one buffer", 1, 0, nil, false},
-		{"id out of range", 4, 0, func(cs []virtio.Chain) []virtio.Chain { cs[2].Head = 0xffff; return cs }, true},
-		{"never popped", 4, 0, func(cs []virtio.Chain) []virtio.Chain { cs[2].Head = 7; return cs }, true},
-		{"more pushes than pops", 3, 0, func(cs []virtio.Chain) []virtio.Chain { return append(cs, cs...) }, true},
+		{"written", 4, 60, nil, false, 0},
+		{"one buffer", 1, 0, nil, false, 0},
+		{"id out of range", 4, 0, func(cs []virtio.Chain) []virtio.Chain { cs[2].Head = 0xffff; return cs }, true, 0},
+		{"never popped", 4, 0, func(cs []virtio.Chain) []virtio.Chain { cs[2].Head = 7; return cs }, true, 0},
+		{"more pushes than pops", 3, 0, func(cs []virtio.Chain) []virtio.Chain { return append(cs, cs...) }, true, 0},
+		// The used position one past where the 4 pops leave the avail
+		// one: the distance from used to avail is 2*8-1, more than the
+		// ring; putUsedPackedBatch writes nothing and Push decides.
+		{"used position ahead", 4, 0, nil, false, 0x8005},
+		{"used position ahead, one buffer", 1, 0, nil, false, 0x8002},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var mem [2][]byte
@@ -580,6 +588,13 @@ func TestPackedPushNInOrderFallback(t *testing.T) {
 			var errs [2]string
 			for side := range 2 {
 				p := newPackedPair(t, 8, virtio.FVersion1|virtio.FEventIdx|virtio.FInOrder)
+				if tc.lastUsed != 0 {
+					cfg := p.d.Config(virtio.FVersion1 | virtio.FEventIdx | virtio.FInOrder | virtio.FRingPacked)
+					cfg.LastUsed = tc.lastUsed
+					q, err := virtio.NewQueue(p.mem, cfg)
+					require.NoError(t, err)
+					p.q = q
+				}
 				logs[side] = make([]byte, 64)
 				p.q.SetLog(virtio.NewDirtyLog(logs[side]))
 				for range tc.n {
