@@ -309,6 +309,29 @@ func TestStreamShortFrameDropped(t *testing.T) {
 	}
 }
 
+// TestStreamShortFrameBeforeBadLength: a short frame read with a length
+// that breaks the framing is still counted (drain returned before it
+// counted it once), and the good frame before both still goes through.
+func TestStreamShortFrameBeforeBadLength(t *testing.T) {
+	p := newFramePort("p", testLogger(t), 0, true, &recWriter{}, nil)
+	defer p.Close()
+	sink := &countPort{name: "sink"}
+	p.SetPeer(sink)
+	good := udp4Frame(macB, macA, ipA, ipB, 1, 2, 10)
+	b := newStreamBatch()
+	msg := append(streamMsg(good, []byte{1, 2, 3}), 0, 0, 0, 0) // a zero length breaks the framing
+	b.r, b.w = 0, copy(b.buf, msg)
+	if err := b.drain(p); !errors.Is(err, errStreamZeroLen) {
+		t.Fatalf("drain: %v, want %v", err, errStreamZeroLen)
+	}
+	if d := p.Stats().Drops(DropMalformed); d != 1 {
+		t.Fatalf("drop_malformed %d, want 1", d)
+	}
+	if n := sink.n.Load(); n != 1 {
+		t.Fatalf("%d frames went through, want 1", n)
+	}
+}
+
 // dgramPeer binds a unix datagram socket in dir and connects it to path.
 func dialDgram(t *testing.T, dir, name, path string) *net.UnixConn {
 	t.Helper()
@@ -701,7 +724,7 @@ func TestFrameSockAllocs(t *testing.T) {
 	b := newStreamBatch()
 	if n := testing.AllocsPerRun(100, func() {
 		b.r, b.w = 0, copy(b.buf, msg)
-		if _, err := b.drain(p); err != nil {
+		if err := b.drain(p); err != nil {
 			t.Fatal(err)
 		}
 	}); n != 0 {
