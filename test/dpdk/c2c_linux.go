@@ -19,7 +19,7 @@ import (
 //
 // Why it is measured (issue 14): on the test machine, a VM, whole runs of
 // either backend land in modes 2-3x apart, and the mode follows this
-// figure: 100-170 ns a round trip in the fast runs, 450-480 ns in the slow
+// figure: 100-190 ns a round trip in the fast runs, 400-670 ns in the slow
 // ones (the hypervisor puts the two vCPUs close to or far from each
 // other). Every frame crosses between the frontend's CPU and the
 // backend's several times (ring indexes, descriptors, the frame's own
@@ -80,7 +80,8 @@ func c2cOnce(a, b, n int) (time.Duration, error) {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
 		stop.Store(true)
-		return 0, fmt.Errorf("c2c: %w", <-errc)
+		<-errc
+		return 0, fmt.Errorf("c2c: %w", err)
 	}
 	defer func() { _ = unix.SchedSetaffinity(0, &all) }()
 	if err := pinThread(a); err != nil {

@@ -81,7 +81,7 @@
 // clean/all samples, median CPU shares fe/be per run, and per run the
 // round trip of a cache line between the two CPUs measured just before it
 // (arcnet_c2c_ns, dpdk_c2c_ns: dpdk.C2CRoundTrip). On the test VM that
-// figure tells the machine's mode: 100-170 ns in the fast runs, 450-480 in
+// figure tells the machine's mode: 100-190 ns in the fast runs, 400-670 in
 // the slow ones, where every backend runs 2-3x slower; compare ratios of
 // runs in the same mode.
 // Caveat, f2b: at 1518 B the arcnet figure with the counting sink is mostly
