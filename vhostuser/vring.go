@@ -149,6 +149,10 @@ func (s *Session) start(i int, strict bool) error {
 		errN := &s.ringErr[i]
 		q.OnBroken(func(error) { _ = errN.Notify() })
 		r.q = q
+		if base, ok := q.Resynced(); ok {
+			s.log.Warn("vring base out of reach of the avail index; starting at the used index (frames the previous backend took and did not return are taken again)",
+				"ring", i, "base", base, "used", q.LastAvail())
+		}
 		s.log.Debug("vring started", "ring", i, "size", r.num, "base", r.base)
 	}
 	s.updateRunning(i)

@@ -88,6 +88,8 @@ type Queue struct {
 	signalled     uint16 // used->idx at the last NeedNotify (or NewQueue)
 	signalledOK   bool   // a NeedNotify has run: signalled is a notified index
 	scratch       []byte // copy of an indirect table that crosses regions
+	resyncedFrom  uint16 // the base resyncBase replaced, if resynced
+	resynced      bool
 
 	// Packed rings only (packed.go).
 	packed     bool
@@ -167,8 +169,37 @@ func NewQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 	q.usedIdx = ring.LoadAcquire16(q.usedIdxB)
 	q.published = q.usedIdx
 	q.signalled = q.usedIdx
+	q.resyncBase()
 	return q, nil
 }
+
+// resyncBase starts a split ring whose base (SET_VRING_BASE) is out of
+// reach of its avail index at its used index instead, when that one is in
+// reach: the driver lost track of the ring, not the ring its state. DPDK
+// 22.11's virtio_user, reconnecting as the vhost-user server to a new
+// backend (server=1), keeps its split rings running and sends base 0:
+// avail->idx was 52544 in one run. Without this the first Pop breaks the
+// queue ("avail idx moved from 0 to 52544") and the frontend is cut off
+// until it restarts, which a restart of the backend must not do. The used
+// index is what the driver has seen completed, so consuming from there
+// loses nothing: chains the previous backend took and never returned are
+// taken again (a frame sent twice, a receive buffer filled once), as
+// without inflight tracking (vhost-user spec, "Inflight I/O tracking")
+// nothing better is known. DPDK's vhost library resynchronizes the same
+// way. A base in reach is kept as it is, whatever the used index: that is
+// a driver that knows where the ring stands (QEMU).
+func (q *Queue) resyncBase() {
+	avail := ring.LoadAcquire16(q.availIdx)
+	if avail-q.lastAvail <= q.size || avail-q.usedIdx > q.size {
+		return
+	}
+	q.resyncedFrom, q.resynced = q.lastAvail, true
+	q.lastAvail, q.availCache = q.usedIdx, q.usedIdx
+}
+
+// Resynced reports whether the queue started at its used index instead
+// of the base it was given, and that base (resyncBase).
+func (q *Queue) Resynced() (base uint16, ok bool) { return q.resyncedFrom, q.resynced }
 
 // Size returns the number of descriptors (the queue size).
 func (q *Queue) Size() uint16 { return q.size }
