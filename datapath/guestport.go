@@ -251,6 +251,10 @@ type txBatch struct {
 	hdrLen int
 	off    offloads
 	sink   byte // transmit's read-ahead stores what it read here
+	// caughtUp: the last poll of the queue found it empty, so the
+	// driver, not this worker, is the slower side (transmit then reads
+	// the frames in their turn, without the read-ahead).
+	caughtUp bool
 }
 
 func (p *GuestPort) runTX(qp uint16, q *virtio.Queue, kick virtio.Doorbell, call virtio.Notifier, w *worker) {
@@ -311,9 +315,11 @@ func (p *GuestPort) txOnce(qp uint16, q *virtio.Queue, call virtio.Notifier, b *
 		return n, err
 	}
 	if n == 0 {
+		b.caughtUp = true
 		return 0, nil
 	}
 	p.transmit(qp, b, n)
+	b.caughtUp = false
 	if err := q.PushN(b.chains[:n], 0); err != nil {
 		return n, err
 	}
@@ -336,15 +342,30 @@ func newTxBatch(q *virtio.Queue) *txBatch {
 // peer.
 func (p *GuestPort) transmit(qp uint16, b *txBatch, n int) {
 	nf, bytes, bad := 0, 0, 0
-	// Touch every frame's first lines (its virtio-net header, and the
-	// first bytes of the frame, its MACs: with the header at the end of a
-	// line, as virtio_user places it before the mbuf's data, that is the
-	// next line) in one loop first, so that the misses on them overlap
-	// rather than come one txFrame or one peer's read at a time (perf,
-	// loop-64: 64% of Loopback.Send at its first read of the frame). Read
-	// only: these are the device-readable buffers.
+	// When the worker is behind (the poll before this batch found
+	// chains waiting), touch every frame's first lines (its virtio-net
+	// header, and the first bytes of the frame, its MACs: with the header
+	// at the end of a line, as virtio_user places it before the mbuf's
+	// data, that is the next line) in one loop first, so that the misses
+	// on them overlap rather than come one txFrame or one peer's read at
+	// a time (perf, loop-64: 64% of Loopback.Send at its first read of
+	// the frame). Read only: these are the device-readable buffers.
+	//
+	// When it has caught up with the driver (the poll before found the
+	// ring empty), the driver is the slower side, and the read-ahead
+	// slowed it down further: a whole batch of lines it has just written
+	// requested at once, while it writes the next frames. On the test VM
+	// with its two vCPUs far apart (issue 14; bench/alternate.sh: one
+	// virtio_user frontend, the backends taking turns on it), a sink that
+	// reads no frame at all took 18-25 Mpps from virtio_user where the
+	// one behind the read-ahead took 10-13 (packed rings, a temporary
+	// build). Without the read-ahead when caught up, f2b-copy-64-packed
+	// went from 0.62-0.84x DPDK's net_vhost to 0.98-1.04x in the same
+	// passes far apart (1.00x -> 1.06x close), f2b-copy-64 from 0.98-1.06x
+	// to 1.01-1.12x; loop-64 (the backend the slower side, rarely caught
+	// up) 0.95-1.01x and loop-64-packed 0.92-1.15x of the build before.
 	var sink byte
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && !b.caughtUp; i++ {
 		if out := b.chains[i].Out; len(out) > 0 {
 			if buf := out[0].Buf; len(buf) > b.hdrLen {
 				sink += buf[0] + buf[b.hdrLen]

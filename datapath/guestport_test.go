@@ -470,3 +470,46 @@ func TestGuestPortPathsDoNotAllocate(t *testing.T) {
 	require.EqualValues(t, 51*32, r.port.Stats().TxPackets.Load())
 	require.EqualValues(t, 51*32, r.port.Stats().RxPackets.Load())
 }
+
+// TestGuestPortReadAheadOnlyWhenBehind: transmit touches a batch's frames
+// ahead of their turn (b.sink gets their first bytes) only when the poll
+// before it found chains waiting; after a poll that found the ring empty
+// (the worker caught up with the driver) it reads each frame in its turn.
+// Both hand on the same frames.
+func TestGuestPortReadAheadOnlyWhenBehind(t *testing.T) {
+	r := newRig(t, baseFeatures, GuestPortOptions{}, 2048)
+	rec := &recorder{}
+	r.port.SetPeer(rec)
+	b := newTxBatch(r.txq)
+	hdr := make([]byte, virtio.NetHdrSize)
+	var want [][]byte
+	batch := func(frames int, seed byte) {
+		t.Helper()
+		for i := 0; i < frames; i++ {
+			f := testFrame(60+i, seed+byte(i))
+			want = append(want, f)
+			// One buffer, header and frame, as virtio_user sends.
+			_, err := r.tx.AddOut(append(append([]byte{}, hdr...), f...))
+			require.NoError(t, err)
+		}
+		r.tx.Publish()
+		b.sink = 0
+		n, err := r.port.txOnce(0, r.txq, r.txCall, b)
+		require.NoError(t, err)
+		require.Equal(t, frames, n)
+		require.False(t, b.caughtUp)
+	}
+	// No empty poll yet: behind. Each frame's first byte is 0x52 and its
+	// virtio-net header's 0.
+	batch(3, 1)
+	require.Equal(t, byte(3*0x52), b.sink, "read-ahead while behind")
+	n, err := r.port.txOnce(0, r.txq, r.txCall, b)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.True(t, b.caughtUp)
+	batch(2, 4)
+	require.Zero(t, b.sink, "no read-ahead after an empty poll")
+	batch(1, 6)
+	require.Equal(t, byte(0x52), b.sink, "read-ahead while behind again")
+	require.Equal(t, want, rec.frames)
+}
