@@ -175,7 +175,8 @@ func NewQueue(mem *Memory, cfg QueueConfig) (*Queue, error) {
 
 // resyncBase starts a split ring whose base (SET_VRING_BASE) is out of
 // reach of its avail index at its used index instead, when that one is in
-// reach: the driver lost track of the ring, not the ring its state. DPDK
+// reach: the driver lost track of where the device stood, but the ring
+// still says what the driver has seen completed. DPDK
 // 22.11's virtio_user, reconnecting as the vhost-user server to a new
 // backend (server=1), keeps its split rings running and sends base 0:
 // avail->idx was 52544 in one run. Without this the first Pop breaks the
