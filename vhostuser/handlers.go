@@ -34,21 +34,17 @@ func (s *Session) setFeatures(p *payload, _ *fdSet) ([]byte, error) {
 	s.features, s.featuresAcked = v, true
 	if logOn != s.logOn {
 		s.logOn = logOn
-		var paused []bool
-		if !logOn {
-			// Off: once the reply is out no queue may mark the log (the
-			// frontend reads it a last time and may unmap it), but a worker
-			// in the middle of a batch still holds the log it loaded; the
-			// started rings are paused around the swap, as for a new log
-			// area (setLogBase). Seen as a mark after StopDirtyLog in
-			// TestLauncherCloudHypervisorPaths under qemu-user.
-			paused = s.pauseAll()
-		}
+		// A worker in the middle of a batch holds the log it loaded, so
+		// the started rings are paused around the swap, as for a new log
+		// area (setLogBase): once the reply is out every write is marked
+		// (on: a write after it and unmarked could miss the migration's
+		// copy of its page) or none is (off: the frontend reads the log a
+		// last time and may unmap it; a mark after StopDirtyLog was seen
+		// in TestLauncherCloudHypervisorPaths under qemu-user).
+		paused := s.pauseAll()
 		s.applyLog()
-		if paused != nil {
-			if err := s.resume(paused); err != nil {
-				return nil, err
-			}
+		if err := s.resume(paused); err != nil {
+			return nil, err
 		}
 		s.log.Info("dirty page logging", "on", logOn)
 	}
