@@ -6,6 +6,12 @@ import (
 	"github.com/arcnet/vhost-arcnet/virtio/internal/ring"
 )
 
+// readAheadLen is how much of each receive buffer NetRX.PeekPlain
+// prefetches for writing: a virtio-net header and the Ethernet header
+// after it wherever the buffer starts in a cache line (virtio_user puts
+// the header at the end of one, before the frame).
+const readAheadLen = 64
+
 // PlainBuf is a receive buffer found by NetRX.PeekPlain: the one
 // device-writable buffer of an available chain, and, once
 // NetRX.PlainFrame filled it, how many bytes were written into it.

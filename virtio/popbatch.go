@@ -47,12 +47,6 @@ func (q *Queue) PopN(cs []Chain) (n int, err error) {
 // transmit batch (datapath.MaxBatch).
 const popAhead = 64
 
-// readAheadLen is how much of each receive buffer NetRX.PeekPlain
-// prefetches for writing: a virtio-net header and the Ethernet header
-// after it wherever the buffer starts in a cache line (virtio_user puts
-// the header at the end of one, before the frame).
-const readAheadLen = 64
-
 // popReadable is PopN's fast path on a split ring that is not broken: it
 // pops the leading available chains that are one device-readable
 // descriptor (flags 0, non-zero length) in the region of the last lookup
@@ -74,8 +68,9 @@ const readAheadLen = 64
 // trip of 420-560 ns between them; f2b-copy-64 0.93-0.97x DPDK's
 // net_vhost with the prefetch, 0.96-0.98x without, loop-64 0.91-0.93x
 // and 1.06-1.07x), and nothing measurable was gained when they were
-// close. The caller's own first touch of the frames (GuestPort.transmit)
-// stays: without it loop-64 lost when the CPUs were close.
+// close. The caller touches the frames first itself while it is behind
+// the driver (GuestPort.transmit): without that loop-64 lost when the
+// CPUs were close.
 func (q *Queue) popReadable(cs []Chain) int {
 	if q.lastAvail == q.availCache {
 		// Acquire, as in Pop: the ring entries and descriptors are read
