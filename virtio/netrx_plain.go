@@ -7,9 +7,9 @@ import (
 )
 
 // readAheadLen is how much of each receive buffer NetRX.PeekPlain
-// prefetches for writing: a virtio-net header and the Ethernet header
-// after it wherever the buffer starts in a cache line (virtio_user puts
-// the header at the end of one, before the frame).
+// prefetches: a virtio-net header (for reading) and the Ethernet header
+// after it (for writing) wherever the buffer starts in a cache line
+// (virtio_user puts the header at the end of one, before the frame).
 const readAheadLen = 64
 
 // PlainBuf is a receive buffer found by NetRX.PeekPlain: the one
@@ -70,10 +70,9 @@ func (r *NetRX) PeekPlain(bufs []PlainBuf) int {
 	k := min(len(bufs), int(q.availCache-q.lastAvail), popAhead)
 	// Two passes, as popReadable: the heads (copied once) with their
 	// descriptors prefetched, then the descriptors with the first
-	// readAheadLen bytes of each buffer prefetched for writing (the
-	// header and a small frame's bytes: the receive path is bound by
-	// its stores into these lines, which the driver last held, perf
-	// loop-64).
+	// readAheadLen bytes of each buffer prefetched (the header and a
+	// small frame's bytes: the receive path is bound by its stores into
+	// these lines, which the driver last held, perf loop-64).
 	var heads [popAhead]uint16
 	var lines [2 * popAhead]uintptr
 	m := 0
@@ -116,10 +115,15 @@ func (r *NetRX) PeekPlain(bufs []PlainBuf) int {
 			break
 		}
 		bufs[i] = PlainBuf{b: b, gpa: addr, head: head}
-		lines[2*i] = ring.Addr(b, 0)
-		lines[2*i+1] = ring.Addr(b, int(min(length, readAheadLen))-1)
+		lines[i] = ring.Addr(b, 0)
+		lines[popAhead+i] = ring.Addr(b, int(min(length, readAheadLen))-1)
 	}
-	ring.PrefetchW(lines[:2*i])
+	// The header's line for reading (plainHeader stores into it only
+	// what differs: most often nothing, and the line stays shared with
+	// the driver), the frame's first line for writing. Where they are
+	// one line (a buffer that starts one), the write prefetch takes it.
+	ring.Prefetch(lines[:i])
+	ring.PrefetchW(lines[popAhead : popAhead+i])
 	return i
 }
 
