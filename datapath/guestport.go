@@ -61,8 +61,9 @@ type GuestPort struct {
 }
 
 type pair struct {
-	rx rxQueue
-	tx *worker
+	rx    rxQueue
+	tx    *worker
+	stats QueueStats
 }
 
 // rxQueue is a receive queue: everything in it is guarded by mu.
@@ -75,7 +76,8 @@ type rxQueue struct {
 	call    virtio.Notifier
 	offload offloads
 	broken  bool
-	worker  *worker // the FrameSource worker, if any
+	stats   *QueueStats // its pair's counters
+	worker  *worker     // the FrameSource worker, if any
 	scratch [csumScratch]byte
 	segs    [][]byte
 	part    []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
@@ -110,6 +112,7 @@ func NewGuestPort(opt GuestPortOptions) (*GuestPort, error) {
 	p := &GuestPort{opt: opt, log: log.With("port", opt.Name), pairs: make([]pair, opt.QueuePairs)}
 	for i := range p.pairs {
 		p.pairs[i].rx.segs = make([][]byte, 0, 8)
+		p.pairs[i].rx.stats = &p.pairs[i].stats
 	}
 	if opt.QueuePairs > 1 {
 		p.steer = newSteering()
@@ -385,12 +388,15 @@ func (p *GuestPort) transmit(qp uint16, b *txBatch, n int) {
 		bytes += f.Len
 		nf++
 	}
-	p.stats.RxPackets.Add(uint64(nf))
-	p.stats.RxBytes.Add(uint64(bytes))
 	p.stats.Drop(DropMalformed, uint64(bad))
 	if nf == 0 {
 		return
 	}
+	p.stats.RxPackets.Add(uint64(nf))
+	p.stats.RxBytes.Add(uint64(bytes))
+	qs := &p.pairs[int(qp)%len(p.pairs)].stats
+	qs.RxPackets.Add(uint64(nf))
+	qs.RxBytes.Add(uint64(bytes))
 	if p.steer != nil {
 		p.steer.learn(qp, b.frames[:nf])
 	}
@@ -606,6 +612,8 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 		}
 		p.stats.TxPackets.Add(uint64(n))
 		p.stats.TxBytes.Add(uint64(bytes))
+		r.stats.TxPackets.Add(uint64(n))
+		r.stats.TxBytes.Add(uint64(bytes))
 	}
 	p.stats.Drop(DropMalformed, uint64(bad))
 	p.stats.Drop(DropTooBig, uint64(tooBig))

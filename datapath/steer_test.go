@@ -444,3 +444,53 @@ func TestSteeringCarriesHash(t *testing.T) {
 	rp := runningPairs{n: 2, mask: 3, list: [MaxQueuePairs]uint8{0, 1}}
 	require.EqualValues(t, 1, s.pairFor(&f, &rp))
 }
+
+// TestGuestPortQueueStats: each queue pair counts the frames of its own
+// transmit and receive queue, and the pairs add up to the port's counters.
+func TestGuestPortQueueStats(t *testing.T) {
+	r := newMQRig(t, 2)
+	r.port.SetPeer(&nullPort{})
+	r.start(200)
+	require.Equal(t, 2, r.port.QueuePairs())
+	require.Nil(t, r.port.QueueStats(-1))
+	require.Nil(t, r.port.QueueStats(2))
+
+	sent := [2]int{3, 5}
+	for qp, n := range sent {
+		for i := 0; i < n; i++ {
+			r.transmit(qp, seqFrame(100+qp, i))
+		}
+	}
+	// Replies to those two flows come back on the pair each was sent
+	// on; 16 more flows spread by hash.
+	var batch []Frame
+	for fl := 0; fl < 16; fl++ {
+		batch = append(batch, frameOf(seqFrame(fl, 0)))
+	}
+	r.port.Send(batch)
+	var got [2]int
+	for qp := range got {
+		got[qp] = len(r.received(qp))
+	}
+	require.Equal(t, 16, got[0]+got[1])
+	require.NotZero(t, got[0], "no flow on pair 0")
+	require.NotZero(t, got[1], "no flow on pair 1")
+
+	var sum QueueStats
+	for qp := 0; qp < 2; qp++ {
+		qs := r.port.QueueStats(qp)
+		require.EqualValues(t, sent[qp], qs.RxPackets.Load(), "pair %d rx", qp)
+		require.EqualValues(t, sent[qp]*64, qs.RxBytes.Load(), "pair %d rx bytes", qp)
+		require.EqualValues(t, got[qp], qs.TxPackets.Load(), "pair %d tx", qp)
+		require.EqualValues(t, got[qp]*64, qs.TxBytes.Load(), "pair %d tx bytes", qp)
+		sum.RxPackets.Add(qs.RxPackets.Load())
+		sum.RxBytes.Add(qs.RxBytes.Load())
+		sum.TxPackets.Add(qs.TxPackets.Load())
+		sum.TxBytes.Add(qs.TxBytes.Load())
+	}
+	st := r.port.Stats()
+	require.Equal(t, st.RxPackets.Load(), sum.RxPackets.Load())
+	require.Equal(t, st.RxBytes.Load(), sum.RxBytes.Load())
+	require.Equal(t, st.TxPackets.Load(), sum.TxPackets.Load())
+	require.Equal(t, st.TxBytes.Load(), sum.TxBytes.Load())
+}

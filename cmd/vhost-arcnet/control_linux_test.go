@@ -138,6 +138,8 @@ func TestControlRun(t *testing.T) {
 	require.Equal(t, 1, p.MaxPairs)
 	require.Equal(t, uint64(g.sent), p.Counters.RxPackets)
 	require.Equal(t, uint64(g.received), p.Counters.TxPackets)
+	require.Equal(t, []apiQueueCounters{{Queue: 0, RxPackets: p.Counters.RxPackets, RxBytes: p.Counters.RxBytes,
+		TxPackets: p.Counters.TxPackets, TxBytes: p.Counters.TxBytes}}, p.Queues, "one queue pair: the port's counters")
 
 	var ls apiLeases
 	get("/v1/leases", &ls)

@@ -156,6 +156,23 @@ func counters(st *datapath.Stats) apiCounters {
 	return c
 }
 
+// queueCounters returns the per-queue-pair counters of p, an empty list
+// for a port without them.
+func queueCounters(p datapath.Port) []apiQueueCounters {
+	out := []apiQueueCounters{}
+	qp, ok := p.(queuePorts)
+	if !ok {
+		return out
+	}
+	for i := 0; i < qp.QueuePairs(); i++ {
+		qs := qp.QueueStats(i)
+		out = append(out, apiQueueCounters{Queue: i,
+			RxPackets: qs.RxPackets.Load(), RxBytes: qs.RxBytes.Load(),
+			TxPackets: qs.TxPackets.Load(), TxBytes: qs.TxBytes.Load()})
+	}
+	return out
+}
+
 // listPorts answers GET /v1/ports: live ports, then the ended ones still
 // kept, each in the order they attached.
 func (a *controlAPI) listPorts(*http.Request) (any, error) {
@@ -176,6 +193,7 @@ func (a *controlAPI) listPorts(*http.Request) (any, error) {
 				Name: g.main().Name(), Active: active, Socket: g.info.Path, Role: g.info.Role.String(),
 				ConfigMAC: net.HardwareAddr(g.info.MAC[:]).String(),
 				MaxPairs:  a.queuePairs, Counters: counters(g.main().Stats()),
+				Queues: queueCounters(g.main()),
 			}
 			if g.frame != nil {
 				p.Role, p.ConfigMAC, p.MaxPairs = g.kind, "", 1 // a frame socket: no config space, one queue

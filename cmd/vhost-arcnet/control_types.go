@@ -20,6 +20,17 @@ type apiCounters struct {
 	Drops     map[string]uint64 `json:"drops"` // by reason, non-zero ones only
 }
 
+// apiQueueCounters are one queue pair's frame counters
+// (datapath.QueueStats): rx from its transmit queue, tx into its receive
+// queue.
+type apiQueueCounters struct {
+	Queue     int    `json:"queue"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+}
+
 // apiPort is one guest port (GET /v1/ports).
 type apiPort struct {
 	Name   string `json:"name"`
@@ -40,6 +51,9 @@ type apiPort struct {
 	MaxPairs    int         `json:"queue_pairs_offered"` // --queue-pairs
 	Uplink      string      `json:"uplink,omitempty"`    // measurement uplink port, if any
 	Counters    apiCounters `json:"counters"`
+	// Queues are the counters of each queue pair offered (a vhost-user
+	// guest port; none for a frame socket).
+	Queues []apiQueueCounters `json:"queues"`
 }
 
 type apiPorts struct {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,7 +59,16 @@ var (
 	descPortBytes   = newDesc("port_bytes_total", "Bytes of the frames through a port, by direction as port_packets_total.", "port", "direction")
 	descPortDrops   = newDesc("port_drops_total", "Frames a port dropped, by reason (datapath.DropReason).", "port", "reason")
 	descPortUp      = newDesc("port_attached", "1 while the port is attached, 0 for one of the last ended guest ports still reported.", "port")
+	// Per queue pair of a vhost-user guest port (datapath.QueueStats).
+	descQueuePackets = newDesc("port_queue_packets_total", "Frames through one queue pair of a vhost-user guest port, by direction as port_packets_total (rx: the pair's transmit queue, tx: its receive queue); summed over the pairs, port_packets_total.", "port", "queue", "direction")
+	descQueueBytes   = newDesc("port_queue_bytes_total", "Bytes of the frames through one queue pair, by direction as port_queue_packets_total.", "port", "queue", "direction")
 )
+
+// queuePorts are ports with per-queue-pair counters (datapath.GuestPort).
+type queuePorts interface {
+	QueuePairs() int
+	QueueStats(qp int) *datapath.QueueStats
+}
 
 // vhost-user sessions.
 var (
@@ -274,6 +284,15 @@ func (c *collector) port(ch chan<- prometheus.Metric, seen map[string]bool, p da
 	ch <- prometheus.MustNewConstMetric(descPortBytes, prometheus.CounterValue, float64(st.TxBytes.Load()), name, "tx")
 	for r := datapath.DropReason(0); r < datapath.NumDropReasons; r++ {
 		ch <- prometheus.MustNewConstMetric(descPortDrops, prometheus.CounterValue, float64(st.Drops(r)), name, r.String())
+	}
+	if qp, ok := p.(queuePorts); ok {
+		for i := 0; i < qp.QueuePairs(); i++ {
+			qs, q := qp.QueueStats(i), strconv.Itoa(i)
+			ch <- prometheus.MustNewConstMetric(descQueuePackets, prometheus.CounterValue, float64(qs.RxPackets.Load()), name, q, "rx")
+			ch <- prometheus.MustNewConstMetric(descQueuePackets, prometheus.CounterValue, float64(qs.TxPackets.Load()), name, q, "tx")
+			ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.CounterValue, float64(qs.RxBytes.Load()), name, q, "rx")
+			ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.CounterValue, float64(qs.TxBytes.Load()), name, q, "tx")
+		}
 	}
 	up := 0.0
 	if attached {

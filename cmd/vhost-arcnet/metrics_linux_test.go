@@ -207,6 +207,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	s.requireValue(t, float64(g.sent), "vhost_arcnet_port_packets_total", port("rx")...)
 	s.requireValue(t, float64(g.received), "vhost_arcnet_port_packets_total", port("tx")...)
 	s.requireValue(t, 1, "vhost_arcnet_port_attached", "port", "guest0")
+	s.requireValue(t, float64(g.sent), "vhost_arcnet_port_queue_packets_total", "port", "guest0", "queue", "0", "direction", "rx")
+	s.requireValue(t, float64(g.received), "vhost_arcnet_port_queue_packets_total", "port", "guest0", "queue", "0", "direction", "tx")
 	s.requireValue(t, 0, "vhost_arcnet_port_drops_total", "port", "guest0", "reason", "spoof")
 	s.requireValue(t, float64(g.sent), "vhost_arcnet_port_packets_total", "port", "gateway", "direction", "tx")
 	s.requireValue(t, 1, "vhost_arcnet_dhcp_received_total", "type", "discover")

@@ -309,3 +309,35 @@ func BenchmarkScrapeNATLock(b *testing.B) {
 		_ = n.eng.Stats()
 	}
 }
+
+// A guest port with several queue pairs has one series per pair and
+// direction (datapath.QueueStats); a port without pairs has none.
+func TestCollectorQueueSeries(t *testing.T) {
+	n, _ := routedNetwork(t)
+	reg := &ports{live: map[uint64]*guest{}}
+	p, err := datapath.NewGuestPort(datapath.GuestPortOptions{Name: "guest7", QueuePairs: 3, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	for qp := 0; qp < 3; qp++ {
+		qs := p.QueueStats(qp)
+		qs.RxPackets.Add(uint64(10 + qp))
+		qs.RxBytes.Add(uint64(1000 + qp))
+		qs.TxPackets.Add(uint64(20 + qp))
+		qs.TxBytes.Add(uint64(2000 + qp))
+	}
+	reg.add(1, &guest{port: p})
+	c, err := newMetricsRegistry(&collector{ports: reg, net: n, natMaxFlows: 1024})
+	require.NoError(t, err)
+	s := gather(t, c)
+	for qp := 0; qp < 3; qp++ {
+		q := fmt.Sprint(qp)
+		s.requireValue(t, float64(10+qp), "vhost_arcnet_port_queue_packets_total", "port", "guest7", "queue", q, "direction", "rx")
+		s.requireValue(t, float64(20+qp), "vhost_arcnet_port_queue_packets_total", "port", "guest7", "queue", q, "direction", "tx")
+		s.requireValue(t, float64(1000+qp), "vhost_arcnet_port_queue_bytes_total", "port", "guest7", "queue", q, "direction", "rx")
+		s.requireValue(t, float64(2000+qp), "vhost_arcnet_port_queue_bytes_total", "port", "guest7", "queue", q, "direction", "tx")
+	}
+	_, ok := s.value("vhost_arcnet_port_queue_packets_total", "port", "guest7", "queue", "3")
+	require.False(t, ok, "a pair the port does not have")
+	_, ok = s.value("vhost_arcnet_port_queue_packets_total", "port", "router")
+	require.False(t, ok, "the router port has no queue pairs")
+	require.Len(t, s["vhost_arcnet_port_queue_packets_total"].GetMetric(), 6)
+}
