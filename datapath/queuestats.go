@@ -5,7 +5,7 @@ import "sync/atomic"
 // QueueStats are one queue pair's share of a guest port's frame counters
 // (GuestPort.QueueStats): Rx counts the frames the guest transmitted on the
 // pair's transmit queue, Tx the frames written into the pair's receive
-// queue. With several queue pairs (--queue-pairs, virtio 1.2 §5.1.6.5.5
+// queue. With several queue pairs (--queue-pairs, virtio 1.2 §5.1.6.5.6
 // "Automatic receive steering in multiqueue mode") they show how the
 // guest's flows spread over the pairs; summed over the pairs they are the
 // port's Stats packets and bytes. Drops are counted per port only. Safe
