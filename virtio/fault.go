@@ -108,7 +108,9 @@ func (w *FaultWatch) Contains(addr uintptr) bool {
 // method) where the platform does; where it does not (qemu-user, or an
 // address below 4096 that the runtime takes for a nil dereference), every
 // watched mapping is probed at its last byte, and those that fault there
-// (their file ends before their mapping does) are the ones reported.
+// (their file ends before their mapping does) are the ones reported. So
+// are they when the address given is in no watched mapping (an
+// emulator's wrong address); the Fault then has Addr 0.
 func HandleFault(r any) *Fault {
 	if r == nil {
 		return nil
@@ -124,6 +126,15 @@ func HandleFault(r any) *Fault {
 	watches.Lock()
 	list := append([]*FaultWatch(nil), watches.list...)
 	watches.Unlock()
+	if f.Addr != 0 && !anyContains(list, f.Addr) {
+		// An address in no watched mapping: a fault of the process's
+		// own (it panics on, below) or a wrong address. qemu-user
+		// reported one once in CI for a fault in a truncated memfd
+		// mapping (TestHandleFault, arm64 under qemu-aarch64-static:
+		// an address in no mapping of the test). Probe as for a fault
+		// without an address; a consumer then probes too (Addr 0).
+		f.Addr = 0
+	}
 	found := false
 	for _, w := range list {
 		if f.Addr != 0 && !w.Contains(f.Addr) || f.Addr == 0 && !probe(w.b) {
@@ -141,6 +152,16 @@ func HandleFault(r any) *Fault {
 		panic(r)
 	}
 	return f
+}
+
+// anyContains reports whether one of list contains addr.
+func anyContains(list []*FaultWatch, addr uintptr) bool {
+	for _, w := range list {
+		if w.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // probeSink keeps probe's load from being optimised away.
