@@ -126,7 +126,8 @@ func HandleFault(r any) *Fault {
 	watches.Lock()
 	list := append([]*FaultWatch(nil), watches.list...)
 	watches.Unlock()
-	if f.Addr != 0 && !anyContains(list, f.Addr) {
+	found := report(list, f)
+	if !found && f.Addr != 0 {
 		// An address in no watched mapping: a fault of the process's
 		// own (it panics on, below) or a wrong address. qemu-user
 		// reported one once in CI for a fault in a truncated memfd
@@ -134,8 +135,17 @@ func HandleFault(r any) *Fault {
 		// an address in no mapping of the test). Probe as for a fault
 		// without an address; a consumer then probes too (Addr 0).
 		f.Addr = 0
+		found = report(list, f)
 	}
-	found := false
+	if !found {
+		panic(r)
+	}
+	return f
+}
+
+// report tells the watches of list whose mapping f is in (by f.Addr, or
+// by probing each when it is 0) and reports whether there was one.
+func report(list []*FaultWatch, f *Fault) (found bool) {
 	for _, w := range list {
 		if f.Addr != 0 && !w.Contains(f.Addr) || f.Addr == 0 && !probe(w.b) {
 			continue
@@ -148,20 +158,7 @@ func HandleFault(r any) *Fault {
 			break
 		}
 	}
-	if !found {
-		panic(r)
-	}
-	return f
-}
-
-// anyContains reports whether one of list contains addr.
-func anyContains(list []*FaultWatch, addr uintptr) bool {
-	for _, w := range list {
-		if w.Contains(addr) {
-			return true
-		}
-	}
-	return false
+	return found
 }
 
 // probeSink keeps probe's load from being optimised away.
