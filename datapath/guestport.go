@@ -34,6 +34,11 @@ type GuestPortOptions struct {
 	// Poll makes the workers busy-poll their rings instead of sleeping on
 	// kicks (benchmarks).
 	Poll bool
+	// Backlog is how many bytes of frames each receive queue holds, copied,
+	// while the guest's ring is full, to write them as it adds buffers
+	// (backlog.go); 0 drops a frame that finds no buffer at once. Not with
+	// Source, whose workers wait for buffers themselves.
+	Backlog int
 	// Logger receives the port's log records; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -77,18 +82,23 @@ type rxQueue struct {
 	offload offloads
 	broken  bool
 	stats   *QueueStats // its pair's counters
-	worker  *worker     // the FrameSource worker, if any
-	scratch [csumScratch]byte
-	segs    [][]byte
-	part    []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
-	plain   [MaxBatch]virtio.PlainBuf // deliver's batch of one-buffer chains
+	worker  *worker     // the FrameSource or drain worker, if any
+	held    *backlog    // frames waiting for buffers (backlog.go); nil without
+	// heldWake wakes the drain worker when the backlog gets its first
+	// frame (capacity 1).
+	heldWake chan struct{}
+	scratch  [csumScratch]byte
+	segs     [][]byte
+	part     []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
+	plain    [MaxBatch]virtio.PlainBuf // deliver's batch of one-buffer chains
 }
 
 type worker struct {
 	stop atomic.Bool
 	kick virtio.Doorbell
 	done chan struct{}
-	idle virtio.Idle // spin, re-arm, sleep (virtio/idle.go)
+	quit chan struct{} // closed by halt, for a worker waiting on a channel
+	idle virtio.Idle   // spin, re-arm, sleep (virtio/idle.go)
 }
 
 // idleSpin is how long a worker whose ring ran empty yields and looks again
@@ -110,9 +120,17 @@ func NewGuestPort(opt GuestPortOptions) (*GuestPort, error) {
 		log = slog.Default()
 	}
 	p := &GuestPort{opt: opt, log: log.With("port", opt.Name), pairs: make([]pair, opt.QueuePairs)}
+	if opt.Backlog < 0 {
+		return nil, errors.New("datapath: a receive backlog cannot be negative")
+	}
 	for i := range p.pairs {
-		p.pairs[i].rx.segs = make([][]byte, 0, 8)
-		p.pairs[i].rx.stats = &p.pairs[i].stats
+		r := &p.pairs[i].rx
+		r.segs = make([][]byte, 0, 8)
+		r.stats = &p.pairs[i].stats
+		if opt.Backlog > 0 && opt.Source == nil {
+			r.held = &backlog{size: opt.Backlog}
+			r.heldWake = make(chan struct{}, 1)
+		}
 	}
 	if opt.QueuePairs > 1 {
 		p.steer = newSteering()
@@ -156,23 +174,27 @@ func (p *GuestPort) StartQueue(idx int, q *virtio.Queue, kick virtio.Doorbell, c
 		return
 	}
 	r := &pr.rx
-	// The port never waits for a receive queue's kick: a frame that finds
-	// no buffer is dropped, not held. So it asks the driver not to kick
-	// when it adds buffers (virtio 1.2 §2.7.10: VIRTQ_USED_F_NO_NOTIFY;
-	// with VIRTIO_F_EVENT_IDX an avail_event Pop no longer moves along,
-	// §2.7.7.2; packed rings: RING_EVENT_FLAGS_DISABLE, §2.8.10). Without
-	// it a driver kicks every time it refills a ring the port had emptied
-	// (always, without EVENT_IDX): a VM exit in the guest each time, for a
-	// kick nobody reads. A Source worker turns kicks on when it sleeps
-	// (virtio.Idle). Before r.mu: a fault here leaves no lock held.
+	// The port waits for a receive queue's kick only while it has frames
+	// for a full ring: a Source worker, or the drain worker while frames
+	// are held (backlog.go), turns kicks on when it sleeps (virtio.Idle).
+	// Otherwise it asks the driver not to kick when it adds buffers
+	// (virtio 1.2 §2.7.10: VIRTQ_USED_F_NO_NOTIFY; with VIRTIO_F_EVENT_IDX
+	// an avail_event Pop no longer moves along, §2.7.7.2; packed rings:
+	// RING_EVENT_FLAGS_DISABLE, §2.8.10). Without it a driver kicks every
+	// time it refills a ring the port had emptied (always, without
+	// EVENT_IDX): a VM exit in the guest each time, for a kick nobody
+	// reads. Before r.mu: a fault here leaves no lock held.
 	q.DisableNotify()
 	r.mu.Lock()
 	r.idx, r.q, r.kick, r.call, r.broken = idx, q, kick, call, false
 	r.nrx = virtio.NewNetRX(q)
 	r.offload = offloadsOf(q.Features())
 	r.mu.Unlock()
-	if p.opt.Source != nil {
+	switch {
+	case p.opt.Source != nil:
 		r.worker = p.spawn(kick, func(w *worker) { p.runSource(uint16(idx/2), r, w) })
+	case r.held != nil:
+		r.worker = p.spawn(kick, func(w *worker) { p.runHeld(r, w) })
 	}
 }
 
@@ -200,6 +222,9 @@ func (p *GuestPort) stopLocked(idx int) {
 	r.worker = nil
 	r.mu.Lock()
 	r.q, r.nrx, r.kick, r.call = nil, nil, nil, nil
+	if r.held != nil {
+		p.stats.Drop(DropNoQueue, uint64(r.held.clear()))
+	}
 	r.mu.Unlock()
 }
 
@@ -219,7 +244,7 @@ func (p *GuestPort) Close() {
 }
 
 func (p *GuestPort) spawn(kick virtio.Doorbell, run func(*worker)) *worker {
-	w := &worker{kick: kick, done: make(chan struct{}), idle: virtio.Idle{Spin: idleSpin, Poll: p.opt.Poll}}
+	w := &worker{kick: kick, done: make(chan struct{}), quit: make(chan struct{}), idle: virtio.Idle{Spin: idleSpin, Poll: p.opt.Poll}}
 	go func() {
 		defer close(w.done)
 		run(w)
@@ -233,6 +258,7 @@ func (w *worker) halt() {
 		return
 	}
 	w.stop.Store(true)
+	close(w.quit)
 	if w.kick != nil {
 		w.kick.Interrupt()
 	}
@@ -460,7 +486,9 @@ func txSegs(c *virtio.Chain, hdrLen int, f *Frame, segs *[][]byte) {
 
 // Send writes frames into the guest's receive queues: with one queue pair
 // into its receive queue, with more into the receive queue of each frame's
-// flow (steer.go). Frames that do not fit are dropped and counted.
+// flow (steer.go). Frames that do not fit are held in the queue's backlog
+// while it has room (GuestPortOptions.Backlog, backlog.go), else dropped
+// and counted.
 func (p *GuestPort) Send(frames []Frame) {
 	if len(frames) == 0 {
 		return

@@ -61,3 +61,30 @@ func TestSendFromShrunkMemory(t *testing.T) {
 	require.Equal(t, good, got[virtio.NetHdrLen(r.features):])
 	require.NoError(t, r.rxq.Err())
 }
+
+// TestHoldFromShrunkMemory: the same fault while frames are copied into a
+// full receive queue's backlog (backlog.go). The frames held before the
+// fault stay held and arrive once the guest adds buffers; the faulting
+// frame and the rest of the batch are dropped as malformed; nothing of the
+// faulting frame is held.
+func TestHoldFromShrunkMemory(t *testing.T) {
+	r := newRig(t, baseFeatures, GuestPortOptions{Backlog: 64 << 10}, 2048)
+	r.start()
+	shrunk, told := shrunkMapping(t)
+	good := testFrame(200, 1)
+	frames := []Frame{frameOf(good[:64], good[64:]), frameOf(good[:64], shrunk[:1000]), frameOf(good[:64], good[64:])}
+	r.port.Send(frames) // no buffer: the first is held, the second faults
+	require.Equal(t, 1, *told)
+	require.EqualValues(t, 2, r.port.Stats().Drops(DropMalformed))
+	rx := &r.port.pairs[0].rx
+	rx.mu.Lock()
+	held, bytes := rx.held.n, rx.held.bytes
+	rx.mu.Unlock()
+	require.Equal(t, 1, held)
+	require.Equal(t, len(good), bytes)
+
+	r.postRX(2, 2048)
+	_, got := r.received(1)
+	require.Equal(t, good, got[0])
+	require.EqualValues(t, 1, r.port.Stats().TxPackets.Load())
+}

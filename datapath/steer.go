@@ -215,7 +215,7 @@ func (p *GuestPort) sendTo(qp uint16, frames []Frame) {
 		p.stats.Drop(DropNoQueue, uint64(len(frames)))
 		return
 	}
-	n, reason := p.deliverGuarded(r, frames)
+	n, reason := p.push(r, frames)
 	r.mu.Unlock()
 	p.stats.Drop(reason, uint64(len(frames)-n))
 }
@@ -241,7 +241,7 @@ func (p *GuestPort) sendPart(qp uint8, batch []Frame, dest []uint8) {
 			part = append(part, batch[i])
 		}
 	}
-	n, reason := p.deliverGuarded(r, part)
+	n, reason := p.push(r, part)
 	r.mu.Unlock()
 	p.stats.Drop(reason, uint64(len(part)-n))
 }

@@ -24,6 +24,7 @@ func TestParseFlags(t *testing.T) {
 			require.EqualValues(t, 0o600, c.socketMode)
 			require.Equal(t, 1, c.queuePairs)
 			require.Equal(t, 64, c.sourceSize)
+			require.Equal(t, 2048<<10, c.rxBacklog)
 			require.Equal(t, slog.LevelInfo, c.logLevel)
 			require.False(t, c.logJSON)
 		}},
@@ -39,6 +40,9 @@ func TestParseFlags(t *testing.T) {
 				require.True(t, c.poll)
 				require.Equal(t, slog.LevelDebug, c.logLevel)
 			}},
+		{"no backlog", []string{"--socket", "a", "--rx-backlog", "0"}, func(t *testing.T, c *config) {
+			require.Zero(t, c.rxBacklog)
+		}},
 		{"copying sink", []string{"--socket", "a", "--uplink", "sink-copy"}, func(t *testing.T, c *config) {
 			require.Equal(t, "sink-copy", c.uplink)
 			require.False(t, c.guestNetwork())
@@ -160,6 +164,8 @@ var badFlagCases = []struct {
 	{"source size", []string{"--socket", "a", "--source-size", "10"}, "--source-size"},
 	{"pairs", []string{"--socket", "a", "--queue-pairs", "0"}, "--queue-pairs"},
 	{"pairs big", []string{"--socket", "a", "--queue-pairs", "17"}, "--queue-pairs"},
+	{"backlog negative", []string{"--socket", "a", "--rx-backlog", "-1"}, "--rx-backlog"},
+	{"backlog big", []string{"--socket", "a", "--rx-backlog", "65537"}, "--rx-backlog"},
 	{"mtu", []string{"--socket", "a", "--mtu", "20"}, "--mtu"},
 	{"link speed", []string{"--socket", "a", "--link-speed", "4294967296"}, "--link-speed"},
 	{"lease time syntax", []string{"--socket", "a", "--lease-time", "soon"}, "--lease-time"},

@@ -145,8 +145,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		opt := datapath.GuestPortOptions{
 			Name: name, QueuePairs: cfg.queuePairs, Poll: cfg.poll, Logger: log,
 		}
-		if source != nil {
+		switch cfg.uplink {
+		case "source":
 			opt.Source = source
+		case "sink", "sink-copy", "loopback":
+			// Measurement uplinks drop what finds the ring full, as the
+			// backends they are compared with (DPDK's net_vhost) do.
+		default:
+			opt.Backlog = cfg.rxBacklog
 		}
 		p, err := datapath.NewGuestPort(opt)
 		if err != nil {
