@@ -202,6 +202,7 @@ func (p *GuestPort) hold(r *rxQueue, frames []Frame) (n int, reason DropReason) 
 		}
 		copyFrame(b.buf[off:off+size], f.Segs)
 		b.commit(f.Hdr, off, size)
+		r.stats.Held.Add(1)
 	}
 	return n, DropNoBuffer
 }

@@ -190,6 +190,7 @@ func TestGuestPortBacklogHoldsAndDrains(t *testing.T) {
 			copy(want[4][40:42], got[2][40:42])
 			require.Equal(t, want[2:], got)
 			require.EqualValues(t, 6, r.port.Stats().TxPackets.Load())
+			require.EqualValues(t, 4, r.port.QueueStats(0).Held.Load())
 			require.Zero(t, r.port.Stats().Drops(DropNoBuffer))
 		})
 	}
@@ -244,6 +245,7 @@ func TestGuestPortBacklogBounds(t *testing.T) {
 	require.EqualValues(t, 4, st.Drops(DropNoBuffer))
 	r.port.Send([]Frame{frameOf(testFrame(60, 99))})
 	require.EqualValues(t, 5, st.Drops(DropNoBuffer))
+	require.EqualValues(t, 10, r.port.QueueStats(0).Held.Load())
 	r.port.StopQueue(0)
 	require.EqualValues(t, 10, st.Drops(DropNoQueue))
 	require.Zero(t, st.TxPackets.Load())

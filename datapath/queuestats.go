@@ -13,6 +13,10 @@ import "sync/atomic"
 type QueueStats struct {
 	RxPackets, RxBytes atomic.Uint64
 	TxPackets, TxBytes atomic.Uint64
+	// Held counts the frames that found the pair's receive ring full and
+	// were held in its backlog (GuestPortOptions.Backlog) instead of
+	// dropped; each is also in TxPackets once it is written.
+	Held atomic.Uint64
 }
 
 // QueuePairs returns how many queue pairs the port offers (its

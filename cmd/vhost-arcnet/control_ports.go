@@ -168,7 +168,7 @@ func queueCounters(p datapath.Port) []apiQueueCounters {
 		qs := qp.QueueStats(i)
 		out = append(out, apiQueueCounters{Queue: i,
 			RxPackets: qs.RxPackets.Load(), RxBytes: qs.RxBytes.Load(),
-			TxPackets: qs.TxPackets.Load(), TxBytes: qs.TxBytes.Load()})
+			TxPackets: qs.TxPackets.Load(), TxBytes: qs.TxBytes.Load(), Held: qs.Held.Load()})
 	}
 	return out
 }

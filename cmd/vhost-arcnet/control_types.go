@@ -29,6 +29,7 @@ type apiQueueCounters struct {
 	RxBytes   uint64 `json:"rx_bytes"`
 	TxPackets uint64 `json:"tx_packets"`
 	TxBytes   uint64 `json:"tx_bytes"`
+	Held      uint64 `json:"held"`
 }
 
 // apiPort is one guest port (GET /v1/ports).

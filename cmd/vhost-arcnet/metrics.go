@@ -62,6 +62,7 @@ var (
 	// Per queue pair of a vhost-user guest port (datapath.QueueStats).
 	descQueuePackets = newDesc("port_queue_packets_total", "Frames through one queue pair of a vhost-user guest port, by direction as port_packets_total (rx: the pair's transmit queue, tx: its receive queue); summed over the pairs, port_packets_total.", "port", "queue", "direction")
 	descQueueBytes   = newDesc("port_queue_bytes_total", "Bytes of the frames through one queue pair, by direction as port_queue_packets_total.", "port", "queue", "direction")
+	descQueueHeld    = newDesc("port_queue_held_total", "Frames that found the receive ring of a queue pair full and waited in its backlog (--rx-backlog) instead of being dropped.", "port", "queue")
 )
 
 // queuePorts are ports with per-queue-pair counters (datapath.GuestPort).
@@ -292,6 +293,7 @@ func (c *collector) port(ch chan<- prometheus.Metric, seen map[string]bool, p da
 			ch <- prometheus.MustNewConstMetric(descQueuePackets, prometheus.CounterValue, float64(qs.TxPackets.Load()), name, q, "tx")
 			ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.CounterValue, float64(qs.RxBytes.Load()), name, q, "rx")
 			ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.CounterValue, float64(qs.TxBytes.Load()), name, q, "tx")
+			ch <- prometheus.MustNewConstMetric(descQueueHeld, prometheus.CounterValue, float64(qs.Held.Load()), name, q)
 		}
 	}
 	up := 0.0

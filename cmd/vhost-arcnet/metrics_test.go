@@ -323,6 +323,7 @@ func TestCollectorQueueSeries(t *testing.T) {
 		qs.RxBytes.Add(uint64(1000 + qp))
 		qs.TxPackets.Add(uint64(20 + qp))
 		qs.TxBytes.Add(uint64(2000 + qp))
+		qs.Held.Add(uint64(30 + qp))
 	}
 	reg.add(1, &guest{port: p})
 	c, err := newMetricsRegistry(&collector{ports: reg, net: n, natMaxFlows: 1024})
@@ -334,6 +335,7 @@ func TestCollectorQueueSeries(t *testing.T) {
 		s.requireValue(t, float64(20+qp), "vhost_arcnet_port_queue_packets_total", "port", "guest7", "queue", q, "direction", "tx")
 		s.requireValue(t, float64(1000+qp), "vhost_arcnet_port_queue_bytes_total", "port", "guest7", "queue", q, "direction", "rx")
 		s.requireValue(t, float64(2000+qp), "vhost_arcnet_port_queue_bytes_total", "port", "guest7", "queue", q, "direction", "tx")
+		s.requireValue(t, float64(30+qp), "vhost_arcnet_port_queue_held_total", "port", "guest7", "queue", q)
 	}
 	_, ok := s.value("vhost_arcnet_port_queue_packets_total", "port", "guest7", "queue", "3")
 	require.False(t, ok, "a pair the port does not have")
