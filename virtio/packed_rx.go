@@ -53,6 +53,13 @@ func (r *NetRX) writePlainPacked(payload [][]byte) (ok bool, err error) {
 	idx := uint32(pos & packedIdxMask)
 	d := q.desc[idx*descSize : idx*descSize+descSize : idx*descSize+descSize]
 	flags := ring.LoadAcquireHi16(d[12:16])
+	if !isAvail(flags, pos) {
+		// Nothing more of the descriptor is read before its flags say
+		// it is the driver's (as Pop, PopN and PeekPlain do): the
+		// driver may be writing it (a data race under -race with the
+		// test drivers, whose values this path would discard anyway).
+		return r.write(nil, payload)
+	}
 	addr := binary.LittleEndian.Uint64(d[0:8])
 	length := binary.LittleEndian.Uint32(d[8:12])
 	id := binary.LittleEndian.Uint16(d[12:14])
@@ -60,7 +67,7 @@ func (r *NetRX) writePlainPacked(payload [][]byte) (ok bool, err error) {
 	off := addr - reg.gpa
 	next := q.advance(pos, 1)
 	used := q.usedIdx
-	if !isAvail(flags, pos) || flags&(descFNext|descFIndirect|descFWrite) != descFWrite ||
+	if flags&(descFNext|descFIndirect|descFWrite) != descFWrite ||
 		id >= q.size || uint64(length) < total || off >= reg.size || uint64(length) > reg.size-off ||
 		// Push would find no consumed descriptor to write over (the
 		// positions are a whole ring apart): the general path checks.
