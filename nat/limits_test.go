@@ -239,3 +239,22 @@ func TestFastRefreshSlack(t *testing.T) {
 	clk.Advance(time.Nanosecond)
 	require.Equal(t, 1, e.Expire(), "at the deadline")
 }
+
+// TestAdmitReclaimsCurrentTick: a full table whose flows are all dead, with
+// deadlines in the wheel's current tick (a timeout shorter than a tick, ~1.07
+// s), still admits a new flow: the refusal path's bounded expiry looks at the
+// current tick's slot too, not only at the slots the wheel has passed.
+// BenchmarkNewFlowsChurn hit it (table-full drops, now and then, with every
+// flow of the table dead).
+func TestAdmitReclaimsCurrentTick(t *testing.T) {
+	e, clk := newEngine(t, func(c *Config) { c.MaxFlows = 5; c.MaxFlowsPerGuest = 5; c.Timeouts.UDP = 300 * time.Millisecond })
+	for i := range uint16(5) {
+		p := one(e, Guest, pkt{proto: UDP, src: ap(guestA, 5000+i), dst: ap(remote, 53)}.build(), 0)
+		require.Equal(t, ToUplink, p.Verdict, "flow %d: %v", i, p.Reason)
+	}
+	clk.Advance(400 * time.Millisecond) // all dead; still tick 0
+	p := one(e, Guest, pkt{proto: UDP, src: ap(guestB, 6000), dst: ap(remote, 53)}.build(), 0)
+	require.Equal(t, ToUplink, p.Verdict, "refused: %v", p.Reason)
+	require.Equal(t, 1, e.Len())
+	require.Zero(t, e.Stats().Drops[ReasonTableFull])
+}

@@ -146,11 +146,12 @@ func (e *Engine) target(from Side, p *Packet, m *meta) (t flowKey, side1 Side, o
 
 // admit checks the limits before any port is taken: the global flow limit
 // and the owner's quota, each after reclaiming a bounded number of expired
-// flows. It returns the owner's index (0: none yet). ok false: refused
+// flows, those in the wheel's current tick included (a timeout shorter than
+// a tick can leave a full table of dead flows all there). It returns the owner's index (0: none yet). ok false: refused
 // (answered as Config.Refusal says).
 func (e *Engine) admit(from Side, p *Packet, owner addr, now int64) (oi uint32, ok bool) {
 	if e.tab.n >= e.tab.limit {
-		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
+		e.stats.Expired += uint64(e.advance(now, emergencyBudget, true))
 		if e.tab.n >= e.tab.limit {
 			e.refuse(from, p, ReasonTableFull)
 			return 0, false
@@ -158,7 +159,7 @@ func (e *Engine) admit(from Side, p *Packet, owner addr, now int64) (oi uint32, 
 	}
 	oi = e.ownerIdx[owner]
 	if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
-		e.stats.Expired += uint64(e.advance(now, emergencyBudget, false))
+		e.stats.Expired += uint64(e.advance(now, emergencyBudget, true))
 		oi = e.ownerIdx[owner]
 		if oi != 0 && int(e.owners[oi].n) >= e.cfg.MaxFlowsPerGuest {
 			e.refuse(from, p, ReasonQuota)
@@ -189,7 +190,7 @@ func (e *Engine) pickPort(t *flowKey, side Side) bool {
 		}
 		t.SrcPort = port
 		k := replyKey(t, side)
-		return e.tab.lookup(&k, k.hash(&e.tab.seed)) == 0
+		return e.tab.lookupIndex(&k, k.hash(&e.tab.seed)) == 0
 	}
 	want := t.SrcPort
 	if (want != 0 || t.Proto == ICMP) && e.allowed(want) && free(want) {

@@ -245,6 +245,17 @@ func (t *table) lookup(k *flowKey, h uint64) ref {
 			}
 		}
 	}
+	r := t.lookupIndex(k, h)
+	if r != 0 && t.cache != nil {
+		t.cache[h&t.cacheMask] = h>>32<<32 | uint64(r)
+	}
+	return r
+}
+
+// lookupIndex is lookup without the cache in front of the index: for a key
+// that is most likely not there (pickPort's check that a reply key is
+// free), where the cache's line is one more miss that can only say "maybe".
+func (t *table) lookupIndex(k *flowKey, h uint64) ref {
 	tag := h & 0xffffffff
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := t.slots[i]
@@ -253,9 +264,6 @@ func (t *table) lookup(k *flowKey, h uint64) ref {
 		}
 		if s>>32 == tag {
 			if r := ref(s); keyIs(t.flow(r>>1), r&1, k) {
-				if t.cache != nil {
-					t.cache[h&t.cacheMask] = h>>32<<32 | uint64(r)
-				}
 				return r
 			}
 		}

@@ -58,7 +58,7 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 		return
 	}
 	var sc batchScratch
-	var addrs [maxBatch]uintptr
+	var addrs [2 * maxBatch]uintptr
 	ix := t.ix.Load()
 	for i := range pkts {
 		m := &sc[i]
@@ -113,7 +113,8 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 			sl := &ix.slots[r.hash(&t.seed)&ix.mask]
 			if prefetch.Available {
 				addrs[n] = uintptr(unsafe.Pointer(sl))
-				n++
+				addrs[n+1] = addrs[n] + 64
+				n += 2
 			} else {
 				sink += atomic.LoadUint64(sl)
 			}
