@@ -22,8 +22,10 @@ import (
 //
 // With GuestPortOptions.Backlog a receive queue does the same: frames that
 // do not fit the ring are copied into the queue's backlog (their senders
-// reuse their buffers once Send returns), in order, up to Backlog bytes and
-// backlogFrames frames; what does not fit is dropped as before. While
+// reuse their buffers once Send returns), in order, up to the queue's share
+// of Backlog (split evenly between the port's queue pairs, so a guest's
+// backlogs take at most Backlog bytes together) and backlogFrames frames;
+// what does not fit is dropped as before. While
 // frames are held, every Send to the queue writes them first (a frame never
 // overtakes an older one), and the queue's drain worker sleeps on the
 // receive kick (notifications on, virtio 1.2 §2.7.10; packed §2.8.10) and

@@ -249,6 +249,15 @@ func TestGuestPortBacklogBounds(t *testing.T) {
 	r.port.StopQueue(0)
 	require.EqualValues(t, 10, st.Drops(DropNoQueue))
 	require.Zero(t, st.TxPackets.Load())
+
+	// A port's backlog is split between its queue pairs.
+	p, err := NewGuestPort(GuestPortOptions{Name: "g", QueuePairs: 4, Backlog: 1 << 20})
+	require.NoError(t, err)
+	for i := range p.pairs {
+		require.Equal(t, 256<<10, p.pairs[i].rx.held.size)
+	}
+	_, err = NewGuestPort(GuestPortOptions{Name: "g", QueuePairs: 1, Backlog: -1})
+	require.Error(t, err)
 }
 
 // TestGuestPortBacklogQueueRestart: held frames of a stopped queue are gone;

@@ -34,10 +34,11 @@ type GuestPortOptions struct {
 	// Poll makes the workers busy-poll their rings instead of sleeping on
 	// kicks (benchmarks).
 	Poll bool
-	// Backlog is how many bytes of frames each receive queue holds, copied,
-	// while the guest's ring is full, to write them as it adds buffers
-	// (backlog.go); 0 drops a frame that finds no buffer at once. Not with
-	// Source, whose workers wait for buffers themselves.
+	// Backlog is how many bytes of frames the port's receive queues hold,
+	// copied, while the guest's ring is full, to write them as it adds
+	// buffers (backlog.go), split evenly between the queue pairs; 0 drops a
+	// frame that finds no buffer at once. Not with Source, whose workers
+	// wait for buffers themselves.
 	Backlog int
 	// Logger receives the port's log records; nil means slog.Default.
 	Logger *slog.Logger
@@ -128,7 +129,7 @@ func NewGuestPort(opt GuestPortOptions) (*GuestPort, error) {
 		r.segs = make([][]byte, 0, 8)
 		r.stats = &p.pairs[i].stats
 		if opt.Backlog > 0 && opt.Source == nil {
-			r.held = &backlog{size: opt.Backlog}
+			r.held = &backlog{size: opt.Backlog / opt.QueuePairs}
 			r.heldWake = make(chan struct{}, 1)
 		}
 	}
