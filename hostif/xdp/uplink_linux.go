@@ -349,7 +349,7 @@ func (u *Uplink) deliver(s *socket, taken, good int) {
 		u.stats.Drop(datapath.DropNoRoute, uint64(good))
 		return
 	}
-	(*p).Send(s.frames[:good])
+	(*p).Send(s.gro.Coalesce(s.frames[:good]))
 }
 
 // Close detaches the program, stops the readers and the watcher, closes

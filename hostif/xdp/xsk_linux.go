@@ -55,7 +55,11 @@ type socket struct {
 	// The receive side: the queue's reader goroutine only.
 	rxAddrs [datapath.MaxBatch]uint64
 	frames  [datapath.MaxBatch]datapath.Frame
-	segs    [datapath.MaxBatch][1][]byte
+	// gro merges each batch's runs of TCP segments of one connection
+	// into GSO frames before they go on (datapath.Coalescer): the
+	// kernel's GRO does it for the TAP, nothing does for AF_XDP.
+	gro  datapath.Coalescer
+	segs [datapath.MaxBatch][1][]byte
 }
 
 // openSocket makes an AF_XDP socket for receive queue queue of ifindex,

@@ -328,6 +328,9 @@ func (p *Process) Signal(sig os.Signal) error {
 type Counters struct {
 	Ports   map[string]Record
 	Gateway Record
+	// XDP is the "xdp socket stats" record (--uplink xdp: the kernel's
+	// drops before vhost-arcnet saw a frame), nil without.
+	XDP Record
 }
 
 // Counters asks for the counters (SIGUSR1) and waits up to timeout for the
@@ -343,8 +346,11 @@ func (p *Process) Counters(timeout time.Duration) (Counters, error) {
 	}
 	c := Counters{Ports: map[string]Record{}, Gateway: gw}
 	for _, r := range p.Records()[from:last] {
-		if r.Msg() == "port stats" {
+		switch r.Msg() {
+		case "port stats":
 			c.Ports[r.String("port")] = r
+		case "xdp socket stats":
+			c.XDP = r
 		}
 	}
 	return c, nil

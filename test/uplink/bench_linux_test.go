@@ -330,6 +330,11 @@ func (w *benchWorld) arcRecv(b *testing.B, lport uint16) float64 {
 	if d := dropDeltas(s0, s1); len(d) > 0 {
 		b.Logf("vhost-arcnet drop counters that moved: %v", d)
 	}
+	if s1.XDP != nil {
+		b.Logf("xdp sockets (kernel drops before vhost-arcnet): rx_ring_full +%d, fill_ring_empty +%d, rx_dropped +%d",
+			s1.XDP.Num("rx_ring_full")-s0.XDP.Num("rx_ring_full"), s1.XDP.Num("fill_ring_empty")-s0.XDP.Num("fill_ring_empty"),
+			s1.XDP.Num("rx_dropped")-s0.XDP.Num("rx_dropped"))
+	}
 	c.rst()
 	w.settle(b)
 	return m.gbps
