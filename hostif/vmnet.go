@@ -508,6 +508,9 @@ func (v *VMNet) Send(frames []datapath.Frame) {
 func (v *VMNet) readLoop(l *vmnetLink) {
 	frames := make([]datapath.Frame, 0, datapath.MaxBatch)
 	segs := make([][1][]byte, datapath.MaxBatch)
+	// vmnet hands over the wire's frames: runs of one TCP connection's
+	// segments go on as GSO frames (datapath.Coalescer).
+	gro := new(datapath.Coalescer)
 	for {
 		l.nread, l.rerr = 0, nil
 		if err := l.rc.Read(l.readFn); err != nil {
@@ -550,7 +553,7 @@ func (v *VMNet) readLoop(l *vmnetLink) {
 			continue
 		}
 		if p := v.peer.Load(); p != nil {
-			(*p).Send(frames)
+			(*p).Send(gro.Coalesce(frames))
 		} else {
 			v.stats.Drop(datapath.DropNoRoute, uint64(len(frames)))
 		}
