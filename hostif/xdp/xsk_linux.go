@@ -24,11 +24,19 @@ const (
 	// MaxFrameLen is the largest frame the uplink sends or receives:
 	// Ethernet header and IPv4 packet (an MTU of MaxFrameLen-14).
 	MaxFrameLen = frameSize - xdpPacketHeadroom
-	// ringSize is the number of entries of each of the four rings.
-	ringSize  = 1024
-	rxFrames  = ringSize
-	txFrames  = ringSize
-	numFrames = rxFrames + txFrames
+	// rxRingSize is the number of entries of the fill and RX rings, and
+	// of receive chunks: the kernel drops what arrives while they are all
+	// waiting for the reader (fill_ring_empty). 1024 (4 ms of 1500-byte
+	// frames at 3 Gbit/s) was not enough for a TCP sender's bursts on a
+	// loaded 2-core host: ~1,300-2,500 drops a 1.5 s round, the stream at
+	// 1.2 Gbit/s; 4096: none, 4.5 Gbit/s (BenchmarkTCPThroughput,
+	// xdp-internet-to-guest). txRingSize is that of the TX and completion
+	// rings and TX chunks. UMEM: 20 MiB per socket.
+	rxRingSize = 4096
+	txRingSize = 1024
+	rxFrames   = rxRingSize
+	txFrames   = txRingSize
+	numFrames  = rxFrames + txFrames
 	// maxKicks bounds the sendto calls of one Send: copy mode transmits at
 	// most 32 descriptors per call (TX_BATCH_SIZE, net/xdp/xsk.c) and asks
 	// for another with EAGAIN.
@@ -91,9 +99,12 @@ func openSocket(ifindex, queue int) (_ *socket, err error) {
 	if err := setsockoptUmemReg(fd, &reg); err != nil {
 		return nil, fmt.Errorf("XDP_UMEM_REG: %w", err)
 	}
-	for _, o := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING, unix.XDP_TX_RING} {
-		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, o, ringSize); err != nil {
-			return nil, fmt.Errorf("AF_XDP ring option %d: %w", o, err)
+	for _, o := range []struct{ opt, size int }{
+		{unix.XDP_UMEM_FILL_RING, rxRingSize}, {unix.XDP_UMEM_COMPLETION_RING, txRingSize},
+		{unix.XDP_RX_RING, rxRingSize}, {unix.XDP_TX_RING, txRingSize},
+	} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, o.opt, o.size); err != nil {
+			return nil, fmt.Errorf("AF_XDP ring option %d: %w", o.opt, err)
 		}
 	}
 	off, err := getsockoptMmapOffsets(fd)
@@ -104,14 +115,15 @@ func openSocket(ifindex, queue int) (_ *socket, err error) {
 		r     **ring
 		off   unix.XDPRingOffset
 		pgoff int64
+		size  uint32
 		esz   int
 	}{
-		{&s.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, addrSize},
-		{&s.comp, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, addrSize},
-		{&s.rx, off.Rx, unix.XDP_PGOFF_RX_RING, descSize},
-		{&s.tx, off.Tx, unix.XDP_PGOFF_TX_RING, descSize},
+		{&s.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, rxRingSize, addrSize},
+		{&s.comp, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, txRingSize, addrSize},
+		{&s.rx, off.Rx, unix.XDP_PGOFF_RX_RING, rxRingSize, descSize},
+		{&s.tx, off.Tx, unix.XDP_PGOFF_TX_RING, txRingSize, descSize},
 	} {
-		if *m.r, err = mapRing(fd, m.off, m.pgoff, ringSize, m.esz); err != nil {
+		if *m.r, err = mapRing(fd, m.off, m.pgoff, m.size, m.esz); err != nil {
 			return nil, fmt.Errorf("mapping an AF_XDP ring: %w", err)
 		}
 	}
@@ -211,7 +223,7 @@ func (s *socket) refill(n int) {
 
 // reclaim moves completed TX chunks back to the free list. txMu is held.
 func (s *socket) reclaim() {
-	n := s.comp.avail(ringSize)
+	n := s.comp.avail(txRingSize)
 	for i := range n {
 		a := s.comp.addr(i) &^ (frameSize - 1)
 		if a >= uint64(len(s.umem)) || len(s.txFree) == cap(s.txFree) {
