@@ -145,8 +145,9 @@ func Open(opt Options) (u *Uplink, err error) {
 	if u.prog, err = LoadProgram(ProgramOptions{Addr: addr, PortMin: opt.PortMin, PortMax: opt.PortMax, Queues: queues}); err != nil {
 		return nil, fmt.Errorf("xdp uplink on %s: %w", name, err)
 	}
+	rxSize := rxRingFor(queues)
 	for q := range queues {
-		s, err := openSocket(a.Index, q)
+		s, err := openSocket(a.Index, q, rxSize)
 		var be *bindError
 		if q > 0 && errors.As(err, &be) && errors.Is(err, unix.EINVAL) {
 			break // no queue q: the device has q active receive queues

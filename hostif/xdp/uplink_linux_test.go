@@ -245,3 +245,15 @@ func mustLink(t *testing.T, ns *netns.NS, name string) netlink.Link {
 	require.NoError(t, err)
 	return l
 }
+
+// TestRxRingFor: receive rings of 4096 entries (20 MiB of UMEM a socket)
+// while the device's sockets stay within 16384 receive chunks, smaller ones
+// for devices with more queues, never below 1024.
+func TestRxRingFor(t *testing.T) {
+	for _, c := range []struct {
+		queues int
+		want   uint32
+	}{{1, 4096}, {4, 4096}, {5, 2048}, {8, 2048}, {9, 1024}, {16, 1024}, {256, 1024}} {
+		require.Equal(t, c.want, rxRingFor(c.queues), "%d queues", c.queues)
+	}
+}

@@ -24,19 +24,22 @@ const (
 	// MaxFrameLen is the largest frame the uplink sends or receives:
 	// Ethernet header and IPv4 packet (an MTU of MaxFrameLen-14).
 	MaxFrameLen = frameSize - xdpPacketHeadroom
-	// rxRingSize is the number of entries of the fill and RX rings, and
-	// of receive chunks: the kernel drops what arrives while they are all
+	// maxRxRing is the most entries of a socket's fill and RX rings, and
+	// receive chunks: the kernel drops what arrives while they are all
 	// waiting for the reader (fill_ring_empty). 1024 (4 ms of 1500-byte
 	// frames at 3 Gbit/s) was not enough for a TCP sender's bursts on a
-	// loaded 2-core host: ~1,300-2,500 drops a 1.5 s round, the stream at
-	// 1.2 Gbit/s; 4096: none, 4.5 Gbit/s (BenchmarkTCPThroughput,
-	// xdp-internet-to-guest). txRingSize is that of the TX and completion
-	// rings and TX chunks. UMEM: 20 MiB per socket.
-	rxRingSize = 4096
+	// loaded 2-core host: 1,200-2,500 drops a 1.5 s round, the stream at
+	// 0.4 Gbit/s; 4096: none, 3.9 Gbit/s (BenchmarkTCPThroughput,
+	// xdp-internet-to-guest). A device with many queues gets smaller
+	// rings (rxRingFor), down to minRxRing. txRingSize is that of the TX
+	// and completion rings, and TX chunks. UMEM: 8 to 20 MiB per socket.
+	maxRxRing  = 4096
+	minRxRing  = 1024
 	txRingSize = 1024
-	rxFrames   = rxRingSize
 	txFrames   = txRingSize
-	numFrames  = rxFrames + txFrames
+	// rxChunkBudget bounds the receive chunks of all sockets of a device
+	// (64 MiB), as long as each has at least minRxRing.
+	rxChunkBudget = 16384
 	// maxKicks bounds the sendto calls of one Send: copy mode transmits at
 	// most 32 descriptors per call (TX_BATCH_SIZE, net/xdp/xsk.c) and asks
 	// for another with EAGAIN.
@@ -70,10 +73,22 @@ type socket struct {
 	segs [datapath.MaxBatch][1][]byte
 }
 
+// rxRingFor returns the fill and RX ring size of each socket of a device
+// with queues receive queues: a power of two from maxRxRing down, until the
+// sockets' receive chunks fit rxChunkBudget, but at least minRxRing.
+func rxRingFor(queues int) uint32 {
+	n := uint32(maxRxRing)
+	for n > minRxRing && int(n)*queues > rxChunkBudget {
+		n /= 2
+	}
+	return n
+}
+
 // openSocket makes an AF_XDP socket for receive queue queue of ifindex,
-// its UMEM and rings, gives the fill ring every receive frame and binds
-// it: zero-copy if the driver allows, copy mode otherwise.
-func openSocket(ifindex, queue int) (_ *socket, err error) {
+// its UMEM and rings (fill and RX rings of rxSize entries, a power of two),
+// gives the fill ring every receive frame and binds it: zero-copy if the
+// driver allows, copy mode otherwise.
+func openSocket(ifindex, queue int, rxSize uint32) (_ *socket, err error) {
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EAFNOSUPPORT) {
@@ -89,6 +104,7 @@ func openSocket(ifindex, queue int) (_ *socket, err error) {
 			s.close()
 		}
 	}()
+	numFrames := int(rxSize) + txFrames
 	s.umem, err = unix.Mmap(-1, 0, numFrames*frameSize, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
@@ -100,8 +116,8 @@ func openSocket(ifindex, queue int) (_ *socket, err error) {
 		return nil, fmt.Errorf("XDP_UMEM_REG: %w", err)
 	}
 	for _, o := range []struct{ opt, size int }{
-		{unix.XDP_UMEM_FILL_RING, rxRingSize}, {unix.XDP_UMEM_COMPLETION_RING, txRingSize},
-		{unix.XDP_RX_RING, rxRingSize}, {unix.XDP_TX_RING, txRingSize},
+		{unix.XDP_UMEM_FILL_RING, int(rxSize)}, {unix.XDP_UMEM_COMPLETION_RING, txRingSize},
+		{unix.XDP_RX_RING, int(rxSize)}, {unix.XDP_TX_RING, txRingSize},
 	} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, o.opt, o.size); err != nil {
 			return nil, fmt.Errorf("AF_XDP ring option %d: %w", o.opt, err)
@@ -118,23 +134,23 @@ func openSocket(ifindex, queue int) (_ *socket, err error) {
 		size  uint32
 		esz   int
 	}{
-		{&s.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, rxRingSize, addrSize},
+		{&s.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, rxSize, addrSize},
 		{&s.comp, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, txRingSize, addrSize},
-		{&s.rx, off.Rx, unix.XDP_PGOFF_RX_RING, rxRingSize, descSize},
+		{&s.rx, off.Rx, unix.XDP_PGOFF_RX_RING, rxSize, descSize},
 		{&s.tx, off.Tx, unix.XDP_PGOFF_TX_RING, txRingSize, descSize},
 	} {
 		if *m.r, err = mapRing(fd, m.off, m.pgoff, m.size, m.esz); err != nil {
 			return nil, fmt.Errorf("mapping an AF_XDP ring: %w", err)
 		}
 	}
-	n := s.fill.free(rxFrames)
+	n := s.fill.free(rxSize)
 	for i := range n {
 		s.fill.putAddr(i, uint64(i)*frameSize)
 	}
 	s.fill.submit(n)
 	s.txFree = make([]uint64, 0, txFrames)
 	for i := range txFrames {
-		s.txFree = append(s.txFree, uint64(rxFrames+i)*frameSize)
+		s.txFree = append(s.txFree, uint64(int(rxSize)+i)*frameSize)
 	}
 	for i := range s.segs {
 		s.frames[i].Segs = s.segs[i][:]
