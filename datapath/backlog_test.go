@@ -134,18 +134,11 @@ func (r *rig) postRXNotified(n int, size uint32) (kicked bool) {
 // are held and arrive, in order and unchanged, once the guest adds buffers,
 // without another Send (the drain worker asks for the kick and writes
 // them); a frame sent while frames are held goes after them; nothing is
-// dropped. On the port without a backlog the same frames are dropped.
+// dropped. (TestGuestPortNoBuffers: without a backlog they are dropped.)
 func TestGuestPortBacklogHoldsAndDrains(t *testing.T) {
-	for _, c := range []struct {
-		name     string
-		features uint64
-	}{
-		{"event-idx", baseFeatures},
-		{"flags", baseFeatures &^ virtio.FEventIdx},
-		{"packed", baseFeatures | virtio.FRingPacked},
-		{"packed-flags", baseFeatures&^virtio.FEventIdx | virtio.FRingPacked},
-		{"mergeable", baseFeatures | virtio.NetFMrgRxbuf},
-	} {
+	modes := append(notifyModes[:len(notifyModes):len(notifyModes)], notifyModes[0])
+	modes[len(modes)-1].name, modes[len(modes)-1].features = "mergeable", baseFeatures|virtio.NetFMrgRxbuf
+	for _, c := range modes {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRig(t, c.features, GuestPortOptions{Backlog: 64 << 10}, 2048)
 			r.start()

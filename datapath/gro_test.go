@@ -35,9 +35,6 @@ var (
 
 // groFrame builds the frame of s with correct checksums.
 func groFrame(s groSpec) []byte {
-	if s.flags == 0 {
-		s.flags = header.TCPFlagACK
-	}
 	if s.sport == 0 {
 		s.sport = 443
 	}
