@@ -15,20 +15,22 @@ import (
 // TestBacklogRing drives a backlog's byte and entry rings with frames of
 // random sizes, added and written out in random amounts, against a model
 // (a slice of the frames held): every frame held comes out in order with
-// its bytes and header, no two held frames share a byte of buf, and a frame
-// is refused only when the model says the space (contiguous, behind the
-// oldest frame) or the entries run out.
+// its bytes and header, no two held frames share a byte of buf, the buffer
+// only grows (from backlogMinBuf, up to the size) until released, and a
+// frame is refused only when the entries or the size run out, or the buffer
+// has all of the size and no room in one piece behind the oldest frame.
 func TestBacklogRing(t *testing.T) {
-	for _, size := range []int{1 << 10, 4000, 64 << 10} {
+	for _, size := range []int{1 << 10, 4000, 64 << 10, 1 << 20} {
 		rng := rand.New(rand.NewPCG(uint64(size), 7))
 		b := &backlog{size: size}
 		var model [][]byte
 		var hdrs []virtio.NetHdr
-		seq, wrappedSteps, refused := 0, 0, 0
+		seq, wrappedSteps, refused, grew := 0, 0, 0, 0
 		for step := 0; step < 20000; step++ {
 			if b.wrapped {
 				wrappedSteps++
 			}
+			before := len(b.buf)
 			if rng.IntN(3) > 0 { // add one
 				n := 1 + rng.IntN(size/3)
 				if rng.IntN(8) == 0 {
@@ -41,8 +43,13 @@ func TestBacklogRing(t *testing.T) {
 				h := virtio.NetHdr{GSOSize: uint16(seq), NumBuffers: 9}
 				seq++
 				off, ok := b.place(n)
+				require.LessOrEqual(t, len(b.buf), size)
 				if !ok {
-					require.True(t, b.n == backlogFrames || !fits(b, n), "step %d: %d bytes refused with room", step, n)
+					// Refused only when the entries ran out, the frames
+					// held and this one exceed the size, or the buffer
+					// has all of it and no room in one piece.
+					require.True(t, b.n == backlogFrames || b.bytes+n > size || len(b.buf) == size && !fits(b, n),
+						"step %d: %d bytes refused with room", step, n)
 					refused++
 					continue
 				}
@@ -51,7 +58,7 @@ func TestBacklogRing(t *testing.T) {
 				model, hdrs = append(model, fr), append(hdrs, h)
 			} else if b.n > 0 { // write out some
 				k := 1 + rng.IntN(b.n)
-				got := b.batch()
+				got := b.oldest()
 				k = min(k, len(got))
 				for i := range k {
 					g := &got[i]
@@ -71,13 +78,24 @@ func TestBacklogRing(t *testing.T) {
 				t.Fatalf("step %d: %d frames of %d bytes held, the model has %d of %d", step, b.n, b.bytes, len(model), total)
 			}
 			requireDisjoint(t, b)
+			if before != 0 && len(b.buf) != before {
+				require.Greater(t, len(b.buf), before)
+				grew++
+			}
 		}
 		// The walk went through both layouts and ran full.
 		require.Greater(t, wrappedSteps, 1000, "size %d", size)
 		require.Greater(t, refused, 100, "size %d", size)
-		require.Equal(t, len(model), b.clear())
+		if size > backlogMinBuf {
+			require.Positive(t, grew, "the buffer never grew")
+		}
+		require.Equal(t, len(model), b.release())
 		require.Zero(t, b.n)
 		require.Zero(t, b.bytes)
+		require.Nil(t, b.buf, "released")
+		_, ok := b.place(100)
+		require.True(t, ok)
+		require.Equal(t, min(backlogMinBuf, size), len(b.buf))
 	}
 }
 
@@ -86,13 +104,13 @@ func TestBacklogRing(t *testing.T) {
 // frame is, from 0 up to it (a frame is never split).
 func fits(b *backlog, n int) bool {
 	if b.n == 0 {
-		return n <= b.size
+		return n <= len(b.buf)
 	}
 	first := b.ents[b.head]
 	last := b.ents[(b.head+b.n-1)%len(b.ents)]
 	end := int(last.off + last.n)
 	if int(first.off) < end { // not wrapped
-		return end+n <= b.size || n <= int(first.off)
+		return end+n <= len(b.buf) || n <= int(first.off)
 	}
 	return end+n <= int(first.off)
 }

@@ -224,7 +224,7 @@ func (p *GuestPort) stopLocked(idx int) {
 	r.mu.Lock()
 	r.q, r.nrx, r.kick, r.call = nil, nil, nil, nil
 	if r.held != nil {
-		p.stats.Drop(DropNoQueue, uint64(r.held.clear()))
+		p.stats.Drop(DropNoQueue, uint64(r.held.release()))
 	}
 	r.mu.Unlock()
 }
