@@ -60,8 +60,8 @@ type heldFrame struct {
 // backlog is a receive queue's held frames: a ring of entries over a ring
 // of bytes, each frame contiguous in buf. Guarded by its rxQueue's mu.
 type backlog struct {
-	size    int    // the most bytes buf grows to
-	buf     []byte // nil until the first frame is held, and after release
+	size    int         // the most bytes buf grows to
+	buf     []byte      // nil until the first frame is held, and after release
 	ents    []heldFrame // backlogFrames entries, with buf
 	head, n int         // the oldest entry, the number held
 	// The bytes in use: buf[rd:wr] when not wrapped; buf[rd:] up to the
