@@ -64,10 +64,9 @@ type backlog struct {
 	buf     []byte      // nil until the first frame is held, and after release
 	ents    []heldFrame // backlogFrames entries, with buf
 	head, n int         // the oldest entry, the number held
-	// The bytes in use: buf[rd:wr] when not wrapped; buf[rd:] up to the
-	// last frame placed before the wrap, and buf[:wr], when wrapped. rd
-	// is the oldest frame's offset.
-	rd, wr  int
+	// The bytes in use: buf[rd():wr] when not wrapped; buf[rd():] up to
+	// the last frame placed before the wrap, and buf[:wr], when wrapped.
+	wr      int
 	wrapped bool
 	bytes   int // bytes held
 
@@ -92,7 +91,7 @@ func (b *backlog) place(n int) (off int, ok bool) {
 		b.batch = new(heldBatch)
 	}
 	if b.n == 0 {
-		b.rd, b.wr, b.wrapped = 0, 0, false
+		b.wr, b.wrapped = 0, false
 	}
 	if off, ok := b.fit(n); ok {
 		return off, true
@@ -104,16 +103,24 @@ func (b *backlog) place(n int) (off int, ok bool) {
 	return 0, false
 }
 
+// rd returns the oldest frame's offset (0 when none is held).
+func (b *backlog) rd() int {
+	if b.n == 0 {
+		return 0
+	}
+	return int(b.ents[b.head].off)
+}
+
 // fit is place in the buffer as it is.
 func (b *backlog) fit(n int) (off int, ok bool) {
 	switch {
 	case b.wrapped:
-		if b.wr+n <= b.rd {
+		if b.wr+n <= b.rd() {
 			return b.wr, true
 		}
 	case b.wr+n <= len(b.buf):
 		return b.wr, true
-	case n <= b.rd:
+	case n <= b.rd():
 		return 0, true // wrap: the oldest frames are past n
 	}
 	return 0, false
@@ -130,7 +137,7 @@ func (b *backlog) grow(n int) {
 		e.off = int32(off)
 		off += int(e.n)
 	}
-	b.buf, b.rd, b.wr, b.wrapped = nb, 0, off, false
+	b.buf, b.wr, b.wrapped = nb, off, false
 }
 
 // release drops every held frame and gives the memory back; the next
@@ -155,20 +162,19 @@ func (b *backlog) commit(hdr virtio.NetHdr, off, n int) {
 
 // pop forgets the k oldest frames.
 func (b *backlog) pop(k int) {
+	rd := b.rd()
 	for range k {
 		b.bytes -= int(b.ents[b.head].n)
 		b.head = (b.head + 1) % len(b.ents)
 		b.n--
 	}
 	if b.n == 0 {
-		b.head, b.rd, b.wr, b.wrapped, b.bytes = 0, 0, 0, false, 0
+		b.head, b.wr, b.wrapped, b.bytes = 0, 0, false, 0
 		return
 	}
-	off := int(b.ents[b.head].off)
-	if b.wrapped && off < b.rd {
+	if b.wrapped && b.rd() < rd {
 		b.wrapped = false // the oldest frame is now the first after the wrap
 	}
-	b.rd = off
 }
 
 // oldest returns up to MaxBatch of the oldest frames, their bytes in buf.

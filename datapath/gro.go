@@ -47,6 +47,7 @@ const groMaxIPLen = 65535
 // groSeg is what Coalescer parsed of one frame of the batch.
 type groSeg struct {
 	ok    bool   // a segment that may be merged
+	joins bool   // it follows the frame before it (ok both, follows)
 	hl    int    // Ethernet + IPv4 + TCP header length
 	plen  int    // TCP payload length
 	end   int    // 14 + IPv4 total length: Ethernet padding after it
@@ -76,10 +77,10 @@ func (c *Coalescer) Coalesce(frames []Frame) []Frame {
 	n := min(len(frames), MaxBatch)
 	runs := false
 	for i := range n {
-		c.seg[i] = parseSeg(&frames[i])
-		if i > 0 && c.seg[i].ok && c.seg[i-1].ok && follows(&frames[i-1], &c.seg[i-1], &frames[i], &c.seg[i]) {
-			runs = true
-		}
+		s := &c.seg[i]
+		*s = parseSeg(&frames[i])
+		s.joins = i > 0 && s.ok && c.seg[i-1].ok && follows(&frames[i-1], &c.seg[i-1], &frames[i], s)
+		runs = runs || s.joins
 	}
 	if !runs {
 		return frames
@@ -87,21 +88,16 @@ func (c *Coalescer) Coalesce(frames []Frame) []Frame {
 	out := c.out[:0]
 	ns := 0 // c.segs in use
 	for i := 0; i < n; {
-		if !c.seg[i].ok {
-			out = append(out, frames[i])
-			i++
-			continue
-		}
 		// The run from i: as long as each next segment follows the one
 		// before, all but the last are full-size (the first's size), and
-		// the merged packet fits its length field.
+		// the merged packet fits its length field. A frame that is not
+		// a segment starts a run of one: it goes on as it came.
 		first := &c.seg[i]
 		mss := first.plen
 		ipLen := first.hl - header.EthernetMinSize + first.plen
 		j := i + 1
-		for j < n && c.seg[j].ok && c.seg[j-1].plen == mss && c.seg[j-1].flags&header.TCPFlagPSH == 0 &&
-			c.seg[j].plen <= mss && ipLen+c.seg[j].plen <= groMaxIPLen &&
-			follows(&frames[j-1], &c.seg[j-1], &frames[j], &c.seg[j]) {
+		for j < n && c.seg[j].joins && c.seg[j-1].plen == mss && c.seg[j-1].flags&header.TCPFlagPSH == 0 &&
+			c.seg[j].plen <= mss && ipLen+c.seg[j].plen <= groMaxIPLen {
 			ipLen += c.seg[j].plen
 			j++
 		}

@@ -120,10 +120,10 @@ func NewGuestPort(opt GuestPortOptions) (*GuestPort, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &GuestPort{opt: opt, log: log.With("port", opt.Name), pairs: make([]pair, opt.QueuePairs)}
 	if opt.Backlog < 0 {
 		return nil, errors.New("datapath: a receive backlog cannot be negative")
 	}
+	p := &GuestPort{opt: opt, log: log.With("port", opt.Name), pairs: make([]pair, opt.QueuePairs)}
 	for i := range p.pairs {
 		r := &p.pairs[i].rx
 		r.segs = make([][]byte, 0, 8)
