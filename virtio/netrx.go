@@ -17,6 +17,7 @@ type NetRX struct {
 	short     bool
 	chains    []Chain
 	hdr       [NetHdrSize]byte
+	nres      int // chains reserved (netrx_reserve.go), the first of chains
 }
 
 // NewNetRX returns the receive writer of q; it merges buffers iff
@@ -136,12 +137,18 @@ func (r *NetRX) write(hdr *NetHdr, payload [][]byte) (ok bool, err error) {
 			// virtio 1.2 §5.1.6.3.1: with MRG_RXBUF "the driver MUST
 			// ... make each buffer at least the size of the struct
 			// virtio_net_hdr".
-			return false, q.brk(fmt.Errorf("receive buffer at head %d: %d bytes, shorter than the %d-byte header: %w", c.Head, c.InLen, r.hdrLen, ErrBadChain))
+			return false, q.brk(errShortRxHeader(c, r.hdrLen))
 		}
 		room += uint64(c.InLen)
 	}
 	r.fill(n, hdr, payload)
 	return true, nil
+}
+
+// errShortRxHeader is the error of a mergeable receive chain shorter than
+// the header.
+func errShortRxHeader(c *Chain, hdrLen int) error {
+	return fmt.Errorf("receive buffer at head %d: %d bytes, shorter than the %d-byte header: %w", c.Head, c.InLen, hdrLen, ErrBadChain)
 }
 
 // check rejects a receive chain with device-readable buffers (virtio 1.2
