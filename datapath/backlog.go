@@ -208,14 +208,16 @@ func (p *GuestPort) push(r *rxQueue, frames []Frame) (int, DropReason) {
 	if b == nil {
 		return p.deliverGuarded(r, frames)
 	}
-	if b.n > 0 {
+	// With buffers reserved (inplace.go) deliver writes only the frame
+	// read into them, which came before any frame held meanwhile.
+	if b.n > 0 && r.reserved == nil {
 		p.drainHeld(r)
 		if r.broken {
 			return 0, DropQueueBroken
 		}
 	}
 	n := 0
-	if b.n == 0 {
+	if b.n == 0 || r.reserved != nil {
 		k, reason := p.deliverGuarded(r, frames)
 		if k == len(frames) || reason != DropNoBuffer {
 			return k, reason
@@ -299,7 +301,9 @@ func (p *GuestPort) runHeld(r *rxQueue, w *worker) {
 			r.mu.Unlock()
 			return
 		}
-		if r.held.n == 0 {
+		if r.held.n == 0 || r.reserved != nil {
+			// Nothing held, or buffers reserved by an uplink reader,
+			// whose End writes the held frames or wakes this worker.
 			r.mu.Unlock()
 			select {
 			case <-r.heldWake:

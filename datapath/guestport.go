@@ -88,10 +88,14 @@ type rxQueue struct {
 	// heldWake wakes the drain worker when the backlog gets its first
 	// frame (capacity 1).
 	heldWake chan struct{}
-	scratch  [csumScratch]byte
-	segs     [][]byte
-	part     []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
-	plain    [MaxBatch]virtio.PlainBuf // deliver's batch of one-buffer chains
+	reserved *Reservation // receive buffers an uplink reader reads into (inplace.go)
+	// callPending: frames were published without asking whether the guest
+	// wants a call (Reservation.Lazy); FlushReceive asks.
+	callPending bool
+	scratch     [csumScratch]byte
+	segs        [][]byte
+	part        []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
+	plain       [MaxBatch]virtio.PlainBuf // deliver's batch of one-buffer chains
 }
 
 type worker struct {
@@ -223,6 +227,7 @@ func (p *GuestPort) stopLocked(idx int) {
 	r.worker = nil
 	r.mu.Lock()
 	r.q, r.nrx, r.kick, r.call = nil, nil, nil, nil
+	r.reserved = nil
 	if r.held != nil {
 		p.stats.Drop(DropNoQueue, uint64(r.held.release()))
 	}
@@ -566,6 +571,16 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 	n, bytes, bad, tooBig := 0, 0, 0, 0
 	reason := DropNoBuffer
 	i := 0
+	lazy := false
+	if res := r.reserved; res != nil && len(frames) > 0 {
+		// An uplink reader's frame in place comes first (inplace.go);
+		// nothing else is written while buffers are reserved.
+		if !p.deliverReserved(r, &frames[0]) {
+			return 0, DropNoBuffer
+		}
+		n, bytes, i = 1, frames[0].Len, 1
+		lazy = res.Lazy && len(frames) == 1
+	}
 	for i < len(frames) {
 		// Frames without offload metadata (most) that fit the next
 		// chains' single buffers go in a batch (virtio.NetRX.PeekPlain:
@@ -636,8 +651,14 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 	}
 	if n > 0 {
 		r.q.Publish()
-		if r.q.NeedNotify() && r.call != nil {
+		switch {
+		case lazy:
+			r.callPending = true // the reader's FlushReceive decides
+		case r.q.NeedNotify() && r.call != nil:
 			_ = r.call.Notify()
+			fallthrough
+		default:
+			r.callPending = false // NeedNotify looked at every used entry
 		}
 		p.stats.TxPackets.Add(uint64(n))
 		p.stats.TxBytes.Add(uint64(bytes))

@@ -137,6 +137,11 @@ type Switch struct {
 	fragID  atomic.Uint32
 	capture atomic.Pointer[Capture] // SetCapture
 
+	// inPlace is held (read) by an uplink reader while a frame it read
+	// in place in the one guest's memory goes through (inplace.go), and
+	// by Attach (write) while it adds a port: no other guest's frame ever
+	// passes through a guest's memory.
+	inPlace sync.RWMutex
 	// mu serialises Attach, Detach and MAC claims (copy-on-write writers).
 	mu       sync.Mutex
 	reserved map[int]bool // indexes of ports being detached
@@ -241,6 +246,8 @@ type peerSetter interface{ SetPeer(Port) }
 // SetPeer(Port) method (GuestPort and HandlerPort have), Attach makes the
 // attachment p's peer, so that the frames p sends enter the switch.
 func (s *Switch) Attach(p Port, opt PortOptions) (*SwitchPort, error) {
+	s.inPlace.Lock() // before mu: a reader may take mu (claim) while it holds inPlace
+	defer s.inPlace.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var mac uint64
