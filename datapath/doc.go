@@ -39,7 +39,10 @@
 // port's own receive worker when a FrameSource feeds it). With several
 // queue pairs a batch is split by flow (steer.go) and each receive queue
 // takes its part under its own mutex: there is no port-wide lock; the
-// steering table is atomics, written by the transmit workers. StartQueue and
+// steering table is atomics, written by the transmit workers. An uplink
+// reader that reserved receive buffers (Reserve, inplace.go) holds them,
+// not the mutex, until End: meanwhile deliver writes only its frame and
+// other senders' frames wait in the backlog. StartQueue and
 // StopQueue come from the vhost-user session goroutine; StopQueue returns only
 // when no goroutine touches the queue any more.
 package datapath

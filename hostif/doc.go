@@ -36,13 +36,21 @@
 // and DHCP replies from vmnet come from other hosts (bridged mode: a LAN):
 // every DHCP reply is length- and checksum-checked and must be a
 // BOOTREPLY for our MAC and transaction; vmnet-helper's description line is
-// bounded (64 KiB) and every value in it checked.
+// bounded (64 KiB) and every value in it checked. A large frame read in
+// place (tap_inplace_linux.go) lands in the one attached guest's receive
+// buffers, which that guest may change at any time: its virtio-net header
+// is read into the queue's own memory, the router and the switch decide on
+// their own copies of its head, and its bytes never reach another guest
+// (datapath.Switch.InPlaceTarget); a fault in the guest's memory while the
+// reader touches it drops the frame.
 //
 // # Concurrency
 //
 // A TAP has one reader goroutine per queue (Start), which reads into its own
 // preallocated buffers and hands each batch to the peer; the frames are
-// valid only during that Send. Send may be called from any goroutine: it
+// valid only during that Send; frames read in place hold their receive
+// buffers (datapath.Reservation) from the read until that Send returned,
+// one frame at a time. Send may be called from any goroutine: it
 // takes the lock of the queue it writes to once per batch. SetPeer may be
 // called at any time (atomic). Close stops the readers, waits for them and
 // closes the descriptors; Send after Close drops. VMNet has one reader

@@ -65,22 +65,25 @@ const (
 // checksum-partial and GSO frames cross it unsegmented. It implements
 // datapath.Port.
 type TAP struct {
-	log      *slog.Logger
-	name     string
-	ifindex  int
-	created  bool
-	host     netip.Addr
-	nat      netip.Addr
-	prefix   netip.Prefix
-	mac      header.MAC
-	mtu      int
-	offload  int  // the TUN_F_* bits TUNSETOFFLOAD accepted
-	uso      bool // TAPOptions.USO
-	queues   []*tapQueue
-	stats    datapath.Stats
-	peer     atomic.Pointer[datapath.Port]
-	writeErr atomic.Bool // a write error was logged
-	readErr  atomic.Bool // a malformed frame from the kernel was logged
+	log     *slog.Logger
+	name    string
+	ifindex int
+	created bool
+	host    netip.Addr
+	nat     netip.Addr
+	prefix  netip.Prefix
+	mac     header.MAC
+	mtu     int
+	offload int  // the TUN_F_* bits TUNSETOFFLOAD accepted
+	uso     bool // TAPOptions.USO
+	queues  []*tapQueue
+	stats   datapath.Stats
+	peer    atomic.Pointer[datapath.Port]
+	inPlace atomic.Pointer[datapath.InPlaceTarget] // SetInPlace (tap_inplace_linux.go)
+	// inPlaceFrames counts frames read straight into a guest's buffers.
+	inPlaceFrames atomic.Uint64
+	writeErr      atomic.Bool // a write error was logged
+	readErr       atomic.Bool // a malformed frame from the kernel was logged
 
 	mu      sync.Mutex // guards started and closed
 	started bool
@@ -111,6 +114,18 @@ type tapQueue struct {
 	readFn func(fd uintptr) bool
 	frames [datapath.MaxBatch]datapath.Frame
 	segs   [datapath.MaxBatch][1][]byte
+
+	// Reading in place (tap_inplace_linux.go), by the reader only.
+	big    bool // the last frame read was large: try the next in place
+	res    datapath.Reservation
+	target datapath.InPlaceTarget // held from readInPlace to deliverInPlace
+	gp     *datapath.GuestPort
+	lazyGP *datapath.GuestPort // owes calls for lazyN frames (flushCalls)
+	lazyN  int
+	rn     int // bytes the in-place read returned
+	rhdr   [virtio.NetHdrSize]byte
+	riov   []unix.Iovec
+	isegs  [][]byte
 }
 
 // OpenTAP creates a TAP device and configures its link network, or attaches
@@ -647,6 +662,14 @@ func (q *tapQueue) initReader() {
 	// The function is made once: RawConn.Read calls it again each time the
 	// fd becomes readable, and a new closure per call would allocate.
 	q.readFn = func(fd uintptr) bool {
+		if q.big && q.n == 0 {
+			switch q.readInPlace(int(fd)) {
+			case inPlaceRead:
+				return true
+			case inPlaceAgain:
+				return false
+			}
+		}
 		for q.n < datapath.MaxBatch {
 			m, err := unix.Read(int(fd), q.bufs[q.n])
 			switch err {
@@ -656,7 +679,11 @@ func (q *tapQueue) initReader() {
 			case unix.EINTR:
 			case unix.EAGAIN:
 				// Nothing more for now: hand over what was read, or
-				// let the poller wait for the fd to become readable.
+				// let the poller wait for the fd to become readable
+				// (first the calls frames read in place owe).
+				if q.n == 0 {
+					q.flushCalls()
+				}
 				return q.n > 0
 			default:
 				q.rerr = err
@@ -671,10 +698,14 @@ func (q *tapQueue) initReader() {
 // the TAP is closed.
 func (q *tapQueue) readLoop() {
 	t := q.tap
+	defer q.flushCalls() // calls owed for frames read in place
 	for {
 		q.n, q.rerr = 0, nil
 		if err := q.rc.Read(q.readFn); err != nil {
 			return // closed
+		}
+		if q.gp != nil {
+			q.deliverInPlace()
 		}
 		if q.n > 0 {
 			q.deliver()
@@ -734,6 +765,7 @@ func (q *tapQueue) decode(n int) (frames []datapath.Frame, bytes, bad uint64) {
 			continue
 		}
 		h.NumBuffers = 0
+		q.big = len(frame) >= inPlaceMin
 		q.segs[k][0] = frame
 		q.frames[k] = datapath.Frame{Hdr: h, Segs: q.segs[k][:], Len: len(frame), Queue: q.idx}
 		k++

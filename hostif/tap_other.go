@@ -61,3 +61,9 @@ func (t *TAP) Queues() int { return 0 }
 
 // Offloads returns no offloads.
 func (t *TAP) Offloads() datapath.RxOffloads { return datapath.RxOffloads{} }
+
+// SetInPlace does nothing.
+func (t *TAP) SetInPlace(datapath.InPlaceTarget) {}
+
+// InPlaceFrames returns 0.
+func (t *TAP) InPlaceFrames() uint64 { return 0 }

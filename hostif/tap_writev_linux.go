@@ -28,3 +28,18 @@ func writev(fd int, iov []unix.Iovec) (int, error) {
 	}
 	return int(n), nil
 }
+
+// readv reads one frame from fd into the scatter list iov with one
+// readv(2) and returns the number of bytes read; iov must not be empty.
+// The same preallocated-array reason as writev.
+func readv(fd int, iov []unix.Iovec) (int, error) {
+	// SAFETY: as writev: iov is a live, non-empty Go slice of unix.Iovec
+	// (struct iovec), converted in the Syscall argument list itself
+	// (unsafe.Pointer rule 4); its Base pointers keep the buffers
+	// reachable.
+	n, _, errno := unix.Syscall(unix.SYS_READV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}

@@ -174,6 +174,10 @@ var (
 	descNATDrops     = newDesc("nat_drops_total", "Packets the NAT engine dropped or refused, by reason.", "reason")
 )
 
+// descTAPInPlace: frames the TAP's readers wrote straight into a guest's
+// receive buffers (datapath/inplace.go).
+var descTAPInPlace = newDesc("tap_in_place_frames_total", "Frames read from the TAP straight into the guest's receive buffers (one copy of their payload instead of two).")
+
 // Port forwards (--forward). forward is the spec as given, normalised.
 var (
 	descFwdAccepted = newDesc("forward_accepted_total", "TCP connections accepted or UDP sessions opened by a port forward.", "forward")
@@ -244,6 +248,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if n.uplink != nil {
 		c.port(ch, seen, n.uplink, true)
+	}
+	if n.tap != nil {
+		counter(descTAPInPlace, n.tap.InPlaceFrames())
 	}
 	c.collectGateway(ch, n.gw)
 	if n.rt != nil {

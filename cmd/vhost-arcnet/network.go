@@ -113,8 +113,14 @@ func newNetwork(cfg *config, log *slog.Logger) (_ *network, err error) {
 		}
 		gwPort = n.rt.SwitchPort()
 	}
-	if _, err := n.sw.Attach(gwPort, datapath.PortOptions{MAC: header.MAC(gw.MAC()), AllowSpoofing: true}); err != nil {
+	gwSP, err := n.sw.Attach(gwPort, datapath.PortOptions{MAC: header.MAC(gw.MAC()), AllowSpoofing: true})
+	if err != nil {
 		return nil, err
+	}
+	if n.tap != nil {
+		// Large frames from the TAP go straight into the one guest's
+		// receive buffers (datapath/inplace.go).
+		n.tap.SetInPlace(n.sw.InPlaceTarget(gwSP))
 	}
 	log.Info("guest network", "subnet", gw.Subnet(), "gateway", gw.Addr(), "domain", cfg.domain,
 		"gateway_mac", gw.MAC().String())
@@ -318,6 +324,9 @@ func (n *network) logStats(log *slog.Logger) {
 			n.logXDPStats(log)
 		}
 		attrs = append(attrs, n.rt.Stats().LogAttrs()...)
+		if n.tap != nil {
+			attrs = append(attrs, slog.Uint64("tap_in_place", n.tap.InPlaceFrames()))
+		}
 		st := n.eng.Stats()
 		attrs = append(attrs,
 			slog.Int("nat_flows", n.eng.Len()),
