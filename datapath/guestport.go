@@ -92,6 +92,7 @@ type rxQueue struct {
 	// callPending: frames were published without asking whether the guest
 	// wants a call (Reservation.Lazy); FlushReceive asks.
 	callPending bool
+	lazyBufs    int // buffers used by frames published without a call
 	scratch     [csumScratch]byte
 	segs        [][]byte
 	part        []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
@@ -579,7 +580,12 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 			return 0, DropNoBuffer
 		}
 		n, bytes, i = 1, frames[0].Len, 1
-		lazy = res.Lazy && len(frames) == 1
+		if res.Lazy && len(frames) == 1 {
+			// The call waits for the reader's FlushReceive, but not
+			// past a quarter of the ring: the guest would starve.
+			r.lazyBufs += r.nrx.Committed()
+			lazy = r.lazyBufs < int(r.q.Size())/4
+		}
 	}
 	for i < len(frames) {
 		// Frames without offload metadata (most) that fit the next
@@ -658,7 +664,8 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 			_ = r.call.Notify()
 			fallthrough
 		default:
-			r.callPending = false // NeedNotify looked at every used entry
+			// NeedNotify looked at every used entry.
+			r.callPending, r.lazyBufs = false, 0
 		}
 		p.stats.TxPackets.Add(uint64(n))
 		p.stats.TxBytes.Add(uint64(bytes))

@@ -30,7 +30,8 @@ import (
 // port, for one frame. Its zero value is ready to use; one goroutine uses
 // it at a time.
 type Reservation struct {
-	// Lazy: the frame's deliver publishes it without the guest's call;
+	// Lazy: the frame's deliver publishes it without the guest's call
+	// (unless a quarter of the ring went to such frames since the last);
 	// the reader calls FlushReceive before it waits, and after a few
 	// frames (a call per 64 KiB frame cost more than the copy saved).
 	Lazy bool
@@ -216,7 +217,7 @@ func (p *GuestPort) flushReceive(r *rxQueue) {
 	if !r.callPending {
 		return
 	}
-	r.callPending = false
+	r.callPending, r.lazyBufs = false, 0
 	if r.q != nil && !r.broken && r.q.NeedNotify() && r.call != nil {
 		_ = r.call.Notify()
 	}

@@ -178,6 +178,25 @@ func TestGuestPortInPlaceLazyCall(t *testing.T) {
 	require.Equal(t, calls+1, r.rxCall.n.Load())
 	r.port.FlushReceive()
 	require.Equal(t, calls+1, r.rxCall.n.Load(), "one call owed")
+
+	// Not past a quarter of the ring (256 entries): the 64th buffer used
+	// by lazy frames gets its call at once.
+	for i := range 70 {
+		if i%8 == 0 {
+			r.postRX(8, 2048)
+		}
+		bufs, ok := r.port.Reserve(0, 1500, RxOffloads{}, &res)
+		require.True(t, ok)
+		tail := readInPlace(t, bufs, fr, 128)
+		r.port.Send([]Frame{frameOf(append([][]byte{bytes.Clone(fr[:128])}, tail...)...)})
+		require.True(t, res.End(r.port))
+		want := calls + 1
+		if i >= 63 {
+			want = calls + 2
+		}
+		require.Equal(t, want, r.rxCall.n.Load(), "frame %d", i)
+	}
+	r.received(70)
 }
 
 // TestSwitchInPlaceTarget: the target is the one guest port besides the

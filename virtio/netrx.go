@@ -18,6 +18,7 @@ type NetRX struct {
 	chains    []Chain
 	hdr       [NetHdrSize]byte
 	nres      int // chains reserved (netrx_reserve.go), the first of chains
+	committed int // chains the last CommitReserved pushed
 }
 
 // NewNetRX returns the receive writer of q; it merges buffers iff

@@ -165,9 +165,13 @@ func (r *NetRX) CommitReserved(hdr *NetHdr, segs [][]byte) bool {
 	if rest := r.nres - used; rest > 0 {
 		r.q.Unpop(uint16(rest))
 	}
-	r.nres = 0
+	r.nres, r.committed = 0, used
 	return true
 }
+
+// Committed returns how many chains the last successful CommitReserved
+// pushed.
+func (r *NetRX) Committed() int { return r.committed }
 
 // markIn marks the first n bytes of segs in the dirty log.
 func markIn(log *DirtyLog, segs []Segment, n uint64) {
