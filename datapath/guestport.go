@@ -89,6 +89,10 @@ type rxQueue struct {
 	// frame (capacity 1).
 	heldWake chan struct{}
 	reserved *Reservation // receive buffers an uplink reader reads into (inplace.go)
+	// resOpen counts reservations between Reserve and End: the frame's
+	// bytes are in this queue's buffers until End, and StopQueue waits
+	// for them (the session unmaps the memory after it).
+	resOpen sync.WaitGroup
 	// callPending: frames were published without asking whether the guest
 	// wants a call (Reservation.Lazy); FlushReceive asks.
 	callPending bool
@@ -233,6 +237,7 @@ func (p *GuestPort) stopLocked(idx int) {
 		p.stats.Drop(DropNoQueue, uint64(r.held.release()))
 	}
 	r.mu.Unlock()
+	r.resOpen.Wait() // a frame read into the buffers is through
 }
 
 // SetLog is part of vhostuser.Device. Every guest write of the port goes

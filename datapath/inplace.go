@@ -69,6 +69,7 @@ func (p *GuestPort) Reserve(qp uint16, room int, need RxOffloads, res *Reservati
 	}
 	res.r, res.q, res.bufs, res.committed = r, r.q, bufs, false
 	r.reserved = res
+	r.resOpen.Add(1)
 	return bufs, true
 }
 
@@ -86,7 +87,9 @@ func reserveGuarded(r *rxQueue, room int, bufs [][]byte) (out [][]byte, ok bool,
 
 // End ends the reservation: the buffers the reserved frame did not use go
 // back to the guest, and frames that waited in the backlog meanwhile are
-// written. It reports whether the frame was written in place.
+// written. It reports whether the frame was written in place. The caller
+// must not touch the reserved buffers after End: StopQueue waits for End,
+// and the session unmaps the guest's memory after StopQueue.
 func (res *Reservation) End(p *GuestPort) (committed bool) {
 	r := res.r
 	if r == nil {
@@ -115,6 +118,7 @@ func (res *Reservation) End(p *GuestPort) (committed bool) {
 	res.r, res.q = nil, nil
 	clear(res.bufs) // no reference into guest memory outlives the call
 	res.bufs = res.bufs[:0]
+	r.resOpen.Done() // StopQueue may go on: nothing of the frame is used after End
 	return committed
 }
 

@@ -122,7 +122,8 @@ func TestGuestPortInPlaceNotTheFrame(t *testing.T) {
 // TestGuestPortReserveRefusals: no reservation without a backlog (frames of
 // other senders would have nowhere to wait), with frames held (they go
 // first), while another is open, for offloads the guest does not take, or
-// without buffers; a queue stopped while reserved ends cleanly.
+// without buffers; StopQueue waits for the End of a reservation open on
+// the queue, which then ends cleanly.
 func TestGuestPortReserveRefusals(t *testing.T) {
 	var res, res2 Reservation
 	noBacklog := newRig(t, baseFeatures, GuestPortOptions{}, 2048)
@@ -152,8 +153,17 @@ func TestGuestPortReserveRefusals(t *testing.T) {
 	require.True(t, ok)
 	_, ok = r.port.Reserve(0, 1000, RxOffloads{}, &res2)
 	require.False(t, ok, "one reservation at a time")
-	r.port.StopQueue(0)
+	// StopQueue waits for End: the frame's bytes are in the queue's
+	// buffers until then, and the session unmaps them after StopQueue.
+	stopped := make(chan struct{})
+	go func() { r.port.StopQueue(0); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("StopQueue returned with a reservation open")
+	case <-time.After(50 * time.Millisecond):
+	}
 	require.False(t, res.End(r.port))
+	<-stopped
 	require.Empty(t, res.Buffers())
 }
 
