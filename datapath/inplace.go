@@ -10,10 +10,10 @@ import (
 // TAP) can have the kernel copy each one straight into a guest's receive
 // buffers (virtio.NetRX.Reserve), so that its payload is copied once
 // instead of twice. The reader reserves buffers on the guest's receive
-// queue, reads the frame into them, copies its first bytes into its own
-// memory (the router and the switch decide on those and rewrite them; the
-// guest may change its buffers at any time) and sends the frame on as
-// usual, its other segments pointing at where they already are. When the
+// queue, reads the frame into them and sends it on as usual, its segments
+// pointing at where its bytes are: the router and the switch copy its first
+// bytes into their own memory and decide on and rewrite that copy, as for
+// every frame (the guest may change its buffers at any time). When the
 // frame reaches this port's deliver, the bytes in place stay and only the
 // head and the virtio-net header are written (CommitReserved); the
 // reader's End gives back whatever the frame did not use.

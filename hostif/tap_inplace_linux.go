@@ -78,14 +78,25 @@ func (q *tapQueue) readInPlace(fd int) int {
 	}
 	iov := append(q.riov[:0], unix.Iovec{Base: &q.rhdr[0]})
 	iov[0].SetLen(len(q.rhdr))
+	room := 0
 	for _, b := range bufs {
 		if len(iov) == maxIOV {
 			break
 		}
 		iov = append(iov, unix.Iovec{Base: &b[0]})
 		iov[len(iov)-1].SetLen(len(b))
+		room += len(b)
 	}
 	q.riov = iov
+	if room < readBufSize-virtio.NetHdrSize {
+		// Buffers so small that UIO_MAXIOV of them do not hold the
+		// largest frame (a guest may post 12-byte ones): the kernel
+		// would cut the frame. Read it into the queue's memory.
+		q.res.End(gp)
+		target.EndInPlace()
+		q.big = false
+		return inPlaceNo
+	}
 	for {
 		n, err := readv(fd, iov)
 		switch err {
