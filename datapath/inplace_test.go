@@ -6,28 +6,9 @@ import (
 	"time"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
 	"github.com/stretchr/testify/require"
 )
-
-// readInPlace writes fr across bufs as readv(2) would and returns the
-// in-place scatter list of fr from byte from on.
-func readInPlace(t *testing.T, bufs [][]byte, fr []byte, from int) [][]byte {
-	t.Helper()
-	var tail [][]byte
-	off := 0
-	for _, b := range bufs {
-		if off == len(fr) {
-			break
-		}
-		k := copy(b, fr[off:])
-		if lo := max(from-off, 0); lo < k {
-			tail = append(tail, b[lo:k])
-		}
-		off += k
-	}
-	require.Equal(t, len(fr), off)
-	return tail
-}
 
 var inPlaceModes = []struct {
 	name     string
@@ -61,7 +42,7 @@ func TestGuestPortInPlace(t *testing.T) {
 			bufs, ok := r.port.Reserve(0, room, RxOffloads{}, &res)
 			require.True(t, ok)
 			fr := testFrame(size, 1)
-			tail := readInPlace(t, bufs, fr, 128)
+			tail := virtiotest.MustReadv(t, bufs, fr, 128)
 			head := bytes.Clone(fr[:128])
 			copy(head[0:6], []byte{2, 0, 0, 0, 0, 9}) // the router's MAC rewrite
 			want := append(bytes.Clone(head), fr[128:]...)
@@ -107,7 +88,7 @@ func TestGuestPortInPlaceNotTheFrame(t *testing.T) {
 			bufs, ok := r.port.Reserve(0, 1500, RxOffloads{}, &res)
 			require.True(t, ok)
 			fr := testFrame(1000, 2)
-			tail := readInPlace(t, bufs, fr, 100)
+			tail := virtiotest.MustReadv(t, bufs, fr, 100)
 			shifted := append([][]byte{bytes.Clone(fr[:101])}, tail[0][2:])
 			r.port.Send([]Frame{frameOf(bytes.Clone(fr)), frameOf(shifted...)})
 			require.EqualValues(t, 2, r.port.QueueStats(0).Held.Load())
@@ -177,7 +158,7 @@ func TestGuestPortInPlaceLazyCall(t *testing.T) {
 	bufs, ok := r.port.Reserve(0, 1500, RxOffloads{}, &res)
 	require.True(t, ok)
 	fr := testFrame(1000, 4)
-	tail := readInPlace(t, bufs, fr, 128)
+	tail := virtiotest.MustReadv(t, bufs, fr, 128)
 	calls := r.rxCall.n.Load()
 	r.port.Send([]Frame{frameOf(append([][]byte{bytes.Clone(fr[:128])}, tail...)...)})
 	require.True(t, res.End(r.port))
@@ -197,7 +178,7 @@ func TestGuestPortInPlaceLazyCall(t *testing.T) {
 		}
 		bufs, ok := r.port.Reserve(0, 1500, RxOffloads{}, &res)
 		require.True(t, ok)
-		tail := readInPlace(t, bufs, fr, 128)
+		tail := virtiotest.MustReadv(t, bufs, fr, 128)
 		r.port.Send([]Frame{frameOf(append([][]byte{bytes.Clone(fr[:128])}, tail...)...)})
 		require.True(t, res.End(r.port))
 		want := calls + 1

@@ -8,26 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// readInto writes f across bufs in order, as a readv(2) into them would,
-// and returns the in-place scatter list of f's bytes from offset from on.
-func readInto(t *testing.T, bufs [][]byte, f []byte, from int) [][]byte {
-	t.Helper()
-	var tail [][]byte
-	off := 0
-	for _, b := range bufs {
-		if off == len(f) {
-			break
-		}
-		k := copy(b, f[off:])
-		if lo := max(from-off, 0); lo < k {
-			tail = append(tail, b[lo:k])
-		}
-		off += k
-	}
-	require.Equal(t, len(f), off, "the reservation holds the frame")
-	return tail
-}
-
 // newResPair is a queue of 16 with buffer slots of 16 KiB.
 func newResPair(t *testing.T, packed bool, feat uint64) *pair {
 	o := virtiotest.DriverOptions{SlotSize: 16 << 10, Packed: packed}
@@ -70,19 +50,13 @@ func TestNetRXReserveCommit(t *testing.T) {
 				}
 				p := newResPair(t, packed, feat)
 				rx := virtio.NewNetRX(p.q)
-				var heads []uint16
-				for _, c := range tc.chains {
-					h, err := p.d.AddIn(c...)
-					require.NoError(t, err)
-					heads = append(heads, h)
-				}
-				p.d.Publish()
+				heads := addChains(t, p.d, tc.chains)
 				bufs, ok, err := rx.Reserve(tc.room, nil)
 				require.NoError(t, err)
 				require.True(t, ok)
 				require.True(t, rx.Reserved())
 				f := frame(tc.frame)
-				tail := readInto(t, bufs, f, tc.head)
+				tail := virtiotest.MustReadv(t, bufs, f, tc.head)
 				// The caller decides on its copy of the head and changes it
 				// (the router's NAT rewrite).
 				head := append([]byte(nil), f[:tc.head]...)
@@ -105,18 +79,7 @@ func TestNetRXReserveCommit(t *testing.T) {
 				}
 				require.Equal(t, uint16(took), consumed(p.q), "chains not used are given back")
 				p.q.Publish()
-				var all []byte
-				for i, n := range tc.used {
-					e, ok := p.d.Used()
-					require.True(t, ok)
-					require.Equal(t, uint32(heads[i]), e.ID)
-					require.Equal(t, n, e.Len)
-					b := make([]byte, e.Len)
-					p.d.ReadIn(heads[i], b)
-					all = append(all, b...)
-				}
-				_, ok = p.d.Used()
-				require.False(t, ok)
+				all := usedChains(t, p.d, heads, tc.used)
 				var h virtio.NetHdr
 				h.Decode(all)
 				wantHdr := hdr
@@ -207,7 +170,7 @@ func TestNetRXReserveRefusals(t *testing.T) {
 			require.NoError(t, err)
 			require.True(t, ok)
 			f := frame(2000)
-			tail := readInto(t, bufs, f, 100)
+			tail := virtiotest.MustReadv(t, bufs, f, 100)
 			copied := append([]byte(nil), f...)
 			shifted := append([][]byte{f[:99]}, tail[0][1:])
 			shifted = append(shifted, tail[1:]...)
@@ -294,7 +257,7 @@ func FuzzNetRXReserve(f *testing.F) {
 			}
 			n := int(room)
 			fr := frame(n)
-			tail := readInto(t, bufs, fr, min(n, 20))
+			tail := virtiotest.MustReadv(t, bufs, fr, min(n, 20))
 			segs := append([][]byte{fr[:min(n, 20)]}, tail...)
 			if len(tail) == 0 {
 				require.False(t, rx.CommitReserved(nil, segs))

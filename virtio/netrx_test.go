@@ -121,30 +121,13 @@ func TestNetRXMergeable(t *testing.T) {
 			p := newPair(t, 16, virtio.FVersion1|virtio.NetFMrgRxbuf)
 			rx := virtio.NewNetRX(p.q)
 			require.True(t, rx.Mergeable())
-			var heads []uint16
-			for _, c := range tc.chains {
-				h, err := p.d.AddIn(c...)
-				require.NoError(t, err)
-				heads = append(heads, h)
-			}
-			p.d.Publish()
+			heads := addChains(t, p.d, tc.chains)
 			f := frame(tc.frame)
 			ok, err := rx.Write(virtio.NetHdr{GSOType: virtio.NetHdrGSOTCPv4, GSOSize: 1448}, split(f, 77))
 			require.NoError(t, err)
 			require.True(t, ok)
 			p.q.Publish()
-			var all []byte
-			for i, want := range tc.used {
-				e, ok := p.d.Used()
-				require.True(t, ok)
-				require.Equal(t, uint32(heads[i]), e.ID)
-				require.Equal(t, want, e.Len)
-				b := make([]byte, e.Len)
-				p.d.ReadIn(heads[i], b)
-				all = append(all, b...)
-			}
-			_, ok = p.d.Used()
-			require.False(t, ok)
+			all := usedChains(t, p.d, heads, tc.used)
 			require.Equal(t, uint16(len(tc.used)), p.q.LastAvail())
 			var h virtio.NetHdr
 			h.Decode(all)
@@ -153,6 +136,40 @@ func TestNetRXMergeable(t *testing.T) {
 			require.True(t, bytes.Equal(f, all[12:]))
 		})
 	}
+}
+
+// addChains adds one receive chain per entry of chains (its buffer
+// lengths), publishes them and returns their heads.
+func addChains(t *testing.T, d *virtiotest.Driver, chains [][]uint32) []uint16 {
+	t.Helper()
+	var heads []uint16
+	for _, c := range chains {
+		h, err := d.AddIn(c...)
+		require.NoError(t, err)
+		heads = append(heads, h)
+	}
+	d.Publish()
+	return heads
+}
+
+// usedChains takes the used elements of the chains heads, in order, each of
+// the length in lens, checks that no other is used, and returns the bytes
+// written into them, concatenated.
+func usedChains(t *testing.T, d *virtiotest.Driver, heads []uint16, lens []uint32) []byte {
+	t.Helper()
+	var all []byte
+	for i, want := range lens {
+		e, ok := d.Used()
+		require.True(t, ok)
+		require.Equal(t, uint32(heads[i]), e.ID)
+		require.Equal(t, want, e.Len)
+		b := make([]byte, e.Len)
+		d.ReadIn(heads[i], b)
+		all = append(all, b...)
+	}
+	_, ok := d.Used()
+	require.False(t, ok, "no other chain used")
+	return all
 }
 
 func TestNetRXMergeableNotEnough(t *testing.T) {
@@ -277,13 +294,7 @@ func TestNetRXWritePlain(t *testing.T) {
 				logs[i] = make([]byte, 64)
 				p.q.SetLog(virtio.NewDirtyLog(logs[i]))
 				rx := virtio.NewNetRX(p.q)
-				var heads []uint16
-				for _, c := range tc.chains {
-					h, err := p.d.AddIn(c...)
-					require.NoError(t, err)
-					heads = append(heads, h)
-				}
-				p.d.Publish()
+				heads := addChains(t, p.d, tc.chains)
 				payload := split(frame(tc.frame), 50)
 				ok, err := writeZeroHdr(rx, plain, payload)
 				require.NoError(t, err)

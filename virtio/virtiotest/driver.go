@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"testing"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
 	"github.com/arcnet/vhost-arcnet/virtio/internal/ring"
@@ -611,4 +612,33 @@ func (d *Driver) LastUsed() uint16 {
 func (d *Driver) SetUsedIdx(v uint16) {
 	d.lastUsed = v
 	ring.StoreRelease16(d.used[2:4], v)
+}
+
+// MustReadv is Readv of all of frame: t fails if bufs cannot hold it.
+func MustReadv(t testing.TB, bufs [][]byte, frame []byte, from int) (tail [][]byte) {
+	t.Helper()
+	tail, n := Readv(bufs, frame, from)
+	if n != len(frame) {
+		t.Fatalf("virtiotest: %d of %d bytes fit the buffers", n, len(frame))
+	}
+	return tail
+}
+
+// Readv writes frame across bufs in order, as readv(2) into them would (the
+// kernel's read of a frame into receive buffers a device reserved, see
+// virtio.NetRX.Reserve), and returns how many bytes it wrote and the
+// scatter list of frame's bytes from offset from on, where they now are in
+// bufs.
+func Readv(bufs [][]byte, frame []byte, from int) (tail [][]byte, n int) {
+	for _, b := range bufs {
+		if n == len(frame) {
+			break
+		}
+		k := copy(b, frame[n:])
+		if lo := max(from-n, 0); lo < k {
+			tail = append(tail, b[lo:k])
+		}
+		n += k
+	}
+	return tail, n
 }
