@@ -64,6 +64,13 @@ type GuestPort struct {
 	// started has bit idx set while queue idx is started (Running reads
 	// it without p.mu: the switch asks under its own lock).
 	started atomic.Uint32
+
+	// Reading in place with several queue pairs (inplace.go): reserving
+	// counts open reservations; while there are, steered is 1 + the pair
+	// the last one-frame Send was steered to, so that a reader whose frame
+	// went to another pair reserves there next time.
+	reserving atomic.Int32
+	steered   atomic.Uint32
 }
 
 type pair struct {

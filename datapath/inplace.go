@@ -40,7 +40,14 @@ type Reservation struct {
 	q         *virtio.Queue // the queue reserved on (a restart replaces it)
 	bufs      [][]byte
 	committed bool
+	pair      uint16 // where the next Reserve should be (Pair)
 }
+
+// Pair returns the queue pair to reserve on next: the one the last
+// reserved frame was written to, or, if it was steered to another (the
+// guest's flow table, steer.go), that one. A reader's frames come mostly
+// from one flow at a time.
+func (res *Reservation) Pair() uint16 { return res.pair }
 
 // Reserve reserves receive buffers of queue pair qp (or the first running
 // one) that hold a frame of up to room bytes, for a reader whose frames
@@ -68,8 +75,13 @@ func (p *GuestPort) Reserve(qp uint16, room int, need RxOffloads, res *Reservati
 		return nil, false
 	}
 	res.r, res.q, res.bufs, res.committed = r, r.q, bufs, false
+	res.pair = uint16(r.idx / 2)
 	r.reserved = res
 	r.resOpen.Add(1)
+	if p.steer != nil {
+		p.reserving.Add(1)
+		p.steered.Store(0)
+	}
 	return bufs, true
 }
 
@@ -115,6 +127,12 @@ func (res *Reservation) End(p *GuestPort) (committed bool) {
 		}
 	}
 	committed = res.committed
+	if p.steer != nil {
+		if qp := p.steered.Load(); !committed && qp != 0 {
+			res.pair = uint16(qp - 1)
+		}
+		p.reserving.Add(-1)
+	}
 	res.r, res.q = nil, nil
 	clear(res.bufs) // no reference into guest memory outlives the call
 	res.bufs = res.bufs[:0]

@@ -277,3 +277,35 @@ func TestGuestPortInPlaceDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+// TestGuestPortInPlaceFollowsSteering: with two queue pairs, a frame read
+// into pair 0's buffers whose flow the port steers to pair 1 is copied
+// there (not written in place), and the reader's next reservation is on
+// pair 1, where the next frame of the flow is written in place.
+func TestGuestPortInPlaceFollowsSteering(t *testing.T) {
+	r := newMQRigOpt(t, GuestPortOptions{Name: "guest0", QueuePairs: 2, Backlog: 64 << 10})
+	r.port.SetPeer(&nullPort{})
+	r.start(64)
+	rp := r.port.runningRX()
+	var fr []byte
+	for sport := uint16(1000); ; sport++ {
+		fr = udp4Frame(macA, macB, ipB, ipA, sport, 9, 900)
+		f := frameOf(fr)
+		if r.port.steer.pairFor(&f, &rp) == 1 {
+			break
+		}
+	}
+	var res Reservation
+	require.Zero(t, res.Pair())
+	for round, wantInPlace := range []bool{false, true} {
+		bufs, ok := r.port.Reserve(res.Pair(), 2000, RxOffloads{}, &res)
+		require.True(t, ok)
+		tail := virtiotest.MustReadv(t, bufs, fr, 128)
+		r.port.Send([]Frame{frameOf(append([][]byte{bytes.Clone(fr[:128])}, tail...)...)})
+		require.Equal(t, wantInPlace, res.End(r.port), "round %d", round)
+		require.EqualValues(t, 1, res.Pair(), "round %d", round)
+	}
+	got := r.received(1)
+	require.Equal(t, [][]byte{fr, fr}, got)
+	require.Empty(t, r.received(0))
+}

@@ -196,7 +196,11 @@ func (p *GuestPort) sendSteered(frames []Frame) {
 			used |= 1 << d
 		}
 		if used&(used-1) == 0 { // one destination: no split
-			p.sendTo(uint16(bits.TrailingZeros32(used)), batch)
+			qp := uint16(bits.TrailingZeros32(used))
+			if len(batch) == 1 && p.reserving.Load() != 0 {
+				p.steered.Store(uint32(qp) + 1) // inplace.go: where a reader reserves next
+			}
+			p.sendTo(qp, batch)
 			continue
 		}
 		for used != 0 {

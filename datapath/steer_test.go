@@ -25,11 +25,18 @@ type mqRig struct {
 
 func newMQRig(t testing.TB, pairs int) *mqRig {
 	t.Helper()
+	return newMQRigOpt(t, GuestPortOptions{Name: "guest0", QueuePairs: pairs})
+}
+
+// newMQRigOpt is newMQRig with the port's options (QueuePairs pairs).
+func newMQRigOpt(t testing.TB, opt GuestPortOptions) *mqRig {
+	t.Helper()
 	const features = baseFeatures | virtio.NetFMrgRxbuf | virtio.NetFMQ
+	pairs := opt.QueuePairs
 	mem := make([]byte, 2*pairs*halfSize)
 	m, err := virtio.NewMemory([]virtio.Region{{GuestPhysAddr: rigGPA, Size: uint64(len(mem)), UserAddr: rigGPA, Data: mem}})
 	require.NoError(t, err)
-	p, err := NewGuestPort(GuestPortOptions{Name: "guest0", QueuePairs: pairs})
+	p, err := NewGuestPort(opt)
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 	r := &mqRig{t: t, port: p}

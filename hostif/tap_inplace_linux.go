@@ -71,7 +71,7 @@ func (q *tapQueue) readInPlace(fd int) int {
 		return inPlaceNo
 	}
 	q.res.Lazy = true
-	bufs, ok := gp.Reserve(q.idx, readBufSize-virtio.NetHdrSize, t.Offloads(), &q.res)
+	bufs, ok := gp.Reserve(q.res.Pair(), readBufSize-virtio.NetHdrSize, t.Offloads(), &q.res)
 	if !ok {
 		target.EndInPlace()
 		return inPlaceNo
