@@ -6,26 +6,18 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
 )
 
-// shrunkMapping maps a 64 KiB memfd, watches it (as vhostuser does), and
-// truncates it to 0: every access to it faults. It returns the mapping
-// and how often the watch was told.
+// shrunkMapping is a 64 KiB virtiotest.ShrinkableMapping, shrunk: every
+// access to it faults. It returns the mapping and how often the watch was
+// told.
 func shrunkMapping(t *testing.T) ([]byte, *int) {
 	t.Helper()
-	fd, err := unix.MemfdCreate("shrunk", unix.MFD_CLOEXEC)
-	require.NoError(t, err)
-	defer unix.Close(fd)
-	require.NoError(t, unix.Ftruncate(fd, 64<<10))
-	b, err := unix.Mmap(fd, 0, 64<<10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	require.NoError(t, err)
-	told := new(int)
-	w := virtio.WatchFaults(b, func(*virtio.Fault) { *told++ })
-	t.Cleanup(func() { w.Stop(); _ = unix.Munmap(b) })
-	require.NoError(t, unix.Ftruncate(fd, 0))
+	b, told, shrink := virtiotest.ShrinkableMapping(t, 64<<10)
+	shrink()
 	return b, told
 }
 

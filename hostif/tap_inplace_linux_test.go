@@ -6,10 +6,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/arcnet/vhost-arcnet/datapath"
-	"github.com/arcnet/vhost-arcnet/virtio"
+	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
 )
 
 // readingPort is a peer that reads every byte of the frames it is sent,
@@ -36,28 +35,20 @@ func (p *readingPort) Send(frames []datapath.Frame) {
 // copies it out (copyOut) or while the peer reads it (sendGuarded): both
 // report it, the mapping's watch is told (once), and the reader goes on.
 func TestInPlaceFaultsContained(t *testing.T) {
-	fd, err := unix.MemfdCreate("shrunk", unix.MFD_CLOEXEC)
-	require.NoError(t, err)
-	defer unix.Close(fd)
-	require.NoError(t, unix.Ftruncate(fd, 64<<10))
-	b, err := unix.Mmap(fd, 0, 64<<10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	require.NoError(t, err)
-	told := 0
-	w := virtio.WatchFaults(b, func(*virtio.Fault) { told++ })
-	t.Cleanup(func() { w.Stop(); _ = unix.Munmap(b) })
+	b, told, shrink := virtiotest.ShrinkableMapping(t, 64<<10)
 	bufs := [][]byte{b[:2048], b[2048:8192]}
 	dst := make([]byte, 3000)
 	require.True(t, copyOut(dst, bufs), "memory still there")
 	p := &readingPort{}
 	frames := []datapath.Frame{{Segs: bufs, Len: 8192}}
 	require.True(t, sendGuarded(p, frames))
-	require.Zero(t, told)
+	require.Zero(t, *told)
 
-	require.NoError(t, unix.Ftruncate(fd, 0))
+	shrink()
 	require.False(t, copyOut(dst, bufs))
-	require.Equal(t, 1, told)
+	require.Equal(t, 1, *told)
 	require.False(t, sendGuarded(p, frames))
-	require.Equal(t, 1, told, "a mapping is told once")
+	require.Equal(t, 1, *told, "a mapping is told once")
 	// The goroutine goes on, and its own faults are not turned into
 	// recoverable panics after the guarded calls.
 	require.True(t, copyOut(dst, [][]byte{make([]byte, 100)}))
