@@ -37,7 +37,6 @@ type Reservation struct {
 	Lazy bool
 
 	r         *rxQueue
-	q         *virtio.Queue // the queue reserved on (a restart replaces it)
 	bufs      [][]byte
 	committed bool
 	pair      uint16 // where the next Reserve should be (Pair)
@@ -74,7 +73,7 @@ func (p *GuestPort) Reserve(qp uint16, room int, need RxOffloads, res *Reservati
 	case !ok:
 		return nil, false
 	}
-	res.r, res.q, res.bufs, res.committed = r, r.q, bufs, false
+	res.r, res.bufs, res.committed = r, bufs, false
 	res.pair = uint16(r.idx / 2)
 	r.reserved = res
 	r.resOpen.Add(1)
@@ -108,10 +107,8 @@ func (res *Reservation) End(p *GuestPort) (committed bool) {
 		return false
 	}
 	r.mu.Lock()
-	if r.reserved == res {
-		if r.q == res.q && r.nrx != nil {
-			r.nrx.CancelReserved()
-		}
+	if r.reserved == res { // still the queue it reserved on: a stop clears reserved
+		r.nrx.CancelReserved()
 		r.reserved = nil
 	}
 	wake := false
@@ -133,7 +130,7 @@ func (res *Reservation) End(p *GuestPort) (committed bool) {
 		}
 		p.reserving.Add(-1)
 	}
-	res.r, res.q = nil, nil
+	res.r = nil
 	clear(res.bufs) // no reference into guest memory outlives the call
 	res.bufs = res.bufs[:0]
 	r.resOpen.Done() // StopQueue may go on: nothing of the frame is used after End

@@ -17,8 +17,9 @@ type NetRX struct {
 	short     bool
 	chains    []Chain
 	hdr       [NetHdrSize]byte
-	nres      int // chains reserved (netrx_reserve.go), the first of chains
-	committed int // chains the last CommitReserved pushed
+	nres      int      // chains reserved (netrx_reserve.go), the first of chains
+	resv      [][]byte // their buffers, the header's bytes left out
+	committed int      // chains the last CommitReserved pushed
 }
 
 // NewNetRX returns the receive writer of q; it merges buffers iff

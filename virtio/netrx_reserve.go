@@ -16,7 +16,9 @@ package virtio
 // virtio-net header: with VIRTIO_NET_F_MRG_RXBUF as many as it takes (each
 // at least as large as the header, virtio 1.2 §5.1.6.3.1), else one.
 // It returns the device-writable buffers where the frame's bytes go, in
-// order (the header's bytes left out of the first), appended to bufs[:0].
+// order (the header's bytes left out of the first), appended to bufs[:0];
+// the NetRX keeps that slice until CommitReserved or CancelReserved, and
+// the caller must not change it.
 // ok=false, err=nil: the queue has not that much room now, or dirty
 // logging is on (a migration: the caller copies as before, and Write
 // logs); nothing is consumed. A guest error breaks the queue and is
@@ -81,7 +83,7 @@ func (r *NetRX) Reserve(room int, bufs [][]byte) (out [][]byte, ok bool, err err
 			}
 		}
 	}
-	r.nres = n
+	r.nres, r.resv = n, out
 	return out, true, nil
 }
 
@@ -93,7 +95,7 @@ func (r *NetRX) Reserved() bool { return r.nres != 0 }
 func (r *NetRX) CancelReserved() {
 	if r.nres != 0 {
 		r.q.Unpop(uint16(r.nres))
-		r.nres = 0
+		r.nres, r.resv = 0, nil
 	}
 }
 
@@ -112,8 +114,7 @@ func (r *NetRX) CommitReserved(hdr *NetHdr, segs [][]byte) bool {
 	}
 	// First pass, nothing written: the leading segments (not in place)
 	// and then every byte after them where the frame puts it.
-	var c resCursor
-	c.start(r)
+	c := resCursor{bufs: r.resv}
 	inPlace, lead := len(segs), 0
 	for i, s := range segs {
 		if len(s) > 0 && c.at(lead) && &c.buf()[0] == &s[0] {
@@ -138,7 +139,7 @@ func (r *NetRX) CommitReserved(hdr *NetHdr, segs [][]byte) bool {
 	}
 	end := uint64(r.hdrLen) + uint64(c.off)
 	// Second pass: the leading bytes, the header, the used elements.
-	c.start(r)
+	c = resCursor{bufs: r.resv}
 	for _, s := range segs[:inPlace] {
 		for len(s) > 0 {
 			k := copy(c.buf(), s) // lead bytes fit: in-place ones follow
@@ -165,7 +166,7 @@ func (r *NetRX) CommitReserved(hdr *NetHdr, segs [][]byte) bool {
 	if rest := r.nres - used; rest > 0 {
 		r.q.Unpop(uint16(rest))
 	}
-	r.nres, r.committed = 0, used
+	r.nres, r.resv, r.committed = 0, nil, used
 	return true
 }
 
@@ -185,19 +186,12 @@ func markIn(log *DirtyLog, segs []Segment, n uint64) {
 	}
 }
 
-// resCursor walks the reserved buffers by frame offset (the header not
-// counted).
+// resCursor walks the reserved buffers (Reserve's result, the header's
+// bytes left out) by frame offset.
 type resCursor struct {
-	r       *NetRX
-	ci, si  int // chain, segment
-	so, off int // offset in the segment, frame offset
-}
-
-// start puts c at frame offset 0 of r's reservation.
-func (c *resCursor) start(r *NetRX) {
-	*c = resCursor{r: r}
-	c.norm(r.hdrLen)
-	c.off = 0
+	bufs [][]byte
+	i, o int // buffer, offset in it
+	off  int // frame offset
 }
 
 // at moves c forward to frame offset off (not before its own) and reports
@@ -209,36 +203,21 @@ func (c *resCursor) at(off int) bool {
 	return c.buf() != nil
 }
 
-// skip moves c forward by n bytes.
+// skip moves c forward by n bytes, over buffer ends (no buffer is empty).
 func (c *resCursor) skip(n int) {
 	c.off += n
-	c.norm(n)
-}
-
-// norm moves the segment position forward by n bytes, over segment and
-// chain ends.
-func (c *resCursor) norm(n int) {
-	c.so += n
-	for c.ci < c.r.nres {
-		in := c.r.chains[c.ci].In
-		if c.si >= len(in) {
-			c.ci, c.si = c.ci+1, 0
-			continue
-		}
-		if l := len(in[c.si].Buf); c.so >= l {
-			c.so -= l
-			c.si++
-			continue
-		}
-		return
+	c.o += n
+	for c.i < len(c.bufs) && c.o >= len(c.bufs[c.i]) {
+		c.o -= len(c.bufs[c.i])
+		c.i++
 	}
 }
 
 // buf returns the reserved bytes from c to the end of their buffer, or
 // nil past the reservation's end.
 func (c *resCursor) buf() []byte {
-	if c.ci >= c.r.nres {
+	if c.i >= len(c.bufs) {
 		return nil
 	}
-	return c.r.chains[c.ci].In[c.si].Buf[c.so:]
+	return c.bufs[c.i][c.o:]
 }
