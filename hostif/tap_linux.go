@@ -671,7 +671,7 @@ func (q *tapQueue) initReader() {
 			}
 		}
 		for q.n < datapath.MaxBatch {
-			m, err := unix.Read(int(fd), q.bufs[q.n])
+			m, err := read(int(fd), q.bufs[q.n])
 			switch err {
 			case nil:
 				q.lens[q.n] = m
