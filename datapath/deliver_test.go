@@ -74,3 +74,41 @@ func flat(segs [][]byte) []byte {
 	}
 	return b
 }
+
+// TestGuestPortDeliverAfterNoFit sends, into mergeable buffers of 2048
+// bytes, plain frames too big for one buffer between small ones and a frame
+// with offload metadata: deliver peeks (virtio.NetRX.PeekPlain) only for
+// runs of frames without offload metadata and shorter than one that did
+// not fit a buffer in the same batch, and leaves the others to
+// WritePlain/Write. Every frame arrives, in order, with its bytes, on split
+// and packed rings.
+func TestGuestPortDeliverAfterNoFit(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		f := baseFeatures | virtio.NetFMrgRxbuf
+		if packed {
+			f |= virtio.FRingPacked
+		}
+		r := newRig(t, f, GuestPortOptions{}, 2048)
+		r.start()
+		r.postRX(10, 2048)
+		frames := []Frame{
+			frameOf(testFrame(3000, 1)), // two buffers: later frames of 3000 or more are not peeked for
+			frameOf(testFrame(4000, 2)), // not peeked for: WritePlain, two buffers
+			{Hdr: virtio.NetHdr{Flags: virtio.NetHdrFDataValid}, Segs: [][]byte{testFrame(80, 3)}, Len: 80},
+			frameOf(testFrame(64, 4)),
+			frameOf(testFrame(2500, 5)), // peeked for, does not fit: two buffers
+			frameOf(testFrame(64, 6)),
+			frameOf(testFrame(100, 7)[:40], testFrame(100, 7)[40:]),
+		}
+		r.port.Send(frames)
+		var want [][]byte
+		for _, fr := range frames {
+			want = append(want, flat(fr.Segs))
+		}
+		_, got := r.received(len(want))
+		require.Equal(t, want, got, "packed=%v", packed)
+		_, more := r.rx.Used()
+		require.False(t, more, "more used buffers than frames")
+		require.EqualValues(t, len(want), r.port.Stats().TxPackets.Load())
+	}
+}

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -599,24 +600,41 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 			lazy = r.lazyBufs < int(r.q.Size())/4
 		}
 	}
+	// noFit: the length of a plain frame that did not fit the single
+	// buffer PeekPlain gave it; longer ones are not peeked for again.
+	noFit := math.MaxInt
 	for i < len(frames) {
 		// Frames without offload metadata (most) that fit the next
 		// chains' single buffers go in a batch (virtio.NetRX.PeekPlain:
 		// the same bytes and used elements as WritePlain, but with every
-		// descriptor read first and then one loop of copies).
-		if k := r.nrx.PeekPlain(r.plain[:min(len(frames)-i, len(r.plain))]); k > 0 {
+		// descriptor read first and then one loop of copies). Only as
+		// many chains are peeked as frames that may take that path
+		// follow: PeekPlain reads each chain's descriptor and
+		// prefetches its buffer, and before a GSO frame (which never
+		// does) it peeked all the same, once per frame of the batch
+		// (issue 14: 9 % of vhost-arcnet's CPU in a 64 KiB GSO stream
+		// between two guests).
+		run := 0
+		for run < len(frames)-i && run < len(r.plain) && plainCandidate(&frames[i+run], noFit) {
+			run++
+		}
+		k := 0
+		if run > 0 {
+			k = r.nrx.PeekPlain(r.plain[:run])
+		}
+		if k > 0 {
 			j := 0
 			for ; j < k; j++ {
 				f := &frames[i+j]
-				if f.Hdr.Flags != 0 || f.Hdr.GSOType != virtio.NetHdrGSONone {
-					break
-				}
 				size := 0
 				for _, s := range f.Segs {
 					size += len(s)
 				}
 				dst, ok := r.nrx.PlainFrame(&r.plain[j], size)
 				if !ok {
+					if j == 0 {
+						noFit = f.Len
+					}
 					break
 				}
 				off := 0
@@ -687,6 +705,14 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 	p.stats.Drop(DropMalformed, uint64(bad))
 	p.stats.Drop(DropTooBig, uint64(tooBig))
 	return i, reason
+}
+
+// plainCandidate reports whether f may go through PeekPlain's batch: no
+// offload metadata, and shorter than a frame that did not fit a single
+// buffer in this delivery (noFit; the guest's buffers are of one size, as
+// a rule, and a mergeable one takes the frame in several).
+func plainCandidate(f *Frame, noFit int) bool {
+	return f.Hdr.Flags == 0 && f.Hdr.GSOType == virtio.NetHdrGSONone && f.Len < noFit
 }
 
 // broken logs, once per queue start, that the guest broke a queue.
