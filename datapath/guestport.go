@@ -109,6 +109,7 @@ type rxQueue struct {
 	segs        [][]byte
 	part        []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
 	plain       [MaxBatch]virtio.PlainBuf // deliver's batch of one-buffer chains
+	mhdr        virtio.NetHdr             // mergeRun's header of the frame it writes
 }
 
 type worker struct {
@@ -650,6 +651,17 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 				continue
 			}
 		}
+		if r.nrx.Mergeable() {
+			// Frames over several buffers (a GSO frame, a frame longer
+			// than one buffer), and any after them, in one batch of
+			// buffers too (virtio.NetRX.MergeFrame).
+			if m, b := r.mergeRun(frames[i:]); m > 0 {
+				n += m
+				bytes += b
+				i += m
+				continue
+			}
+		}
 		f := &frames[i]
 		i++
 		// Most frames carry no offload metadata: skip prepare and its
@@ -705,6 +717,42 @@ func (p *GuestPort) deliver(r *rxQueue, frames []Frame) (int, DropReason) {
 	p.stats.Drop(DropMalformed, uint64(bad))
 	p.stats.Drop(DropTooBig, uint64(tooBig))
 	return i, reason
+}
+
+// mergeRun writes the leading frames of frames that the next one-buffer
+// chains hold (virtio.NetRX.PeekPlain) across as many of them as each
+// needs (virtio.NetRX.MergeFrame), and consumes the chains used in one
+// virtio.NetRX.CommitPlain: the bytes and used elements of a Write per
+// frame, without its pop, walk and push per chain. It stops at the first
+// frame that does not fit what was peeked or that prepare refuses (deliver
+// then decides on it, as for any frame) and returns how many frames it
+// wrote and their bytes. The guest merges receive buffers.
+func (r *rxQueue) mergeRun(frames []Frame) (n, bytes int) {
+	k := r.nrx.PeekPlain(r.plain[:])
+	used := 0
+	for n < len(frames) && used < k {
+		f := &frames[n]
+		segs := f.Segs
+		var hdr *virtio.NetHdr
+		if f.Hdr.Flags != 0 || f.Hdr.GSOType != virtio.NetHdrGSONone {
+			h, s, good := r.prepare(f)
+			if !good {
+				break
+			}
+			r.mhdr, segs, hdr = h, s, &r.mhdr
+		}
+		u := r.nrx.MergeFrame(r.plain[used:k], hdr, segs)
+		if u == 0 {
+			break
+		}
+		used += u
+		bytes += f.Len
+		n++
+	}
+	if n > 0 {
+		r.nrx.CommitPlain(r.plain[:used])
+	}
+	return n, bytes
 }
 
 // plainCandidate reports whether f may go through PeekPlain's batch: no

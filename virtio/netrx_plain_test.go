@@ -18,23 +18,16 @@ type plainResult struct {
 // did before PeekPlain: a frame too big is dropped alone, anything else that
 // does not fit (or an error) stops.
 func writePlainEach(rx *virtio.NetRX, frames [][][]byte) plainResult {
-	var r plainResult
-	for _, f := range frames {
-		ok, err := rx.WritePlain(f)
-		if err != nil {
-			r.err = err
-			return r
-		}
-		if !ok {
-			if rx.TooBig() {
-				r.tooBig++
-				continue
-			}
-			return r
-		}
-		r.written++
+	return writeMergedEach(rx, plainFrames(frames))
+}
+
+// plainFrames are frames without a header (WritePlain's).
+func plainFrames(frames [][][]byte) []mergeFrame {
+	out := make([]mergeFrame, len(frames))
+	for i, f := range frames {
+		out[i].segs = f
 	}
-	return r
+	return out
 }
 
 // writePlainBatch writes frames as GuestPort.deliver does: runs of frames
@@ -75,20 +68,10 @@ func writePlainBatchN(rx *virtio.NetRX, frames [][][]byte, bufs []virtio.PlainBu
 				continue
 			}
 		}
-		ok, err := rx.WritePlain(frames[i])
+		if !writeCounted(rx, mergeFrame{segs: frames[i]}, &r) {
+			return r, batched
+		}
 		i++
-		if err != nil {
-			r.err = err
-			return r, batched
-		}
-		if !ok {
-			if rx.TooBig() {
-				r.tooBig++
-				continue
-			}
-			return r, batched
-		}
-		r.written++
 	}
 	return r, batched
 }
@@ -148,13 +131,11 @@ func TestNetRXPlainBatch(t *testing.T) {
 		{"two-buffer chain after a read-ahead", virtio.FVersion1, append(append(repeat(chain{in: one(128)}, 70), chain{in: []uint32{12, 100}}), repeat(chain{in: one(128)}, 20)...), repeat(64, 95), 128},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var states [2]plainRingState
-			var results [2]plainResult
-			for i := range 2 {
-				p := newPair(t, 128, tc.features, virtiotest.DriverOptions{SlotSize: 2048})
-				log := make([]byte, 64)
-				p.q.SetLog(virtio.NewDirtyLog(log))
-				rx := virtio.NewNetRX(p.q)
+			var frames [][][]byte
+			for _, n := range tc.frames {
+				frames = append(frames, split(frame(n), n/3+1))
+			}
+			compareRx(t, tc.features, false, func(p *pair) {
 				for _, c := range tc.chains {
 					var out [][]byte
 					if c.out {
@@ -163,28 +144,46 @@ func TestNetRXPlainBatch(t *testing.T) {
 					_, err := p.d.AddChain(out, c.in, c.indirect)
 					require.NoError(t, err)
 				}
-				p.d.Publish()
-				var frames [][][]byte
-				for _, n := range tc.frames {
-					frames = append(frames, split(frame(n), n/3+1))
-				}
+			}, func(i int, rx *virtio.NetRX) plainResult {
 				if i == 0 {
-					results[i] = writePlainEach(rx, frames)
-				} else {
-					results[i] = writePlainBatch(rx, frames, make([]virtio.PlainBuf, tc.batch))
+					return writePlainEach(rx, frames)
 				}
-				p.q.Publish()
-				states[i] = plainRingState{mem: p.buf, log: log, lastAvail: p.q.LastAvail(), broken: p.q.Err() != nil}
-			}
-			require.Equal(t, results[0].written, results[1].written, "frames written")
-			require.Equal(t, results[0].tooBig, results[1].tooBig, "frames too big")
-			require.Equal(t, results[0].err, results[1].err)
-			require.Equal(t, states[0].lastAvail, states[1].lastAvail)
-			require.Equal(t, states[0].broken, states[1].broken)
-			require.Equal(t, states[0].log, states[1].log, "dirty log")
-			require.True(t, string(states[0].mem) == string(states[1].mem), "guest memory differs")
+				return writePlainBatch(rx, frames, make([]virtio.PlainBuf, tc.batch))
+			})
 		})
 	}
+}
+
+// compareRx runs write(0, ...) and write(1, ...) on two receive queues of
+// 128 entries set up alike (features, packed, chains added by setup, a
+// dirty log on split rings) and requires the same result and state of
+// each: frames written and dropped, error, position, broken queue, dirty
+// log, and every byte of guest memory (buffers, rings, event indexes).
+func compareRx(t *testing.T, features uint64, packed bool, setup func(p *pair), write func(i int, rx *virtio.NetRX) plainResult) {
+	t.Helper()
+	var states [2]plainRingState
+	var results [2]plainResult
+	for i := range 2 {
+		p := newPair(t, 128, features, virtiotest.DriverOptions{SlotSize: 4096, Packed: packed})
+		log := make([]byte, 64)
+		if !packed {
+			// PeekPlain on a packed ring takes nothing while logging
+			// (peekPlainPacked).
+			p.q.SetLog(virtio.NewDirtyLog(log))
+		}
+		setup(p)
+		p.d.Publish()
+		results[i] = write(i, virtio.NewNetRX(p.q))
+		p.q.Publish()
+		states[i] = plainRingState{mem: p.buf, log: log, lastAvail: p.q.LastAvail(), broken: p.q.Err() != nil}
+	}
+	require.Equal(t, results[0].written, results[1].written, "frames written")
+	require.Equal(t, results[0].tooBig, results[1].tooBig, "frames too big")
+	require.Equal(t, results[0].err, results[1].err)
+	require.Equal(t, states[0].lastAvail, states[1].lastAvail)
+	require.Equal(t, states[0].broken, states[1].broken)
+	require.Equal(t, states[0].log, states[1].log, "dirty log")
+	require.True(t, string(states[0].mem) == string(states[1].mem), "guest memory differs")
 }
 
 // TestNetRXPlainBroken: PeekPlain takes nothing from a broken queue
