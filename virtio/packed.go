@@ -327,6 +327,7 @@ func (q *Queue) walkIndirectPacked(c *Chain, addr uint64, length uint32, flags u
 	if err != nil {
 		return err
 	}
+	prefetchTable(t)
 	writable := false
 	for off := 0; off+descSize <= len(t); off += descSize {
 		d := t[off : off+descSize : off+descSize]
