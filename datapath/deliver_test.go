@@ -77,11 +77,12 @@ func flat(segs [][]byte) []byte {
 
 // TestGuestPortDeliverAfterNoFit sends, into mergeable buffers of 2048
 // bytes, plain frames too big for one buffer between small ones and a frame
-// with offload metadata: deliver peeks (virtio.NetRX.PeekPlain) only for
-// runs of frames without offload metadata and shorter than one that did
-// not fit a buffer in the same batch, and leaves the others to
-// WritePlain/Write. Every frame arrives, in order, with its bytes, on split
-// and packed rings.
+// with offload metadata: deliver's one-buffer batch peeks
+// (virtio.NetRX.PeekPlain) only for runs of frames without offload metadata
+// and shorter than one that did not fit a buffer in the same batch; the
+// others go over several buffers (mergeRun, virtio.NetRX.MergeFrame) or to
+// Write. Every frame arrives, in order, with its bytes, on split and packed
+// rings.
 func TestGuestPortDeliverAfterNoFit(t *testing.T) {
 	for _, packed := range []bool{false, true} {
 		f := baseFeatures | virtio.NetFMrgRxbuf
