@@ -109,7 +109,6 @@ type rxQueue struct {
 	segs        [][]byte
 	part        []Frame                   // a batch's frames for this queue (steer.go), cap MaxBatch
 	plain       [MaxBatch]virtio.PlainBuf // deliver's batch of one-buffer chains
-	mhdr        virtio.NetHdr             // mergeRun's header of the frame it writes
 }
 
 type worker struct {
@@ -733,13 +732,14 @@ func (r *rxQueue) mergeRun(frames []Frame) (n, bytes int) {
 	for n < len(frames) && used < k {
 		f := &frames[n]
 		segs := f.Segs
-		var hdr *virtio.NetHdr
-		if f.Hdr.Flags != 0 || f.Hdr.GSOType != virtio.NetHdrGSONone {
-			h, s, good := r.prepare(f)
-			if !good {
+		var hdr *virtio.NetHdr // nil: no offload metadata, WritePlain's header
+		h := f.Hdr
+		if h.Flags != 0 || h.GSOType != virtio.NetHdrGSONone {
+			var good bool
+			if h, segs, good = r.prepare(f); !good {
 				break
 			}
-			r.mhdr, segs, hdr = h, s, &r.mhdr
+			hdr = &h
 		}
 		u := r.nrx.MergeFrame(r.plain[used:k], hdr, segs)
 		if u == 0 {
