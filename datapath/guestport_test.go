@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/arcnet/vhost-arcnet/datapath/header"
 	"github.com/arcnet/vhost-arcnet/virtio"
 	"github.com/arcnet/vhost-arcnet/virtio/virtiotest"
 )
@@ -473,6 +474,37 @@ func TestGuestPortPathsDoNotAllocate(t *testing.T) {
 	require.EqualValues(t, 0, r.port.Stats().Drops(DropNoBuffer))
 	require.EqualValues(t, 51*32, r.port.Stats().TxPackets.Load())
 	require.EqualValues(t, 51*32, r.port.Stats().RxPackets.Load())
+}
+
+// TestGuestPortMergedDoesNotAllocate guards deliver's batch over several
+// mergeable buffers (mergeRun, virtio.NetRX.MergeFrame): 8 TCP GSO frames
+// of 16 KiB and 8 plain frames of 3000 bytes into 2048-byte buffers, each
+// frame over several of them.
+func TestGuestPortMergedDoesNotAllocate(t *testing.T) {
+	f := baseFeatures | virtio.NetFMrgRxbuf | virtio.NetFGuestCsum | virtio.NetFGuestTSO4
+	r := newRig(t, f, GuestPortOptions{}, 2048)
+	rx := &r.port.pairs[0].rx
+	rx.q, rx.nrx, rx.offload = r.rxq, virtio.NewNetRX(r.rxq), offloadsOf(f)
+	gso, hdr := tcpGSOFrame(gsoSpec{payload: 16384, mss: 1448, flags: header.TCPFlagACK}, macA, macB)
+	plain := testFrame(3000, 4)
+	var frames []Frame
+	for range 8 {
+		frames = append(frames, Frame{Hdr: hdr, Segs: [][]byte{gso}, Len: len(gso)}, frameOf(plain))
+	}
+	run := func() {
+		for range 8 * (9 + 2) { // a GSO frame takes 9 buffers, a plain one 2
+			if _, err := r.rx.AddIn(2048); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.rx.Publish()
+		r.port.Send(frames)
+		for ok := true; ok; _, ok = r.rx.Used() {
+		}
+	}
+	require.Zero(t, testing.AllocsPerRun(50, run))
+	require.EqualValues(t, 0, r.port.Stats().Drops(DropNoBuffer))
+	require.EqualValues(t, 51*16, r.port.Stats().TxPackets.Load())
 }
 
 // TestGuestPortReadAheadOnlyWhenBehind: transmit touches a batch's frames
