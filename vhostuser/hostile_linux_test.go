@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -409,4 +410,29 @@ func TestGuestBreaksQueue(t *testing.T) {
 	// The session itself still answers.
 	_, err = bad.GetFeatures()
 	require.NoError(t, err)
+}
+
+// TestFrontendBlocksItsKick: a frontend clears O_NONBLOCK on its kick fds
+// (the backend's copies share the flag), kicks, and goes away. Each
+// worker takes the kick, finds its ring empty and reads the kick fd again
+// before it sleeps: a read that waited on the empty fd held the worker,
+// and the end of the session, which stops every ring, waited for it.
+func TestFrontendBlocksItsKick(t *testing.T) {
+	h := newHarness(t, vhostuser.Options{})
+	f := started(t, h, vhostusertest.Options{}, 1, 64)
+	echoOnce(t, f, 0, frame(100, 0), vhostusertest.LayoutSplit)
+	d := h.lastDevice()
+	for i := range f.Rings() {
+		require.NoError(t, f.BlockKickFD(i))
+	}
+	for i := range f.Rings() {
+		require.NoError(t, f.Kick(i))
+	}
+	time.Sleep(50 * time.Millisecond) // the workers take the kicks and wait again
+	echoOnce(t, f, 0, frame(100, 1), vhostusertest.LayoutSplit)
+	f.Close()
+	e := h.waitEnded()
+	require.Equal(t, d.info.ID, e.info.ID)
+	require.True(t, d.closed.Load())
+	require.Equal(t, d.starts.Load(), d.stops.Load())
 }

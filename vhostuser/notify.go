@@ -56,6 +56,9 @@ type doorbell struct {
 	// waiting), and the wake fd Interrupt and close write to (an eventfd,
 	// or a pipe's ends). busy is held while Wait uses the fds, so close
 	// frees them only once no Wait polls them (no reuse of a number).
+	// The kick fd's open file description is the frontend's too: it can
+	// clear O_NONBLOCK on it at any time, so its reads do not rely on the
+	// flag (readKick, kickReader).
 	kick        int
 	wakeR       int
 	wakeW       int
@@ -66,6 +69,7 @@ type doorbell struct {
 	got         bool
 	rerr        error
 	buf         [64]byte
+	kr          kickReader
 
 	// poll mode (kick < 0).
 	intr  chan struct{}
@@ -89,7 +93,9 @@ func newFDDoorbell(fd int) (*doorbell, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("kick fd: interrupt fd: %w", err)
 	}
-	return &doorbell{kick: fd, wakeR: r, wakeW: w}, nil
+	d := &doorbell{kick: fd, wakeR: r, wakeW: w}
+	d.kr.init(d.buf[:])
+	return d, nil
 }
 
 // newPollDoorbell returns a doorbell for a ring without a kick fd.
@@ -157,7 +163,7 @@ func (d *doorbell) waitFD() {
 // drain empties the kick fd. It returns false while nothing has been read.
 func (d *doorbell) drain() bool {
 	for i := 0; i < maxDrainReads; i++ {
-		n, err := unix.Read(d.kick, d.buf[:])
+		n, err := d.kr.read(d.kick, d.buf[:])
 		switch {
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:

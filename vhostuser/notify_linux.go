@@ -2,6 +2,8 @@ package vhostuser
 
 import (
 	"fmt"
+	"math/bits"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,3 +32,44 @@ func newWakeFD() (r, w int, err error) {
 }
 
 func closeWakeFD(r, _ int) { _ = unix.Close(r) }
+
+// kickReader reads a kick fd without waiting whether or not its open file
+// description is nonblocking. That description is shared with the
+// frontend (the fd came over the socket, SCM_RIGHTS), which can clear
+// O_NONBLOCK on it at any moment (fcntl F_SETFL on its own copy): a plain
+// read(2) of an empty kick fd then blocks, and a worker with it, and the
+// session's end, which waits for the worker. preadv2(2) with RWF_NOWAIT
+// (Linux 4.14; "RWF_NOWAIT ... If the operation would block, return
+// EAGAIN") asks for that one call not to wait: eventfds take it since
+// Linux 5.12 (their read became read_iter), pipes and sockets before that.
+// Where the fd does not (EOPNOTSUPP: an older kernel) it reads with
+// read(2) from then on, nonblocking as long as the frontend leaves the
+// flag alone.
+type kickReader struct {
+	iov      unix.Iovec // over the doorbell's buffer
+	fallback bool       // RWF_NOWAIT refused once: read(2)
+}
+
+func (k *kickReader) init(buf []byte) {
+	k.iov.Base = &buf[0]
+	k.iov.SetLen(len(buf))
+}
+
+// read reads once into buf, the buffer init was given. Offset -1 is the
+// file's current position (preadv2: "If offset is -1, then the current
+// file offset is used and updated"), which an eventfd or a pipe ignores.
+func (k *kickReader) read(fd int, buf []byte) (int, error) {
+	if !k.fallback {
+		off := int64(-1) // split into the low and high words as x/sys does (offs2lohi)
+		n, _, e := unix.Syscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&k.iov)), 1,
+			uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), unix.RWF_NOWAIT)
+		if e != unix.EOPNOTSUPP {
+			if e != 0 {
+				return 0, e
+			}
+			return int(n), nil
+		}
+		k.fallback = true
+	}
+	return unix.Read(fd, buf)
+}

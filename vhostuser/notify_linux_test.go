@@ -302,3 +302,71 @@ func TestMapSharedOffsets(t *testing.T) {
 		require.ErrorIs(t, err, ErrBadMemory, "%+v", c)
 	}
 }
+
+// TestDoorbellFrontendClearsNonblock: the kick fd's open file description
+// is shared with the frontend, which can clear O_NONBLOCK on it at any
+// time (fcntl on its own copy). The doorbell's reads must not block
+// anyway: a Wait with no kick pending must still end on Interrupt and on
+// close, and a kick must still wake it. Before the reads asked for
+// RWF_NOWAIT themselves, the first read of an empty kick fd blocked, and
+// close, which waits for Wait to leave the fd, hung with it (the session
+// could not end).
+func TestDoorbellFrontendClearsNonblock(t *testing.T) {
+	for _, k := range notifyKinds {
+		t.Run(k.name, func(t *testing.T) {
+			be, fe := k.make(t, true)
+			d, err := newFDDoorbell(be)
+			require.NoError(t, err)
+			require.NoError(t, unix.SetNonblock(be, false)) // as the frontend may
+
+			within := func(done chan error) error {
+				t.Helper()
+				select {
+				case err := <-done:
+					return err
+				case <-time.After(5 * time.Second):
+					t.Fatal("Wait blocked in a read of the kick fd")
+					return nil
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- d.Wait() }()
+			d.Interrupt()
+			require.ErrorIs(t, within(done), virtio.ErrInterrupted)
+
+			go func() { done <- d.Wait() }()
+			kickFD(fe)
+			require.NoError(t, within(done))
+
+			go func() { done <- d.Wait() }()
+			time.Sleep(10 * time.Millisecond) // Wait asleep in poll(2), or reading
+			closed := make(chan error, 1)
+			go func() { d.close(); closed <- nil }()
+			within(closed)
+			require.Error(t, within(done))
+		})
+	}
+}
+
+// TestDoorbellReadFallback: where preadv2 refuses RWF_NOWAIT (kernels
+// before 5.12 for an eventfd) the doorbell reads with read(2) and works as
+// before.
+func TestDoorbellReadFallback(t *testing.T) {
+	for _, k := range notifyKinds {
+		t.Run(k.name, func(t *testing.T) {
+			be, fe := k.make(t, true)
+			d, err := newFDDoorbell(be)
+			require.NoError(t, err)
+			defer d.close()
+			d.kr.fallback = true
+			kickFD(fe)
+			require.NoError(t, d.Wait())
+			done := make(chan error, 1)
+			go func() { done <- d.Wait() }()
+			d.Interrupt()
+			require.ErrorIs(t, <-done, virtio.ErrInterrupted)
+			kickFD(fe)
+			require.NoError(t, d.Wait())
+		})
+	}
+}

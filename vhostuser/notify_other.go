@@ -46,3 +46,12 @@ func closeWakeFD(r, w int) {
 	_ = unix.Close(r)
 	_ = unix.Close(w)
 }
+
+// kickReader reads a kick fd with read(2): outside Linux there is no
+// per-call "do not wait" (preadv2 RWF_NOWAIT), so it relies on the fd's
+// O_NONBLOCK, which the frontend shares and could clear.
+type kickReader struct{}
+
+func (k *kickReader) init([]byte) {}
+
+func (k *kickReader) read(fd int, buf []byte) (int, error) { return unix.Read(fd, buf) }

@@ -67,3 +67,14 @@ func (r *Region) Truncate(size int64) error {
 	}
 	return nil
 }
+
+// BlockKickFD clears O_NONBLOCK on the kick fd ring idx gave the backend.
+// The fd crossed the socket, so the backend's copy shares its open file
+// description, and the flag, with the frontend's: the backend's reads of
+// it must not wait anyway.
+func (f *Frontend) BlockKickFD(idx int) error {
+	if err := unix.SetNonblock(f.rings[idx].kickR, false); err != nil {
+		return fmt.Errorf("vhostusertest: kick fd of ring %d: %w", idx, err)
+	}
+	return nil
+}
