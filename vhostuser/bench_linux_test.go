@@ -24,7 +24,7 @@ func BenchmarkDoorbellPingPong(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c, err := newCallFD(fd2)
+		c, err := newCallFD(fd2, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

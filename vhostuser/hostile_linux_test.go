@@ -436,3 +436,26 @@ func TestFrontendBlocksItsKick(t *testing.T) {
 	require.True(t, d.closed.Load())
 	require.Equal(t, d.starts.Load(), d.stops.Load())
 }
+
+// TestFrontendJamsItsCall: a frontend fills its receive ring's call
+// eventfd to the maximum, clears O_NONBLOCK on it (the backend's copy
+// shares the flag) and sends a frame. The worker that echoes it back
+// notifies, and the write waits on the counter: the call watchdog ends the
+// wait and the session, with ErrBadFDs. Another frontend's traffic goes on.
+func TestFrontendJamsItsCall(t *testing.T) {
+	vhostuser.ShortenCallWatch(t, 20*time.Millisecond)
+	h := newHarness(t, vhostuser.Options{})
+	good := started(t, h, vhostusertest.Options{}, 1, 64)
+	f := started(t, h, vhostusertest.Options{}, 1, 64)
+	echoOnce(t, f, 0, frame(100, 0), vhostusertest.LayoutSplit)
+	d := h.lastDevice()
+	require.NoError(t, f.JamCallFD(0))
+	require.NoError(t, f.SendFrame(0, virtio.NetHdr{}, frame(100, 1), vhostusertest.LayoutSplit))
+	e := h.waitEnded()
+	require.Equal(t, d.info.ID, e.info.ID)
+	require.ErrorIs(t, e.err, vhostuser.ErrBadFDs)
+	require.Contains(t, e.err.Error(), "ring 0's call fd")
+	require.True(t, d.closed.Load())
+	require.Equal(t, d.starts.Load(), d.stops.Load())
+	echoOnce(t, good, 0, frame(100, 2), vhostusertest.LayoutSplit)
+}

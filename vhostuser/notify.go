@@ -265,20 +265,96 @@ var callValue = func() (b [8]byte) {
 	return b
 }()
 
-// callFD is one call fd, nonblocking. Like the kick fd it is not
-// registered with Go's network poller: a write to an eventfd registered
-// there woke a thread of this process blocked in epoll_wait for nothing,
-// 2.5 epoll_pwait calls per round trip of a ping-pong (issue 14).
+// callFD is one call (or error) fd. Like the kick fd it is not registered
+// with Go's network poller: a write to an eventfd registered there woke a
+// thread of this process blocked in epoll_wait for nothing, 2.5
+// epoll_pwait calls per round trip of a ping-pong (issue 14).
+//
+// Its open file description is shared with the frontend, which can clear
+// O_NONBLOCK on it at any time. A write to a pipe or socket then still
+// does not wait (pwritev2 RWF_NOWAIT, callfd_linux.go); an eventfd takes
+// no such flag for writes, and a write waits only when its counter is at
+// the maximum (2^64-2), which only the frontend can bring about, by
+// writing that itself: the write then waits until somebody reads the
+// counter, and with it whichever worker notified (another guest's,
+// delivering a frame). The call watchdog (callwatch.go) finds such a
+// write, reads the counter so the write ends, and tells the session,
+// which ends: the frontend is hostile.
+//
+// The fd is closed once nobody uses it: state counts the writes in
+// progress (bits 0-30, the watchdog's looks too), whether a notifier holds
+// it (bit 31), and the writes finished (bits 32-63, wrapping), so
+// a write and the close that follows a swap (SET_VRING_CALL) never meet on
+// a reused number.
 type callFD struct {
-	fd int
+	fd    int
+	state atomic.Uint64
+	// eventfd: written with write(2) and watched; a pipe or socket is
+	// written with RWF_NOWAIT (until the kernel refuses it: noWaitOff).
+	eventfd   bool
+	noWaitOff atomic.Bool
+	// onBlocked is told, once, that a write waited on the full counter
+	// (from the watchdog's goroutine); nil: nobody to tell.
+	onBlocked func()
+	// The watchdog's, under watch.mu: what it saw at its last look.
+	seenBusy bool
+	seenDone uint32
+	told     bool
 }
 
-func newCallFD(fd int) (*callFD, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
+const (
+	callHeld = 1 << 31 // state: a notifier holds the fd
+	callBusy = callHeld - 1
+	// What put is given back: after a write (one use less, one write
+	// finished), after the watchdog's look, when a notifier lets go.
+	putWrite = 1<<32 - 1
+	putLook  = ^uint64(0)
+	putHold  = ^uint64(callHeld - 1)
+)
+
+// newCallFD makes fd, which it owns from then on (also on error: it is
+// closed), a call fd held by the notifier it is given to (set).
+func newCallFD(fd int, onBlocked func()) (*callFD, error) {
+	eventfd, err := notifyFDIsEventfd(fd)
+	if err == nil {
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("call fd: set nonblocking: %w", err)
 	}
-	return &callFD{fd: fd}, nil
+	c := &callFD{fd: fd, eventfd: eventfd, onBlocked: onBlocked}
+	c.state.Store(callHeld)
+	if eventfd {
+		watchAdd(c)
+	}
+	return c, nil
+}
+
+// acquire takes a use of c (a write, or the watchdog's look); false once
+// c is closed or closing.
+func (c *callFD) acquire() bool {
+	for {
+		v := c.state.Load()
+		if uint32(v) == 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+// put gives back what acquire or the notifier's hold took (putWrite,
+// putLook, putHold) and closes the fd when nothing is left.
+func (c *callFD) put(delta uint64) {
+	if uint32(c.state.Add(delta)) != 0 {
+		return
+	}
+	if c.eventfd {
+		watchRemove(c)
+	}
+	_ = unix.Close(c.fd)
 }
 
 // write sends one notification. A full eventfd counter or pipe (EAGAIN)
@@ -288,10 +364,7 @@ func newCallFD(fd int) (*callFD, error) {
 // driver thread was woken (spinning workers then yield their thread).
 func (c *callFD) write() {
 	virtio.CallSent()
-	for {
-		if _, err := unix.Write(c.fd, callValue[:]); err != unix.EINTR {
-			return
-		}
+	for c.writeOnce() == unix.EINTR {
 	}
 }
 
@@ -299,35 +372,34 @@ func (c *callFD) write() {
 // replaced (SET_VRING_CALL) while the device notifies: QEMU swaps call fds
 // on a running ring whenever the guest masks or unmasks the vector.
 type notifier struct {
-	// mu is held for reading while Notify writes to cur and for writing
-	// while set replaces it, so an old fd is closed only once no Notify
-	// writes to it (its number cannot be reused under a write).
-	mu  sync.RWMutex
-	cur *callFD
+	cur atomic.Pointer[callFD]
 }
 
 var _ virtio.Notifier = (*notifier)(nil)
 
 // Notify signals the driver through the current call fd; with none (not
 // yet set, or VHOST_USER_VRING_NOFD_MASK: the driver polls) it does
-// nothing. It does not allocate and blocks only while set swaps the fd.
+// nothing. It does not allocate, and it does not wait for a swap.
 func (n *notifier) Notify() error {
-	n.mu.RLock()
-	if c := n.cur; c != nil {
-		c.write()
+	for {
+		c := n.cur.Load()
+		if c == nil {
+			return nil
+		}
+		if c.acquire() {
+			c.write()
+			c.put(putWrite)
+			return nil
+		}
+		// Swapped out and closing since the Load: the new one is in cur.
 	}
-	n.mu.RUnlock()
-	return nil
 }
 
-// set replaces the call fd (nil: none) and closes the old one.
+// set replaces the call fd (nil: none); the old one is closed once no
+// Notify writes to it.
 func (n *notifier) set(c *callFD) {
-	n.mu.Lock()
-	old := n.cur
-	n.cur = c
-	n.mu.Unlock()
-	if old != nil {
-		_ = unix.Close(old.fd)
+	if old := n.cur.Swap(c); old != nil {
+		old.put(putHold)
 	}
 }
 

@@ -160,7 +160,7 @@ func TestNotifier(t *testing.T) {
 			require.NoError(t, n.Notify(), "no fd: nothing to do")
 			be, fe := k.make(t, false)
 			require.NoError(t, checkNotifyFD(be))
-			c, err := newCallFD(be)
+			c, err := newCallFD(be, nil)
 			require.NoError(t, err)
 			n.set(c)
 			defer n.set(nil)
@@ -197,7 +197,7 @@ func TestNotifyMarksCall(t *testing.T) {
 	require.NoError(t, n.Notify())
 	require.GreaterOrEqual(t, virtio.SinceCall(), quiet, "no fd: no call, nothing recorded")
 	be, fe := notifyKinds[0].make(t, false)
-	c, err := newCallFD(be)
+	c, err := newCallFD(be, nil)
 	require.NoError(t, err)
 	n.set(c)
 	defer n.set(nil)
@@ -213,7 +213,7 @@ func TestNotifyAllocs(t *testing.T) {
 		t.Skip("allocation counts are meaningless under -race")
 	}
 	be, fe := notifyKinds[0].make(t, false)
-	c, err := newCallFD(be)
+	c, err := newCallFD(be, nil)
 	require.NoError(t, err)
 	var n notifier
 	n.set(c)
@@ -259,7 +259,7 @@ func TestNotifierSwapUnderNotify(t *testing.T) {
 	})
 	for i := 0; i < 200; i++ {
 		be, _ := notifyKinds[i%2].make(t, false)
-		c, err := newCallFD(be)
+		c, err := newCallFD(be, nil)
 		require.NoError(t, err)
 		n.set(c)
 	}
@@ -369,4 +369,89 @@ func TestDoorbellReadFallback(t *testing.T) {
 			require.NoError(t, d.Wait())
 		})
 	}
+}
+
+// TestCallFDFrontendBlocks: the call fd's open file description is shared
+// with the frontend, which can clear O_NONBLOCK on it. A pipe's write then
+// still returns at once when the pipe is full (RWF_NOWAIT). An eventfd's
+// write waits when the frontend has filled the counter (2^64-2) itself:
+// the call watchdog ends the wait within two ticks and tells the session.
+func TestCallFDFrontendBlocks(t *testing.T) {
+	defer watchTick.Store(watchTick.Load())
+	watchTick.Store(int64(20 * time.Millisecond))
+	within := func(ch chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal(what)
+		}
+	}
+	t.Run("pipe", func(t *testing.T) {
+		be, _ := notifyKinds[1].make(t, false)
+		c, err := newCallFD(be, func() { t.Error("a pipe is not watched") })
+		require.NoError(t, err)
+		var n notifier
+		n.set(c)
+		defer n.set(nil)
+		for {
+			if _, err := unix.Write(be, callValue[:]); err == unix.EAGAIN {
+				break
+			}
+		}
+		require.NoError(t, unix.SetNonblock(be, false)) // as the frontend may
+		done := make(chan struct{})
+		go func() { _ = n.Notify(); close(done) }()
+		within(done, "Notify waited on a full pipe")
+	})
+	t.Run("eventfd", func(t *testing.T) {
+		be, fe := notifyKinds[0].make(t, false)
+		told := make(chan struct{})
+		c, err := newCallFD(be, func() { close(told) })
+		require.NoError(t, err)
+		var n notifier
+		n.set(c)
+		defer n.set(nil)
+		var full [8]byte
+		ne.PutUint64(full[:], 1<<64-2)
+		_, err = unix.Write(fe, full[:])
+		require.NoError(t, err)
+		require.NoError(t, unix.SetNonblock(fe, false))
+		done := make(chan struct{})
+		go func() { _ = n.Notify(); close(done) }()
+		within(told, "the watchdog did not tell")
+		within(done, "Notify still waits")
+		fl, err := unix.FcntlInt(uintptr(be), unix.F_GETFL, 0)
+		require.NoError(t, err)
+		require.NotZero(t, fl&unix.O_NONBLOCK, "nonblocking again")
+		// Later calls do not wait, and a call still arrives.
+		require.NoError(t, n.Notify())
+		var buf [8]byte
+		_, err = unix.Read(fe, buf[:])
+		require.NoError(t, err)
+		require.NotZero(t, ne.Uint64(buf[:]))
+	})
+}
+
+// TestCallFDClosedAfterLastWrite: a call fd swapped out (SET_VRING_CALL)
+// while a Notify writes to it is closed when that write ends, not under
+// it; and once closed, it is off the watchdog's list.
+func TestCallFDClosedAfterLastWrite(t *testing.T) {
+	be, _ := notifyKinds[0].make(t, false)
+	c, err := newCallFD(be, nil)
+	require.NoError(t, err)
+	var n notifier
+	n.set(c)
+	require.True(t, c.acquire()) // a write in progress
+	n.set(nil)
+	_, err = unix.FcntlInt(uintptr(be), unix.F_GETFD, 0)
+	require.NoError(t, err, "open while a write uses it")
+	c.put(putWrite)
+	_, err = unix.FcntlInt(uintptr(be), unix.F_GETFD, 0)
+	require.ErrorIs(t, err, unix.EBADF, "closed after the last write")
+	require.False(t, c.acquire(), "no use once closed")
+	watch.mu.Lock()
+	_, listed := watch.fds[c]
+	watch.mu.Unlock()
+	require.False(t, listed)
 }

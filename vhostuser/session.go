@@ -152,6 +152,9 @@ type Session struct {
 	// the handler given to every mapping (memFault, bound once).
 	faulted atomic.Pointer[virtio.Fault]
 	onFault func(*virtio.Fault)
+	// A notification that waited on a frontend's full, blocking eventfd
+	// (the call watchdog's finding, notifyBlocked): the session's error.
+	blocked atomic.Pointer[error]
 
 	// released, if set, is called by teardown once the device is closed
 	// and before the socket is (the Server frees the connection slot).
@@ -219,6 +222,8 @@ func (s *Session) serve() error {
 	}
 	if f := s.faulted.Load(); f != nil {
 		err = fmt.Errorf("%w: %w", ErrBadMemory, f)
+	} else if b := s.blocked.Load(); b != nil {
+		err = *b
 	}
 	s.errMu.Lock()
 	s.err = err
@@ -269,10 +274,32 @@ func (s *Session) memFault(f *virtio.Fault) {
 	for i := range s.ringErr {
 		_ = s.ringErr[i].Notify()
 	}
+	s.endSoon()
+}
+
+// endSoon makes the session end: its read of the socket returns, and
+// serve tears it down. It does not block.
+func (s *Session) endSoon() {
 	if c, ok := s.conn.(interface{ CloseRead() error }); ok {
 		_ = c.CloseRead()
 	} else {
 		_ = s.conn.Close()
+	}
+}
+
+// notifyBlocked returns what the call watchdog (callwatch.go) tells when a
+// notification to ring i's call or error fd (what) waited on a full
+// eventfd the frontend had made blocking: only a hostile frontend does
+// that (the backend adds 1 at a time; the counter's maximum is 2^64-2),
+// and the notifying worker may be another guest's. The session ends with
+// it as its error, as after a memory fault. It does not block.
+func (s *Session) notifyBlocked(i int, what string) func() {
+	return func() {
+		err := fmt.Errorf("%w: ring %d's %s fd: the frontend filled its eventfd counter and cleared O_NONBLOCK, and a notification waited; ending the session",
+			ErrBadFDs, i, what)
+		if s.blocked.CompareAndSwap(nil, &err) {
+			s.endSoon()
+		}
 	}
 }
 

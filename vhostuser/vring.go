@@ -397,7 +397,7 @@ func (s *Session) setVringCall(p *payload, fds *fdSet) ([]byte, error) {
 	}
 	var c *callFD
 	if !a.NoFD {
-		if c, err = newCallFD(fds.take(0)); err != nil {
+		if c, err = newCallFD(fds.take(0), s.notifyBlocked(i, "call")); err != nil {
 			return nil, err
 		}
 	}
@@ -420,7 +420,7 @@ func (s *Session) setVringErr(p *payload, fds *fdSet) ([]byte, error) {
 	}
 	var c *callFD
 	if !a.NoFD {
-		if c, err = newCallFD(fds.take(0)); err != nil {
+		if c, err = newCallFD(fds.take(0), s.notifyBlocked(i, "error")); err != nil {
 			return nil, err
 		}
 	}

@@ -78,3 +78,27 @@ func (f *Frontend) BlockKickFD(idx int) error {
 	}
 	return nil
 }
+
+// JamCallFD fills the eventfd counter of ring idx's call fd to its maximum
+// (2^64-2) and clears O_NONBLOCK on it, which the backend's copy shares: a
+// write of 1 to it then waits until somebody reads the counter. Only with
+// eventfds (not Options.Pipes). The frontend's own Calls and WaitCall on
+// the ring wait too from then on: use neither.
+func (f *Frontend) JamCallFD(idx int) error {
+	r := f.rings[idx]
+	if !r.evfd {
+		return fmt.Errorf("vhostusertest: ring %d's call fd is a pipe", idx)
+	}
+	if _, err := drain(r.callR, true); err != nil { // the calls it holds count too
+		return err
+	}
+	var full [8]byte
+	nativeEndian.PutUint64(full[:], 1<<64-2)
+	if _, err := unix.Write(r.callR, full[:]); err != nil {
+		return fmt.Errorf("vhostusertest: fill call fd of ring %d: %w", idx, err)
+	}
+	if err := unix.SetNonblock(r.callR, false); err != nil {
+		return fmt.Errorf("vhostusertest: call fd of ring %d: %w", idx, err)
+	}
+	return nil
+}
