@@ -113,3 +113,38 @@ func TestGuestPortDeliverAfterNoFit(t *testing.T) {
 		require.EqualValues(t, len(want), r.port.Stats().TxPackets.Load())
 	}
 }
+
+// TestGuestPortMergeBuffersShrink: the guest's receive buffers get shorter
+// between two deliveries (a Linux guest sizes its mergeable buffers by the
+// frames it has seen): the frames still arrive whole, in order, each over
+// as many buffers as it needs.
+func TestGuestPortMergeBuffersShrink(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		f := baseFeatures | virtio.NetFMrgRxbuf
+		if packed {
+			f |= virtio.FRingPacked
+		}
+		r := newRig(t, f, GuestPortOptions{}, 4096)
+		r.start()
+		var want [][]byte
+		send := func(seed byte) {
+			var frames []Frame
+			for i := range 5 {
+				fr := testFrame(9000+100*i, seed+byte(i))
+				frames = append(frames, frameOf(fr))
+				want = append(want, fr)
+			}
+			r.port.Send(frames)
+		}
+		r.postRX(15, 4096) // 3 buffers a frame
+		send(1)
+		r.postRX(64, 1024) // 9-10 buffers a frame
+		send(10)
+		hdrs, got := r.received(len(want))
+		require.Equal(t, want, got, "packed=%v", packed)
+		for i, h := range hdrs[5:] {
+			require.EqualValues(t, (12+9000+100*i+1023)/1024, h.NumBuffers, "frame %d", 5+i)
+		}
+		require.EqualValues(t, len(want), r.port.Stats().TxPackets.Load())
+	}
+}
