@@ -29,14 +29,15 @@ var callIov = func() (v unix.Iovec) {
 // pwritev2(2) and RWF_NOWAIT ("If the operation would block, return
 // EAGAIN"), which holds whatever the frontend did to the fd's O_NONBLOCK;
 // an eventfd's write takes no flags (EOPNOTSUPP) and is write(2), watched
-// (callwatch.go). A kernel that refuses the flag for a pipe too (before
-// Linux 4.14) gets write(2) from then on.
+// (callwatch.go). Where the kernel refuses the flag for a pipe too
+// (EOPNOTSUPP before Linux 4.14; ENOSYS without pwritev2, or under an
+// emulator without it) the fd gets write(2) from then on.
 func (c *callFD) writeOnce() error {
 	if !c.eventfd && !c.noWaitOff.Load() {
 		off := int64(-1) // the current position, split as x/sys does (offs2lohi)
 		_, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(c.fd), uintptr(unsafe.Pointer(&callIov)), 1,
 			uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), unix.RWF_NOWAIT)
-		if e != unix.EOPNOTSUPP {
+		if e != unix.EOPNOTSUPP && e != unix.ENOSYS {
 			if e != 0 {
 				return e
 			}

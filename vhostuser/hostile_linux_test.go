@@ -418,6 +418,7 @@ func TestGuestBreaksQueue(t *testing.T) {
 // before it sleeps: a read that waited on the empty fd held the worker,
 // and the end of the session, which stops every ring, waited for it.
 func TestFrontendBlocksItsKick(t *testing.T) {
+	vhostuser.SkipWithoutNoWait(t)
 	h := newHarness(t, vhostuser.Options{})
 	f := started(t, h, vhostusertest.Options{}, 1, 64)
 	echoOnce(t, f, 0, frame(100, 0), vhostusertest.LayoutSplit)

@@ -42,9 +42,10 @@ func closeWakeFD(r, _ int) { _ = unix.Close(r) }
 // (Linux 4.14; "RWF_NOWAIT ... If the operation would block, return
 // EAGAIN") asks for that one call not to wait: eventfds take it since
 // Linux 5.12 (their read became read_iter), pipes and sockets before that.
-// Where the fd does not (EOPNOTSUPP: an older kernel) it reads with
-// read(2) from then on, nonblocking as long as the frontend leaves the
-// flag alone.
+// Where the fd does not (EOPNOTSUPP: an older kernel; ENOSYS: no
+// preadv2 before Linux 4.6, or an emulator without it, such as
+// qemu-aarch64-static 7.2) it reads with read(2) from then on,
+// nonblocking as long as the frontend leaves the flag alone.
 type kickReader struct {
 	iov      unix.Iovec // over the doorbell's buffer
 	fallback bool       // RWF_NOWAIT refused once: read(2)
@@ -63,7 +64,7 @@ func (k *kickReader) read(fd int, buf []byte) (int, error) {
 		off := int64(-1) // split into the low and high words as x/sys does (offs2lohi)
 		n, _, e := unix.Syscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&k.iov)), 1,
 			uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), unix.RWF_NOWAIT)
-		if e != unix.EOPNOTSUPP {
+		if e != unix.EOPNOTSUPP && e != unix.ENOSYS {
 			if e != 0 {
 				return 0, e
 			}

@@ -312,6 +312,7 @@ func TestMapSharedOffsets(t *testing.T) {
 // close, which waits for Wait to leave the fd, hung with it (the session
 // could not end).
 func TestDoorbellFrontendClearsNonblock(t *testing.T) {
+	SkipWithoutNoWait(t)
 	for _, k := range notifyKinds {
 		t.Run(k.name, func(t *testing.T) {
 			be, fe := k.make(t, true)
@@ -388,6 +389,7 @@ func TestCallFDFrontendBlocks(t *testing.T) {
 		}
 	}
 	t.Run("pipe", func(t *testing.T) {
+		SkipWithoutNoWait(t)
 		be, _ := notifyKinds[1].make(t, false)
 		c, err := newCallFD(be, func() { t.Error("a pipe is not watched") })
 		require.NoError(t, err)
