@@ -58,7 +58,7 @@ type doorbell struct {
 	// frees them only once no Wait polls them (no reuse of a number).
 	// The kick fd's open file description is the frontend's too: it can
 	// clear O_NONBLOCK on it at any time, so its reads do not rely on the
-	// flag (readKick, kickReader).
+	// flag (kickReader).
 	kick        int
 	wakeR       int
 	wakeW       int
@@ -296,7 +296,8 @@ type callFD struct {
 	// onBlocked is told, once, that a write waited on the full counter
 	// (from the watchdog's goroutine); nil: nobody to tell.
 	onBlocked func()
-	// The watchdog's, under watch.mu: what it saw at its last look.
+	// The watchdog's (its goroutine only; seen* under watch.mu): what it
+	// saw at its last look, and whether it told onBlocked.
 	seenBusy bool
 	seenDone uint32
 	told     bool
@@ -316,10 +317,11 @@ const (
 // closed), a call fd held by the notifier it is given to (set).
 func newCallFD(fd int, onBlocked func()) (*callFD, error) {
 	eventfd, err := notifyFDIsEventfd(fd)
-	if err == nil {
-		err = unix.SetNonblock(fd, true)
-	}
 	if err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("call fd: fstat: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("call fd: set nonblocking: %w", err)
 	}
