@@ -159,6 +159,14 @@ func frontendFaults() []frontendFault {
 				tx.WriteDesc(head, d)
 				publishTX(t, a)
 			}},
+		{name: "call eventfd jammed", want: sessionEnds, err: vhostuser.ErrBadFDs,
+			do: func(t *testing.T, a *vhostusertest.Frontend) {
+				// Counter at its maximum, O_NONBLOCK off: the next
+				// notification of a's receive ring, written by b's or c's
+				// worker as it floods a broadcast into a, waits until the
+				// call watchdog reads the counter (a second or two).
+				require.NoError(t, a.JamCallFD(0))
+			}},
 		{name: "receive buffers outside guest memory", want: ringBreaks, ring: 0, err: virtio.ErrOutOfBounds,
 			do: func(t *testing.T, a *vhostusertest.Frontend) {
 				// Every posted receive descriptor: the next frame b or c
