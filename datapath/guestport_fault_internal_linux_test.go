@@ -80,3 +80,42 @@ func TestHoldFromShrunkMemory(t *testing.T) {
 	require.Equal(t, good, got[0])
 	require.EqualValues(t, 1, r.port.Stats().TxPackets.Load())
 }
+
+// TestSendFromShrunkMemoryAfterMidPublish: the fault comes after deliver
+// published part of the batch (midPublish): the frames published stay
+// delivered and counted, the queue is rewound only to that publication,
+// and the faulting frame and the rest are dropped as malformed.
+func TestSendFromShrunkMemoryAfterMidPublish(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		f := baseFeatures | virtio.NetFMrgRxbuf
+		if packed {
+			f |= virtio.FRingPacked
+		}
+		r := newRig(t, f, GuestPortOptions{}, 4096)
+		r.start()
+		r.postRX(120, 4096)
+		shrunk, told := shrunkMapping(t)
+		var frames []Frame
+		var want [][]byte
+		for i := range 4 { // 60 buffers of one peek: then midPublish
+			fr := testFrame(60000, byte(i))
+			frames = append(frames, frameOf(fr))
+			want = append(want, fr)
+		}
+		good := testFrame(200, 9)
+		frames = append(frames, frameOf(good[:64], shrunk[:20000]), frameOf(good))
+		r.port.Send(frames)
+		require.Equal(t, 1, *told)
+		_, got := r.received(len(want))
+		require.Equal(t, want, got, "packed=%v", packed)
+		_, more := r.rx.Used()
+		require.False(t, more, "nothing after the publication before the fault")
+		require.EqualValues(t, 4, r.port.Stats().TxPackets.Load())
+		require.EqualValues(t, 2, r.port.Stats().Drops(DropMalformed))
+
+		r.port.Send([]Frame{frameOf(good)})
+		_, got = r.received(1)
+		require.Equal(t, good, got[0])
+		require.NoError(t, r.rxq.Err())
+	}
+}
