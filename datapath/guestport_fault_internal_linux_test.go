@@ -91,13 +91,16 @@ func TestSendFromShrunkMemoryAfterMidPublish(t *testing.T) {
 		if packed {
 			f |= virtio.FRingPacked
 		}
-		r := newRig(t, f, GuestPortOptions{}, 4096)
+		r := newRig(t, f, GuestPortOptions{}, 8192)
 		r.start()
-		r.postRX(120, 4096)
+		r.postRX(120, 8192)
 		shrunk, told := shrunkMapping(t)
 		var frames []Frame
 		var want [][]byte
-		for i := range 4 { // 60 buffers of one peek: then midPublish
+		// 8 buffers a frame: 8 frames fill one peek of 64 buffers
+		// (mergeRun), then deliver publishes before the next.
+		require.GreaterOrEqual(t, 8*60000, midPublish)
+		for i := range 8 {
 			fr := testFrame(60000, byte(i))
 			frames = append(frames, frameOf(fr))
 			want = append(want, fr)
@@ -110,7 +113,7 @@ func TestSendFromShrunkMemoryAfterMidPublish(t *testing.T) {
 		require.Equal(t, want, got, "packed=%v", packed)
 		_, more := r.rx.Used()
 		require.False(t, more, "nothing after the publication before the fault")
-		require.EqualValues(t, 4, r.port.Stats().TxPackets.Load())
+		require.EqualValues(t, 8, r.port.Stats().TxPackets.Load())
 		require.EqualValues(t, 2, r.port.Stats().Drops(DropMalformed))
 
 		r.port.Send([]Frame{frameOf(good)})
