@@ -148,3 +148,40 @@ func TestGuestPortMergeBuffersShrink(t *testing.T) {
 		require.EqualValues(t, len(want), r.port.Stats().TxPackets.Load())
 	}
 }
+
+// TestGuestPortPublishesMidBatch: a batch of large frames is published,
+// and the driver notified if it asks, every midPublish bytes, not only at
+// its end: 10 frames of 60000 bytes in 8192-byte buffers (8 a peek, 480000
+// bytes) are two publications, two calls with notifications by flags
+// (every publication asks). With EVENT_IDX the driver that has not moved
+// used_event since the first call gets one.
+func TestGuestPortPublishesMidBatch(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		features uint64
+		calls    int64
+	}{
+		{"flags", baseFeatures&^virtio.FEventIdx | virtio.NetFMrgRxbuf, 2},
+		{"event-idx", baseFeatures | virtio.NetFMrgRxbuf, 1},
+		{"packed-flags", baseFeatures&^virtio.FEventIdx | virtio.NetFMrgRxbuf | virtio.FRingPacked, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			require.GreaterOrEqual(t, 8*60000, midPublish)
+			r := newRig(t, c.features, GuestPortOptions{}, 8192)
+			r.start()
+			r.postRX(120, 8192)
+			calls0 := r.rxCall.n.Load()
+			var frames []Frame
+			var want [][]byte
+			for i := range 10 {
+				fr := testFrame(60000, byte(i))
+				frames = append(frames, frameOf(fr))
+				want = append(want, fr)
+			}
+			r.port.Send(frames)
+			_, got := r.received(len(want))
+			require.Equal(t, want, got)
+			require.Equal(t, c.calls, r.rxCall.n.Load()-calls0)
+		})
+	}
+}
