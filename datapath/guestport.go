@@ -594,8 +594,8 @@ func (p *GuestPort) rxFor(qp uint16) *rxQueue {
 // same every 64 buffers (drivers/vhost/net.c handle_rx: "if
 // (nvq->done_idx > VHOST_NET_BATCH) vhost_net_signal_used(nvq)"), 256 KiB
 // of 4 KiB buffers. With 1024-entry rings between two Go frontends
-// (BenchmarkGuestToGuestGSO) that wake-up was the bound: 51-61 Gbit/s with
-// 40 % of the CPUs idle, 69-89 with it (issue 14, README Performance);
+// (BenchmarkGuestToGuestGSO) that wake-up was the bound: 49-53 Gbit/s
+// before, 66-93 with it (5 pairs; issue 14, README Performance);
 // publishing without the call measured as before: the early wake-up is
 // the gain. Batches of one-buffer frames (at most 64 of 4 KiB) never reach
 // it.
