@@ -7,6 +7,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// mergeableRig returns a started rig whose guest merges receive buffers
+// (VIRTIO_NET_F_MRG_RXBUF) of slot bytes, on packed rings if packed.
+func mergeableRig(t *testing.T, packed bool, slot uint32) *rig {
+	t.Helper()
+	f := baseFeatures | virtio.NetFMrgRxbuf
+	if packed {
+		f |= virtio.FRingPacked
+	}
+	r := newRig(t, f, GuestPortOptions{}, slot)
+	r.start()
+	return r
+}
+
 // TestGuestPortDeliverMix sends one batch that mixes frames the batched
 // one-buffer path takes (no offload metadata, fit one buffer) with frames
 // it leaves to NetRX.Write/WritePlain (offload metadata, too big for one
@@ -85,12 +98,7 @@ func flat(segs [][]byte) []byte {
 // rings.
 func TestGuestPortDeliverAfterNoFit(t *testing.T) {
 	for _, packed := range []bool{false, true} {
-		f := baseFeatures | virtio.NetFMrgRxbuf
-		if packed {
-			f |= virtio.FRingPacked
-		}
-		r := newRig(t, f, GuestPortOptions{}, 2048)
-		r.start()
+		r := mergeableRig(t, packed, 2048)
 		r.postRX(10, 2048)
 		frames := []Frame{
 			frameOf(testFrame(3000, 1)), // two buffers: later frames of 3000 or more are not peeked for
@@ -120,12 +128,7 @@ func TestGuestPortDeliverAfterNoFit(t *testing.T) {
 // as many buffers as it needs.
 func TestGuestPortMergeBuffersShrink(t *testing.T) {
 	for _, packed := range []bool{false, true} {
-		f := baseFeatures | virtio.NetFMrgRxbuf
-		if packed {
-			f |= virtio.FRingPacked
-		}
-		r := newRig(t, f, GuestPortOptions{}, 4096)
-		r.start()
+		r := mergeableRig(t, packed, 4096)
 		var want [][]byte
 		send := func(seed byte) {
 			var frames []Frame

@@ -87,12 +87,7 @@ func TestHoldFromShrunkMemory(t *testing.T) {
 // and the faulting frame and the rest are dropped as malformed.
 func TestSendFromShrunkMemoryAfterMidPublish(t *testing.T) {
 	for _, packed := range []bool{false, true} {
-		f := baseFeatures | virtio.NetFMrgRxbuf
-		if packed {
-			f |= virtio.FRingPacked
-		}
-		r := newRig(t, f, GuestPortOptions{}, 8192)
-		r.start()
+		r := mergeableRig(t, packed, 8192)
 		r.postRX(120, 8192)
 		shrunk, told := shrunkMapping(t)
 		var frames []Frame
