@@ -42,7 +42,12 @@ import (
 // drivers ask for every used-buffer notification (A's transmit interrupts
 // on, B drains without turning its off: what this benchmark did before,
 // to count what suppression saves), BULK_PACKED=1 runs the backend with
-// --packed-rings (the frontends take packed rings when offered).
+// --packed-rings (the frontends take packed rings when offered),
+// BULK_TSQ=N makes A a Linux sender with TX completion interrupts
+// (virtio_net napi_tx) under TCP Small Queues: at most N frames it added
+// and the backend has not returned (used) yet, and it sleeps on its
+// transmit call when it has that many (16 frames of 64 KiB is
+// tcp_limit_output_bytes before Linux 6.16, 1 MiB; 64 after; split rings).
 // Reported: Gbps of frame bytes delivered, backend-cpu-Gbps (per second of
 // the backend process's CPU time), backend-cores and frontend-cores (the
 // backend's and the test process's CPU time over the wall time: together
@@ -79,6 +84,13 @@ func benchBulk(b *testing.B, prewritten bool) {
 	ring := bulkEnv(b, "BULK_RING", 1024)
 	slot := uint32(bulkEnv(b, "BULK_SLOT", 4096))
 	batch := int64(bulkEnv(b, "BULK_BATCH", 32))
+	tsq := int64(0)
+	if os.Getenv("BULK_TSQ") != "" {
+		tsq = int64(bulkEnv(b, "BULK_TSQ", 0))
+		if os.Getenv("BULK_PACKED") == "1" {
+			b.Fatal("BULK_TSQ counts split rings' entries: not with BULK_PACKED")
+		}
+	}
 	napi := true
 	switch v := os.Getenv("BULK_NOTIFY"); v {
 	case "", "napi":
@@ -156,8 +168,15 @@ func benchBulk(b *testing.B, prewritten bool) {
 
 	// A reclaims its transmit buffers as it adds frames: it needs no
 	// used-buffer notifications (virtio 1.2 §2.7.10).
-	if napi {
-		a.f.Ring(1).Driver.DisableInterrupts()
+	txd := a.f.Ring(1).Driver
+	if napi && tsq == 0 {
+		txd.DisableInterrupts()
+	}
+	// TSQ: the frames A added that the backend has not used yet (one
+	// indirect chain a frame), reclaimed first.
+	txQueued := func() int64 {
+		a.f.TxDone(0)
+		return int64(txd.AvailIdx() - txd.LastUsed())
 	}
 	rxd := dst.f.Ring(0).Driver
 	txKicks0, txCalls0 := a.f.Kicks(1), a.f.Calls(1)
@@ -210,7 +229,19 @@ func benchBulk(b *testing.B, prewritten bool) {
 		for sent-received.Load() >= window {
 			wait()
 		}
+		for tsq > 0 && txQueued() >= tsq {
+			// Sleep on the transmit call unless more came back
+			// meanwhile (EnableInterrupts looks again).
+			if !txd.EnableInterrupts() {
+				if _, err := a.f.WaitCall(1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
 		n := min(batch, total-sent, window-(sent-received.Load()))
+		if tsq > 0 {
+			n = min(n, tsq-txQueued())
+		}
 		for i := range n {
 			var err error
 			if prewritten {
