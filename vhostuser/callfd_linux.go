@@ -1,9 +1,7 @@
 package vhostuser
 
 import (
-	"math/bits"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,14 +32,9 @@ var callIov = func() (v unix.Iovec) {
 // emulator without it) the fd gets write(2) from then on.
 func (c *callFD) writeOnce() error {
 	if !c.eventfd && !c.noWaitOff.Load() {
-		off := int64(-1) // the current position, split as x/sys does (offs2lohi)
-		_, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(c.fd), uintptr(unsafe.Pointer(&callIov)), 1,
-			uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), unix.RWF_NOWAIT)
-		if e != unix.EOPNOTSUPP && e != unix.ENOSYS {
-			if e != 0 {
-				return e
-			}
-			return nil
+		_, refused, err := noWait(unix.SYS_PWRITEV2, c.fd, &callIov)
+		if !refused {
+			return err
 		}
 		c.noWaitOff.Store(true)
 	}

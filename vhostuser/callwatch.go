@@ -30,7 +30,6 @@ var watch struct {
 	mu      sync.Mutex
 	fds     map[*callFD]struct{}
 	running bool
-	stuck   []*callFD // scratch of each look
 }
 
 // watchAdd puts c on the list and starts the watchdog if it was idle.
@@ -73,7 +72,7 @@ func watchLook() bool {
 		watch.mu.Unlock()
 		return false
 	}
-	stuck := watch.stuck[:0]
+	var stuck []*callFD
 	for c := range watch.fds {
 		v := c.state.Load()
 		busy, done := uint32(v)&callBusy != 0, uint32(v>>32)
@@ -82,7 +81,6 @@ func watchLook() bool {
 		}
 		c.seenBusy, c.seenDone = busy, done
 	}
-	watch.stuck = stuck
 	watch.mu.Unlock()
 	for _, c := range stuck {
 		if c.acquire() {
@@ -90,6 +88,5 @@ func watchLook() bool {
 			c.put(putLook)
 		}
 	}
-	clear(stuck)
 	return true
 }

@@ -61,16 +61,31 @@ func (k *kickReader) init(buf []byte) {
 // file offset is used and updated"), which an eventfd or a pipe ignores.
 func (k *kickReader) read(fd int, buf []byte) (int, error) {
 	if !k.fallback {
-		off := int64(-1) // split into the low and high words as x/sys does (offs2lohi)
-		n, _, e := unix.Syscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&k.iov)), 1,
-			uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), unix.RWF_NOWAIT)
-		if e != unix.EOPNOTSUPP && e != unix.ENOSYS {
-			if e != 0 {
-				return 0, e
-			}
-			return int(n), nil
+		n, refused, err := noWait(unix.SYS_PREADV2, fd, &k.iov)
+		if !refused {
+			return n, err
 		}
 		k.fallback = true
 	}
 	return unix.Read(fd, buf)
+}
+
+// noWait is preadv2(2) or pwritev2(2) (trap) of the one iovec iov at the
+// file's current position (offset -1, split into the low and high words as
+// x/sys does, offs2lohi) with RWF_NOWAIT. refused reports that the kernel
+// does not take the call or the flag for fd (EOPNOTSUPP: an older kernel
+// or an eventfd's write; ENOSYS: no such call before Linux 4.6, or an
+// emulator without it, such as qemu-aarch64-static 7.2): the caller falls
+// back to read(2) or write(2).
+func noWait(trap uintptr, fd int, iov *unix.Iovec) (n int, refused bool, err error) {
+	off := int64(-1)
+	r, _, e := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(iov)), 1,
+		uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), unix.RWF_NOWAIT)
+	switch e {
+	case 0:
+		return int(r), false, nil
+	case unix.EOPNOTSUPP, unix.ENOSYS:
+		return 0, true, nil
+	}
+	return 0, false, e
 }
