@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,7 +288,15 @@ func listen[C io.Closer](t testing.TB, n *NS, network, addr string, open func() 
 // fatal, so tests can check that something is unreachable.
 func (n *NS) DialTCP(t testing.TB, addr string, timeout time.Duration) (*net.TCPConn, error) {
 	t.Helper()
-	c, err := n.dial(context.Background(), "tcp", addr, timeout)
+	return n.DialTCPControl(t, addr, timeout, nil)
+}
+
+// DialTCPControl is DialTCP with control (net.Dialer.Control, if not nil)
+// run on the socket before it connects: options the handshake must
+// already see, such as TCP_CONGESTION.
+func (n *NS) DialTCPControl(t testing.TB, addr string, timeout time.Duration, control func(network, address string, c syscall.RawConn) error) (*net.TCPConn, error) {
+	t.Helper()
+	c, err := n.dial(context.Background(), "tcp", addr, timeout, control)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +308,7 @@ func (n *NS) DialTCP(t testing.TB, addr string, timeout time.Duration) (*net.TCP
 // addr ("IP:PORT", an IP literal), closed when the test ends.
 func (n *NS) DialUDP(t testing.TB, addr string) *net.UDPConn {
 	t.Helper()
-	c, err := n.dial(context.Background(), "udp", addr, 0)
+	c, err := n.dial(context.Background(), "udp", addr, 0, nil)
 	if err != nil {
 		t.Fatalf("netns: %s: dial udp %s: %v", n.Name, addr, err)
 	}
@@ -309,13 +318,13 @@ func (n *NS) DialUDP(t testing.TB, addr string) *net.UDPConn {
 
 // dial connects from inside the namespace. addr must be an IP literal: a
 // name lookup would run on other goroutines, outside the namespace.
-func (n *NS) dial(ctx context.Context, network, addr string, timeout time.Duration) (net.Conn, error) {
+func (n *NS) dial(ctx context.Context, network, addr string, timeout time.Duration, control func(network, address string, c syscall.RawConn) error) (net.Conn, error) {
 	if _, err := netip.ParseAddrPort(addr); err != nil {
 		return nil, fmt.Errorf("netns %s: dial %s %q: want IP:PORT: %w", n.Name, network, addr, err)
 	}
 	var c net.Conn
 	err := n.Do(func() (err error) {
-		d := net.Dialer{Timeout: timeout}
+		d := net.Dialer{Timeout: timeout, Control: control}
 		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
@@ -330,7 +339,7 @@ func (n *NS) HTTPClient(t testing.TB) *http.Client {
 	tr := &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return n.dial(ctx, network, addr, 10*time.Second)
+			return n.dial(ctx, network, addr, 10*time.Second, nil)
 		},
 		DisableKeepAlives: true,
 	}

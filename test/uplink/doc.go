@@ -26,7 +26,9 @@
 // UPLINK_BENCH_ARGS adds vhost-arcnet flags (for example "--cpuprofile
 // /tmp/cpu.prof"; each sub-benchmark starts its own process, so give one
 // sub-benchmark with -bench) and UPLINK_BENCH_QUEUE sets the guest's queue
-// size for BenchmarkTCPThroughput (default 256, QEMU's).
+// size for BenchmarkTCPThroughput (default 256, QEMU's); UPLINK_BENCH_CC
+// sets its kernel senders' congestion control (default cubic, whatever
+// the machine's net.ipv4.tcp_congestion_control).
 //
 // Traffic stays on loopback and inside the namespaces a test created; each
 // test checks at its end that vhost-arcnet left no TAP link, route or
