@@ -84,10 +84,84 @@ const fastRetries = 4
 // fast translates p without the lock if it belongs to a live flow whose
 // fast class allows it, and reports whether it did. m.ref, when not 0, is a
 // candidate from the batch passes.
+//
+// This is the common case in straight line: the first slot whose tag
+// matches names the flow, and its deadline need not move. Anything else
+// (another key under the tag, a deadline to move by CAS, a word that
+// changed while the record was read) goes to fastLoop, which starts over:
+// nothing here has written anything by then.
 func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 	if m.first {
 		return false // the fragment table needs the lock
 	}
+	r := m.ref
+	if r == 0 {
+		if r = firstTag(ps.ix, m.hash); r == 0 {
+			return false
+		}
+	}
+	f := e.tab.flow(r >> 1)
+	d := r & 1
+	w := f.word.Load()
+	if f.kw[d][0].Load() != m.w0 || f.kw[d][1].Load() != m.w1 {
+		m.ref = 0
+		return e.fastLoop(from, p, m, now, ps)
+	}
+	dl := int64(w) >> 3
+	if dl <= now {
+		return false
+	}
+	c := w & fastClassMask
+	switch c {
+	case fastTCP:
+		if p.Buf[m.l4+13]&(tcpSYN|tcpFIN|tcpRST) != 0 {
+			return false
+		}
+	case fastUDPNew:
+		if d != 0 {
+			return false // the first reply changes the class
+		}
+	case fastNone:
+		return false
+	}
+	o0, o1 := f.kw[d^1][0].Load(), f.kw[d^1][1].Load()
+	dw := f.delta.Load()
+	if now+e.fastTO[c] > dl+e.fastSlack[c] || f.word.Load() != w {
+		return e.fastLoop(from, p, m, now, ps)
+	}
+	ps.fast++
+	if Side(o1>>40) == Guest {
+		p.Verdict = ToGuest
+		if from == Guest {
+			ps.hairpin++
+		}
+	} else {
+		p.Verdict = ToUplink
+	}
+	da, dp := deltas(dw, d)
+	rewrite(p, m, o0, o1, da, dp) // last: nothing lives across the call
+	return true
+}
+
+// firstTag returns the ref of the first slot of hash's probe in ix whose
+// tag matches, or 0 when the probe meets an empty slot first.
+func firstTag(ix *index, hash uint64) ref {
+	tag := hash & 0xffffffff
+	for j := hash & ix.mask; ; j = (j + 1) & ix.mask {
+		s := atomic.LoadUint64(&ix.slots[j])
+		if s == 0 {
+			return 0
+		}
+		if s>>32 == tag {
+			return ref(s)
+		}
+	}
+}
+
+// fastLoop is fast in full: it probes on past keys that share a tag,
+// moves the deadline by CAS when it must and retries when the word
+// changes under it.
+func (e *Engine) fastLoop(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 	t := &e.tab
 	ix := ps.ix
 	k0, k1 := m.w0, m.w1

@@ -167,51 +167,53 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 		p.Reason = ReasonMalformed
 		return kindDrop
 	}
-	if b[0]>>4 != 4 {
-		if b[0]>>4 == 6 {
+	h := (*[20]byte)(b) // the fixed header: one bounds check for its fields
+	if h[0]>>4 != 4 {
+		if h[0]>>4 == 6 {
 			p.Reason = ReasonUnsupported
 		} else {
 			p.Reason = ReasonMalformed
 		}
 		return kindDrop
 	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 || len(b) < ihl || (p.Flags&GSO == 0 && int(be16(b[2:])) < ihl) {
+	ihl := int(h[0]&0x0f) * 4
+	if ihl < 20 || len(b) < ihl || (p.Flags&GSO == 0 && int(binary.BigEndian.Uint16(h[2:])) < ihl) {
 		p.Reason = ReasonMalformed
 		return kindDrop
 	}
 	if from == Guest {
-		if be32(b[12:])&e.pfxMask4 != e.pfx4 {
+		if binary.BigEndian.Uint32(h[12:])&e.pfxMask4 != e.pfx4 {
 			p.Reason = ReasonAddress
 			return kindDrop
 		}
-	} else if be32(b[16:]) != e.ext4 {
+	} else if binary.BigEndian.Uint32(h[16:]) != e.ext4 {
 		p.Reason = ReasonAddress
 		return kindDrop
 	}
-	ff := be16(b[6:])
+	ff := binary.BigEndian.Uint16(h[6:])
 	if ff&0x1fff != 0 {
 		return kindLaterFrag
 	}
 	m.first = ff&0x2000 != 0
 	m.l4 = uint16(ihl)
 	// The key's words (flowKey.words): source and destination address are
-	// the 8 bytes at 12 as one big-endian integer.
-	m.w0 = binary.BigEndian.Uint64(b[12:])
+	// the 8 bytes at 12 as one big-endian integer; the ports are the 4
+	// bytes at the transport header's start, source first (word1).
+	m.w0 = binary.BigEndian.Uint64(h[12:])
 	l := b[ihl:]
-	switch b[9] {
+	switch h[9] {
 	case 6:
 		if len(l) < 20 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		m.w1 = word1(from, TCP, be16(l), be16(l[2:]))
+		m.w1 = portsWord(l) | uint64(TCP)<<32 | uint64(from)<<40
 	case 17:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		m.w1 = word1(from, UDP, be16(l), be16(l[2:]))
+		m.w1 = portsWord(l) | uint64(UDP)<<32 | uint64(from)<<40
 	case 1:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
@@ -239,6 +241,12 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 		return kindDrop
 	}
 	return kindFlow
+}
+
+// portsWord is word1's port half for a transport header starting with
+// the source and destination ports (TCP, UDP): source in the low 16 bits.
+func portsWord(l []byte) uint64 {
+	return uint64(bits.RotateLeft32(binary.BigEndian.Uint32(l), 16))
 }
 
 // translateFlow finds or opens the flow of a kindFlow packet and rewrites it,
