@@ -112,16 +112,7 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 		return false
 	}
 	c := w & fastClassMask
-	switch c {
-	case fastTCP:
-		if p.Buf[m.l4+13]&(tcpSYN|tcpFIN|tcpRST) != 0 {
-			return false
-		}
-	case fastUDPNew:
-		if d != 0 {
-			return false // the first reply changes the class
-		}
-	case fastNone:
+	if !admits(c, d, p, m) {
 		return false
 	}
 	o0, o1 := f.kw[d^1][0].Load(), f.kw[d^1][1].Load()
@@ -129,6 +120,28 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 	if now+e.fastTO[c] > dl+e.fastSlack[c] || f.word.Load() != w {
 		return e.fastLoop(from, p, m, now, ps)
 	}
+	ps.count(from, p, o1)
+	da, dp := deltas(dw, d)
+	rewrite(p, m, o0, o1, da, dp) // last: nothing lives across the call
+	return true
+}
+
+// admits reports whether a flow of fast class c lets p, a packet of its
+// direction d, through the lock-free path: what changes a flow's state (a
+// TCP SYN, FIN or RST; the first UDP reply) needs the lock.
+func admits(c uint64, d uint32, p *Packet, m *meta) bool {
+	switch c {
+	case fastTCP:
+		return p.Buf[m.l4+13]&(tcpSYN|tcpFIN|tcpRST) == 0
+	case fastUDPNew:
+		return d == 0 // the first reply changes the class
+	}
+	return c != fastNone
+}
+
+// count counts a packet the lock-free path translates and sets its
+// verdict: where the other direction's key (its second word o1) leads.
+func (ps *pass) count(from Side, p *Packet, o1 uint64) {
 	ps.fast++
 	if Side(o1>>40) == Guest {
 		p.Verdict = ToGuest
@@ -138,9 +151,6 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 	} else {
 		p.Verdict = ToUplink
 	}
-	da, dp := deltas(dw, d)
-	rewrite(p, m, o0, o1, da, dp) // last: nothing lives across the call
-	return true
 }
 
 // firstTag returns the ref of the first slot of hash's probe in ix whose
@@ -197,16 +207,7 @@ func (e *Engine) fastLoop(from Side, p *Packet, m *meta, now int64, ps *pass) bo
 				return false
 			}
 			c := w & fastClassMask
-			switch c {
-			case fastTCP:
-				if p.Buf[m.l4+13]&(tcpSYN|tcpFIN|tcpRST) != 0 {
-					return false
-				}
-			case fastUDPNew:
-				if d != 0 {
-					return false // the first reply changes the class
-				}
-			case fastNone:
+			if !admits(c, d, p, m) {
 				return false
 			}
 			o0, o1 := f.kw[d^1][0].Load(), f.kw[d^1][1].Load()
@@ -218,17 +219,9 @@ func (e *Engine) fastLoop(from Side, p *Packet, m *meta, now int64, ps *pass) bo
 			} else if f.word.Load() != w {
 				continue
 			}
+			ps.count(from, p, o1)
 			da, dp := deltas(dw, d)
 			rewrite(p, m, o0, o1, da, dp)
-			ps.fast++
-			if Side(o1>>40) == Guest {
-				p.Verdict = ToGuest
-				if from == Guest {
-					ps.hairpin++
-				}
-			} else {
-				p.Verdict = ToUplink
-			}
 			return true
 		}
 		if matched {
