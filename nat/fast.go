@@ -96,6 +96,9 @@ func (e *Engine) fast(from Side, p *Packet, m *meta, now int64, ps *pass) bool {
 	}
 	r := m.ref
 	if r == 0 {
+		if m.noCandidate {
+			return false
+		}
 		if r = firstTag(ps.ix, m.hash); r == 0 {
 			return false
 		}

@@ -28,6 +28,9 @@ type meta struct {
 	kind  uint8
 	first bool // first fragment of a fragmented datagram
 	echo  bool // ICMP echo request (the identifier is the source port)
+	// noCandidate: translateBatch probed the index for the key and found
+	// no slot with its tag (fast then leaves the packet to the lock).
+	noCandidate bool
 }
 
 // batchScratch is the scratch of one pass of translateBatch.
@@ -85,25 +88,19 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 		if m.kind != kindFlow {
 			continue
 		}
-		h := m.hash
-		tag := h & 0xffffffff
-		for j := h & ix.mask; ; j = (j + 1) & ix.mask {
-			s := atomic.LoadUint64(&ix.slots[j])
-			if s == 0 {
-				break
+		if m.ref = firstTag(ix, m.hash); m.ref != 0 {
+			f := t.flow(m.ref >> 1)
+			if prefetch.Available {
+				addrs[n] = uintptr(unsafe.Pointer(f))
+				n++
+			} else {
+				sink += f.word.Load()
 			}
-			if s>>32 == tag {
-				r := ref(s)
-				f := t.flow(r >> 1)
-				if prefetch.Available {
-					addrs[n] = uintptr(unsafe.Pointer(f))
-					n++
-				} else {
-					sink += f.word.Load()
-				}
-				m.ref = r
-				break
-			}
+		} else {
+			// No candidate: fast leaves the packet to the locked path,
+			// whose lookup also finds a flow an earlier packet of the
+			// batch opened since (or one this lock-free probe missed).
+			m.noCandidate = true
 		}
 		if m.ref == 0 && from == Guest && Proto(m.w1>>32) != UDP {
 			// Probably a new flow: pickPort will first try the guest's own
