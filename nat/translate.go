@@ -96,13 +96,13 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 			} else {
 				sink += f.word.Load()
 			}
-		} else {
-			// No candidate: fast leaves the packet to the locked path,
-			// whose lookup also finds a flow an earlier packet of the
-			// batch opened since (or one this lock-free probe missed).
-			m.noCandidate = true
+			continue
 		}
-		if m.ref == 0 && from == Guest && Proto(m.w1>>32) != UDP {
+		// No candidate: fast leaves the packet to the locked path, whose
+		// lookup also finds a flow an earlier packet of the batch opened
+		// since (or one this lock-free probe missed).
+		m.noCandidate = true
+		if from == Guest && Proto(m.w1>>32) != UDP {
 			// Probably a new flow: pickPort will first try the guest's own
 			// port, so fetch the slot of that reply key too.
 			k := keyOf(m.w0, m.w1)
@@ -204,13 +204,13 @@ func (e *Engine) parse(from Side, p *Packet, m *meta) uint8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		m.w1 = portsWord(l) | uint64(TCP)<<32 | uint64(from)<<40
+		m.w1 = word1(from, TCP, 0, 0) | portsWord(l)
 	case 17:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
 			return kindDrop
 		}
-		m.w1 = portsWord(l) | uint64(UDP)<<32 | uint64(from)<<40
+		m.w1 = word1(from, UDP, 0, 0) | portsWord(l)
 	case 1:
 		if len(l) < 8 {
 			p.Reason = ReasonMalformed
