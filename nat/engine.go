@@ -373,9 +373,15 @@ func fastClass(f *flow) uint64 {
 // wheel, its quota and mapping, and frees it.
 func (e *Engine) reclaim(i uint32) {
 	f := e.tab.flow(i)
+	e.reclaimHashed(i, e.tab.hashOf(f, 0), e.tab.hashOf(f, 1))
+}
+
+// reclaimHashed is reclaim for a caller that has the hashes of both keys.
+func (e *Engine) reclaimHashed(i uint32, h0, h1 uint64) {
+	f := e.tab.flow(i)
 	c := e.tab.coldOf(i)
 	e.unschedule(i, f)
-	e.tab.remove(i)
+	e.tab.removeHashed(i, h0, h1)
 	e.countFlow(f, -1)
 	if o := &e.owners[c.owner]; c.owner != 0 {
 		o.n--

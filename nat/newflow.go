@@ -28,6 +28,7 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 	if !ok {
 		return 0
 	}
+	var h1 uint64 // the hash of the reply key, once computed (the index's insert takes it)
 
 	// The external port (or echo identifier) for SNAT.
 	if from == Guest {
@@ -38,23 +39,28 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 				return 0
 			}
 			t.SrcPort = e.mappings[mapIdx].ext
-			if k1 := replyKey(&t, side1); e.tab.lookup(&k1, k1.hash(&e.tab.seed)) != 0 {
+			k1 := replyKey(&t, side1)
+			h1 = k1.hash(&e.tab.seed)
+			if e.tab.lookup(&k1, h1) != 0 {
 				// Only possible for hairpin to a guest that already uses that
 				// tuple; refuse rather than alias two flows.
 				e.unrefMapping0(mapIdx)
 				e.refuse(from, p, ReasonNoPort)
 				return 0
 			}
-		} else if !e.pickPort(&t, side1) {
+		} else if ok, h1 = e.pickPort(&t, side1); !ok {
 			e.refuse(from, p, ReasonNoPort)
 			return 0
 		}
 	}
 	k1 := replyKey(&t, side1)
-	if from == Uplink && e.tab.lookup(&k1, k1.hash(&e.tab.seed)) != 0 {
-		// The guest already uses that tuple for a connection of its own.
-		e.refuse(from, p, ReasonNoPort)
-		return 0
+	if from == Uplink {
+		h1 = k1.hash(&e.tab.seed)
+		if e.tab.lookup(&k1, h1) != 0 {
+			// The guest already uses that tuple for a connection of its own.
+			e.refuse(from, p, ReasonNoPort)
+			return 0
+		}
 	}
 
 	i := e.tab.alloc()
@@ -83,7 +89,7 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 	}
 	e.owners[oi].n++
 	e.tab.coldOf(i).owner = oi
-	e.tab.insert(i)
+	e.tab.insertHashed(i, m.hash, h1) // m.hash: the key's (translateBatch, translateSerial)
 	e.schedule(i, f)
 	e.countFlow(f, 1)
 	e.stats.Created++
@@ -177,24 +183,27 @@ func replyKey(t *flowKey, side Side) flowKey {
 }
 
 // pickPort chooses t.SrcPort (TCP port or ICMP echo identifier) so that the
-// reply key is unused: the guest's own port when free (port preservation),
-// otherwise one from the configured range, starting at a random point.
+// reply key is unused, and returns that key's hash (for the index, which
+// then need not hash it again): the guest's own port when free (port
+// preservation), otherwise one from the configured range, starting at a
+// random point.
 // Allocation is per destination: the same external port serves different
 // remote endpoints (as netfilter does). RFC 5382 REQ-1 asks for
 // endpoint-independent TCP mapping; port preservation gives it whenever the
 // guest's port is free.
-func (e *Engine) pickPort(t *flowKey, side Side) bool {
+func (e *Engine) pickPort(t *flowKey, side Side) (ok bool, h uint64) {
 	free := func(port uint16) bool {
 		if e.forwarded(t.Proto, port) {
 			return false
 		}
 		t.SrcPort = port
 		k := replyKey(t, side)
-		return e.tab.lookupIndex(&k, k.hash(&e.tab.seed)) == 0
+		h = k.hash(&e.tab.seed)
+		return e.tab.lookupIndex(&k, h) == 0
 	}
 	want := t.SrcPort
 	if (want != 0 || t.Proto == ICMP) && e.allowed(want) && free(want) {
-		return true
+		return true, h
 	}
 	lo, n := uint32(e.cfg.PortMin), uint32(e.cfg.PortMax)-uint32(e.cfg.PortMin)+1
 	if t.Proto == ICMP && !e.cfg.SharedAddress {
@@ -203,10 +212,10 @@ func (e *Engine) pickPort(t *flowKey, side Side) bool {
 	start := rand.Uint32N(n)
 	for j := uint32(0); j < 128 && j < n; j++ {
 		if free(uint16(lo + (start+j)%n)) {
-			return true
+			return true, h
 		}
 	}
-	return false
+	return false, 0
 }
 
 // allowed reports whether the guest's own port (echo identifier) may be

@@ -306,13 +306,17 @@ func (t *table) release(i uint32) {
 
 // insert adds both directions of flow i to the index.
 func (t *table) insert(i uint32) {
+	f := t.flow(i)
+	t.insertHashed(i, t.hashOf(f, 0), t.hashOf(f, 1))
+}
+
+// insertHashed is insert for a caller that has the hashes of both keys.
+func (t *table) insertHashed(i uint32, h0, h1 uint64) {
 	if (t.used+2)*4 > len(t.slots)*3 {
 		t.grow()
 	}
-	f := t.flow(i)
-	for d := uint32(0); d < 2; d++ {
-		t.put(t.hashOf(f, d), i<<1|d)
-	}
+	t.put(h0, i<<1)
+	t.put(h1, i<<1|1)
 }
 
 func (t *table) put(h uint64, r ref) {
@@ -347,9 +351,11 @@ func (t *table) hashOf(f *flow, d uint32) uint64 {
 }
 
 // prefetchSlots starts bringing the home index slots of both directions of
-// f into the cache, for a remove that follows.
-func (t *table) prefetchSlots(f *flow) {
-	s0, s1 := &t.slots[t.hashOf(f, 0)&t.mask], &t.slots[t.hashOf(f, 1)&t.mask]
+// f into the cache, for a remove that follows, and returns the hashes of
+// its keys.
+func (t *table) prefetchSlots(f *flow) (h0, h1 uint64) {
+	h0, h1 = t.hashOf(f, 0), t.hashOf(f, 1)
+	s0, s1 := &t.slots[h0&t.mask], &t.slots[h1&t.mask]
 	a0, a1 := uintptr(unsafe.Pointer(s0)), uintptr(unsafe.Pointer(s1))
 	// and the line after each, where the backward shift usually reads on
 	// (a prefetch past the end of the index is harmless)
@@ -359,6 +365,7 @@ func (t *table) prefetchSlots(f *flow) {
 	} else if *s0+*s1 == 0x5eed {
 		t.sinkHit++
 	}
+	return h0, h1
 }
 
 // remove deletes both directions of flow i from the index and the cache, by
@@ -370,7 +377,12 @@ func (t *table) prefetchSlots(f *flow) {
 // index stores are releases (storeRel): a reader sees them in order.
 func (t *table) remove(i uint32) {
 	f := t.flow(i)
-	hs := [2]uint64{t.hashOf(f, 0), t.hashOf(f, 1)}
+	t.removeHashed(i, t.hashOf(f, 0), t.hashOf(f, 1))
+}
+
+// removeHashed is remove for a caller that has the hashes of both keys.
+func (t *table) removeHashed(i uint32, h0, h1 uint64) {
+	hs := [2]uint64{h0, h1}
 	if t.slots[hs[0]&t.mask]+t.slots[hs[1]&t.mask] == 0x5eed {
 		t.sinkHit++
 	}

@@ -22,7 +22,7 @@ type meta struct {
 	key   flowKey
 	w0    uint64 // key.words()
 	w1    uint64
-	hash  uint64
+	hash  uint64 // hashWords(w0, w1): the key's (open inserts the flow with it)
 	ref   ref
 	l4    uint16 // offset of the transport header
 	kind  uint8

@@ -90,7 +90,10 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 		w.cursor = nowTick - wheelSize
 	}
 	n := 0
-	var grp [reclaimGroup]uint32
+	var grp [reclaimGroup]struct {
+		i      uint32
+		h0, h1 uint64 // the hashes of its keys
+	}
 	for w.cursor < nowTick {
 		s := w.cursor & wheelMask
 		for w.heads[s] != 0 {
@@ -105,18 +108,19 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 			g := 0
 			for i := w.heads[s]; i != 0 && g < len(grp) && g < budget; g++ {
 				f := e.tab.flow(i)
-				e.tab.prefetchSlots(f)
-				grp[g] = i
+				grp[g].h0, grp[g].h1 = e.tab.prefetchSlots(f)
+				grp[g].i = i
 				i = f.next
 			}
 			budget -= g
 			// Each is the slot's head in turn: a flow that lives on moves
 			// to a later slot.
-			for _, i := range grp[:g] {
+			for _, m := range grp[:g] {
+				i := m.i
 				f := e.tab.flow(i)
 				e.unschedule(i, f)
 				if e.kill(f, now) {
-					e.reclaim(i)
+					e.reclaimHashed(i, m.h0, m.h1)
 					n++
 				} else {
 					e.schedule(i, f)
