@@ -21,12 +21,17 @@
 # backend: Tx-pps (frames the ring took) for f2b and f2b-copy, Rx-pps
 # (frames that came back or in) for loop and b2f. The first second with
 # frames after a swap (the reconnect) and seconds without are left out.
-# Prints per slot the backend, the C2C round trip when it started (taken
-# beside the running frontend, which holds CPU 1: higher than vs-dpdk's,
-# about 900-1300 ns when far, 100-250 when close), the median rate and how
-# many seconds it had (testpmd's stats thread shares the frontend's CPU:
-# a line every 2 s or so); then per pass the ratio of every backend to
-# the first one. Needs root, dpdk-testpmd, go.
+# Prints per slot the backend, the C2C round trip when it started and when
+# it ended (taken beside the running frontend, which holds CPU 1: higher
+# than vs-dpdk's, about 900-1300 ns when far, 100-250 when close), the
+# slot's mode (far or close at both ends, else mixed), the median rate and
+# how many seconds it had (testpmd's stats thread shares the frontend's
+# CPU: a line every 2 s or so); then per pass its mode (mixed unless all
+# its slots agree) and the ratio of every backend to the first one; then,
+# per mode, the median of those ratios. The modes differ in kind, not
+# only in speed: the cost of a cache line between the CPUs dominates far
+# apart, a backend's own cost per frame close together. Needs root,
+# dpdk-testpmd, go.
 set -eu
 usage() { echo "usage: $0 CASE [SLOTS] [SECONDS] BACKEND... (BACKEND: dpdk | work | REV)" >&2; exit 2; }
 [ $# -ge 2 ] || usage
@@ -113,12 +118,24 @@ for s in $(seq "$slots"); do
 		kill -KILL "$bepid" 2>/dev/null || true
 		wait "$bepid" 2>/dev/null || true
 		bepid=""
+		# the mode at the slot's end, measured as at its start (the
+		# backend gone, the frontend still holding CPU 1)
+		echo "end $s $b $("$tmp/c2c" 2>/dev/null || echo NA)" >>"$tmp/marks"
 	done
 done
 grep "$key" "$tmp/fe.log" | awk '{ print $2 }' >"$tmp/rates"
 awk -v first="$1" '
 	FILENAME == ARGV[1] { rate[FNR] = $1; next }
 	$1 == "start" { from = $4; c2c = $5; next }
+	$1 == "end" {
+		# A slot is far (or close) when the round trip says so at its
+		# start and at its end (threshold 600 ns beside the frontend);
+		# the mode can still change within it, but less often unseen.
+		mode = (c2c ~ /^[0-9]+$/ && $4 ~ /^[0-9]+$/) ? (c2c >= 600 && $4 >= 600 ? "far" : (c2c < 600 && $4 < 600 ? "close" : "mixed")) : "NA"
+		printf "pass=%d backend=%s c2c_ns=%s..%s mode=%s mpps=%s seconds=%d\n", $2, $3, c2c, $4, mode, last_n ? sprintf("%.3f", last_med) : "NA", last_n
+		slotmode[$2, $3] = mode
+		next
+	}
 	$1 == "stop" {
 		n = 0; skipped = 0
 		for (i = from + 1; i <= $4; i++) {
@@ -129,19 +146,34 @@ awk -v first="$1" '
 		# insertion sort: a dozen values
 		for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
 		med = n ? (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) : 0
-		printf "pass=%d backend=%s c2c_ns=%s mpps=%s seconds=%d\n", $2, $3, c2c, n ? sprintf("%.3f", med) : "NA", n
+		last_n = n; last_med = med
 		m[$2, $3] = n ? med : 0
 		if (!($2 in seen)) { seen[$2] = 1; passes[++np] = $2 }
 		if (!($3 in known)) { known[$3] = 1; names[++nb] = $3 }
 	}
 	END {
 		for (p = 1; p <= np; p++) {
-			line = "pass=" passes[p] " ratio_to_" first ":"
+			# the mode of the pass: that of all its slots, if they agree
+			pm = slotmode[passes[p], names[1]]
+			for (b = 2; b <= nb; b++) if (slotmode[passes[p], names[b]] != pm) pm = "mixed"
+			line = "pass=" passes[p] " mode=" pm " ratio_to_" first ":"
 			for (b = 1; b <= nb; b++) {
 				a = m[passes[p], names[b]]; f = m[passes[p], first]
-				line = line " " names[b] "=" (a > 0 && f > 0 ? sprintf("%.2f", a / f) : "NA")
+				r = a > 0 && f > 0 ? a / f : 0
+				line = line " " names[b] "=" (r > 0 ? sprintf("%.2f", r) : "NA")
+				if (r > 0) { k = pm SUBSEP names[b]; cnt[k]++; rs[k, cnt[k]] = r }
 			}
 			print line
+		}
+		# per mode and backend, the median of the passes ratios
+		split("far close mixed", modes, " ")
+		for (mi = 1; mi <= 3; mi++) for (b = 2; b <= nb; b++) {
+			k = modes[mi] SUBSEP names[b]; n = cnt[k]
+			if (!n) continue
+			for (i = 1; i <= n; i++) v[i] = rs[k, i]
+			for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+			med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+			printf "mode=%s %s/%s: median %.2f of %d passes (%.2f..%.2f)\n", modes[mi], names[b], first, med, n, v[1], v[n]
 		}
 	}' "$tmp/rates" "$tmp/marks"
 echo "# load after: $(uptime)"
