@@ -381,7 +381,7 @@ func (e *Engine) reclaimHashed(i uint32, h0, h1 uint64) {
 	f := e.tab.flow(i)
 	c := e.tab.coldOf(i)
 	e.unschedule(i, f)
-	e.tab.removeHashed(i, h0, h1)
+	e.tab.remove(i, h0, h1)
 	e.countFlow(f, -1)
 	if o := &e.owners[c.owner]; c.owner != 0 {
 		o.n--

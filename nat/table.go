@@ -368,20 +368,14 @@ func (t *table) prefetchSlots(f *flow) (h0, h1 uint64) {
 	return h0, h1
 }
 
-// remove deletes both directions of flow i from the index and the cache, by
-// backward-shift deletion (no tombstones, so probe chains stay short). A
-// lock-free reader probing meanwhile may miss an entry being moved; it then
-// takes the locked path.
+// remove deletes both directions of flow i, whose keys hash to h0 and h1
+// (hashOf), from the index and the cache, by backward-shift deletion (no
+// tombstones, so probe chains stay short). A lock-free reader probing
+// meanwhile may miss an entry being moved; it then takes the locked path.
 //
 // Both home slots are loaded first, so that their cache misses overlap. The
 // index stores are releases (storeRel): a reader sees them in order.
-func (t *table) remove(i uint32) {
-	f := t.flow(i)
-	t.removeHashed(i, t.hashOf(f, 0), t.hashOf(f, 1))
-}
-
-// removeHashed is remove for a caller that has the hashes of both keys.
-func (t *table) removeHashed(i uint32, h0, h1 uint64) {
+func (t *table) remove(i uint32, h0, h1 uint64) {
 	hs := [2]uint64{h0, h1}
 	if t.slots[hs[0]&t.mask]+t.slots[hs[1]&t.mask] == 0x5eed {
 		t.sinkHit++

@@ -33,7 +33,7 @@ func TestTableModel(t *testing.T) {
 			f := tab.flow(i)
 			delete(model, f.key(0))
 			delete(model, f.key(1))
-			tab.remove(i)
+			tab.remove(i, tab.hashOf(f, 0), tab.hashOf(f, 1))
 			tab.release(i)
 		} else {
 			k0, k1 := randKey(), randKey()
