@@ -166,6 +166,16 @@ func frontendFaults() []frontendFault {
 				// worker as it floods a broadcast into a, waits until the
 				// call watchdog reads the counter (a second or two).
 				require.NoError(t, a.JamCallFD(0))
+				// That notification must be due: b's and c's traffic may
+				// have put frames into a's receive ring before the jam
+				// (their call is gone with the drained counter) and, a
+				// not reading them, used_event (virtio 1.2 §2.7.7) stays
+				// behind, so no frame would notify again. Reading them
+				// moves used_event to the ring's end (Used, as Linux
+				// does: with a full fence before it looks again), so
+				// the next frame notifies. Drain does not read the
+				// call fd.
+				a.Drain()
 			}},
 		{name: "receive buffers outside guest memory", want: ringBreaks, ring: 0, err: virtio.ErrOutOfBounds,
 			do: func(t *testing.T, a *vhostusertest.Frontend) {
@@ -185,6 +195,7 @@ func frontendFaults() []frontendFault {
 // floods into a) until stop; it counts rounds and keeps the first error.
 type trafficPair struct {
 	stop   chan struct{}
+	once   sync.Once
 	done   chan struct{}
 	rounds atomic.Int64
 	sent   atomic.Int64 // frames b and c sent
@@ -241,9 +252,10 @@ func recvFrom(f *vhostusertest.Frontend, want []byte) error {
 	}
 }
 
-// halt stops the traffic and returns the rounds done and its error.
+// halt stops the traffic and returns the rounds done and its error; a
+// second halt returns the same.
 func (p *trafficPair) halt() (int64, error) {
-	close(p.stop)
+	p.once.Do(func() { close(p.stop) })
 	<-p.done
 	return p.rounds.Load(), p.err
 }
@@ -293,6 +305,10 @@ func TestFrontendFaults(t *testing.T) {
 			port := fs.lastPort()
 			eventually(t, "a's frame on the switch", func() bool { return port.Stats().RxPackets.Load() > 0 })
 			traffic := startTraffic(b, c)
+			// A failing require ends the subtest before halt below; b and
+			// c outlive it, so their traffic must stop here, not run on
+			// into the parent's cleanup that closes them.
+			defer traffic.halt()
 			mark := fs.warn.count()
 			st0 := fs.srv.Stats()
 
@@ -411,6 +427,7 @@ func TestFrontendStopsConsumingRX(t *testing.T) {
 	mark := fs.warn.count()
 
 	traffic := startTraffic(b, c)
+	defer traffic.halt() // when a require below ends the test first
 	const flood = 20000
 	for i := range flood {
 		require.NoError(t, e.Send(unicast(3, 5, uint16(i))))

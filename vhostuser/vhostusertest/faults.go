@@ -3,6 +3,7 @@ package vhostusertest
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -89,13 +90,23 @@ func (f *Frontend) JamCallFD(idx int) error {
 	if !r.evfd {
 		return fmt.Errorf("vhostusertest: ring %d's call fd is a pipe", idx)
 	}
-	if _, err := drain(r.callR, true); err != nil { // the calls it holds count too
-		return err
-	}
 	var full [8]byte
 	nativeEndian.PutUint64(full[:], 1<<64-2)
-	if _, err := unix.Write(r.callR, full[:]); err != nil {
-		return fmt.Errorf("vhostusertest: fill call fd of ring %d: %w", idx, err)
+	// The backend may call between the drain and the write: the counter
+	// is then not 0 and the write, nonblocking, fails with EAGAIN; drain
+	// and write again.
+	deadline := time.Now().Add(f.opts.Timeout)
+	for {
+		if _, err := drain(r.callR, true); err != nil { // the calls it holds count too
+			return err
+		}
+		_, err := unix.Write(r.callR, full[:])
+		if err == nil {
+			break
+		}
+		if err != unix.EAGAIN || time.Now().After(deadline) {
+			return fmt.Errorf("vhostusertest: fill call fd of ring %d: %w", idx, err)
+		}
 	}
 	if err := unix.SetNonblock(r.callR, false); err != nil {
 		return fmt.Errorf("vhostusertest: call fd of ring %d: %w", idx, err)
