@@ -267,6 +267,11 @@ func (m *measure) tick(counter int64) (stop bool) {
 	return m.done
 }
 
+// senderRTO is the Go guest sender's retransmission timeout: after it
+// without new data acknowledged, it sends again from the oldest byte not
+// acknowledged (Linux's minimum RTO is 200 ms).
+const senderRTO = 300 * time.Millisecond
+
 // arcSend: the guest keeps the peer's window full of TSO frames and reads
 // ACKs from its receive queue.
 func (w *benchWorld) arcSend(b *testing.B, lport uint16) float64 {
@@ -276,12 +281,19 @@ func (w *benchWorld) arcSend(b *testing.B, lport uint16) float64 {
 	tmpl := make([]byte, 34+tcpHdrBytes+tsoPayload) // zero payload
 	hdr := partialHdr(true)
 	cpu0 := w.cpu(b)
+	s0 := w.be.stats()
 	m := &measure{start: time.Now()}
 	progress := time.Now()
-	dupAcks := 0
+	dupAcks, goBacks := 0, 0
+	probe := false
 	for !m.tick(w.peers.sunk.Load()) {
 		added := 0
-		for c.sndNxt-c.sndUna+tsoPayload <= c.sndWnd && added < 16 {
+		// After a timeout one frame goes even into a closed window, as
+		// TCP's window probe (RFC 9293 §3.8.6.1): the ACK that reopened
+		// it may be the one that was lost, and the answer to the probe
+		// carries the window.
+		for (c.sndNxt-c.sndUna+tsoPayload <= c.sndWnd || probe) && added < 16 {
+			probe = false
 			c.headers(tmpl, header.TCPFlagACK, c.sndNxt, nil, true)
 			if err := g.f.AddFrame(0, hdr, tmpl, vhostusertest.LayoutSplit); err != nil {
 				b.Fatal(err)
@@ -311,14 +323,25 @@ func (w *benchWorld) arcSend(b *testing.B, lport uint16) float64 {
 		switch {
 		case c.sndUna != una:
 			progress = time.Now()
-		case dupAcks >= 3 || time.Since(progress) > 300*time.Millisecond:
+		case dupAcks >= 3 || time.Since(progress) > senderRTO:
 			c.sndNxt, dupAcks, progress = c.sndUna, 0, time.Now() // go back N
+			goBacks++
+			probe = true
 		}
 		if n == 0 && added == 0 {
-			_, _ = g.f.WaitCall(0)
+			// Nothing to send until an ACK comes: sleep on the receive
+			// queue's call, but no longer than the retransmission timer
+			// (a lost segment brings no ACK: WaitCall's own timeout, 10
+			// s, made whole rounds of 0 Gbit/s).
+			_, _ = g.f.WaitCallFor(0, max(time.Until(progress.Add(senderRTO)), time.Millisecond))
 		}
 	}
 	w.logCPU(b, "guest-to-internet", cpu0, m)
+	s1 := w.be.stats()
+	b.Logf("vhost-arcnet guest-to-internet round: the guest went back %d times (3 duplicate ACKs or %v without progress)", goBacks, senderRTO)
+	if d := dropDeltas(s0, s1); len(d) > 0 {
+		b.Logf("vhost-arcnet drop counters that moved: %v", d)
+	}
 	c.rst()
 	w.settle(b)
 	return m.gbps
