@@ -125,6 +125,12 @@ for s in $(seq "$slots"); do
 done
 grep "$key" "$tmp/fe.log" | awk '{ print $2 }' >"$tmp/rates"
 awk -v first="$1" '
+	# median sorts v[1..n] in place (insertion sort: a few dozen values
+	# at most) and returns its median, 0 when n is 0.
+	function median(v, n,    i, j, x) {
+		for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+		return n ? (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) : 0
+	}
 	FILENAME == ARGV[1] { rate[FNR] = $1; next }
 	$1 == "start" { from = $4; c2c = $5; next }
 	$1 == "end" {
@@ -143,9 +149,7 @@ awk -v first="$1" '
 			if (!skipped) { skipped = 1; continue }
 			v[++n] = rate[i] / 1e6
 		}
-		# insertion sort: a dozen values
-		for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-		med = n ? (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) : 0
+		med = median(v, n)
 		last_n = n; last_med = med
 		m[$2, $3] = n ? med : 0
 		if (!($2 in seen)) { seen[$2] = 1; passes[++np] = $2 }
@@ -171,8 +175,7 @@ awk -v first="$1" '
 			k = modes[mi] SUBSEP names[b]; n = cnt[k]
 			if (!n) continue
 			for (i = 1; i <= n; i++) v[i] = rs[k, i]
-			for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-			med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+			med = median(v, n)
 			printf "mode=%s %s/%s: median %.2f of %d passes (%.2f..%.2f)\n", modes[mi], names[b], first, med, n, v[1], v[n]
 		}
 	}' "$tmp/rates" "$tmp/marks"
