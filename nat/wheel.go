@@ -90,58 +90,65 @@ func (e *Engine) advance(now int64, budget int, current bool) int {
 		w.cursor = nowTick - wheelSize
 	}
 	n := 0
-	var grp [reclaimGroup]struct {
-		i      uint32
-		h0, h1 uint64 // the hashes of its keys
-	}
 	for w.cursor < nowTick {
-		s := w.cursor & wheelMask
+		s := uint16(w.cursor & wheelMask)
 		for w.heads[s] != 0 {
 			if budget <= 0 {
 				e.wheelAt.Store(w.cursor)
 				return n
 			}
-			// Walk the first flows of the slot (each record a cache miss,
-			// one after the other) and start fetching their index slots,
-			// which then arrive while the walk goes on; remove finds them in
-			// the cache.
-			g := 0
-			for i := w.heads[s]; i != 0 && g < len(grp) && g < budget; g++ {
-				f := e.tab.flow(i)
-				grp[g].h0, grp[g].h1 = e.tab.prefetchSlots(f)
-				grp[g].i = i
-				i = f.next
-			}
+			// A passed slot is emptied: each flow is reclaimed or moves to
+			// the slot of its later deadline, so the walk starts at the
+			// head each time.
+			k, g, _ := e.sweep(w.heads[s], now, budget, true)
+			n += k
 			budget -= g
-			// Each is the slot's head in turn: a flow that lives on moves
-			// to a later slot.
-			for _, m := range grp[:g] {
-				i := m.i
-				f := e.tab.flow(i)
-				e.unschedule(i, f)
-				if e.kill(f, now) {
-					e.reclaimHashed(i, m.h0, m.h1)
-					n++
-				} else {
-					e.schedule(i, f)
-				}
-			}
 		}
 		budget--
 		w.cursor++
 	}
 	e.wheelAt.Store(w.cursor)
 	if current {
-		s := nowTick & wheelMask
-		for i := w.heads[s]; i != 0 && budget > 0; budget-- {
-			f := e.tab.flow(i)
-			next := f.next
-			if e.kill(f, now) {
-				e.reclaim(i)
-				n++
-			}
+		// The current slot keeps the flows that live on where they are.
+		for i := w.heads[nowTick&wheelMask]; i != 0 && budget > 0; {
+			k, g, next := e.sweep(i, now, budget, false)
+			n += k
+			budget -= g
 			i = next
 		}
 	}
 	return n
+}
+
+// sweep looks at up to min(reclaimGroup, budget) flows of a slot's list
+// from flow i on, reclaims the dead ones and, with move set, moves the
+// others to the slots of their deadlines. It returns how many it reclaimed,
+// how many it looked at and the flow after the last one looked at.
+//
+// The walk first goes through the group's records (each a cache miss, one
+// after the other) and starts fetching their index slots, which then
+// arrive while the walk goes on; remove finds them in the cache.
+func (e *Engine) sweep(i uint32, now int64, budget int, move bool) (reclaimed, looked int, next uint32) {
+	var grp [reclaimGroup]struct {
+		i      uint32
+		h0, h1 uint64 // the hashes of its keys
+	}
+	g := 0
+	for ; i != 0 && g < len(grp) && g < budget; g++ {
+		f := e.tab.flow(i)
+		grp[g].h0, grp[g].h1 = e.tab.prefetchSlots(f)
+		grp[g].i = i
+		i = f.next
+	}
+	for _, m := range grp[:g] {
+		f := e.tab.flow(m.i)
+		if e.kill(f, now) {
+			e.reclaimHashed(m.i, m.h0, m.h1)
+			reclaimed++
+		} else if move {
+			e.unschedule(m.i, f)
+			e.schedule(m.i, f)
+		}
+	}
+	return reclaimed, g, i
 }
