@@ -55,7 +55,7 @@ func (e *Engine) slow(from Side, p *Packet, m *meta, now int64, ps *pass) {
 	}
 	switch m.kind {
 	case kindFlow:
-		m.key = keyOf(m.w0, m.w1)
+		m.key.setWords(m.w0, m.w1)
 		e.translateFlow(from, p, m, now)
 	case kindLaterFrag:
 		e.translateFragment(from, p, now)

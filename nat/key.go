@@ -47,9 +47,22 @@ func keyOf(w0, w1 uint64) flowKey {
 		Proto: Proto(w1 >> 32), Side: Side(w1 >> 40)}
 }
 
+// setWords sets k to keyOf(w0, w1) field by field: built as a value and
+// then copied, the copy's 16-byte load would wait for the narrow stores
+// that built it to reach the cache (a store it cannot forward from).
+func (k *flowKey) setWords(w0, w1 uint64) {
+	k.Src, k.Dst = addr(w0>>32), addr(w0)
+	k.SrcPort, k.DstPort, k.Proto, k.Side = uint16(w1), uint16(w1>>16), Proto(w1>>32), Side(w1>>40)
+}
+
 // keyIs reports whether direction d of f has key k.
 func keyIs(f *flow, d uint32, k *flowKey) bool {
 	w0, w1 := k.words()
+	return keyIsWords(f, d, w0, w1)
+}
+
+// keyIsWords is keyIs for a key as words.
+func keyIsWords(f *flow, d uint32, w0, w1 uint64) bool {
 	return f.kw[d][0].Load() == w0 && f.kw[d][1].Load() == w1
 }
 
@@ -111,10 +124,32 @@ func (k *flowKey) tuple() Tuple {
 // key from is rewritten to key to (RFC 1624 §3: the delta of a fixed rewrite
 // is computed once per flow direction and added per packet).
 func csumDelta(from, to *flowKey) (addr, port uint16) {
-	s := uint64(^uint16(from.Src>>16)) + uint64(^uint16(from.Src)) + uint64(uint16(to.Src>>16)) + uint64(uint16(to.Src)) +
-		uint64(^uint16(from.Dst>>16)) + uint64(^uint16(from.Dst)) + uint64(uint16(to.Dst>>16)) + uint64(uint16(to.Dst))
-	p := uint64(^from.SrcPort) + uint64(to.SrcPort) + uint64(^from.DstPort) + uint64(to.DstPort)
-	return fold(s), fold(p)
+	f0, f1 := from.words()
+	t0, t1 := to.words()
+	return csumDeltaWords(f0, f1, t0, t1)
+}
+
+// csumDeltaWords is csumDelta for keys as words (flowKey.words). The sums
+// do not depend on the order of the 16-bit words, so the delta to a
+// reversed key can be taken from the key itself (setKeysWords).
+func csumDeltaWords(f0, f1, t0, t1 uint64) (addr, port uint16) {
+	return fold(sum16x4(^f0) + sum16x4(t0)), fold(sum16x4(uint64(^uint32(f1))) + sum16x4(uint64(uint32(t1))))
+}
+
+// sum16x4 returns the plain sum of the four 16-bit words of w.
+func sum16x4(w uint64) uint64 {
+	return w&0xffff + w>>16&0xffff + w>>32&0xffff + w>>48
+}
+
+// replyWords returns the key replies to a packet translated to key t
+// arrive with, as words, from t's words: the addresses swap halves, the
+// ports swap and side replaces the side. The new
+// flow path works on words so that no key is built with narrow stores and
+// then copied whole (a copy whose wide load cannot take its bytes from
+// those stores waits for them to reach the cache).
+func replyWords(w0, w1 uint64, side Side) (uint64, uint64) {
+	return bits.RotateLeft64(w0, 32),
+		w1>>16&0xffff | w1&0xffff<<16 | w1&(0xff<<32) | uint64(side)<<40
 }
 
 func fold(s uint64) uint16 {

@@ -20,7 +20,7 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 		p.Reason = ReasonNoFlow // an echo reply without its request
 		return 0
 	}
-	t, side1, owner, flags, mapIdx, ok := e.target(from, p, m)
+	t0, t1, side1, owner, flags, mapIdx, ok := e.target(from, p, m)
 	if !ok {
 		return 0
 	}
@@ -28,7 +28,9 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 	if !ok {
 		return 0
 	}
-	var h1 uint64 // the hash of the reply key, once computed (the index's insert takes it)
+	// The first packet as translated (t0, t1) and the key of its replies
+	// (r0, r1), as words (replyWords says why).
+	var r0, r1, h1 uint64 // h1: the reply key's hash (the index's insert takes it)
 
 	// The external port (or echo identifier) for SNAT.
 	if from == Guest {
@@ -38,25 +40,24 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 				e.refuse(from, p, ReasonNoPort)
 				return 0
 			}
-			t.SrcPort = e.mappings[mapIdx].ext
-			k1 := replyKey(&t, side1)
-			h1 = k1.hash(&e.tab.seed)
-			if e.tab.lookup(&k1, h1) != 0 {
+			t1 = t1&^0xffff | uint64(e.mappings[mapIdx].ext)
+			r0, r1 = replyWords(t0, t1, side1)
+			h1 = hashWords(r0, r1, &e.tab.seed)
+			if e.tab.lookupWords(r0, r1, h1) != 0 {
 				// Only possible for hairpin to a guest that already uses that
 				// tuple; refuse rather than alias two flows.
 				e.unrefMapping0(mapIdx)
 				e.refuse(from, p, ReasonNoPort)
 				return 0
 			}
-		} else if ok, h1 = e.pickPort(&t, side1); !ok {
+		} else if r0, r1, h1, ok = e.pickPort(t0, t1, side1); !ok {
 			e.refuse(from, p, ReasonNoPort)
 			return 0
 		}
-	}
-	k1 := replyKey(&t, side1)
-	if from == Uplink {
-		h1 = k1.hash(&e.tab.seed)
-		if e.tab.lookup(&k1, h1) != 0 {
+	} else {
+		r0, r1 = replyWords(t0, t1, side1)
+		h1 = hashWords(r0, r1, &e.tab.seed)
+		if e.tab.lookupWords(r0, r1, h1) != 0 {
 			// The guest already uses that tuple for a connection of its own.
 			e.refuse(from, p, ReasonNoPort)
 			return 0
@@ -69,7 +70,7 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 		return 0
 	}
 	f := e.tab.flow(i)
-	f.setKeys(k, &k1)
+	f.setKeysWords(m.w0, m.w1, r0, r1)
 	f.flags = flags
 	f.state = TCPSynSent
 	switch k.Proto {
@@ -100,54 +101,59 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 // external address for a guest's packet (or, hairpin, DNAT to the guest
 // behind a forward of the external address), DNAT for an inbound packet to
 // a port forward or an endpoint-independent UDP mapping (RFC 4787 REQ-8).
-// It returns the first packet as translated (t; the SNAT source port is
-// chosen later), the side replies arrive from, the guest the flow counts
-// against, the flow's flags and its UDP mapping. ok false: no flow may be
-// opened (p.Reason says why).
-func (e *Engine) target(from Side, p *Packet, m *meta) (t flowKey, side1 Side, owner addr, flags uint8, mapIdx uint32, ok bool) {
+// It returns the first packet as translated (t0, t1: its key as words; the
+// SNAT source port is chosen later), the side replies arrive from, the
+// guest the flow counts against, the flow's flags and its UDP mapping. ok
+// false: no flow may be opened (p.Reason says why).
+func (e *Engine) target(from Side, p *Packet, m *meta) (t0, t1 uint64, side1 Side, owner addr, flags uint8, mapIdx uint32, ok bool) {
 	k := &m.key
+	t0, t1 = m.w0, m.w1
 	if from == Guest {
 		owner = k.Src
-		t = *k
-		t.Src = e.ext
+		t0 = t0&0xffffffff | uint64(e.ext)<<32
 		side1 = Uplink
 		if k.Dst == e.ext {
 			// Hairpin: a guest reaching a port forward of the external address.
 			fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]
 			if !ok || k.Proto == ICMP {
 				p.Reason = ReasonNoFlow
-				return t, side1, owner, flags, 0, false
+				return t0, t1, side1, owner, flags, 0, false
 			}
-			t.Dst, t.DstPort = fw.addr, fw.port
+			t0, t1 = dnatWords(t0, t1, fw)
 			side1 = Guest
 			flags |= flagHairpin
 		}
-		return t, side1, owner, flags, 0, true
+		return t0, t1, side1, owner, flags, 0, true
 	}
 	if k.Proto == TCP && p.Buf[int(m.l4)+13]&(tcpSYN|tcpACK) != tcpSYN {
 		p.Reason = ReasonNoFlow // only a SYN opens an inbound connection
-		return t, side1, owner, flags, 0, false
+		return t0, t1, side1, owner, flags, 0, false
 	}
 	if k.Proto == ICMP {
 		p.Reason = ReasonNoFlow
-		return t, side1, owner, flags, 0, false
+		return t0, t1, side1, owner, flags, 0, false
 	}
-	t = *k
 	flags |= flagDNAT
 	side1 = Guest
+	var to hostPort
 	if fw, ok := e.fwd[fwdKey{k.Proto, k.DstPort}]; ok {
-		t.Dst, t.DstPort = fw.addr, fw.port
+		to = fw
 	} else if k.Proto == UDP && e.mapByExt[k.DstPort] != 0 {
 		// RFC 4787 REQ-8 endpoint-independent filtering: any remote may
 		// send to a mapped port.
 		mapIdx = e.mapByExt[k.DstPort]
-		mp := &e.mappings[mapIdx]
-		t.Dst, t.DstPort = mp.host.addr, mp.host.port
+		to = e.mappings[mapIdx].host
 	} else {
 		p.Reason = ReasonNoFlow
-		return t, side1, owner, flags, 0, false
+		return t0, t1, side1, owner, flags, 0, false
 	}
-	return t, side1, t.Dst, flags, mapIdx, true
+	t0, t1 = dnatWords(t0, t1, to)
+	return t0, t1, side1, to.addr, flags, mapIdx, true
+}
+
+// dnatWords returns key t0, t1 (as words) with hp as its destination.
+func dnatWords(t0, t1 uint64, hp hostPort) (uint64, uint64) {
+	return t0&^0xffffffff | uint64(hp.addr), t1&^(0xffff<<16) | uint64(hp.port)<<16
 }
 
 // admit checks the limits before any port is taken: the global flow limit
@@ -175,47 +181,42 @@ func (e *Engine) admit(from Side, p *Packet, owner addr, now int64) (oi uint32, 
 	return oi, true
 }
 
-// replyKey returns the key replies to translated packet t arrive with.
-func replyKey(t *flowKey, side Side) flowKey {
-	r := t.reverse()
-	r.Side = side
-	return r
-}
-
-// pickPort chooses t.SrcPort (TCP port or ICMP echo identifier) so that the
-// reply key is unused, and returns that key's hash (for the index, which
-// then need not hash it again): the guest's own port when free (port
-// preservation), otherwise one from the configured range, starting at a
-// random point.
+// pickPort chooses the source port (TCP port or ICMP echo identifier) of
+// the translated first packet (t0, t1: its key as words, with the guest's
+// port) so that the reply key is unused, and returns that key (r0, r1) and
+// its hash (for the index, which then need not hash it again): the guest's
+// own port when free (port preservation), otherwise one from the
+// configured range, starting at a random point.
 // Allocation is per destination: the same external port serves different
 // remote endpoints (as netfilter does). RFC 5382 REQ-1 asks for
 // endpoint-independent TCP mapping; port preservation gives it whenever the
 // guest's port is free.
-func (e *Engine) pickPort(t *flowKey, side Side) (ok bool, h uint64) {
+func (e *Engine) pickPort(t0, t1 uint64, side Side) (r0, r1, h uint64, ok bool) {
+	proto := Proto(t1 >> 32)
+	// The reply key's destination port is the source port chosen.
+	r0, r1 = replyWords(t0, t1&^0xffff, side)
 	free := func(port uint16) bool {
-		if e.forwarded(t.Proto, port) {
+		if e.forwarded(proto, port) {
 			return false
 		}
-		t.SrcPort = port
-		k := replyKey(t, side)
-		h = k.hash(&e.tab.seed)
-		return e.tab.lookupIndex(&k, h) == 0
+		h = hashWords(r0, r1|uint64(port)<<16, &e.tab.seed)
+		return e.tab.lookupIndexWords(r0, r1|uint64(port)<<16, h) == 0
 	}
-	want := t.SrcPort
-	if (want != 0 || t.Proto == ICMP) && e.allowed(want) && free(want) {
-		return true, h
+	want := uint16(t1)
+	if (want != 0 || proto == ICMP) && e.allowed(want) && free(want) {
+		return r0, r1 | uint64(want)<<16, h, true
 	}
 	lo, n := uint32(e.cfg.PortMin), uint32(e.cfg.PortMax)-uint32(e.cfg.PortMin)+1
-	if t.Proto == ICMP && !e.cfg.SharedAddress {
+	if proto == ICMP && !e.cfg.SharedAddress {
 		lo, n = 0, 1<<16
 	}
 	start := rand.Uint32N(n)
 	for j := uint32(0); j < 128 && j < n; j++ {
-		if free(uint16(lo + (start+j)%n)) {
-			return true, h
+		if port := uint16(lo + (start+j)%n); free(port) {
+			return r0, r1 | uint64(port)<<16, h, true
 		}
 	}
-	return false, 0
+	return 0, 0, 0, false
 }
 
 // allowed reports whether the guest's own port (echo identifier) may be

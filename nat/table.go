@@ -85,11 +85,16 @@ func (f *flow) proto() Proto { return Proto(f.kw[0][1].Load() >> 32) }
 func (f *flow) setKeys(k0, k1 *flowKey) {
 	a0, b0 := k0.words()
 	a1, b1 := k1.words()
+	f.setKeysWords(a0, b0, a1, b1)
+}
+
+// setKeysWords is setKeys for keys as words. Direction d is rewritten to
+// the reverse of the other direction's key (rewrite), whose 16-bit words
+// are those of that key in another order: csumDeltaWords takes the key.
+func (f *flow) setKeysWords(a0, b0, a1, b1 uint64) {
 	storeRel4((*uint64)(unsafe.Pointer(&f.kw)), a0, b0, a1, b1)
-	t0 := k1.reverse()
-	t1 := k0.reverse()
-	da0, dp0 := csumDelta(k0, &t0)
-	da1, dp1 := csumDelta(k1, &t1)
+	da0, dp0 := csumDeltaWords(a0, b0, a1, b1)
+	da1, dp1 := csumDeltaWords(a1, b1, a0, b0)
 	storeRel((*uint64)(unsafe.Pointer(&f.delta)), uint64(da0)|uint64(dp0)<<16|uint64(da1)<<32|uint64(dp1)<<48)
 }
 
@@ -237,15 +242,21 @@ func (t *table) coldOf(i uint32) *flowCold { return &t.cold[i>>chunkShift][i&(ch
 
 // lookup returns the ref of the flow direction with key k (hash h), or 0.
 func (t *table) lookup(k *flowKey, h uint64) ref {
+	w0, w1 := k.words()
+	return t.lookupWords(w0, w1, h)
+}
+
+// lookupWords is lookup for a key as words.
+func (t *table) lookupWords(w0, w1, h uint64) ref {
 	if t.cache != nil {
 		c := t.cache[h&t.cacheMask]
 		if c>>32 == h>>32 {
-			if r := ref(c); r != 0 && keyIs(t.flow(r>>1), r&1, k) {
+			if r := ref(c); r != 0 && keyIsWords(t.flow(r>>1), r&1, w0, w1) {
 				return r
 			}
 		}
 	}
-	r := t.lookupIndex(k, h)
+	r := t.lookupIndexWords(w0, w1, h)
 	if r != 0 && t.cache != nil {
 		t.cache[h&t.cacheMask] = h>>32<<32 | uint64(r)
 	}
@@ -256,6 +267,12 @@ func (t *table) lookup(k *flowKey, h uint64) ref {
 // that is most likely not there (pickPort's check that a reply key is
 // free), where the cache's line is one more miss that can only say "maybe".
 func (t *table) lookupIndex(k *flowKey, h uint64) ref {
+	w0, w1 := k.words()
+	return t.lookupIndexWords(w0, w1, h)
+}
+
+// lookupIndexWords is lookupIndex for a key as words.
+func (t *table) lookupIndexWords(w0, w1, h uint64) ref {
 	tag := h & 0xffffffff
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := t.slots[i]
@@ -263,7 +280,7 @@ func (t *table) lookupIndex(k *flowKey, h uint64) ref {
 			return 0
 		}
 		if s>>32 == tag {
-			if r := ref(s); keyIs(t.flow(r>>1), r&1, k) {
+			if r := ref(s); keyIsWords(t.flow(r>>1), r&1, w0, w1) {
 				return r
 			}
 		}

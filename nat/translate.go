@@ -105,9 +105,8 @@ func (e *Engine) translateBatch(from Side, pkts []Packet, now int64, ps *pass) {
 		if from == Guest && Proto(m.w1>>32) != UDP {
 			// Probably a new flow: pickPort will first try the guest's own
 			// port, so fetch the slot of that reply key too.
-			k := keyOf(m.w0, m.w1)
-			r := flowKey{Src: k.Dst, Dst: e.ext, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, Side: Uplink}
-			sl := &ix.slots[r.hash(&t.seed)&ix.mask]
+			r0, r1 := replyWords(m.w0&0xffffffff|uint64(e.ext)<<32, m.w1, Uplink)
+			sl := &ix.slots[hashWords(r0, r1, &t.seed)&ix.mask]
 			if prefetch.Available {
 				addrs[n] = uintptr(unsafe.Pointer(sl))
 				addrs[n+1] = addrs[n] + 64
@@ -250,7 +249,7 @@ func portsWord(l []byte) uint64 {
 // holding the lock.
 func (e *Engine) translateFlow(from Side, p *Packet, m *meta, now int64) {
 	t := &e.tab
-	r := t.lookup(&m.key, m.hash)
+	r := t.lookupWords(m.w0, m.w1, m.hash)
 	if r != 0 {
 		if e.kill(t.flow(r>>1), now) {
 			e.reclaim(r >> 1)
