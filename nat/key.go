@@ -55,13 +55,7 @@ func (k *flowKey) setWords(w0, w1 uint64) {
 	k.SrcPort, k.DstPort, k.Proto, k.Side = uint16(w1), uint16(w1>>16), Proto(w1>>32), Side(w1>>40)
 }
 
-// keyIs reports whether direction d of f has key k.
-func keyIs(f *flow, d uint32, k *flowKey) bool {
-	w0, w1 := k.words()
-	return keyIsWords(f, d, w0, w1)
-}
-
-// keyIsWords is keyIs for a key as words.
+// keyIsWords reports whether direction d of f has the key with words w0, w1.
 func keyIsWords(f *flow, d uint32, w0, w1 uint64) bool {
 	return f.kw[d][0].Load() == w0 && f.kw[d][1].Load() == w1
 }
@@ -119,19 +113,13 @@ func (k *flowKey) tuple() Tuple {
 		Dst: netip.AddrPortFrom(k.Dst.netip(), k.DstPort)}
 }
 
-// csumDelta returns the one's complement sum of ~old + new over the 16-bit
-// words of both addresses (addr) and of both ports (port) when a packet with
-// key from is rewritten to key to (RFC 1624 §3: the delta of a fixed rewrite
-// is computed once per flow direction and added per packet).
-func csumDelta(from, to *flowKey) (addr, port uint16) {
-	f0, f1 := from.words()
-	t0, t1 := to.words()
-	return csumDeltaWords(f0, f1, t0, t1)
-}
-
-// csumDeltaWords is csumDelta for keys as words (flowKey.words). The sums
-// do not depend on the order of the 16-bit words, so the delta to a
-// reversed key can be taken from the key itself (setKeysWords).
+// csumDeltaWords returns the one's complement sum of ~old + new over the
+// 16-bit words of both addresses (addr) and of both ports (port) when a
+// packet with key f (as words, flowKey.words) is rewritten to key t (RFC
+// 1624 §3: the delta of a fixed rewrite is computed once per flow direction
+// and added per packet). The sums do not depend on the order of the 16-bit
+// words, so the delta to a reversed key can be taken from the key itself
+// (setKeysWords).
 func csumDeltaWords(f0, f1, t0, t1 uint64) (addr, port uint16) {
 	return fold(sum16x4(^f0) + sum16x4(t0)), fold(sum16x4(uint64(^uint32(f1))) + sum16x4(uint64(uint32(t1))))
 }

@@ -51,7 +51,7 @@ const (
 type flow struct {
 	kw    [2][2]atomic.Uint64 // [d]: key of direction d as flowKey.words; [0] as the first packet arrived, [1] the reply as it will arrive
 	word  atomic.Uint64       // deadline (engine ns) << 3 | fast class; 0: dead
-	delta atomic.Uint64       // checksum deltas (csumDelta): direction d's address delta at bit 32*d, port delta at 32*d+16
+	delta atomic.Uint64       // checksum deltas (csumDeltaWords): direction d's address delta at bit 32*d, port delta at 32*d+16
 	prev  uint32              // timing wheel links (0 = none); next is also the free list
 	next  uint32
 	slot  uint16   // timing wheel slot
@@ -263,15 +263,10 @@ func (t *table) lookupWords(w0, w1, h uint64) ref {
 	return r
 }
 
-// lookupIndex is lookup without the cache in front of the index: for a key
-// that is most likely not there (pickPort's check that a reply key is
-// free), where the cache's line is one more miss that can only say "maybe".
-func (t *table) lookupIndex(k *flowKey, h uint64) ref {
-	w0, w1 := k.words()
-	return t.lookupIndexWords(w0, w1, h)
-}
-
-// lookupIndexWords is lookupIndex for a key as words.
+// lookupIndexWords is lookup (of the key with words w0, w1) without the
+// cache in front of the index: for a key that is most likely not there
+// (pickPort's check that a reply key is free), where the cache's line is
+// one more miss that can only say "maybe".
 func (t *table) lookupIndexWords(w0, w1, h uint64) ref {
 	tag := h & 0xffffffff
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
