@@ -131,10 +131,10 @@ func sum16x4(w uint64) uint64 {
 
 // replyWords returns the key replies to a packet translated to key t
 // arrive with, as words, from t's words: the addresses swap halves, the
-// ports swap and side replaces the side. The new
-// flow path works on words so that no key is built with narrow stores and
-// then copied whole (a copy whose wide load cannot take its bytes from
-// those stores waits for them to reach the cache).
+// ports swap and side replaces the side. The new flow path works on words
+// so that no key is built with narrow stores and then copied whole (a copy
+// whose wide load cannot take its bytes from those stores waits for them
+// to reach the cache).
 func replyWords(w0, w1 uint64, side Side) (uint64, uint64) {
 	return bits.RotateLeft64(w0, 32),
 		w1>>16&0xffff | w1&0xffff<<16 | w1&(0xff<<32) | uint64(side)<<40
