@@ -155,6 +155,9 @@ func BenchmarkGuestToGuest(b *testing.B) {
 		batch      int
 	}{
 		{"64B", 64, false, mrg, 2048, 32},
+		// A TCP ACK as Linux guests send it: a partial checksum
+		// (NEEDS_CSUM, no GSO) to a receiver with GUEST_CSUM.
+		{"66B-TCP-csum", 66, false, mrg | virtio.NetFGuestCsum, 2048, 32},
 		{"1500B", 1500, false, mrg, 2048, 32},
 		{"64KiB-GSO", 65536, true, mrg | virtio.NetFGuestCsum | virtio.NetFGuestTSO4, 4096, 32},
 		// The receiver lacks GUEST_TSO4: the switch segments each frame
@@ -186,6 +189,10 @@ func BenchmarkGuestToGuest(b *testing.B) {
 			if c.gso {
 				frame, hdr = tcpGSOFrame(gsoSpec{payload: c.size - 66, mss: 1448, flags: header.TCPFlagACK}, macA, macB)
 				txFeatures |= virtio.NetFCsum | virtio.NetFHostTSO4
+			} else if c.rxFeatures&virtio.NetFGuestCsum != 0 {
+				frame, hdr = tcpGSOFrame(gsoSpec{payload: c.size - 66, mss: 1448, flags: header.TCPFlagACK}, macA, macB)
+				hdr.GSOType, hdr.GSOSize, hdr.HdrLen = virtio.NetHdrGSONone, 0, 0
+				txFeatures |= virtio.NetFCsum
 			} else {
 				frame = udp4Frame(macB, macA, ipA, ipB, 1000, 2000, c.size-42)
 			}

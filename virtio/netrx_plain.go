@@ -143,6 +143,24 @@ func (r *NetRX) PlainFrame(b *PlainBuf, n int) (frame []byte, ok bool) {
 	return b.b[r.hdrLen:end:end], true
 }
 
+// PlainFrameHdr is PlainFrame for a frame with offload metadata that
+// goes to the guest as it is (a partial checksum to a guest with
+// VIRTIO_NET_F_GUEST_CSUM, virtio 1.2 §5.1.6.4.1): it writes hdr, with
+// num_buffers 1, where PlainFrame writes zeros. hdr is not changed.
+func (r *NetRX) PlainFrameHdr(b *PlainBuf, hdr *NetHdr, n int) (frame []byte, ok bool) {
+	end := uint64(r.hdrLen) + uint64(n)
+	if end > uint64(len(b.b)) {
+		return nil, false
+	}
+	h := b.b[:r.hdrLen:r.hdrLen] // len(b.b) >= end >= r.hdrLen
+	hdr.encodeLegacy(h)
+	if r.hdrLen == NetHdrSize {
+		binary.LittleEndian.PutUint16(h[NetHdrSizeLegacy:], 1)
+	}
+	b.n = uint32(end)
+	return b.b[r.hdrLen:end:end], true
+}
+
 // MergeFrame writes one frame across the leading buffers of bufs (as
 // PeekPlain returned them, in ring order) as Write does with
 // VIRTIO_NET_F_MRG_RXBUF (virtio 1.2 §5.1.6.4: the header, its num_buffers
