@@ -235,14 +235,20 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 		return q, log
 	}
 
-	// The batched one-buffer receive path (PeekPlain, PlainFrame,
-	// CommitPlain, as GuestPort.deliver) against WritePlain one frame at a
-	// time, on the same guest state: the same frames written and dropped,
-	// the same bytes in guest memory, dirty log and position.
-	frames := make([][][]byte, int(cfg.Size)+2)
+	// The batched one-buffer receive path (PeekPlain, PlainFrame or
+	// PlainFrameHdr, CommitPlain, as GuestPort.deliver) against
+	// WritePlain or Write one frame at a time, on the same guest state:
+	// the same frames written and dropped, the same bytes in guest
+	// memory, dirty log and position. Every third frame carries a partial
+	// checksum header (PlainFrameHdr in the batch, Write alone).
+	frames := make([]mergeFrame, int(cfg.Size)+2)
+	csum := &virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, CsumStart: 14, CsumOffset: 6}
 	for i := range frames {
 		n := []int{60, 1000, 14, 2000}[i%4]
-		frames[i] = split(frame(n), n/2+1)
+		frames[i].segs = split(frame(n), n/2+1)
+		if i%3 == 1 {
+			frames[i].hdr = csum
+		}
 	}
 	var res [2]plainResult
 	var after [2]plainRingState
@@ -250,9 +256,9 @@ func fuzzChainWalk(t *testing.T, data []byte) (popped int, broken error) {
 		q, log := loggedQueue()
 		rx := virtio.NewNetRX(q)
 		if i == 0 {
-			res[i] = writePlainEach(rx, frames)
+			res[i] = writeMergedEach(rx, frames)
 		} else {
-			res[i] = writePlainBatch(rx, frames, make([]virtio.PlainBuf, 1+int(data[0]>>5)))
+			res[i], _ = writeHdrBatch(rx, frames, make([]virtio.PlainBuf, 1+int(data[0]>>5)))
 		}
 		q.Publish()
 		after[i] = plainRingState{mem: append([]byte(nil), fuzzBacking...), log: log, lastAvail: q.LastAvail(), broken: q.Err() != nil}

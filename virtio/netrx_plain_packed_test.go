@@ -9,10 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// comparePackedPlainBatch runs frames through PeekPlain/PlainFrame/
-// CommitPlain (writePlainBatch, at most batch per PeekPlain) on one twin
-// and through WritePlain one at a time (writePlainEach: writePlainPacked,
-// which FuzzPackedWritePlain compares with the general path) on another,
+// comparePackedPlainBatch runs frames through PeekPlain/PlainFrame (or
+// PlainFrameHdr for every third, which has a partial checksum header)/
+// CommitPlain (writeHdrBatch, at most batch per PeekPlain) on one twin
+// and through WritePlain (writePlainPacked, which FuzzPackedWritePlain
+// compares with the general path) or Write one at a time on another,
 // in rounds of 1..4 frames, until the queue runs out or breaks, with a
 // Mark/Rewind every third round (and the round again) and a Publish and
 // NeedNotify after every second: both must end every round in the same
@@ -24,17 +25,23 @@ func comparePackedPlainBatch(t testing.TB, data []byte, lens uint64, batch int) 
 		return 0
 	}
 	bufs := make([]virtio.PlainBuf, batch)
+	csum := &virtio.NetHdr{Flags: virtio.NetHdrFNeedsCsum, CsumStart: 14, CsumOffset: 6}
 	step := 0
 	for round := range 2*int(ba.q.Size()) + 2 {
-		frames := make([][][]byte, 1+round%4)
+		// Every third frame with a partial checksum header
+		// (PlainFrameHdr in the batch, Write alone).
+		frames := make([]mergeFrame, 1+round%4)
 		for i := range frames {
-			frames[i] = rxPayload(lens, step)
+			frames[i].segs = rxPayload(lens, step)
+			if step%3 == 2 {
+				frames[i].hdr = csum
+			}
 			step++
 		}
 		name := fmt.Sprintf("round %d", round)
 		mb, me := ba.q.Mark(), ea.q.Mark()
-		rb, nb := writePlainBatchN(ba.rx, frames, bufs)
-		re := writePlainEach(ea.rx, frames)
+		rb, nb := writeHdrBatch(ba.rx, frames, bufs)
+		re := writeMergedEach(ea.rx, frames)
 		batched += nb
 		requireSamePlain(t, re, rb, name)
 		requireSameRx(t, ba, ea, name)
@@ -42,8 +49,8 @@ func comparePackedPlainBatch(t testing.TB, data []byte, lens uint64, batch int) 
 			ba.q.Rewind(mb)
 			ea.q.Rewind(me)
 			requireSameRx(t, ba, ea, name+" rewound")
-			rb = writePlainBatch(ba.rx, frames, bufs)
-			re = writePlainEach(ea.rx, frames)
+			rb, _ = writeHdrBatch(ba.rx, frames, bufs)
+			re = writeMergedEach(ea.rx, frames)
 			requireSamePlain(t, re, rb, name+" again")
 			requireSameRx(t, ba, ea, name+" again")
 		}
