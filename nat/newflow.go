@@ -41,9 +41,8 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 				return 0
 			}
 			t1 = t1&^0xffff | uint64(e.mappings[mapIdx].ext)
-			r0, r1 = replyWords(t0, t1, side1)
-			h1 = hashWords(r0, r1, &e.tab.seed)
-			if e.tab.lookupWords(r0, r1, h1) != 0 {
+			var taken bool
+			if r0, r1, h1, taken = e.replyTaken(t0, t1, side1); taken {
 				// Only possible for hairpin to a guest that already uses that
 				// tuple; refuse rather than alias two flows.
 				e.unrefMapping0(mapIdx)
@@ -55,9 +54,8 @@ func (e *Engine) open(from Side, p *Packet, m *meta, now int64) ref {
 			return 0
 		}
 	} else {
-		r0, r1 = replyWords(t0, t1, side1)
-		h1 = hashWords(r0, r1, &e.tab.seed)
-		if e.tab.lookupWords(r0, r1, h1) != 0 {
+		var taken bool
+		if r0, r1, h1, taken = e.replyTaken(t0, t1, side1); taken {
 			// The guest already uses that tuple for a connection of its own.
 			e.refuse(from, p, ReasonNoPort)
 			return 0
@@ -151,6 +149,14 @@ func (e *Engine) target(from Side, p *Packet, m *meta) (t0, t1 uint64, side1 Sid
 	return t0, t1, side1, to.addr, flags, mapIdx, true
 }
 
+// replyTaken returns the key replies to a packet translated to key t0, t1
+// arrive with (replyWords), its hash, and whether a flow already has it.
+func (e *Engine) replyTaken(t0, t1 uint64, side Side) (r0, r1, h uint64, taken bool) {
+	r0, r1 = replyWords(t0, t1, side)
+	h = hashWords(r0, r1, &e.tab.seed)
+	return r0, r1, h, e.tab.lookupWords(r0, r1, h) != 0
+}
+
 // dnatWords returns key t0, t1 (as words) with hp as its destination.
 func dnatWords(t0, t1 uint64, hp hostPort) (uint64, uint64) {
 	return t0&^0xffffffff | uint64(hp.addr), t1&^(0xffff<<16) | uint64(hp.port)<<16
@@ -199,8 +205,9 @@ func (e *Engine) pickPort(t0, t1 uint64, side Side) (r0, r1, h uint64, ok bool) 
 		if e.forwarded(proto, port) {
 			return false
 		}
-		h = hashWords(r0, r1|uint64(port)<<16, &e.tab.seed)
-		return e.tab.lookupIndexWords(r0, r1|uint64(port)<<16, h) == 0
+		w1 := r1 | uint64(port)<<16
+		h = hashWords(r0, w1, &e.tab.seed)
+		return e.tab.lookupIndexWords(r0, w1, h) == 0
 	}
 	want := uint16(t1)
 	if (want != 0 || proto == ICMP) && e.allowed(want) && free(want) {
