@@ -40,7 +40,7 @@ func (r *NetRX) peekPlainPacked(bufs []PlainBuf) int {
 	if out >= uint32(q.size) {
 		return 0
 	}
-	k := min(len(bufs), int(uint32(q.size)-out))
+	k := min(len(bufs), int(uint32(q.size)-out), popAhead)
 	rg := &q.regions[q.hint]
 	ringLo, ringHi := q.descGPA, q.descGPA+uint64(q.size)*descSize
 	// The device event suppression structure, by host address (one
@@ -50,12 +50,17 @@ func (r *NetRX) peekPlainPacked(bufs []PlainBuf) int {
 	// end up different (FuzzPackedPlainBatch found one).
 	evLo := ring.Addr(q.devEvent, 0)
 	evHi := evLo + eventSuppressSize
-	for i := 0; i < k; i++ {
+	// Each buffer's header line for reading and the frame's first line
+	// for writing, as the split PeekPlain does (the descriptors are in
+	// ring order here: no pass for them).
+	var lines [2 * popAhead]uintptr
+	i := 0
+	for ; i < k; i++ {
 		idx := uint32(pos & packedIdxMask)
 		d := q.desc[idx*descSize : idx*descSize+descSize : idx*descSize+descSize]
 		flags := ring.LoadAcquireHi16(d[12:16])
 		if !isAvail(flags, pos) || flags&(descFNext|descFIndirect|descFWrite) != descFWrite {
-			return i
+			break
 		}
 		addr := binary.LittleEndian.Uint64(d[0:8])
 		length := uint64(binary.LittleEndian.Uint32(d[8:12]))
@@ -63,15 +68,20 @@ func (r *NetRX) peekPlainPacked(bufs []PlainBuf) int {
 		off := addr - rg.gpa
 		if id >= q.size || length == 0 || off >= rg.size || length > rg.size-off ||
 			addr < ringHi && ringLo < addr+length {
-			return i
+			break
 		}
-		if lo := ring.Addr(rg.data, int(off)); lo < evHi && evLo < lo+uintptr(length) {
-			return i
+		lo := ring.Addr(rg.data, int(off))
+		if lo < evHi && evLo < lo+uintptr(length) {
+			break
 		}
 		bufs[i] = PlainBuf{b: rg.data[off : off+length : off+length], gpa: addr, head: id, flags: flags}
+		lines[i] = lo
+		lines[popAhead+i] = lo + uintptr(min(length, readAheadLen)) - 1
 		pos = q.advance(pos, 1)
 	}
-	return k
+	ring.Prefetch(lines[:i])
+	ring.PrefetchW(lines[popAhead : popAhead+i])
+	return i
 }
 
 // commitPlainPacked is CommitPlain on a packed ring: for each buffer,
