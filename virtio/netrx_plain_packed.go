@@ -22,6 +22,9 @@ import (
 // PlainFrame the frame against the buffer: a buffer PeekPlain refuses
 // goes to WritePlain, which decides as before.
 //
+// At most 64 buffers a call (popAhead), as on split rings, whose header
+// and first frame lines are prefetched as PeekPlain does there.
+//
 // The batch is capped so that no used descriptor CommitPlain writes lands
 // on a ring slot PeekPlain read for a later buffer of the batch (possible
 // only with buffers outstanding a whole ring apart), and refused when the
