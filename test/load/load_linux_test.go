@@ -5,7 +5,9 @@ package load
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,6 +72,14 @@ func testLoad(t *testing.T, b *arcnet, echoed *atomic.Uint64) {
 	dur := 5 * time.Second
 	if testing.Short() {
 		dur = 2 * time.Second
+	}
+	// LOAD_SECONDS: a longer run (make soak).
+	if v := os.Getenv("LOAD_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("LOAD_SECONDS=%q: want a whole number of seconds, at least 1", v)
+		}
+		dur = time.Duration(n) * time.Second
 	}
 	before := b.baseline()
 	t.Logf("before: %v", before)
