@@ -137,19 +137,13 @@ func TestNetRXMergeFrame(t *testing.T) {
 					}
 					frames = append(frames, f)
 				}
-				merged := 0
-				compareRx(t, features, packed, func(p *pair) {
+				merged := compareWithEach(t, features, packed, func(p *pair) {
 					for _, c := range tc.chains {
 						_, err := p.d.AddChain(nil, c.in, c.indirect)
 						require.NoError(t, err)
 					}
-				}, func(i int, rx *virtio.NetRX) plainResult {
-					if i == 0 {
-						return writeMergedEach(rx, frames)
-					}
-					r, m := writeMergedBatch(rx, frames, make([]virtio.PlainBuf, 64))
-					merged = m
-					return r
+				}, frames, func(rx *virtio.NetRX) (plainResult, int) {
+					return writeMergedBatch(rx, frames, make([]virtio.PlainBuf, 64))
 				})
 				if !packed {
 					require.Equal(t, tc.merged, merged, "frames through MergeFrame")

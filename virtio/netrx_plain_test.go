@@ -155,6 +155,24 @@ func compareRx(t *testing.T, features uint64, packed bool, setup func(p *pair), 
 	require.True(t, string(states[0].mem) == string(states[1].mem), "guest memory differs")
 }
 
+// compareWithEach is compareRx of frames written one at a time
+// (writeMergedEach, the reference) against a batch writer, which returns
+// its result and how many frames took its path; compareWithEach returns
+// that count.
+func compareWithEach(t *testing.T, features uint64, packed bool, setup func(p *pair), frames []mergeFrame,
+	batch func(rx *virtio.NetRX) (plainResult, int)) (n int) {
+	t.Helper()
+	compareRx(t, features, packed, setup, func(i int, rx *virtio.NetRX) plainResult {
+		if i == 0 {
+			return writeMergedEach(rx, frames)
+		}
+		r, k := batch(rx)
+		n = k
+		return r
+	})
+	return n
+}
+
 // TestNetRXPlainBroken: PeekPlain takes nothing from a broken queue
 // (WritePlain decides there).
 func TestNetRXPlainBroken(t *testing.T) {
@@ -300,19 +318,13 @@ func TestNetRXPlainFrameHdr(t *testing.T) {
 					frames = append(frames, f)
 				}
 				frames = append(frames, mergeFrame{hdr: csum, segs: [][]byte{frame(3000)}}) // too big for one buffer
-				var batched int
-				compareRx(t, features, packed, func(p *pair) {
+				batched := compareWithEach(t, features, packed, func(p *pair) {
 					for range 16 {
 						_, err := p.d.AddChain(nil, []uint32{tc.bufSize}, false)
 						require.NoError(t, err)
 					}
-				}, func(i int, rx *virtio.NetRX) plainResult {
-					if i == 0 {
-						return writeMergedEach(rx, frames)
-					}
-					r, b := writeHdrBatch(rx, frames, make([]virtio.PlainBuf, 8))
-					batched = b
-					return r
+				}, frames, func(rx *virtio.NetRX) (plainResult, int) {
+					return writeHdrBatch(rx, frames, make([]virtio.PlainBuf, 8))
 				})
 				// All 12 small frames, but on a packed ring with
 				// EVENT_IDX the first (its device event flags are set
